@@ -1,0 +1,416 @@
+"""Tasks: in-memory numpy splits served as `tf.data` pipelines.
+
+A `Task` holds `train`, `validation` and `test` splits of `(x, y)` numpy
+arrays. Images stay uint8 pixels 0..255 (models scale their own raw inputs);
+labels are int32 `0..num_classes-1`, remapped from the chosen class subset in
+the order given. Every source (`digits`, `tfds_task`, `from_arrays`,
+`from_dataset`) supports a class subset (`classes=`) and stratified k-shot
+sampling of the train split (`shots=`), all seeded.
+
+Example:
+    >>> source, target = digits_tasks(shots=5)
+    >>> target.class_names, target.num_classes, target.input_shape
+    (('5', '6', '7', '8', '9'), 5, (8, 8, 1))
+    >>> x, y = next(iter(target.dataset("train", training=True)))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from keras_team.errors import KerasTeamError
+
+AUGMENTATIONS = ("flip", "crop")
+SPLITS = ("train", "validation", "test")
+CROP_PADDING = 4
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Task:
+    """A classification task: numpy splits plus how to serve them.
+
+    Args:
+        name: a label for reports, e.g. `"digits"` or `"cifar100"`.
+        splits: `"train"`, `"validation"`, `"test"` -> `(x, y)`; `y` int32 in
+            `0..num_classes-1`.
+        class_names: the name of each label, in label order.
+        batch_size: examples per batch.
+        augment: training-only augmentation, any of `"flip"`, `"crop"`.
+        seed: seeds shuffling and augmentation.
+
+    Example:
+        >>> x = np.zeros((4, 8, 8, 1), np.uint8)
+        >>> y = np.array([0, 1, 0, 1], np.int32)
+        >>> task = Task("toy", {"train": (x, y)}, ("a", "b"), batch_size=2)
+        >>> [b[0].shape for b in task.dataset("train")]
+        [TensorShape([2, 8, 8, 1]), TensorShape([2, 8, 8, 1])]
+    """
+
+    name: str
+    splits: dict[str, Split]
+    class_names: tuple[str, ...]
+    batch_size: int = 32
+    augment: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_augment(self.augment)
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels range over."""
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example, e.g. `(32, 32, 3)`."""
+        return tuple(self.splits["train"][0].shape[1:])
+
+    def dataset(self, split: str, *, training: bool = False) -> tf.data.Dataset:
+        """Batched, cached, prefetched `(x, y)` for one split.
+
+        With `training=True` (train split only) the examples are shuffled
+        (seeded, reshuffled every epoch) and augmented after the cache, so
+        every epoch sees different images. Evaluation datasets are never
+        shuffled nor augmented.
+
+        Example:
+            >>> for x, y in task.dataset("train", training=True): ...
+        """
+        if split not in self.splits:
+            raise KerasTeamError("split", split, f"one of {sorted(self.splits)}")
+        if training and split != "train":
+            raise KerasTeamError(
+                "split", split, "'train' when training=True (evaluation data is "
+                "never shuffled nor augmented)"
+            )
+        x, y = self.splits[split]
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+        if training:
+            ds = ds.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
+            if self.augment:
+                augment = self._augmenter()
+                # Sequential: the layers' seed state then advances in order.
+                ds = ds.map(lambda image, label: (augment(image), label))
+        return ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def _augmenter(self):
+        """One example -> a randomly flipped and/or padded-and-cropped copy."""
+        height, width = self.input_shape[:2]
+        layers = []
+        if "flip" in self.augment:
+            layers.append(keras.layers.RandomFlip("horizontal", seed=self.seed))
+        if "crop" in self.augment:  # torchvision's RandomCrop(size, padding=4)
+            layers += [
+                keras.layers.ZeroPadding2D(CROP_PADDING),
+                keras.layers.RandomCrop(height, width, seed=self.seed),
+            ]
+
+        def augment(image: tf.Tensor) -> tf.Tensor:
+            out = image[tf.newaxis]
+            for layer in layers:
+                out = layer(out, training=True)
+            return tf.cast(out[0], image.dtype)  # flips and crops keep values
+
+        return augment
+
+
+def from_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    classes: Sequence[int] | None = None,
+    shots: int | None = None,
+    validation: float = 0.2,
+    test: float = 0.3,
+    seed: int = 0,
+    batch_size: int = 32,
+    augment: Sequence[str] = (),
+    class_names: Sequence[str] | None = None,
+    name: str = "arrays",
+) -> Task:
+    """A task from numpy arrays, split stratified into train/validation/test.
+
+    The `test` fraction is held out first; from the rest, `shots` examples
+    per class form train (the unused remainder only feeds validation, the
+    rest is dropped) and a `validation` fraction of what is left is held
+    out. Without `shots`, train is the rest minus validation.
+
+    Args:
+        x: examples, first axis the example index.
+        y: integer labels, one per example.
+        classes: the labels to keep, remapped to `0..len(classes)-1` in this
+            order; default all labels.
+        shots: examples per class in train (k-shot); default all.
+        validation, test: fractions in (0, 1).
+        class_names: the name of each original label; default `str(label)`.
+
+    Example:
+        >>> task = from_arrays(x, y, classes=[3, 1], shots=5)
+        >>> task.class_names
+        ('3', '1')
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise KerasTeamError("y", f"{y.dtype}{y.shape}", "a 1-D array of integer labels")
+    if len(x) != len(y):
+        raise KerasTeamError("y", f"{len(y)} labels", f"{len(x)}, one per example in x")
+    if class_names is None:
+        class_names = [str(label) for label in range(int(y.max(initial=0)) + 1)]
+    if len(y) == 0 or y.min() < 0 or y.max() >= len(class_names):
+        raise KerasTeamError(
+            "y", f"{len(y)} labels in {y.min(initial=0)}..{y.max(initial=0)}",
+            f"at least one label, all in 0..{len(class_names) - 1} (one per class name)",
+        )
+    _check_fraction("test", test)
+    x_train, y_train, x_test, y_test = _split_off(x, y, test, seed, "test")
+    return _make_task(
+        name, (x_train, y_train), (x_test, y_test), class_names=class_names,
+        classes=classes, available=np.unique(y), shots=shots,
+        validation=validation, seed=seed, batch_size=batch_size, augment=augment,
+    )
+
+
+def from_dataset(dataset: tf.data.Dataset, **kwargs: Any) -> Task:
+    """A task from an unbatched `(x, y)` dataset, read whole into memory.
+
+    The dataset is materialised to numpy arrays once, then split as by
+    `from_arrays`, which takes the same keyword arguments.
+
+    Example:
+        >>> ds = tf.data.Dataset.from_tensor_slices((x, y))
+        >>> task = from_dataset(ds, classes=[0, 1], shots=5)
+    """
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2) or spec[1].shape.rank != 0:
+        raise KerasTeamError("dataset", spec, "an unbatched dataset of (x, scalar y)")
+    examples = list(dataset.as_numpy_iterator())
+    if not examples:
+        raise KerasTeamError("dataset", "empty", "at least one (x, y) example")
+    x, y = (np.stack(part) for part in zip(*examples))
+    return from_arrays(x, y, **kwargs)
+
+
+def digits(
+    *,
+    classes: Sequence[int] | None = None,
+    shots: int | None = None,
+    validation: float = 0.2,
+    test: float = 0.3,
+    seed: int = 0,
+    batch_size: int = 32,
+    augment: Sequence[str] = (),
+) -> Task:
+    """scikit-learn's bundled 8x8 handwritten digits (offline), as uint8 images.
+
+    Pixels 0..16 become 0..255 (`round(v * 255 / 16)`), shape `(8, 8, 1)`;
+    splits as in `from_arrays`.
+
+    Example:
+        >>> task = digits(classes=[5, 6, 7, 8, 9], shots=10)
+        >>> task.class_names
+        ('5', '6', '7', '8', '9')
+    """
+    x, y = load_digits(return_X_y=True)
+    images = np.round(x * 255 / 16).astype(np.uint8).reshape(-1, 8, 8, 1)
+    return from_arrays(
+        images, y, classes=classes, shots=shots, validation=validation,
+        test=test, seed=seed, batch_size=batch_size, augment=augment,
+        class_names=[str(d) for d in range(10)], name="digits",
+    )
+
+
+def digits_tasks(
+    *,
+    shots: int = 10,
+    seed: int = 0,
+    batch_size: int = 32,
+    validation: float = 0.2,
+    test: float = 0.3,
+) -> tuple[Task, Task]:
+    """The offline default pair: source digits 0-4 (all), target 5-9 (`shots` each).
+
+    Example:
+        >>> source, target = digits_tasks(shots=10)
+        >>> source.num_classes, len(target.splits["train"][1])
+        (5, 50)
+    """
+    common = dict(validation=validation, test=test, seed=seed, batch_size=batch_size)
+    return (
+        digits(classes=range(5), **common),
+        digits(classes=range(5, 10), shots=shots, **common),
+    )
+
+
+def tfds_task(
+    name: str,
+    *,
+    classes: Sequence[int] | None = None,
+    shots: int | None = None,
+    validation: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 32,
+    augment: Sequence[str] = (),
+    data_dir: str | None = None,
+    download: bool = False,
+) -> Task:
+    """A TFDS image-classification dataset, read into memory.
+
+    Uses the dataset's own `train`/`test` splits; validation is carved
+    (stratified) from train after k-shot sampling, as in `from_arrays`.
+
+    Example:
+        >>> target = tfds_task("cifar100", shots=5, augment=("flip", "crop"),
+        ...                    data_dir="~/tensorflow_datasets", download=True)
+    """
+    try:
+        (train, test), info = tfds.load(
+            name, split=["train", "test"], as_supervised=True, batch_size=-1,
+            data_dir=data_dir, download=download, with_info=True,
+        )
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise KerasTeamError("data.name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
+    except AssertionError as error:  # tfds: not prepared in data_dir, no download
+        raise KerasTeamError(
+            "data.data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True"
+        ) from error
+    names = info.features["label"].names
+    return _make_task(
+        name, tfds.as_numpy(train), tfds.as_numpy(test), class_names=names,
+        classes=classes, available=np.arange(len(names)), shots=shots,
+        validation=validation, seed=seed, batch_size=batch_size, augment=augment,
+    )
+
+
+def load_task(name: str, **kwargs: Any) -> Task:
+    """`"digits"` -> `digits(**kwargs)`; any other name -> `tfds_task(name, **kwargs)`.
+
+    Example:
+        >>> load_task("digits", classes=[0, 1]).num_classes
+        2
+    """
+    if name == "digits":
+        return digits(**kwargs)
+    return tfds_task(name, **kwargs)
+
+
+def _make_task(
+    name: str,
+    train: Split,
+    test: Split,
+    *,
+    class_names: Sequence[str],
+    classes: Sequence[int] | None,
+    available: np.ndarray,
+    shots: int | None,
+    validation: float,
+    seed: int,
+    batch_size: int,
+    augment: Sequence[str],
+) -> Task:
+    """The one splitter: class subset, k-shot train, stratified validation."""
+    _check_fraction("validation", validation)
+    _check_augment(augment)
+    classes = _check_classes(classes, available)
+    x, y = _select(*train, classes)
+    if shots is not None:
+        shot_idx = _sample_shots(y, shots, classes, class_names, seed)
+        pool = np.setdiff1d(np.arange(len(y)), shot_idx)
+        _, _, x_val, y_val = _split_off(x[pool], y[pool], validation, seed, "validation")
+        x_train, y_train = x[shot_idx], y[shot_idx]
+    else:
+        x_train, y_train, x_val, y_val = _split_off(x, y, validation, seed, "validation")
+    return Task(
+        name=name,
+        splits={
+            "train": (x_train, y_train),
+            "validation": (x_val, y_val),
+            "test": _select(*test, classes),
+        },
+        class_names=tuple(str(class_names[c]) for c in classes),
+        batch_size=batch_size,
+        augment=tuple(augment),
+        seed=seed,
+    )
+
+
+def _select(x: np.ndarray, y: np.ndarray, classes: list[int]) -> Split:
+    """Keeps the examples of `classes`, relabelled by position in `classes`."""
+    lookup = {c: i for i, c in enumerate(classes)}
+    keep = np.isin(y, classes)
+    return x[keep], np.array([lookup[c] for c in y[keep]], dtype=np.int32)
+
+
+def _sample_shots(
+    y: np.ndarray, shots: int, classes: list[int], class_names: Sequence[str], seed: int
+) -> np.ndarray:
+    """Indices of `shots` random examples of each (remapped) class, sorted."""
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label, original in enumerate(classes):
+        members = np.flatnonzero(y == label)
+        if len(members) < shots:
+            raise KerasTeamError(
+                "shots", shots,
+                f"at most {len(members)}: class {class_names[original]!r} has only "
+                f"{len(members)} training examples",
+            )
+        chosen.append(rng.choice(members, shots, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def _split_off(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int, field: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified `(x_keep, y_keep, x_held, y_held)` with `fraction` held out."""
+    try:
+        keep, held = train_test_split(
+            np.arange(len(y)), test_size=fraction, stratify=y, random_state=seed
+        )
+    except ValueError as error:
+        raise KerasTeamError(
+            field, fraction,
+            f"a fraction leaving every class examples on both sides ({error})",
+        ) from error
+    return x[keep], y[keep], x[held], y[held]
+
+
+def _check_fraction(field: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise KerasTeamError(field, value, "a fraction strictly between 0 and 1")
+
+
+def _check_augment(augment: Sequence[str]) -> None:
+    if isinstance(augment, str):
+        raise KerasTeamError("augment", augment, f"a list of names from {AUGMENTATIONS}")
+    unknown = [a for a in augment if a not in AUGMENTATIONS]
+    if unknown:
+        raise KerasTeamError("augment", unknown[0], f"one of {AUGMENTATIONS}")
+
+
+def _check_classes(classes: Sequence[int] | None, available: np.ndarray) -> list[int]:
+    """The classes to keep, as plain ints; all available when `None`."""
+    available = [int(c) for c in available]
+    if classes is None:
+        return available
+    chosen = [int(c) for c in classes]
+    unknown = [c for c in chosen if c not in available]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise KerasTeamError(
+            "classes", list(classes),
+            f"distinct labels from the available classes {available}",
+        )
+    return chosen

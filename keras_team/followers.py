@@ -1,0 +1,204 @@
+"""Followers: members that read taps of one or more leaders.
+
+A follower's input width always comes from the tap it reads. Its sub-graph
+(combine, temperature softmax, distillation) is a small Keras model of its
+own, so the same weights train inside a `Team` or alone on cached taps.
+
+Example:
+    >>> follower = Follower(keras_team.zoo.mlp(5), tap="probs", temperature=2.0)
+    >>> follower.name
+    'mlp'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import keras
+
+from keras_team.errors import KerasTeamError
+from keras_team.layers import Distillation, TemperatureSoftmax
+from keras_team.taps import TAPS, tap_key
+
+COMBINES = ("concat", "each")
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Distill:
+    """Distillation to the leaders' softened probabilities.
+
+    Adds ``alpha * T**2 * KL(p_leader(T) || p_follower(T))`` to the team loss;
+    the follower's label loss gets weight ``1 - alpha`` by default.
+
+    Example:
+        >>> Distill(temperature=4.0, alpha=0.5).alpha
+        0.5
+    """
+
+    temperature: float = 4.0
+    alpha: float = 0.5
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise KerasTeamError("distill.temperature", self.temperature, "a float > 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise KerasTeamError("distill.alpha", self.alpha, "a float in [0, 1]")
+
+
+def check_name(field: str, name: str) -> str:
+    """Member names become output names: identifier-like strings only."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise KerasTeamError(field, name, "an identifier-like name ([A-Za-z_][A-Za-z0-9_]*)")
+    return name
+
+
+class Follower:
+    """A team member fed by a tap of one or more leaders.
+
+    Args:
+        model: a layer or unbuilt model (e.g. `keras_team.zoo.mlp(10)`); it is
+            built on the tap, so its input width is never typed by hand.
+        name: member name (the output name in the team); defaults to the
+            model's name.
+        leaders: names of the leaders it reads; None reads every leader.
+        tap: "features", "logits", "probs" or a layer name of the leaders.
+        temperature: softmax temperature of the "probs" tap.
+        combine: "concat" joins the leaders' taps into one input; "each"
+            applies the follower to each leader's tap, one output (and one
+            loss, summed in the team loss) per leader.
+        distill: a `Distill` (or its dict) to also match the leaders'
+            softened probabilities.
+
+    Example:
+        >>> Follower(keras_team.zoo.mlp(5), leaders=["a", "b"], combine="each").combine
+        'each'
+    """
+
+    def __init__(
+        self,
+        model: keras.layers.Layer,
+        *,
+        name: str | None = None,
+        leaders: list[str] | tuple[str, ...] | None = None,
+        tap: str = "features",
+        temperature: float = 1.0,
+        combine: str = "concat",
+        distill: Distill | dict | None = None,
+    ):
+        if not isinstance(model, keras.layers.Layer):
+            raise KerasTeamError("follower.model", model, "a keras Layer or model, e.g. keras_team.zoo.mlp(10)")
+        self.model = model
+        self.name = check_name("follower.name", name or model.name)
+        self.leaders = None if leaders is None else tuple(leaders)
+        if not isinstance(tap, str) or not tap:
+            raise KerasTeamError(f"followers[{self.name}].tap", tap, f"one of {', '.join(TAPS)} or a layer name")
+        self.tap = tap
+        if not temperature > 0:
+            raise KerasTeamError(f"followers[{self.name}].temperature", temperature, "a float > 0")
+        self.temperature = float(temperature)
+        if combine not in COMBINES:
+            raise KerasTeamError(f"followers[{self.name}].combine", combine, f"one of {', '.join(COMBINES)}")
+        self.combine = combine
+        self.distill = Distill(**distill) if isinstance(distill, dict) else distill
+
+    def output_names(self, leaders: list[str]) -> list[str]:
+        """The team outputs of this follower: one, or one per leader for "each"."""
+        if self.combine == "each":
+            return [f"{self.name}_{leader}" for leader in leaders]
+        return [self.name]
+
+    def build_graph(self, tap_specs: dict[str, dict[str, keras.KerasTensor]], num_classes: dict[str, int]):
+        """The follower's sub-model, from the leaders' tap tensors.
+
+        Args:
+            tap_specs: leader name -> {tap key: tensor} (shapes and dtypes read).
+            num_classes: leader name -> width of its logits (for distillation).
+
+        Returns:
+            A `keras.Model` whose inputs are a dict keyed "<leader>_<tap key>",
+            and whose outputs are a list, one per `output_names`.
+        """
+        leaders = list(tap_specs)
+        inputs = {}
+        for leader, taps in tap_specs.items():
+            for key, tensor in taps.items():
+                inputs[f"{leader}_{key}"] = keras.Input(
+                    shape=tensor.shape[1:], dtype=tensor.dtype, name=f"{leader}_{key}"
+                )
+        fed = [inputs[f"{leader}_{tap_key(self.tap)}"] for leader in leaders]
+        if self.tap == "probs":
+            soften = TemperatureSoftmax(self.temperature, name="probs")
+            fed = [soften(x) for x in fed]
+        if self.combine == "concat" and len(fed) > 1:
+            shapes = {leader: tuple(x.shape[1:]) for leader, x in zip(leaders, fed)}
+            if len({shape[:-1] for shape in shapes.values()}) > 1:
+                raise KerasTeamError(
+                    f"followers[{self.name}].combine", "concat", f"taps that differ only in their last axis, got {shapes}"
+                )
+            fed = [keras.layers.Concatenate(name="concat")(fed)]
+        if self.combine == "each":
+            shapes = {leader: tuple(x.shape[1:]) for leader, x in zip(leaders, fed)}
+            if len(set(shapes.values())) > 1:
+                raise KerasTeamError(
+                    f"followers[{self.name}].combine", "each", f"taps of one shape for every leader, got {shapes}"
+                )
+        outputs = [self._apply(x) for x in fed]
+        if self.distill:
+            width = outputs[0].shape[-1]
+            for leader in leaders:
+                if num_classes[leader] != width:
+                    raise KerasTeamError(
+                        f"followers[{self.name}].distill",
+                        f"{width} classes",
+                        f"the class count of leader {leader!r} ({num_classes[leader]})",
+                    )
+            teachers = [inputs[f"{leader}_logits"] for leader in leaders]
+            if self.combine == "each":
+                outputs = [
+                    Distillation(self.distill.temperature, self.distill.alpha, name=f"distill_{leader}")([out, teacher])
+                    for out, teacher, leader in zip(outputs, teachers, leaders)
+                ]
+            else:
+                outputs = [Distillation(self.distill.temperature, self.distill.alpha, name="distill")([outputs[0], *teachers])]
+        return keras.Model(inputs, outputs, name=f"{self.name}_graph")
+
+    def _apply(self, x):
+        built_shape = getattr(self.model, "input_shape", None) if self.model.built else None
+        if built_shape is not None and tuple(built_shape[1:]) != tuple(x.shape[1:]):
+            raise KerasTeamError(
+                f"followers[{self.name}].model",
+                f"input shape {tuple(built_shape[1:])}",
+                f"the shape of its tap {self.tap!r}: {tuple(x.shape[1:])} (pass an unbuilt model to derive it)",
+            )
+        return self.model(x)
+
+    def taps_needed(self) -> list[str]:
+        """Taps the follower reads from each leader (logits too when distilling)."""
+        needed = [self.tap]
+        if self.distill and tap_key(self.tap) != "logits":
+            needed.append("logits")
+        return needed
+
+    def get_config(self) -> dict:
+        """A serialisable description (the model serialised by Keras)."""
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "name": self.name,
+            "leaders": list(self.leaders) if self.leaders is not None else None,
+            "tap": self.tap,
+            "temperature": self.temperature,
+            "combine": self.combine,
+            "distill": dataclasses.asdict(self.distill) if self.distill else None,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> Follower:
+        """Rebuild a follower from `get_config`."""
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"))
+        return cls(model, **config)
+
+    def __repr__(self) -> str:
+        return f"Follower({self.name!r}, tap={self.tap!r}, leaders={self.leaders}, combine={self.combine!r})"

@@ -1,0 +1,344 @@
+"""Tests of keras_team.config: defaults, merging, overrides, and every user error."""
+
+import dataclasses
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from keras_team.config import (
+    Config,
+    DistillConfig,
+    FollowerConfig,
+    default_config_text,
+    load_config,
+)
+from keras_team.errors import KerasTeamError
+
+
+def write(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(*args, **kwargs) -> KerasTeamError:
+    with pytest.raises(KerasTeamError) as info:
+        load_config(*args, **kwargs)
+    return info.value
+
+
+def assert_error(error: KerasTeamError, field: str, *in_message: str):
+    assert error.field == field, str(error)
+    message = str(error)
+    assert message.startswith(f"{field}=")
+    assert repr(error.value) in message
+    assert f"expected {error.allowed}" in message
+    for text in in_message:
+        assert text in message, message
+
+
+# --- defaults ----------------------------------------------------------------
+
+
+def test_defaults_load():
+    config = load_config()
+    assert isinstance(config, Config)
+    assert config.seed == 0 and config.output_dir == "runs/digits"
+    assert config.overwrite is False and config.deterministic is False
+    assert config.data.source.classes == (0, 1, 2, 3, 4) and config.data.source.shots is None
+    assert config.data.target.classes == (5, 6, 7, 8, 9) and config.data.target.shots == 5
+    assert config.data.validation == 0.2 and config.data.batch_size == 32
+    assert config.data.augment == () and config.data.data_dir is None
+    assert config.leader.path is None and config.leader.architecture == "seed_cnn"
+    assert config.transfer.keep == 3 and config.transfer.head.hidden == (64,)
+    assert config.transfer.fine_tune_learning_rate == 0.0001
+    assert config.followers == (
+        FollowerConfig(
+            name="mlp", tap="features", temperature=1.0, hidden=(50,), dropout=0.0,
+            distill=None, epochs=30, learning_rate=0.001,
+        ),
+    )
+    assert config.baseline.epochs == 30 and config.team.epochs == 0
+
+
+def test_config_is_frozen():
+    config = load_config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 1
+
+
+def test_default_text_comments_every_field():
+    text = default_config_text()
+    fields = [line for line in text.splitlines() if ":" in line and not line.lstrip().startswith("#")]
+    assert len(fields) > 40
+    for line in fields:
+        assert "#" in line, f"no comment on: {line}"
+    assert yaml.safe_load(text) == load_config().to_dict()
+
+
+def test_config_module_does_not_import_tensorflow():
+    code = "import sys, keras_team.config as c; c.load_config(); print('tensorflow' in sys.modules)"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- merging and overrides -----------------------------------------------------
+
+
+def test_partial_file_merges_over_defaults(tmp_path):
+    path = write(tmp_path, "seed: 4\ndata:\n  target: {shots: 1}\ntransfer:\n  head: {dropout: 0.5}\n")
+    config = load_config(path)
+    assert config.seed == 4
+    assert config.data.target.shots == 1
+    assert config.data.target.classes == (5, 6, 7, 8, 9)  # kept from defaults
+    assert config.transfer.head.dropout == 0.5 and config.transfer.head.hidden == (64,)
+
+
+def test_empty_file_is_the_defaults(tmp_path):
+    assert load_config(write(tmp_path, "# nothing\n")) == load_config()
+
+
+def test_listed_followers_take_omitted_fields_from_default_follower(tmp_path):
+    path = write(tmp_path, "followers:\n  - {name: a, tap: logits}\n  - {name: b, tap: probs, temperature: 4}\n")
+    a, b = load_config(path).followers
+    assert (a.name, a.tap, a.hidden, a.epochs) == ("a", "logits", (50,), 30)
+    assert (b.tap, b.temperature) == ("probs", 4.0)
+
+
+def test_followers_may_be_empty(tmp_path):
+    assert load_config(write(tmp_path, "followers: []\n")).followers == ()
+
+
+def test_overrides_of_scalars():
+    config = load_config(overrides=["transfer.keep=fc1", "data.validation=0.25", "overwrite=true"])
+    assert config.transfer.keep == "fc1"
+    assert config.data.validation == 0.25 and config.overwrite is True
+    assert load_config(overrides=["transfer.keep=3"]).transfer.keep == 3
+
+
+def test_override_scientific_float():
+    assert load_config(overrides=["transfer.learning_rate=1e-4"]).transfer.learning_rate == 1e-4
+
+
+def test_overrides_of_lists_and_list_indexes():
+    config = load_config(
+        overrides=["data.target.classes=[5,6]", "followers.0.epochs=5", "followers[0].hidden=[8, 4]"]
+    )
+    assert config.data.target.classes == (5, 6)
+    assert config.followers[0].epochs == 5 and config.followers[0].hidden == (8, 4)
+
+
+def test_override_applies_after_file(tmp_path):
+    path = write(tmp_path, "seed: 4\n")
+    assert load_config(path, overrides=["seed=9"]).seed == 9
+
+
+def test_override_inside_null_distill():
+    config = load_config(overrides=["followers.0.distill={temperature: 2, alpha: 0.5}"])
+    assert config.followers[0].distill == DistillConfig(temperature=2.0, alpha=0.5)
+
+
+def test_to_yaml_round_trips(tmp_path):
+    config = load_config(
+        overrides=[
+            "transfer.keep=fc1", "data.augment=[flip, crop]", "data.data_dir=/tmp/tfds",
+            "followers.0.distill={temperature: 3, alpha: 0.7}", "transfer.learning_rate=1e-5",
+        ]
+    )
+    path = write(tmp_path, config.to_yaml(), "resolved.yaml")
+    assert load_config(path) == config
+    assert Config.from_dict(config.to_dict()) == config
+
+
+def test_existing_leader_path(tmp_path):
+    leader = tmp_path / "leader.keras"
+    leader.write_bytes(b"")
+    assert load_config(overrides=[f"leader.path={leader}"]).leader.path == str(leader)
+
+
+# --- errors: files -------------------------------------------------------------
+
+
+def test_missing_config_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    assert_error(error_of(missing), "config", "readable YAML file")
+
+
+def test_unreadable_config_file_is_a_directory(tmp_path):
+    assert_error(error_of(tmp_path), "config", "readable YAML file")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "seed: 1\ndata:\n  batch_size: [1, 2\n")
+    assert_error(error_of(path), "config", "valid YAML", "line ")
+
+
+def test_yaml_duplicate_key(tmp_path):
+    path = write(tmp_path, "seed: 1\nseed: 2\n")
+    assert_error(error_of(path), "config", "line 2", "duplicate key 'seed'")
+
+
+def test_top_level_not_a_mapping(tmp_path):
+    path = write(tmp_path, "- seed: 1\n")
+    assert_error(error_of(path), "config", "mapping", "seed, output_dir")
+
+
+# --- errors: keys and types ------------------------------------------------------
+
+
+def test_unknown_top_level_key_suggests_closest(tmp_path):
+    path = write(tmp_path, "sead: 1\n")
+    assert_error(error_of(path), "sead", "seed, output_dir", "did you mean 'seed'")
+
+
+def test_unknown_nested_key_suggests_closest(tmp_path):
+    path = write(tmp_path, "transfer:\n  head:\n    dropuot: 0.1\n")
+    assert_error(error_of(path), "transfer.head.dropuot", "kind, hidden", "did you mean 'dropout'")
+
+
+def test_unknown_key_in_follower(tmp_path):
+    path = write(tmp_path, "followers:\n  - {name: a, tapp: logits}\n")
+    assert_error(error_of(path), "followers[0].tapp", "did you mean 'tap'")
+
+
+def test_section_not_a_mapping(tmp_path):
+    path = write(tmp_path, "data: 5\n")
+    assert_error(error_of(path), "data", "a mapping with keys source, target")
+
+
+def test_wrong_type_int():
+    assert_error(error_of(overrides=["data.batch_size='32'"]), "data.batch_size", "'32'", "an int >= 1")
+
+
+def test_bool_is_not_an_int():
+    assert_error(error_of(overrides=["seed=true"]), "seed", "an int >= 0")
+
+
+def test_wrong_type_bool():
+    assert_error(error_of(overrides=["overwrite=maybe"]), "overwrite", "true or false")
+
+
+def test_wrong_type_list():
+    assert_error(error_of(overrides=["transfer.head.hidden=64"]), "transfer.head.hidden", "a list of ints >= 1")
+
+
+def test_wrong_type_string():
+    assert_error(error_of(overrides=["output_dir=[a]"]), "output_dir", "a non-empty string")
+
+
+# --- errors: ranges and enums ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, field, allowed",
+    [
+        ("seed=-1", "seed", "an int >= 0"),
+        ("data.validation=1", "data.validation", "a number in (0, 1)"),
+        ("data.batch_size=0", "data.batch_size", "an int >= 1"),
+        ("data.source.shots=0", "data.source.shots", "null or an int >= 1"),
+        ("leader.epochs=0", "leader.epochs", "an int >= 1"),
+        ("transfer.learning_rate=0", "transfer.learning_rate", "a number > 0"),
+        ("transfer.learning_rate=.nan", "transfer.learning_rate", "a number > 0"),
+        ("transfer.head.dropout=1.0", "transfer.head.dropout", "a number in [0, 1)"),
+        ("transfer.fine_tune_epochs=-1", "transfer.fine_tune_epochs", "an int >= 0"),
+        ("followers.0.temperature=0", "followers[0].temperature", "a number > 0"),
+        ("team.epochs=-1", "team.epochs", "an int >= 0"),
+        ("baseline.learning_rate=-0.1", "baseline.learning_rate", "a number > 0"),
+    ],
+)
+def test_out_of_range_number(override, field, allowed):
+    assert_error(error_of(overrides=[override]), field, allowed)
+
+
+def test_list_item_out_of_range():
+    assert_error(error_of(overrides=["data.target.classes=[5, -1]"]), "data.target.classes[1]", "-1", "an int >= 0")
+
+
+def test_classes_must_be_distinct():
+    assert_error(error_of(overrides=["data.target.classes=[5, 5]"]), "data.target.classes", "distinct ints >= 0")
+
+
+def test_keep_must_be_positive_int_or_name():
+    assert_error(error_of(overrides=["transfer.keep=0"]), "transfer.keep", "an int >= 1 or a non-empty string")
+
+
+def test_unfreeze_cannot_exceed_keep():
+    assert_error(error_of(overrides=["transfer.unfreeze=4"]), "transfer.unfreeze", "[0, 3]")
+
+
+@pytest.mark.parametrize(
+    "override, field, allowed",
+    [
+        ("leader.architecture=vgg", "leader.architecture", "one of seed_cnn, residual_cnn"),
+        ("transfer.head.kind=lstm", "transfer.head.kind", "one of dense, conv"),
+        ("data.augment=[flip, rotate]", "data.augment[1]", "one of flip, crop"),
+    ],
+)
+def test_bad_enum(override, field, allowed):
+    assert_error(error_of(overrides=[override]), field, allowed)
+
+
+def test_leader_path_must_exist_and_end_in_keras(tmp_path):
+    weights = tmp_path / "leader.h5"
+    weights.write_bytes(b"")
+    assert_error(error_of(overrides=[f"leader.path={weights}"]), "leader.path", "null or a path", ".keras")
+    missing = tmp_path / "missing.keras"
+    assert_error(error_of(overrides=[f"leader.path={missing}"]), "leader.path", "existing file")
+
+
+def test_follower_name_must_be_identifier():
+    assert_error(error_of(overrides=["followers.0.name=2nd-mlp"]), "followers[0].name", "letters, digits and _")
+
+
+def test_duplicate_follower_names(tmp_path):
+    path = write(tmp_path, "followers:\n  - {name: a}\n  - {name: b}\n  - {name: a}\n")
+    assert_error(error_of(path), "followers[2].name", "'a'", "not used by another follower")
+
+
+def test_distill_needs_both_fields():
+    error = error_of(overrides=["followers.0.distill.alpha=0.5"])
+    assert_error(error, "followers[0].distill", "temperature")
+
+
+def test_distill_alpha_range():
+    error = error_of(overrides=["followers.0.distill={temperature: 2, alpha: 1.5}"])
+    assert_error(error, "followers[0].distill.alpha", "a number in [0, 1]")
+
+
+def test_missing_fields_in_from_dict():
+    data = load_config().to_dict()
+    del data["team"]["epochs"]
+    with pytest.raises(KerasTeamError) as info:
+        Config.from_dict(data)
+    assert_error(info.value, "team", "also gives epochs")
+
+
+# --- errors: overrides -----------------------------------------------------------
+
+
+def test_override_without_equals():
+    assert_error(error_of(overrides=["seed"]), "--set", "'seed'", "PATH=VALUE")
+
+
+def test_override_with_empty_path():
+    assert_error(error_of(overrides=["=3"]), "--set", "PATH=VALUE")
+
+
+def test_override_unknown_path_suggests_closest():
+    assert_error(error_of(overrides=["transfer.kep=3"]), "transfer.kep", "keep, head", "did you mean 'keep'")
+
+
+def test_override_path_below_a_value():
+    assert_error(error_of(overrides=["seed.x=3"]), "seed.x", "seed has no subfields")
+
+
+def test_override_list_index_out_of_range():
+    assert_error(error_of(overrides=["followers.3.epochs=5"]), "followers[3]", "an index 0..0")
+
+
+def test_override_value_bad_yaml():
+    assert_error(error_of(overrides=["data.augment=[flip"]), "data.augment", "valid YAML")
