@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "cut_points": "keras_team.cuts",
     "CutPoint": "keras_team.cuts",
-    "transfer": "keras_team.transfer",
-    "body": "keras_team.transfer",
+    "transfer": "keras_team.transfers",
+    "body": "keras_team.transfers",
     "freeze": "keras_team.freezing",
     "unfreeze": "keras_team.freezing",
     "Follower": "keras_team.followers",

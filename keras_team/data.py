@@ -101,7 +101,8 @@ class Task:
             ds = ds.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
             if self.augment:
                 augment = self._augmenter()
-                # Sequential: the layers' seed state then advances in order.
+                # Per example (RandomCrop draws one offset per batch) and
+                # sequential, so the layers' seed state advances in order.
                 ds = ds.map(lambda image, label: (augment(image), label))
         return ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -22,6 +22,13 @@ from keras_team.cuts import NORMALIZATION_LAYERS, weighted_layer_count
 from keras_team.errors import KerasTeamError
 
 
+def _models(model: keras.Model):
+    yield model
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _models(layer)
+
+
 def units(model: keras.Model) -> list[keras.layers.Layer]:
     """The model's layers with nested models opened up, in order."""
     flat = []
@@ -76,8 +83,8 @@ def unfreeze(model: keras.Model, top: int | None = None) -> keras.Model:
     if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= len(frozen):
         raise KerasTeamError("unfreeze", top, f"an int from 0 to {len(frozen)} (the frozen weighted layers)")
     keep_trained = {id(layer) for layer in trained + frozen[len(frozen) - top :]}
-    model.trainable = True
+    for container in _models(model):
+        container.trainable = True
     for layer in layers:
-        if id(layer) not in keep_trained:
-            layer.trainable = False
+        layer.trainable = id(layer) in keep_trained
     return model

@@ -88,4 +88,4 @@ def transfer(
     ]
     features = kept(inputs[0] if len(inputs) == 1 else inputs)
     outputs = head(features)
-    return keras.Model(inputs, outputs, name=name or f"{leader.name}_transfer")
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name or f"{leader.name}_transfer")

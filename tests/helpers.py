@@ -1,0 +1,35 @@
+"""Tiny learnable data and leaders shared by the core tests."""
+
+import keras
+import numpy as np
+
+import keras_team
+
+
+def blobs(n=96, classes=5, shape=(8, 8, 1), seed=0):
+    """uint8 images whose class is a bright patch position: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.integers(0, 60, (n, *shape))
+    for i, label in enumerate(y):
+        row = 2 * (label % 4)
+        col = 4 * (label // 4)
+        x[i, row : row + 2, col : col + 4] = 255
+    return x.astype("uint8"), y.astype("int32")
+
+
+def trained_leader(classes=5, architecture=keras_team.zoo.seed_cnn, epochs=3, seed=0):
+    keras.utils.set_random_seed(seed)
+    leader = architecture((8, 8, 1), classes)
+    leader.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = blobs(classes=classes, seed=seed)
+    leader.fit(x, y, epochs=epochs, verbose=0)
+    return leader
+
+
+def weights_of(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def same_weights(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))

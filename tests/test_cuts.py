@@ -1,0 +1,115 @@
+"""Cut points and `keep` on every kind of graph a leader can have."""
+
+import keras
+import pytest
+from keras import layers
+
+import keras_team
+from keras_team.cuts import resolve_cut
+
+
+def _names_at(model, depth):
+    return [c.name for c in keras_team.cut_points(model) if c.depth == depth]
+
+
+def test_sequential_every_layer_is_a_cut():
+    leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
+    cuts = keras_team.cut_points(leader)
+    assert [c.name for c in cuts] == [layer.name for layer in leader.layers]
+    assert [c.depth for c in cuts] == [0, 1, 1, 2, 2, 2, 3, 4, 5]
+    assert cuts[-3].output_shape == (None, 120)
+
+
+def test_write_up_keep_3_keeps_conv1_conv2_fc1():
+    leader = keras_team.zoo.seed_cnn((32, 32, 3), 10)
+    kept = keras_team.transfer(leader, keep=3, head=keras_team.heads.dense(100)).get_layer("body")
+    weighted = [layer.name for layer in kept.layers if layer.weights]
+    assert weighted == ["conv1", "conv2", "fc1"]
+    assert kept.output_shape == (None, 120)
+
+
+def test_keep_n_keeps_pooling_and_flatten_after_layer_n():
+    assert resolve_cut(keras_team.zoo.seed_cnn((8, 8, 1), 5), 2).name == "flatten"
+
+
+def test_residual_graph_has_no_cut_inside_a_block():
+    model = keras_team.zoo.residual_cnn((8, 8, 1), 5)
+    names = [c.name for c in keras_team.cut_points(model)]
+    assert "block1_out" in names and "block2_out" in names
+    assert not [n for n in names if n.startswith("block") and not n.endswith(("_out", "_add"))]
+    assert "block1_add" in names  # the add itself joins the block: everything flows through it
+
+
+def test_residual_keep_inside_block_lists_valid_depths():
+    model = keras_team.zoo.residual_cnn((8, 8, 1), 5)
+    with pytest.raises(keras_team.KerasTeamError) as error:
+        keras_team.transfer(model, keep=2, head=keras_team.heads.dense(3))
+    assert error.value.field == "keep"
+    assert "1, 3, 6, 7" in str(error.value)
+
+
+def test_nested_application_is_one_unit_counting_its_weighted_layers():
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, alpha=0.35)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.GlobalAveragePooling2D(name="gap")(base(layers.Rescaling(1 / 127.5, -1, name="scale")(inputs)))
+    model = keras.Model(inputs, layers.Dense(10, name="logits")(x))
+    inner = keras_team.cuts.weighted_layer_count(base)
+    cuts = {c.name: c.depth for c in keras_team.cut_points(model)}
+    assert cuts == {"scale": 0, base.name: inner, "gap": inner, "logits": inner + 1}
+    assert resolve_cut(model, inner).name == "gap"
+
+
+def test_recurrent_stack():
+    model = keras.Sequential(
+        [
+            keras.Input((10,), dtype="int32"),
+            layers.Embedding(50, 8, name="emb"),
+            layers.LSTM(16, return_sequences=True, name="lstm"),
+            layers.GRU(16, name="gru"),
+            layers.Dense(3, name="out"),
+        ]
+    )
+    assert [(c.name, c.depth) for c in keras_team.cut_points(model)] == [
+        ("emb", 1), ("lstm", 2), ("gru", 3), ("out", 4)
+    ]
+    transferred = keras_team.transfer(model, keep="lstm", head=keras_team.heads.dense(2))
+    assert transferred.get_layer("body").output_shape == (None, 10, 16)
+
+
+def tiny_transformer():
+    tokens = keras.Input((10,), dtype="int32")
+    e = layers.Embedding(50, 16, name="emb")(tokens)
+    h = layers.LayerNormalization(name="ln1")(layers.Add(name="add1")([e, layers.MultiHeadAttention(2, 8, name="mha")(e, e)]))
+    f = layers.Dense(16, name="ff2")(layers.Dense(32, activation="relu", name="ff1")(h))
+    h = layers.LayerNormalization(name="ln2")(layers.Add(name="add2")([h, f]))
+    pooled = layers.GlobalAveragePooling1D(name="pool")(h)
+    return keras.Model(tokens, layers.Dense(3, name="out")(pooled))
+
+
+def test_transformer_encoder_cuts_only_between_blocks():
+    assert [(c.name, c.depth) for c in keras_team.cut_points(tiny_transformer())] == [
+        ("emb", 1), ("add1", 2), ("ln1", 2), ("add2", 4), ("ln2", 4), ("pool", 4), ("out", 5)
+    ]
+    assert resolve_cut(tiny_transformer(), 2).name == "ln1"  # normalisation is not weighted
+
+
+@pytest.mark.parametrize("keep", [0, 9, "conv9", 2.5, True])
+def test_invalid_keep_lists_valid_values(keep):
+    with pytest.raises(keras_team.KerasTeamError) as error:
+        keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=keep, head=keras_team.heads.dense(3))
+    assert error.value.field == "keep"
+    message = str(error.value)
+    assert repr(keep) in message
+    if isinstance(keep, str):
+        assert "conv1, pool1" in message
+    elif isinstance(keep, int) and not isinstance(keep, bool):
+        assert "1, 2, 3, 4, 5" in message
+
+
+def test_subclassed_model_is_refused_clearly():
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(keras_team.KerasTeamError, match="subclassed"):
+        keras_team.cut_points(Subclassed())
