@@ -294,8 +294,10 @@ def tfds_task(
     )
 
 
-def load_task(name: str, **kwargs: Any) -> Task:
-    """`"digits"` -> `digits(**kwargs)`; any other name -> `tfds_task(name, **kwargs)`.
+def load_task(name: str, *, data_dir: str | None = None, download: bool = False, **kwargs: Any) -> Task:
+    """`"digits"` -> `digits(**kwargs)`; any other name -> `tfds_task(name, ...)`.
+
+    `data_dir` and `download` only concern TFDS: the digits are bundled.
 
     Example:
         >>> load_task("digits", classes=[0, 1]).num_classes
@@ -303,7 +305,7 @@ def load_task(name: str, **kwargs: Any) -> Task:
     """
     if name == "digits":
         return digits(**kwargs)
-    return tfds_task(name, **kwargs)
+    return tfds_task(name, data_dir=data_dir, download=download, **kwargs)
 
 
 def _make_task(

@@ -172,7 +172,16 @@ class Follower:
                 f"input shape {tuple(built_shape[1:])}",
                 f"the shape of its tap {self.tap!r}: {tuple(x.shape[1:])} (pass an unbuilt model to derive it)",
             )
-        return self.model(x)
+        if not self.model.built:
+            return self.model(x)
+        try:  # a built plain layer (e.g. Dense) has no input_shape; its input spec rejects the tap
+            return self.model(x)
+        except ValueError as error:
+            raise KerasTeamError(
+                f"followers[{self.name}].model",
+                f"a layer built for another input ({error})",
+                f"a layer that accepts its tap {self.tap!r}: {tuple(x.shape[1:])} (pass an unbuilt layer to derive it)",
+            ) from error
 
     def taps_needed(self) -> list[str]:
         """Taps the follower reads from each leader (logits too when distilling)."""

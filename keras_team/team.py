@@ -28,6 +28,10 @@ def _as_leader_dict(leaders) -> dict[str, keras.Model]:
     if isinstance(leaders, keras.Model):
         leaders = {"leader": leaders}
     elif isinstance(leaders, (list, tuple)):
+        names = [getattr(model, "name", model) for model in leaders]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise KerasTeamError("leaders", repeated, "models with distinct names, or a dict name -> model")
         leaders = {model.name: model for model in leaders}
     if not isinstance(leaders, dict) or not leaders:
         raise KerasTeamError("leaders", leaders, "a model, a list of models or a non-empty dict name -> model")
@@ -51,6 +55,13 @@ def _shared_input(leaders: dict[str, keras.Model]) -> keras.KerasTensor:
     return keras.Input(shape=shape, dtype=dtype, name=next(iter(leaders.values())).inputs[0].name)
 
 
+def _fresh(metric):
+    """An unshared copy of a metric object (names and functions are kept as they are)."""
+    if isinstance(metric, keras.metrics.Metric):
+        return metric.__class__.from_config(metric.get_config())
+    return metric
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class Team(keras.Model):
     """Leaders and followers trained together on the target task.
@@ -72,18 +83,24 @@ class Team(keras.Model):
         # === Layers ===
         leaders = _as_leader_dict(leaders)
         followers = [Follower.from_config(f) if isinstance(f, dict) else f for f in followers]
-        names = list(leaders)
+        names = list(leaders)  # member and output names: each names one team output
         for follower in followers:
             if not isinstance(follower, Follower):
                 raise KerasTeamError("followers", follower, "keras_team.Follower objects")
             if follower.name in names:
                 raise KerasTeamError("followers", follower.name, f"a member name not used already ({', '.join(names)})")
-            names.append(follower.name)
             unknown = set(follower.leaders or ()) - set(leaders)
             if unknown:
                 raise KerasTeamError(
                     f"followers[{follower.name}].leaders", sorted(unknown), f"names of the team's leaders: {', '.join(leaders)}"
                 )
+            own = [follower.name, *follower.output_names(list(follower.leaders or leaders))]
+            taken = [name for name in dict.fromkeys(own[1:]) if name in names]
+            if taken:
+                raise KerasTeamError(
+                    "followers", follower.name, f"a member whose output names {taken} are not used already ({', '.join(names)})"
+                )
+            names.extend(dict.fromkeys(own))
         needed = {name: set() for name in leaders}
         for follower in followers:
             for leader in follower.leaders or leaders:
@@ -166,13 +183,16 @@ class Team(keras.Model):
         if metrics == "auto":
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if not isinstance(metrics, dict):
-            metrics = {name: metrics for name in outputs}
+            # A metric object holds state: each output needs its own copy.
+            metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics] if metrics else []
+            metrics = {name: [_fresh(metric) for metric in metrics] for name in outputs}
         weights = self.loss_weight_defaults()
         groups = {f.name: f.output_names(list(f.leaders or self.leaders)) for f in self.followers}
         for name, weight in (loss_weights or {}).items():
             targets = groups.get(name, [name] if name in outputs else None)
             if targets is None:
-                raise KerasTeamError("loss_weights", name, f"member or output names: {', '.join(outputs)}")
+                allowed = ", ".join(dict.fromkeys([*self.member_names, *outputs]))
+                raise KerasTeamError("loss_weights", name, f"member or output names: {allowed}")
             weights.update({target: float(weight) for target in targets})
         super().compile(
             optimizer=optimizer,

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+# Small datasets give few steps: moving statistics must settle within them.
+BN_MOMENTUM = 0.9
+
 
 def _fits_valid_convs(size: int) -> bool:
     # Two (5x5 valid conv, 2x2 pool) stages need 16 pixels to leave one.
@@ -90,10 +93,10 @@ def _residual_block(x, filters: int, name: str):
     if x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, name=f"{name}_project")(x)
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv1")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn1")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(x)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(x)
     x = layers.Add(name=f"{name}_add")([x, shortcut])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -117,7 +120,7 @@ def residual_cnn(
     inputs = keras.Input(tuple(input_shape), name="pixels")
     x = layers.Rescaling(scale, name="rescale")(inputs)
     x = layers.Conv2D(filters[0], 3, padding="same", name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for index, width in enumerate(filters, start=1):
         x = _residual_block(x, width, f"block{index}")

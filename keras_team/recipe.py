@@ -1,0 +1,236 @@
+"""The staged recipe behind `keras-team run`: each stage one `model.fit`.
+
+Stages, in order: ``leader`` (train on the source task, or load a given
+`.keras` leader), ``transfer`` (train a new head on the frozen cut),
+``fine_tune`` (optional: unfreeze the top k kept layers at a low rate),
+``followers`` (each on cached taps of the frozen leader), ``team`` (optional
+joint fine-tuning), ``baseline`` (the same architecture trained from scratch
+on the target alone) and ``evaluate`` (member by member and as an ensemble).
+
+Every stage saves its model atomically and is recorded in the run's
+`state.json`; a rerun skips finished stages and an interrupted stage
+continues from its last epoch (`keras.callbacks.BackupAndRestore`).
+
+Example:
+    >>> report = run(load_config(overrides=["leader.epochs=2"]))   # doctest: +SKIP
+    >>> report["ensemble"]["test_accuracy"]                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_team import heads, zoo
+from keras_team.caching import fit_follower
+from keras_team.config import Config
+from keras_team.data import Task, load_task
+from keras_team.errors import KerasTeamError
+from keras_team.followers import Distill, Follower
+from keras_team.freezing import unfreeze
+from keras_team.team import Team
+from keras_team.transfers import transfer
+from keras_team.workspace import Workspace
+
+ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def banner(text: str) -> None:
+    """One line announcing a stage."""
+    print(f"\n== {text}", flush=True)
+
+
+def load_tasks(config: Config) -> tuple[Task, Task]:
+    """The source and target tasks the config names."""
+    data = config.data
+    common = dict(seed=config.seed, batch_size=data.batch_size, validation=data.validation,
+                  data_dir=data.data_dir, download=data.download)
+    source = load_task(data.source.name, classes=data.source.classes, shots=data.source.shots, **common)
+    target = load_task(data.target.name, classes=data.target.classes, shots=data.target.shots,
+                       augment=data.augment, **common)
+    if source.input_shape != target.input_shape:
+        raise KerasTeamError("data.target.name", data.target.name,
+                             f"images shaped like the source's {source.input_shape}, got {target.input_shape}")
+    return source, target
+
+
+def _head(config: Config, num_classes: int) -> keras.layers.Layer:
+    head = config.transfer.head
+    if head.kind == "conv":
+        return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
+    return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
+
+
+def _load_leader(path: str, task: Task) -> keras.Model:
+    try:
+        leader = keras.models.load_model(path)
+    except Exception as error:  # Keras raises many types for unreadable or corrupt files
+        raise KerasTeamError("leader.path", path, f"a readable Keras .keras model ({type(error).__name__}: {error})") from error
+    expected = (None, *task.input_shape)
+    if tuple(leader.inputs[0].shape) != expected:
+        raise KerasTeamError("leader.path", path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
+    return leader
+
+
+class Recipe:
+    """Runs the stages of one config in one workspace.
+
+    Example:
+        >>> Recipe(config, Workspace.open(config.output_dir, config)).run()   # doctest: +SKIP
+    """
+
+    def __init__(self, config: Config, workspace: Workspace, *, verbose: int | None = None):
+        self.config = config
+        self.ws = workspace
+        self.verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+
+    # --- helpers ---------------------------------------------------------
+    def _callbacks(self, stage: str) -> list:
+        logs = self.ws.path("logs")
+        logs.mkdir(parents=True, exist_ok=True)
+        return [
+            keras.callbacks.BackupAndRestore(str(self.ws.backup_dir(stage))),
+            keras.callbacks.CSVLogger(str(logs / f"{stage}.csv"), append=True),
+            keras.callbacks.TensorBoard(str(logs / "tensorboard" / stage), write_graph=False),
+        ]
+
+    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float) -> dict:
+        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
+        start = time.perf_counter()
+        model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
+                  epochs=epochs, callbacks=self._callbacks(stage), verbose=self.verbose,
+                  shuffle=False)  # the training dataset shuffles itself, seeded
+        return {"seconds": time.perf_counter() - start}
+
+    def _stage(self, stage: str, description: str, build, output: str):
+        """Run `build()` unless `stage` is done; either way return the model saved as `output`."""
+        if self.ws.done(stage):
+            print(f"== {stage}: done earlier, loading {output}", flush=True)
+            return keras.models.load_model(self.ws.path(output))
+        banner(f"{stage}: {description}")
+        model, figures = build()
+        self.ws.save_model(model, output)
+        self.ws.finish(stage, figures)
+        return model
+
+    # --- stages ----------------------------------------------------------
+    def train_leader(self, source: Task) -> keras.Model:
+        cfg = self.config.leader
+
+        def build():
+            if cfg.path:
+                return _load_leader(cfg.path, source), {"seconds": 0.0, "loaded_from": cfg.path}
+            leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name="leader")
+            figures = self._fit("leader", leader, source, cfg.epochs, cfg.learning_rate)
+            figures["source_test_accuracy"] = self._accuracy(leader, source)
+            return leader, figures
+
+        what = f"load {cfg.path}" if cfg.path else f"train {cfg.architecture} on {source.name} ({source.num_classes} classes)"
+        return self._stage("leader", what, build, "leader.keras")
+
+    def train_transfer(self, leader: keras.Model, target: Task) -> keras.Model:
+        cfg = self.config.transfer
+
+        def build():
+            model = transfer(leader, cfg.keep, _head(self.config, target.num_classes), name="transfer")
+            return model, self._fit("transfer", model, target, cfg.epochs, cfg.learning_rate)
+
+        model = self._stage("transfer", f"keep {cfg.keep!r} of the leader, frozen; train a new head",
+                            build, "stages/transfer.keras")
+        if not cfg.unfreeze or not cfg.fine_tune_epochs:
+            return model
+
+        def fine_tune():
+            unfreeze(model, top=cfg.unfreeze)
+            return model, self._fit("fine_tune", model, target, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate)
+
+        return self._stage("fine_tune", f"unfreeze the top {cfg.unfreeze} kept layers, fine-tune",
+                           fine_tune, "stages/fine_tune.keras")
+
+    def train_followers(self, student: keras.Model, target: Task) -> Team:
+        cfgs = self.config.followers
+
+        def build():
+            followers = [
+                Follower(zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
+                         tap=f.tap, temperature=f.temperature,
+                         distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None)
+                for f in cfgs
+            ]
+            team = Team({"leader": student}, followers)
+            figures = {}
+            for f in cfgs:
+                print(f"-- follower {f.name!r} on the leader's {f.tap!r} (taps cached)", flush=True)
+                start = time.perf_counter()
+                fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                             epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
+                             batch_size=target.batch_size, seed=self.config.seed,
+                             callbacks=self._callbacks(f"follower_{f.name}"), verbose=self.verbose)
+                figures[f.name] = {"seconds": time.perf_counter() - start}
+            return team, figures
+
+        return self._stage("followers", f"{len(cfgs)} follower(s) on the frozen leader's taps", build, "team.keras")
+
+    def train_team(self, team: Team, target: Task) -> Team:
+        cfg = self.config.team
+        if not cfg.epochs:
+            return team
+
+        def build():
+            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+            start = time.perf_counter()
+            team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
+                     epochs=cfg.epochs, callbacks=self._callbacks("team"), verbose=self.verbose, shuffle=False)
+            return team, {"seconds": time.perf_counter() - start}
+
+        return self._stage("team", "joint fine-tuning of the team (summed member losses)", build, "team.keras")
+
+    def train_baseline(self, target: Task) -> keras.Model:
+        cfg = self.config.baseline
+
+        def build():
+            scratch = ARCHITECTURES[self.config.leader.architecture](target.input_shape, target.num_classes)
+            model = transfer(scratch, self.config.transfer.keep, _head(self.config, target.num_classes),
+                             freeze=False, name="baseline")
+            return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate)
+
+        return self._stage("baseline", "the same architecture from scratch on the target alone",
+                           build, "baseline.keras")
+
+    @staticmethod
+    def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
+        x, y = task.splits[split]
+        return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
+
+    def run(self) -> dict:
+        """Every stage in order; returns the report (also written to the run directory)."""
+        from keras_team.report import evaluate_team, write_report  # matplotlib only when reporting
+
+        keras.utils.set_random_seed(self.config.seed)
+        if self.config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        source, target = load_tasks(self.config)
+        leader = self.train_leader(source)
+        student = self.train_transfer(leader, target)
+        team = self.train_team(self.train_followers(student, target), target)
+        baseline = self.train_baseline(target)
+        banner("evaluate: members, team ensemble and scratch baseline on the target test set")
+        report = evaluate_team(team, target, baseline=baseline)
+        report["stages"] = self.ws.state["stages"]
+        write_report(self.ws, report)
+        self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
+        return report
+
+
+def run(config: Config, *, verbose: int | None = None) -> dict:
+    """Run (or resume) the whole recipe of `config` in `config.output_dir`.
+
+    Example:
+        >>> report = run(load_config(overrides=["output_dir=/tmp/run"]))  # doctest: +SKIP
+    """
+    return Recipe(config, Workspace.open(config.output_dir, config), verbose=verbose).run()

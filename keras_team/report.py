@@ -1,0 +1,152 @@
+"""Scores, the results table, `report.json`/`report.md` and the plots of a run.
+
+Example:
+    >>> report = evaluate_team(team, target, baseline=baseline)   # doctest: +SKIP
+    >>> print(format_table(report))                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_team.data import Task  # noqa: E402
+from keras_team.team import Team  # noqa: E402
+from keras_team.workspace import Workspace, atomic_path, write_text  # noqa: E402
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
+
+
+def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: keras.Model | None = None) -> dict:
+    """Accuracy of every member, of the team ensemble and of a baseline on one split.
+
+    Example:
+        >>> evaluate_team(team, target)["members"]["leader"]["test_accuracy"]   # doctest: +SKIP
+    """
+    x, y = task.splits[split]
+    predictions = team.predict(x, verbose=0)
+    key = f"{split}_accuracy"
+    report = {
+        "task": task.name,
+        "split": split,
+        "examples": int(len(y)),
+        "members": {name: {key: _accuracy(p, y)} for name, p in predictions.items()},
+        "ensemble": {key: _accuracy(np.asarray(Team.ensemble(predictions)), y)},
+    }
+    if baseline is not None:
+        report["baseline"] = {key: _accuracy(baseline.predict(x, verbose=0), y)}
+    return report
+
+
+def _rows(report: dict) -> list[tuple[str, float, float | None]]:
+    key = f"{report['split']}_accuracy"
+    stages = report.get("stages", {})
+    seconds = {
+        "leader": sum(stages.get(s, {}).get("seconds", 0.0) for s in ("transfer", "fine_tune")) or None,
+        **{name: fig.get("seconds") for name, fig in stages.get("followers", {}).items()},
+        **({"team": stages["team"]["seconds"]} if "team" in stages else {}),
+    }
+    rows = []
+    if "baseline" in report:
+        rows.append(("scratch baseline", report["baseline"][key], stages.get("baseline", {}).get("seconds")))
+    for name, scores in report["members"].items():
+        label = "leader (transfer)" if name == "leader" else name
+        rows.append((label, scores[key], seconds.get(name)))
+    rows.append(("team ensemble", report["ensemble"][key], seconds.get("team")))
+    return rows
+
+
+def format_table(report: dict) -> str:
+    """The results as an aligned text table (also the body of `report.md`).
+
+    Example:
+        >>> print(format_table({"split": "test", "members": {"leader": {"test_accuracy": 0.9}},
+        ...                     "ensemble": {"test_accuracy": 0.9}}))
+        | member            | test accuracy | train time |
+        |-------------------|---------------|------------|
+        | leader (transfer) |         0.900 |          - |
+        | team ensemble     |         0.900 |          - |
+    """
+    header = ("member", f"{report['split']} accuracy", "train time")
+    body = [(label, f"{acc:.3f}", f"{sec:.1f} s" if sec is not None else "-") for label, acc, sec in _rows(report)]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(3)]
+
+    def line(cells):
+        return "| " + " | ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(cells, widths))
+        ) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+
+
+def _save_figure(figure, path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def plot_accuracy(report: dict, path) -> None:
+    """Bar chart: scratch baseline vs transfer vs each follower vs the team."""
+    rows = _rows(report)
+    figure, axes = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
+    colors = ["#999999" if label == "scratch baseline" else "#1f77b4" for label, _, _ in rows]
+    colors[-1] = "#d62728"
+    bars = axes.bar([label for label, _, _ in rows], [acc for _, acc, _ in rows], color=colors)
+    axes.bar_label(bars, fmt="%.3f")
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel(f"{report['split']} accuracy")
+    axes.set_title(f"{report['task']}: what transfer bought")
+    _save_figure(figure, path)
+
+
+def _read_log(path) -> dict[str, list[float]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {}) if key != "epoch"}
+
+
+def plot_learning_curves(ws: Workspace, path) -> None:
+    """One panel per training stage: loss and accuracy, training and validation."""
+    logs = sorted(ws.path("logs").glob("*.csv"), key=lambda p: p.stat().st_mtime)  # stage order
+    if not logs:
+        return
+    figure, axes = plt.subplots(2, len(logs), figsize=(3.2 * len(logs), 5.5), squeeze=False)
+    for column, log in enumerate(logs):
+        history = _read_log(log)
+        for row, metric in enumerate(("loss", "accuracy")):
+            ax = axes[row][column]
+            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+                if key in history:
+                    ax.plot(range(1, len(history[key]) + 1), history[key], style, label=key)
+            ax.set_title(f"{log.stem}: {metric}", fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.legend(fontsize=7)
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def write_report(ws: Workspace, report: dict) -> None:
+    """`report.json`, `report.md`, `accuracy.png` and `learning_curves.png` in the run directory."""
+    write_text(ws.path("report.json"), json.dumps(report, indent=2, sort_keys=True))
+    markdown = "\n".join([
+        f"# keras-team run: {report['task']}",
+        "",
+        format_table(report),
+        "",
+        "![accuracy](accuracy.png)",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+    ])
+    write_text(ws.path("report.md"), markdown)
+    plot_accuracy(report, ws.path("accuracy.png"))
+    plot_learning_curves(ws, ws.path("learning_curves.png"))

@@ -1,0 +1,302 @@
+"""The Team behaves as one Keras model whose followers read their leaders' taps."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_team
+from keras_team import Distill, Follower, KerasTeamError, Team
+from tests.helpers import blobs, same_weights, weights_of
+
+SCCE = keras.losses.sparse_categorical_crossentropy
+
+
+@pytest.fixture(scope="module")
+def source():
+    """A source-task leader with logits far from uniform (only read: transfer copies it).
+
+    Its scaling of 1/10 (not 1/255) spreads the logits the way training would,
+    so temperatures and distillation give non-trivial numbers without a fit.
+    """
+    keras.utils.set_random_seed(0)
+    return keras_team.zoo.seed_cnn((8, 8, 1), 5, scale=1 / 10)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+def transferred(keep=3, classes=5, source=None, **kwargs):
+    source = source or keras_team.zoo.seed_cnn((8, 8, 1), 5)
+    return keras_team.transfer(source, keep=keep, head=keras_team.heads.dense(classes), **kwargs)
+
+
+def mlp(classes=5, name="mlp"):
+    return keras_team.zoo.mlp(classes, hidden=(16,), name=name)
+
+
+def softmax(logits, temperature=1.0):
+    z = logits / temperature
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def reference_loss(y, logits):
+    return float(np.mean(SCCE(y, logits, from_logits=True)))
+
+
+# --- 1-3: input widths come from the taps -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "leader, tap, shape",
+    [
+        ("transferred", "features", (120,)),  # keep=3 on the seed CNN: the fc1 cut
+        ("transferred", "logits", (5,)),
+        ("transferred", "probs", (5,)),
+        ("transferred", "body", (120,)),
+        ("raw", "features", (84,)),  # input of fc3
+        ("raw", "fc1", (120,)),
+        ("raw", "pool2", (2, 2, 16)),
+    ],
+)
+def test_follower_input_shape_is_derived_from_the_tap(leader, tap, shape):
+    leader = transferred() if leader == "transferred" else keras_team.zoo.seed_cnn((8, 8, 1), 5)
+    follower = Follower(mlp(3), tap=tap)
+    team = Team(leader, [follower])
+    assert follower.model.input_shape == (None, *shape)
+    assert tuple(team.get_layer("mlp").output.shape) == (None, 3)
+
+
+def test_probs_tap_is_softmax_of_leader_logits_at_temperature(source):
+    x, _ = blobs(n=16, seed=2)
+    team = Team(source, [Follower(keras.layers.Identity(name="soft"), tap="probs", temperature=2.5)])
+    predicted = team.predict(x, verbose=0)
+    logits = source.predict(x, verbose=0)
+    assert np.ptp(logits) > 1.0  # a trained leader: the temperature matters
+    np.testing.assert_allclose(predicted["leader"], logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predicted["soft"], softmax(logits, 2.5), rtol=1e-5, atol=1e-6)
+
+
+def test_concat_over_two_leaders_sums_their_widths():
+    concat = Follower(mlp(name="both"))
+    only_b = Follower(mlp(name="only_b"), leaders=["b"])
+    logits = Follower(mlp(name="logits_both"), tap="logits")
+    Team({"a": transferred(keep=3), "b": transferred(keep=4)}, [concat, only_b, logits])
+    assert concat.model.input_shape == (None, 120 + 84)
+    assert only_b.model.input_shape == (None, 84)
+    assert logits.model.input_shape == (None, 5 + 5)
+
+
+# --- 4: "each" and the team loss -----------------------------------------------------------
+
+
+def test_each_gives_one_output_per_leader_and_the_team_loss_is_the_sum():
+    x, y = blobs(seed=1)
+    team = Team({"a": transferred(), "b": transferred()}, [Follower(mlp(name="f"), combine="each")])
+    assert sorted(team.output_names) == ["a", "b", "f_a", "f_b"]
+    assert team.member_names == ["a", "b", "f"]
+    team.compile()
+    result = team.evaluate(x, y, return_dict=True, verbose=0)
+    parts = [result[f"{name}_loss"] for name in ("a", "b", "f_a", "f_b")]
+    assert result["loss"] == pytest.approx(sum(parts), rel=1e-5)
+    predicted = team.predict(x, verbose=0)
+    assert not np.allclose(predicted["f_a"], predicted["f_b"])  # same weights, different leaders
+    for name in ("a", "b", "f_a", "f_b"):
+        assert result[f"{name}_loss"] == pytest.approx(reference_loss(y, predicted[name]), rel=1e-5)
+        # each output keeps its own metric state
+        assert result[f"{name}_accuracy"] == pytest.approx(np.mean(predicted[name].argmax(-1) == y))
+
+
+def test_loss_weights_scale_the_members_and_a_follower_name_sets_all_its_outputs():
+    x, y = blobs(seed=1)
+    team = Team({"a": transferred(), "b": transferred()}, [Follower(mlp(name="f"), combine="each")])
+    team.compile(loss_weights={"a": 0.5, "f": 2.0})
+    result = team.evaluate(x, y, return_dict=True, verbose=0)
+    expected = 0.5 * result["a_loss"] + result["b_loss"] + 2.0 * (result["f_a_loss"] + result["f_b_loss"])
+    assert result["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+# --- 5: saving --------------------------------------------------------------------------------
+
+
+def test_save_and_load_round_trips_every_member_and_stays_compiled(tmp_path, source):
+    x, y = blobs(n=48, seed=3)
+    followers = [
+        Follower(mlp(name="dist"), distill=Distill(temperature=2.0, alpha=0.3)),
+        Follower(mlp(name="soft"), leaders=["a"], tap="probs", temperature=3.0),
+        Follower(mlp(name="each"), tap="logits", combine="each"),
+    ]
+    team = Team({"a": transferred(source=source), "b": transferred(source=source)}, followers)
+    team.compile(keras.optimizers.Adam(1e-2), loss_weights={"a": 0.5})
+    team.save(tmp_path / "team.keras")
+    loaded = keras.models.load_model(tmp_path / "team.keras")  # safe_mode on, no custom_objects
+    assert isinstance(loaded, Team)
+    assert loaded.member_names == ["a", "b", "dist", "soft", "each"]
+    before, after = team.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    assert sorted(after) == sorted(before) == ["a", "b", "dist", "each_a", "each_b", "soft"]
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-6, atol=1e-6)
+    expected = team.evaluate(x, y, return_dict=True, verbose=0)
+    assert loaded.evaluate(x, y, return_dict=True, verbose=0) == pytest.approx(expected, rel=1e-5)
+    assert loaded.loss_weight_defaults() == team.loss_weight_defaults()
+
+
+# --- 6-7: training ------------------------------------------------------------------------------
+
+
+def test_fit_with_labels_given_once_lowers_every_members_loss(source):
+    x, y = blobs(seed=1)
+    followers = [Follower(mlp(name="feat")), Follower(mlp(name="lg"), tap="logits"),
+                 Follower(mlp(name="soft"), tap="probs", temperature=2.0)]
+    team = Team(transferred(source=source), followers)
+    team.compile(keras.optimizers.Adam(1e-2))
+    before = team.evaluate(x, y, return_dict=True, verbose=0)
+    team.fit(x, y, epochs=4, batch_size=16, verbose=0)
+    after = team.evaluate(x, y, return_dict=True, verbose=0)
+    for name in team.member_names:
+        assert after[f"{name}_loss"] < 0.8 * before[f"{name}_loss"], name
+
+
+def test_follower_gradients_never_reach_the_leader(source):
+    x, y = blobs(seed=1)
+    leader = transferred(source=source, freeze=False)  # body and head trainable
+    assert len(leader.trainable_weights) == len(leader.weights)
+    follower = Follower(mlp(name="f"), tap="logits")  # reads the head's output
+    team = Team(leader, [follower])
+    team.compile(keras.optimizers.Adam(1e-2), loss_weights={"leader": 0.0})
+    leader_before, follower_before = weights_of(leader), weights_of(follower.model)
+    team.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert same_weights(weights_of(leader), leader_before)
+    assert not same_weights(weights_of(follower.model), follower_before)
+
+
+# --- 8: distillation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tap", ["features", "probs"])
+def test_distillation_adds_alpha_t2_kl_and_weights_the_label_loss_1_minus_alpha(source, tap):
+    x, y = blobs(n=32, seed=4)
+    t, alpha = 3.0, 0.4
+    team = Team(source, [Follower(mlp(name="student"), tap=tap, distill=Distill(temperature=t, alpha=alpha))])
+    predicted = {name: np.array(value) for name, value in team(x).items()}
+    (added,) = team.losses
+    teacher, student = softmax(predicted["leader"], t), softmax(predicted["student"], t)
+    kl = np.sum(teacher * (np.log(teacher) - np.log(student)), axis=-1)
+    expected = alpha * t * t * np.mean(kl)
+    assert expected > 1e-3
+    assert float(added) == pytest.approx(expected, rel=1e-4)
+
+    assert team.loss_weight_defaults() == {"leader": 1.0, "student": pytest.approx(1 - alpha)}
+    team.compile()
+    result = team.evaluate(x, y, batch_size=len(x), return_dict=True, verbose=0)
+    assert result["student_loss"] == pytest.approx(reference_loss(y, predicted["student"]), rel=1e-5)
+    total = result["leader_loss"] + (1 - alpha) * result["student_loss"] + expected
+    assert result["loss"] == pytest.approx(total, rel=1e-4)
+
+
+def test_distillation_with_each_adds_one_term_per_leader():
+    team = Team({"a": transferred(), "b": transferred()},
+                [Follower(mlp(name="f"), combine="each", distill=Distill(alpha=0.25))])
+    team(blobs(n=4)[0])
+    assert len(team.losses) == 2
+    assert team.loss_weight_defaults() == {"a": 1.0, "b": 1.0, "f_a": 0.75, "f_b": 0.75}
+
+
+# --- 9: clear errors --------------------------------------------------------------------------------
+
+
+def _built(layer, width):
+    layer.build((None, width))
+    return layer
+
+
+def _softmax_leader():
+    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(5, activation="softmax")])
+
+
+ERRORS = {
+    "unknown tap": (
+        lambda: Team(transferred(), [Follower(mlp(), tap="nope")]),
+        "tap", ["features, logits, probs, body, head"],
+    ),
+    "unknown leader": (
+        lambda: Team({"a": transferred(), "b": transferred()}, [Follower(mlp(), leaders=["a", "c"])]),
+        "followers[mlp].leaders", ["'c'", "a, b"],
+    ),
+    "distill class count": (
+        lambda: Team(transferred(classes=5), [Follower(mlp(3), distill=Distill())]),
+        "followers[mlp].distill", ["3 classes", "(5)"],
+    ),
+    "built model, wrong width": (
+        lambda: Team(transferred(), [Follower(_built(mlp(), 7))]),
+        "followers[mlp].model", ["(7,)", "(120,)"],
+    ),
+    "built layer, wrong width": (
+        lambda: Team(transferred(), [Follower(_built(keras.layers.Dense(5, name="dense"), 7))]),
+        "followers[dense].model", ["(120,)"],
+    ),
+    "duplicate follower": (
+        lambda: Team(transferred(), [Follower(mlp()), Follower(mlp())]),
+        "followers", ["'mlp'", "leader, mlp"],
+    ),
+    "follower named like a leader": (
+        lambda: Team(transferred(), [Follower(mlp(), name="leader")]),
+        "followers", ["'leader'", "(leader)"],
+    ),
+    "leaders with one name": (
+        lambda: Team([transferred(), transferred()]),
+        "leaders", ["seed_cnn_transfer", "distinct names"],
+    ),
+    "output name taken": (
+        lambda: Team({"a": transferred(), "b": transferred()},
+                     [Follower(mlp(), name="f_a"), Follower(mlp(), name="f", combine="each")]),
+        "followers", ["'f'", "f_a"],
+    ),
+    "leaders with different inputs": (
+        lambda: Team({"a": transferred(), "b": keras_team.zoo.seed_cnn((16, 16, 1), 5)}),
+        "leaders", ["(8, 8, 1)", "(16, 16, 1)", "same input shape"],
+    ),
+    "softmax leader tapped for logits": (
+        lambda: Team(_softmax_leader(), [Follower(mlp(), tap="logits")]),
+        "tap", ["softmax", "linear layer"],
+    ),
+    "unknown loss weight": (
+        lambda: Team({"a": transferred(), "b": transferred()}, [Follower(mlp(name="f"), combine="each")]).compile(
+            loss_weights={"g": 1.0}
+        ),
+        "loss_weights", ["'g'", "a, b, f, f_a, f_b"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_user_errors_name_the_field_and_what_is_allowed(case):
+    build, field, phrases = ERRORS[case]
+    with pytest.raises(KerasTeamError) as error:
+        build()
+    assert error.value.field == field
+    for phrase in phrases:
+        assert phrase in str(error.value)
+
+
+# --- 10: a Keras model like any other --------------------------------------------------------------
+
+
+def test_team_is_a_keras_model_with_member_outputs_history_and_callbacks(source):
+    x, y = blobs(seed=1)
+    team = Team({"leader": transferred(source=source)}, [Follower(mlp(name="feat")), Follower(mlp(name="lg"), tap="logits")])
+    assert isinstance(team, keras.Model)
+    assert team.member_names == ["leader", "feat", "lg"]
+    assert sorted(team.predict(x[:5], verbose=0)) == sorted(team.member_names)
+    assert all(v.shape == (5, 5) for v in team.predict(x[:5], verbose=0).values())
+
+    team.compile(keras.optimizers.Adam(1e-2))
+    # No later epoch improves the monitored member's loss by 10: training stops after 2 of 6 epochs
+    # (a monitor name missing from the logs would only warn and train all 6).
+    stop = keras.callbacks.EarlyStopping(monitor="val_feat_loss", min_delta=10.0, patience=1, mode="min")
+    history = team.fit(x, y, validation_split=0.25, epochs=6, batch_size=16, verbose=0, callbacks=[stop])
+    assert len(history.epoch) == 2
+    for name in team.member_names:
+        assert {f"{name}_loss", f"{name}_accuracy", f"val_{name}_loss"} <= set(history.history)
