@@ -87,5 +87,10 @@ def transfer(
         keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in kept.inputs
     ]
     features = kept(inputs[0] if len(inputs) == 1 else inputs)
-    outputs = head(features)
+    try:
+        outputs = head(features)
+    except ValueError as error:
+        raise KerasTeamError(
+            "head", head.name, f"a head that accepts the features at the cut, shaped {tuple(features.shape)} ({error})"
+        ) from error
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name or f"{leader.name}_transfer")

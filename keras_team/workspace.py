@@ -113,7 +113,7 @@ class Workspace:
         return state
 
     def _save_state(self) -> None:
-        write_text(self.root / STATE, json.dumps(self.state, indent=2, sort_keys=True))
+        write_text(self.root / STATE, json.dumps(self.state, indent=2))  # stages in run order
 
     def path(self, name: str) -> pathlib.Path:
         """A path inside the run directory."""

@@ -100,3 +100,8 @@ def test_heads_for_regression_and_bad_values():
         keras_team.heads.conv(2, dropout=1.5)
     with pytest.raises(keras_team.KerasTeamError, match="head"):
         keras_team.transfer(trained_leader(epochs=1), keep=3, head="dense")
+
+
+def test_conv_head_on_flat_features_is_a_clear_error():
+    with pytest.raises(keras_team.KerasTeamError, match=r"shaped \(None, 120\)"):
+        keras_team.transfer(trained_leader(epochs=1), keep=3, head=keras_team.heads.conv(5))
