@@ -72,11 +72,9 @@ def tap_tensor(leader: keras.Model, tap: str):
 
 
 def tap_model(leader: keras.Model, taps: list[str], name: str) -> keras.Model:
-    """A model sharing `leader`'s layers with its output and the tap tensors as outputs.
+    """A model sharing `leader`'s layers whose outputs are the tap tensors.
 
-    The outputs are a dict: ``"output"`` plus one entry per `tap_key` of `taps`.
+    The outputs are a dict with one entry per `tap_key` of `taps`.
     """
-    outputs = {"output": leader.outputs[0]}
-    for tap in taps:
-        outputs[tap_key(tap)] = tap_tensor(leader, tap)
+    outputs = {tap_key(tap): tap_tensor(leader, tap) for tap in taps}
     return keras.Model(leader.inputs, outputs, name=name)

@@ -21,7 +21,7 @@ from keras import ops
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Follower, check_name
 from keras_team.layers import PACKAGE, StopGradient
-from keras_team.taps import tap_key, tap_model
+from keras_team.taps import tap_key, tap_model, tap_tensor
 
 
 def _as_leader_dict(leaders) -> dict[str, keras.Model]:
@@ -40,6 +40,13 @@ def _as_leader_dict(leaders) -> dict[str, keras.Model]:
         if not isinstance(model, keras.Model):
             raise KerasTeamError(f"leaders[{name}]", model, "a built keras.Model")
     return dict(leaders)
+
+
+def _check_tap(leader: keras.Model, tap: str, field: str) -> None:
+    try:
+        tap_tensor(leader, tap)
+    except KerasTeamError as error:
+        raise KerasTeamError(field, tap, error.allowed) from error
 
 
 def _shared_input(leaders: dict[str, keras.Model]) -> keras.KerasTensor:
@@ -101,18 +108,22 @@ class Team(keras.Model):
                     "followers", follower.name, f"a member whose output names {taken} are not used already ({', '.join(names)})"
                 )
             names.extend(dict.fromkeys(own))
-        needed = {name: set() for name in leaders}
+        for name, model in leaders.items():
+            _check_tap(model, "logits", f"leaders[{name}]")  # members output logits
+        needed = {name: {"logits"} for name in leaders}
         for follower in followers:
             for leader in follower.leaders or leaders:
-                needed[leader].update(follower.taps_needed())
+                for tap in follower.taps_needed():
+                    _check_tap(leaders[leader], tap, f"followers[{follower.name}].tap")
+                    needed[leader].add(tap_key(tap))
         taps = {name: tap_model(model, sorted(needed[name]), name=f"{name}_taps") for name, model in leaders.items()}
 
         # === Functional model ===
         inputs = _shared_input(leaders)
         tapped = {name: model(inputs) for name, model in taps.items()}
-        outputs = {name: keras.layers.Identity(name=name)(tapped[name]["output"]) for name in leaders}
+        outputs = {name: keras.layers.Identity(name=name)(tapped[name]["logits"]) for name in leaders}
         stopped = {
-            name: {key: StopGradient(name=f"{name}_{key}_stop")(x) for key, x in values.items() if key != "output"}
+            name: {key: StopGradient(name=f"{name}_{key}_stop")(x) for key, x in values.items()}
             for name, values in tapped.items()
         }
         graphs = {}
@@ -120,7 +131,7 @@ class Team(keras.Model):
             read = list(follower.leaders or leaders)
             keys = {tap_key(tap) for tap in follower.taps_needed()}
             specs = {leader: {key: stopped[leader][key] for key in sorted(keys)} for leader in read}
-            classes = {leader: tapped[leader]["output"].shape[-1] for leader in read}
+            classes = {leader: tapped[leader]["logits"].shape[-1] for leader in read}
             graph = follower.build_graph(specs, classes)
             graphs[follower.name] = graph
             feed = {f"{leader}_{key}": x for leader, values in specs.items() for key, x in values.items()}

@@ -221,7 +221,7 @@ def _softmax_leader():
 ERRORS = {
     "unknown tap": (
         lambda: Team(transferred(), [Follower(mlp(), tap="nope")]),
-        "tap", ["features, logits, probs, body, head"],
+        "followers[mlp].tap", ["features, logits, probs, body, head"],
     ),
     "unknown leader": (
         lambda: Team({"a": transferred(), "b": transferred()}, [Follower(mlp(), leaders=["a", "c"])]),
@@ -260,9 +260,9 @@ ERRORS = {
         lambda: Team({"a": transferred(), "b": keras_team.zoo.seed_cnn((16, 16, 1), 5)}),
         "leaders", ["(8, 8, 1)", "(16, 16, 1)", "same input shape"],
     ),
-    "softmax leader tapped for logits": (
-        lambda: Team(_softmax_leader(), [Follower(mlp(), tap="logits")]),
-        "tap", ["softmax", "linear layer"],
+    "softmax-ended leader (members output logits)": (
+        lambda: Team(_softmax_leader(), [Follower(mlp(), tap="features")]),
+        "leaders[leader]", ["softmax", "linear layer"],
     ),
     "unknown loss weight": (
         lambda: Team({"a": transferred(), "b": transferred()}, [Follower(mlp(name="f"), combine="each")]).compile(
