@@ -1,0 +1,24 @@
+"""The README's promises: its recipe runs, its commands are what CI runs."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_recipe_runs_and_trains_every_member(capsys):
+    code = re.search(r"## The write-up's recipe.*?```python\n(.*?)```", README, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    scores = namespace["team"].evaluate(namespace["target"].dataset("test"), return_dict=True, verbose=0)
+    assert scores["leader_accuracy"] > 0.5 and scores["mlp_accuracy"] > 0.5  # 5 classes: chance is 0.2
+    assert [layer.name for layer in namespace["student"].get_layer("body").layers if layer.weights] == [
+        "conv1", "conv2", "fc1"
+    ]
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = re.findall(r"```bash\n(.*?)\n```", README, re.S)
+    assert commands[0].endswith("keras-team run")
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()
