@@ -191,6 +191,9 @@ class Team(keras.Model):
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if not isinstance(loss, dict):
             loss = {name: loss for name in outputs}
+        missing = [name for name in outputs if name not in loss]
+        if missing:
+            raise KerasTeamError("loss", sorted(loss), f"a loss for every output: {', '.join(outputs)}")
         if metrics == "auto":
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         if not isinstance(metrics, dict):
