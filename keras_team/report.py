@@ -129,7 +129,8 @@ def plot_learning_curves(ws: Workspace, path) -> None:
                     ax.plot(range(1, len(history[key]) + 1), history[key], style, label=key)
             ax.set_title(f"{log.stem}: {metric}", fontsize=9)
             ax.set_xlabel("epoch", fontsize=8)
-            ax.legend(fontsize=7)
+            if ax.lines:
+                ax.legend(fontsize=7)
     figure.tight_layout()
     _save_figure(figure, path)
 

@@ -1,0 +1,132 @@
+"""What the team buys over training from scratch: test accuracy over seeds.
+
+For each seed, runs the whole recipe in-process
+(`keras_team.recipe.run(load_config(overrides=[seed=s, output_dir=<tmp>,
+data.target.shots=5, *your --set overrides]), verbose=0)`) and reads its
+report: every member's test accuracy, the team `ensemble` and the scratch
+`baseline` (the same architecture trained on the target alone). Records the
+per-seed figures and mean +- sample std (ddof=1) over seeds of each, and the
+gains in points: ensemble - baseline, leader - baseline (and every other
+member - baseline). Target: mean ensemble gain >= 5 points.
+
+Run from the repository root:
+
+    python benchmarks/transfer_gain.py                     # default config, seeds 0 1 2, 5 shots
+    python benchmarks/transfer_gain.py --set transfer.keep=fc1 --set followers.0.tap=probs
+    python benchmarks/transfer_gain.py --seeds 0,1,2,3,4 --output benchmarks/results/transfer_gain_5seeds.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_team.config import load_config  # noqa: E402
+from keras_team.recipe import run  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+NAME = "transfer_gain"
+SHOTS = 5
+TARGET_GAIN_POINTS = 5.0
+
+
+def summary(values: list[float]) -> dict:
+    """Mean and sample standard deviation (ddof=1; 0 for one value), rounded."""
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return {"mean": round(float(array.mean()), 4), "std": round(std, 4)}
+
+
+def one_seed(seed: int, overrides: list[str], keep: bool) -> dict:
+    output_dir = tempfile.mkdtemp(prefix=f"keras_team_gain_{seed}_")
+    try:
+        keras.backend.clear_session()  # each seed starts as a fresh process would
+        config = load_config(overrides=[f"seed={seed}", f"output_dir={output_dir}", f"data.target.shots={SHOTS}", *overrides])
+        start = time.perf_counter()
+        report = run(config, verbose=0)
+        seconds = time.perf_counter() - start
+    finally:
+        if not keep:
+            shutil.rmtree(output_dir, ignore_errors=True)
+    if "baseline" not in report:
+        raise SystemExit("the report has no scratch baseline to compare against")
+    accuracy = {name: m["test_accuracy"] for name, m in report["members"].items()}
+    accuracy["ensemble"] = report["ensemble"]["test_accuracy"]
+    baseline = report["baseline"]["test_accuracy"]
+    stages = report.get("stages", {})
+    return {
+        "seed": seed,
+        "seconds": round(seconds, 1),
+        "leader_source_test_accuracy": stages.get("leader", {}).get("source_test_accuracy"),
+        "test_examples": report["examples"],
+        "test_accuracy": {**{k: round(v, 4) for k, v in accuracy.items()}, "baseline": round(baseline, 4)},
+        "gain_points": {k: round(100 * (v - baseline), 2) for k, v in accuracy.items()},
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config override passed to load_config, as for `keras-team run --set` (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' output directories")
+    parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    load_config(overrides=[f"data.target.shots={SHOTS}", *args.set])  # a bad --set fails now, not after a run
+
+    progress = keras.utils.Progbar(len(seeds), unit_name="seed", stateful_metrics=["ensemble", "baseline", "gain"])
+    runs = []
+    for step, seed in enumerate(seeds, start=1):
+        print(f"\n## seed {seed} ({step}/{len(seeds)})", flush=True)
+        runs.append(one_seed(seed, args.set, args.keep))
+        last = runs[-1]
+        progress.update(step, [("ensemble", last["test_accuracy"]["ensemble"]),
+                               ("baseline", last["test_accuracy"]["baseline"]),
+                               ("gain", last["gain_points"]["ensemble"])])
+        print(flush=True)
+
+    names = list(runs[0]["test_accuracy"])
+    gains = list(runs[0]["gain_points"])
+    mean_gain = float(np.mean([r["gain_points"]["ensemble"] for r in runs]))
+    result = {
+        "benchmark": NAME,
+        "what": f"team (transfer + followers) vs scratch baseline, target test accuracy at {SHOTS} shots",
+        "overrides": [f"data.target.shots={SHOTS}", *args.set],
+        "seeds": seeds,
+        "per_seed": runs,
+        "test_accuracy": {name: summary([r["test_accuracy"][name] for r in runs]) for name in names},
+        "gain_points": {name: summary([r["gain_points"][name] for r in runs]) for name in gains},
+        "target": {"mean_ensemble_gain_points_at_least": TARGET_GAIN_POINTS, "met": mean_gain >= TARGET_GAIN_POINTS},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "keras": keras.__version__},
+    }
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\n{NAME} over seeds {seeds} ({SHOTS} shots{', ' + ' '.join(args.set) if args.set else ''}):")
+    for name, figures in result["test_accuracy"].items():
+        print(f"  {name:>10}: {figures['mean']:.3f} +- {figures['std']:.3f}")
+    for name in ("ensemble", "leader"):
+        if name in result["gain_points"]:
+            g = result["gain_points"][name]
+            print(f"  gain {name} - baseline: {g['mean']:+.1f} +- {g['std']:.1f} points")
+    print(f"  target: mean ensemble gain >= {TARGET_GAIN_POINTS:g} points: {'met' if result['target']['met'] else 'NOT met'}")
+    print(f"wrote {output}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
