@@ -190,11 +190,11 @@ class Recipe:
 
         return self._stage("team", "joint fine-tuning of the team (summed member losses)", build, "team.keras")
 
-    def train_baseline(self, target: Task) -> keras.Model:
+    def train_baseline(self, leader: keras.Model, target: Task) -> keras.Model:
         cfg = self.config.baseline
 
         def build():
-            scratch = ARCHITECTURES[self.config.leader.architecture](target.input_shape, target.num_classes)
+            scratch = keras.models.clone_model(leader)  # the leader's architecture, freshly initialised
             model = transfer(scratch, self.config.transfer.keep, _head(self.config, target.num_classes),
                              freeze=False, name="baseline")
             return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate)
@@ -218,7 +218,7 @@ class Recipe:
         leader = self.train_leader(source)
         student = self.train_transfer(leader, target)
         team = self.train_team(self.train_followers(student, target), target)
-        baseline = self.train_baseline(target)
+        baseline = self.train_baseline(leader, target)
         banner("evaluate: members, team ensemble and scratch baseline on the target test set")
         report = evaluate_team(team, target, baseline=baseline)
         report["stages"] = self.ws.state["stages"]

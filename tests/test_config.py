@@ -52,13 +52,13 @@ def test_defaults_load():
     assert config.data.target.classes == (5, 6, 7, 8, 9) and config.data.target.shots == 5
     assert config.data.validation == 0.2 and config.data.batch_size == 32
     assert config.data.augment == () and config.data.data_dir is None
-    assert config.leader.path is None and config.leader.architecture == "seed_cnn"
-    assert config.transfer.keep == 3 and config.transfer.head.hidden == (64,)
+    assert config.leader.path is None and config.leader.architecture == "residual_cnn"
+    assert config.transfer.keep == "pool1" and config.transfer.head.hidden == (64,)
     assert config.transfer.fine_tune_learning_rate == 0.0001
     assert config.followers == (
         FollowerConfig(
             name="mlp", tap="features", temperature=1.0, hidden=(50,), dropout=0.0,
-            distill=None, epochs=30, learning_rate=0.001,
+            distill=None, epochs=100, learning_rate=0.003,
         ),
     )
     assert config.baseline.epochs == 30 and config.team.epochs == 0
@@ -105,7 +105,7 @@ def test_empty_file_is_the_defaults(tmp_path):
 def test_listed_followers_take_omitted_fields_from_default_follower(tmp_path):
     path = write(tmp_path, "followers:\n  - {name: a, tap: logits}\n  - {name: b, tap: probs, temperature: 4}\n")
     a, b = load_config(path).followers
-    assert (a.name, a.tap, a.hidden, a.epochs) == ("a", "logits", (50,), 30)
+    assert (a.name, a.tap, a.hidden, a.epochs) == ("a", "logits", (50,), 100)
     assert (b.tap, b.temperature) == ("probs", 4.0)
 
 
@@ -267,7 +267,7 @@ def test_keep_must_be_positive_int_or_name():
 
 
 def test_unfreeze_cannot_exceed_keep():
-    assert_error(error_of(overrides=["transfer.unfreeze=4"]), "transfer.unfreeze", "[0, 3]")
+    assert_error(error_of(overrides=["transfer.keep=3", "transfer.unfreeze=4"]), "transfer.unfreeze", "[0, 3]")
 
 
 @pytest.mark.parametrize(
