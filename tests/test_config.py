@@ -61,7 +61,7 @@ def test_defaults_load():
             distill=None, epochs=100, learning_rate=0.003,
         ),
     )
-    assert config.baseline.epochs == 30 and config.team.epochs == 0
+    assert config.baseline.epochs == 100 and config.team.epochs == 0
 
 
 def test_config_is_frozen():
