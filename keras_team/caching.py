@@ -19,6 +19,10 @@ from keras_team.errors import KerasTeamError
 from keras_team.taps import tap_key
 from keras_team.team import Team
 
+# Inference batch of the caching pass: batch size does not change a frozen
+# leader's outputs, and larger batches cost fewer calls.
+CACHE_BATCH = 256
+
 
 def _follower(team: Team, name: str):
     for follower in team.followers:
@@ -33,7 +37,8 @@ def cache_taps(team: Team, name: str, dataset: tf.data.Dataset, *, verbose: int 
     Args:
         team: a built `Team`.
         name: the follower whose inputs to compute.
-        dataset: batched `(x, y)`; its order is kept.
+        dataset: batched `(x, y)`; its order is kept (it is re-batched by
+            `CACHE_BATCH` for the pass).
         verbose: 1 shows a progress bar.
 
     Returns:
@@ -48,15 +53,16 @@ def cache_taps(team: Team, name: str, dataset: tf.data.Dataset, *, verbose: int 
     keys = sorted({tap_key(tap) for tap in follower.taps_needed()})
     columns = {f"{leader}_{key}": [] for leader in leaders for key in keys}
     labels = []
-    progress = keras.utils.Progbar(dataset.cardinality().numpy() if dataset.cardinality() > 0 else None,
-                                   verbose=verbose, unit_name="batch")
-    for step, (x, y) in enumerate(dataset, start=1):
+    dataset = dataset.unbatch().batch(CACHE_BATCH)
+    progress = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
+    for x, y in dataset:
         for leader in leaders:
             outputs = team.tap_models[leader].predict_on_batch(x)
             for key in keys:
                 columns[f"{leader}_{key}"].append(np.asarray(outputs[key]))
         labels.append(np.asarray(y))
-        progress.update(step)
+        progress.add(1)
+    progress.update(len(labels), finalize=True)
     return {k: np.concatenate(v) for k, v in columns.items()}, np.concatenate(labels)
 
 
@@ -95,7 +101,7 @@ def fit_follower(
     defaults = team.loss_weight_defaults()
 
     def as_dataset(data, shuffle):
-        inputs, labels = cache_taps(team, name, data, verbose=0)
+        inputs, labels = cache_taps(team, name, data, verbose=0 if verbose == 0 else 1)
         ds = tf.data.Dataset.from_tensor_slices((inputs, tuple([labels] * outputs)))
         if shuffle:
             ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
