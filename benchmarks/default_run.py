@@ -70,10 +70,15 @@ def run_child(command: list[str], cores: int, label: str) -> dict:
             "cores": used, "tail": tail}
 
 
+STAGE_ORDER = ("leader", "transfer", "fine_tune", "followers", "team", "baseline", "evaluate")
+
+
 def stage_seconds(stages: dict) -> dict:
-    """Seconds per stage of report.json; the followers stage holds one entry per follower."""
+    """Seconds per stage of report.json, in recipe order; the followers stage holds one entry per follower."""
     out = {}
-    for stage, figures in stages.items():
+    order = sorted(stages, key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER))
+    for stage in order:
+        figures = stages[stage]
         if "seconds" in figures:
             out[stage] = figures["seconds"]
         else:

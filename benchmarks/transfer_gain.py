@@ -34,6 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_team.config import load_config  # noqa: E402
+from keras_team.errors import KerasTeamError  # noqa: E402
 from keras_team.recipe import run  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -129,4 +130,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KerasTeamError as error:  # a bad --set: one line, as the CLI does
+        print(f"transfer_gain: error: {error}", file=sys.stderr)
+        sys.exit(2)

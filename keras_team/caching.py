@@ -39,7 +39,7 @@ def cache_taps(team: Team, name: str, dataset: tf.data.Dataset, *, verbose: int 
         name: the follower whose inputs to compute.
         dataset: batched `(x, y)`; its order is kept (it is re-batched by
             `CACHE_BATCH` for the pass).
-        verbose: 1 shows a progress bar.
+        verbose: 1 shows a progress bar, 2 one line at the end, 0 nothing.
 
     Returns:
         `(inputs, labels)`: a dict of numpy arrays keyed like the follower
@@ -101,7 +101,7 @@ def fit_follower(
     defaults = team.loss_weight_defaults()
 
     def as_dataset(data, shuffle):
-        inputs, labels = cache_taps(team, name, data, verbose=0 if verbose == 0 else 1)
+        inputs, labels = cache_taps(team, name, data, verbose=verbose if verbose in (0, 2) else 1)
         ds = tf.data.Dataset.from_tensor_slices((inputs, tuple([labels] * outputs)))
         if shuffle:
             ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)

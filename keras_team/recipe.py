@@ -28,6 +28,7 @@ import tensorflow as tf
 from keras_team import heads, zoo
 from keras_team.caching import fit_follower
 from keras_team.config import Config
+from keras_team.cuts import resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Distill, Follower
@@ -64,6 +65,14 @@ def _head(config: Config, num_classes: int) -> keras.layers.Layer:
     if head.kind == "conv":
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
+
+
+def check_keep(leader: keras.Model, keep: int | str) -> None:
+    """Raise `KerasTeamError` on `transfer.keep` unless it is a valid cut of `leader`."""
+    try:
+        resolve_cut(leader, keep)
+    except KerasTeamError as error:
+        raise KerasTeamError("transfer.keep", keep, error.allowed) from error
 
 
 def _load_leader(path: str, task: Task) -> keras.Model:
@@ -124,7 +133,9 @@ class Recipe:
 
         def build():
             if cfg.path:
-                return _load_leader(cfg.path, source), {"seconds": 0.0, "loaded_from": cfg.path}
+                leader = _load_leader(cfg.path, source)
+                check_keep(leader, self.config.transfer.keep)
+                return leader, {"seconds": 0.0, "loaded_from": cfg.path}
             leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name="leader")
             figures = self._fit("leader", leader, source, cfg.epochs, cfg.learning_rate)
             figures["source_test_accuracy"] = self._accuracy(leader, source)
@@ -215,6 +226,9 @@ class Recipe:
         if self.config.deterministic:
             tf.config.experimental.enable_op_determinism()
         source, target = load_tasks(self.config)
+        if not self.config.leader.path:  # a bad cut fails now, not after the leader trained
+            architecture = ARCHITECTURES[self.config.leader.architecture]
+            check_keep(architecture(source.input_shape, source.num_classes), self.config.transfer.keep)
         leader = self.train_leader(source)
         student = self.train_transfer(leader, target)
         team = self.train_team(self.train_followers(student, target), target)

@@ -47,3 +47,11 @@ def test_corrupt_leader_file_is_a_clear_error_and_keeps_the_run_directory(tmp_pa
     assert "leader.path" in _error_line(capsys)
     assert (out / "config.yaml").is_file() and (out / "state.json").is_file()
     assert not list(out.glob("*.keras"))
+
+
+def test_invalid_cut_fails_before_the_leader_trains(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["run", "--output-dir", str(out), "--set", "transfer.keep=2"]) == cli.USER_ERROR
+    error = _error_line(capsys)
+    assert "transfer.keep=2" in error and "1, 3, 6, 7" in error
+    assert not (out / "leader.keras").exists()
