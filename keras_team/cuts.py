@@ -67,17 +67,15 @@ def weighted_layer_count(layer: keras.layers.Layer) -> int:
 
 def _require_graph(model: keras.Model) -> None:
     try:
-        model.outputs  # noqa: B018 - raises for subclassed or unbuilt models
-    except (AttributeError, ValueError):
-        model_outputs = None
-    else:
-        model_outputs = model.outputs
-    if not isinstance(model, keras.Model) or not model_outputs:
+        has_graph = isinstance(model, keras.Model) and bool(model.outputs)
+    except (AttributeError, ValueError):  # subclassed or unbuilt models have no outputs
+        has_graph = False
+    if not has_graph:
         raise KerasTeamError(
             "leader",
             getattr(model, "name", model),
             "a built Sequential or functional keras.Model "
-            "(give Sequential an keras.Input first; subclassed models have no graph to cut)",
+            "(give a Sequential a keras.Input first; subclassed models have no graph to cut)",
         )
 
 
