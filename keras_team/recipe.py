@@ -222,13 +222,13 @@ class Recipe:
         """Every stage in order; returns the report (also written to the run directory)."""
         from keras_team.report import evaluate_team, write_report  # matplotlib only when reporting
 
-        keras.utils.set_random_seed(self.config.seed)
-        if self.config.deterministic:
-            tf.config.experimental.enable_op_determinism()
         source, target = load_tasks(self.config)
         if not self.config.leader.path:  # a bad cut fails now, not after the leader trained
             architecture = ARCHITECTURES[self.config.leader.architecture]
             check_keep(architecture(source.input_shape, source.num_classes), self.config.transfer.keep)
+        keras.utils.set_random_seed(self.config.seed)
+        if self.config.deterministic:
+            tf.config.experimental.enable_op_determinism()
         leader = self.train_leader(source)
         student = self.train_transfer(leader, target)
         team = self.train_team(self.train_followers(student, target), target)
