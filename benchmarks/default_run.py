@@ -7,7 +7,7 @@ digits) as a child process, TensorFlow start included, pinned to at most
 
 The slower way to compare against: each run is broken down with the
 per-stage `seconds` of its `report.json` (leader, transfer, followers,
-baseline, ...) and a separately timed fresh `import keras_team.recipe`
+baseline, ...) and a separately timed fresh `import keras_team.app.recipe`
 (TensorFlow start), so the remainder (saving models, evaluating, plots) is
 visible too; that says where the time goes. `--deterministic-too` also runs
 the same config with `--set deterministic=true` (TF op determinism) and
@@ -41,9 +41,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def keras_team_command() -> list[str]:
-    """The installed console script next to this interpreter, else `python -m keras_team.cli`."""
+    """The installed console script next to this interpreter, else `python -m keras_team.app.cli`."""
     script = pathlib.Path(sys.executable).parent / "keras-team"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "keras_team.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "keras_team.app.cli"]
 
 
 def pinned(cores: int):
@@ -135,8 +135,8 @@ def main(argv=None) -> dict:
     # Only one child has been waited for so far: RUSAGE_CHILDREN's peak is that child's.
     default["peak_rss_bytes_rusage_children"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
-    probe = run_child([sys.executable, "-c", "import time; s = time.perf_counter(); import keras_team.recipe; "
-                       "print(f'import keras_team.recipe (TensorFlow start): {time.perf_counter() - s:.1f} s')"],
+    probe = run_child([sys.executable, "-c", "import time; s = time.perf_counter(); import keras_team.app.recipe; "
+                       "print(f'import keras_team.app.recipe (TensorFlow start): {time.perf_counter() - s:.1f} s')"],
                       args.cores, "startup probe")
     result = {
         "benchmark": NAME,

@@ -1,7 +1,7 @@
 """What the team buys over training from scratch: test accuracy over seeds.
 
 For each seed, runs the whole recipe in-process
-(`keras_team.recipe.run(load_config(overrides=[seed=s, output_dir=<tmp>,
+(`keras_team.app.recipe.run(load_config(overrides=[seed=s, output_dir=<tmp>,
 data.target.shots=5, *your --set overrides]), verbose=0)`) and reads its
 report: every member's test accuracy, the team `ensemble` and the scratch
 `baseline` (the same architecture trained on the target alone). Records the
@@ -33,9 +33,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_team.config import load_config  # noqa: E402
+from keras_team.app.config import load_config  # noqa: E402
 from keras_team.errors import KerasTeamError  # noqa: E402
-from keras_team.recipe import run  # noqa: E402
+from keras_team.app.recipe import run  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "transfer_gain"

@@ -9,7 +9,7 @@ Example:
     >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), num_classes=5)
     >>> model = keras_team.transfer(leader, keep=3, head=keras_team.heads.dense(5))
 
-Names are imported lazily so that `keras_team.config` and the CLI's argument
+Names are imported lazily so that `keras_team.app.config` and the CLI's argument
 checks start without loading TensorFlow.
 """
 
@@ -29,7 +29,7 @@ _EXPORTS = {
     "Team": "keras_team.team",
     "KerasTeamError": "keras_team.errors",
 }
-_MODULES = ("heads", "zoo", "data", "errors", "config", "caching")
+_MODULES = ("heads", "zoo", "data", "errors", "caching")
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from keras_team import cli
-from keras_team.config import default_config_text
+from keras_team.app import cli
+from keras_team.app.config import default_config_text
 
 
 def _error_line(capsys):

@@ -1,4 +1,4 @@
-"""Tests of keras_team.config: defaults, merging, overrides, and every user error."""
+"""Tests of keras_team.app.config: defaults, merging, overrides, and every user error."""
 
 import dataclasses
 import pathlib
@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from keras_team.config import (
+from keras_team.app.config import (
     Config,
     DistillConfig,
     FollowerConfig,
@@ -80,7 +80,7 @@ def test_default_text_comments_every_field():
 
 
 def test_config_module_does_not_import_tensorflow():
-    code = "import sys, keras_team.config as c; c.load_config(); print('tensorflow' in sys.modules)"
+    code = "import sys, keras_team.app.config as c; c.load_config(); print('tensorflow' in sys.modules)"
     root = pathlib.Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

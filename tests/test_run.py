@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_team import cli, recipe
+from keras_team.app import cli, recipe
 
 TINY = [
     "leader.epochs=2", "transfer.epochs=3", "followers.0.epochs=2", "baseline.epochs=1",

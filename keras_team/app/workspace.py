@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from keras_team.config import Config
+from keras_team.app.config import Config
 from keras_team.errors import KerasTeamError
 
 STATE = "state.json"

@@ -17,7 +17,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from keras_team.config import default_config_text, load_config
+from keras_team.app.config import default_config_text, load_config
 from keras_team.errors import KerasTeamError
 
 USER_ERROR = 2
@@ -49,7 +49,7 @@ def _init(args) -> None:
     path = pathlib.Path(args.path)
     if path.exists() and not args.force:
         raise KerasTeamError("path", str(path), "a file that does not exist yet (or pass --force to replace it)")
-    from keras_team.workspace import write_text
+    from keras_team.app.workspace import write_text
 
     write_text(path, default_config_text())
     print(f"wrote {path}; edit it, then: keras-team run --config {path}")
@@ -60,8 +60,8 @@ def _run(args) -> None:
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     config = load_config(args.config, overrides)
-    from keras_team.recipe import run
-    from keras_team.report import format_table
+    from keras_team.app.recipe import run
+    from keras_team.app.report import format_table
 
     report = run(config, verbose=2 if args.quiet else None)
     print()
@@ -77,8 +77,8 @@ def _evaluate(args) -> None:
     config = load_config(run_dir / "config.yaml")
     import keras
 
-    from keras_team.recipe import load_tasks
-    from keras_team.report import evaluate_team, format_table
+    from keras_team.app.recipe import load_tasks
+    from keras_team.app.report import evaluate_team, format_table
 
     _, target = load_tasks(config)
     try:

@@ -5,7 +5,7 @@ the dataclasses below only describe the shape and the rules. This module does
 not import TensorFlow or Keras, so the CLI can check a config in milliseconds.
 
 Example:
-    >>> from keras_team.config import load_config
+    >>> from keras_team.app.config import load_config
     >>> config = load_config(overrides=["transfer.keep=fc1", "seed=7"])
     >>> config.transfer.keep, config.seed, config.data.target.shots
     ('fc1', 7, 5)
@@ -402,7 +402,7 @@ def default_config_text() -> str:
         >>> "transfer:" in text and "# " in text
         True
     """
-    return importlib.resources.files("keras_team").joinpath("default_config.yaml").read_text("utf-8")
+    return importlib.resources.files("keras_team.app").joinpath("default_config.yaml").read_text("utf-8")
 
 
 def _merge(base: Any, update: Any) -> Any:

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from keras_team import heads, zoo
 from keras_team.caching import fit_follower
-from keras_team.config import Config
+from keras_team.app.config import Config
 from keras_team.cuts import resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
@@ -35,7 +35,7 @@ from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
 from keras_team.team import Team
 from keras_team.transfers import transfer
-from keras_team.workspace import Workspace
+from keras_team.app.workspace import Workspace
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -220,7 +220,7 @@ class Recipe:
 
     def run(self) -> dict:
         """Every stage in order; returns the report (also written to the run directory)."""
-        from keras_team.report import evaluate_team, write_report  # matplotlib only when reporting
+        from keras_team.app.report import evaluate_team, write_report  # matplotlib only when reporting
 
         source, target = load_tasks(self.config)
         if not self.config.leader.path:  # a bad cut fails now, not after the leader trained

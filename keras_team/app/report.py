@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from keras_team.data import Task  # noqa: E402
 from keras_team.team import Team  # noqa: E402
-from keras_team.workspace import Workspace, atomic_path, write_text  # noqa: E402
+from keras_team.app.workspace import Workspace, atomic_path, write_text  # noqa: E402
 
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
