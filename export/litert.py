@@ -20,7 +20,7 @@ import os
 import pathlib
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import keras
 import numpy as np
@@ -70,25 +70,50 @@ def tflite(
         >>> tflite(model, "digits-int8.tflite", quantization="int8",
         ...        representative_data=task.splits["train"][0])        # doctest: +SKIP
     """
-    if quantization not in QUANTIZATIONS:
-        raise KerasTeamError("quantization", quantization, f"one of {', '.join(QUANTIZATIONS)}")
-    if io not in IO_TYPES:
-        raise KerasTeamError("io", io, f"one of {', '.join(IO_TYPES)}")
+    return tflite_files(model, {path: (quantization, io)}, representative_data=representative_data,
+                        input_dtype=input_dtype, calibration_examples=calibration_examples, seed=seed)[0]
+
+
+def tflite_files(
+    model: keras.Model,
+    files: Mapping[str | os.PathLike, tuple[str, str]],
+    *,
+    representative_data: np.ndarray | None = None,
+    input_dtype: str | None = None,
+    calibration_examples: int = CALIBRATION_EXAMPLES,
+    seed: int = 0,
+) -> list[pathlib.Path]:
+    """Several LiteRT files of one model: path -> (quantization, io), arguments as `tflite`.
+
+    The model is traced and saved once for all of them.
+
+    Example:
+        >>> tflite_files(model, {"m.tflite": ("float32", "float"),
+        ...                      "m-int8.tflite": ("int8", "int8")},
+        ...              representative_data=x_train)                  # doctest: +SKIP
+    """
+    for quantization, io in files.values():
+        if quantization not in QUANTIZATIONS:
+            raise KerasTeamError("quantization", quantization, f"one of {', '.join(QUANTIZATIONS)}")
+        if io not in IO_TYPES:
+            raise KerasTeamError("io", io, f"one of {', '.join(IO_TYPES)}")
     spec = input_spec(model, input_dtype)
     sample = None
-    if quantization == "int8":
+    if any(quantization == "int8" for quantization, _ in files.values()):
         sample = _calibration_sample(representative_data, spec, calibration_examples, seed)
-    path = pathlib.Path(path)
+    keys = list(members(model))
+    written = []
     with tempfile.TemporaryDirectory() as tmp:
         write_archive(model, tmp, spec, default=False)
-        keys = list(members(model))
-        try:
-            flatbuffer = _convert(tmp, keys, quantization, sample, io)
-        except Exception as error:  # the converter raises ConverterError, RuntimeError, ...
-            raise _conversion_error(tmp, keys, error) from error
-    with atomic_path(path) as written:
-        written.write_bytes(flatbuffer)
-    return path
+        for path, (quantization, io) in files.items():
+            try:
+                flatbuffer = _convert(tmp, keys, quantization, sample, io)
+            except Exception as error:  # the converter raises ConverterError, RuntimeError, ...
+                raise _conversion_error(tmp, keys, error) from error
+            with atomic_path(pathlib.Path(path)) as target:
+                target.write_bytes(flatbuffer)
+            written.append(pathlib.Path(path))
+    return written
 
 
 def _calibration_sample(data, spec: tf.TensorSpec, count: int, seed: int) -> np.ndarray:

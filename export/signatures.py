@@ -49,11 +49,16 @@ def members(model: keras.Model) -> dict[str, list[str]]:
         for follower in model.followers:
             owned[follower.name] = follower.output_names(list(follower.leaders or model.leaders))
         return owned
-    if isinstance(model.output, dict):
-        return {name: [name] for name in model.output}
+    if isinstance(_outputs(model), dict):
+        return {name: [name] for name in _outputs(model)}
     if len(model.outputs) != 1:
         raise KerasTeamError("model", f"{len(model.outputs)} unnamed outputs", "one output, or a dict of named outputs")
     return {model.name: [model.name]}
+
+
+def _outputs(model: keras.Model):
+    """The model's output structure (a loaded Sequential has `outputs` but no `output`)."""
+    return model.outputs if isinstance(model, keras.Sequential) else model.output
 
 
 def input_spec(model: keras.Model, dtype: str | None = None) -> tf.TensorSpec:
@@ -78,9 +83,10 @@ def input_spec(model: keras.Model, dtype: str | None = None) -> tf.TensorSpec:
 
 def _member_model(model: keras.Model, outputs: list[str]) -> keras.Model:
     """The part of `model` that computes `outputs` (shares its layers and weights)."""
-    if not isinstance(model.output, dict):
+    structure = _outputs(model)
+    if not isinstance(structure, dict):
         return keras.Model(model.inputs, {outputs[0]: model.outputs[0]})
-    return keras.Model(model.inputs, {name: model.output[name] for name in outputs})
+    return keras.Model(model.inputs, {name: structure[name] for name in outputs})
 
 
 def serving_functions(model: keras.Model, spec: tf.TensorSpec, *, default: bool = True) -> dict:

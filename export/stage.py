@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from keras_team.errors import KerasTeamError
-from keras_team.export.litert import tflite
+from keras_team.export.litert import tflite_files
 from keras_team.export.parity import verify
 from keras_team.export.savedmodel import saved_model
 from keras_team.export.serving import serving_config
@@ -94,15 +94,15 @@ def export_model(
     formats = check_formats(formats)
     out_dir = pathlib.Path(out_dir)
     input_dtype = input_dtype or np.asarray(train_examples).dtype.name
-    artefacts = {}
+    artefacts, litert_files = {}, {}
     for fmt in formats:
         if FORMATS[fmt] is None:
             artefacts[fmt] = saved_model(model, out_dir / "serving", name=name, version=version, force=force,
                                          input_dtype=input_dtype, warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]))
             serving_config(out_dir / "serving", names=[name])
         else:
-            quantization, io = FORMATS[fmt]
-            artefacts[fmt] = tflite(model, out_dir / "litert" / f"{name}.{fmt.removeprefix('tflite-')}.tflite",
-                                    quantization=quantization, io=io, input_dtype=input_dtype,
-                                    representative_data=train_examples, seed=seed)
+            artefacts[fmt] = out_dir / "litert" / f"{name}.{fmt.removeprefix('tflite-')}.tflite"
+            litert_files[artefacts[fmt]] = FORMATS[fmt]
+    if litert_files:
+        tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype, seed=seed)
     return verify(model, artefacts, test_examples, test_labels, tolerances=tolerances, report_path=out_dir / REPORT)
