@@ -467,6 +467,16 @@ class Config(Section):
         return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False)
 
 
+def stage_suffix(leader: str) -> str:
+    """What a leader's stages and files end with: nothing for the one-leader run's `leader`.
+
+    Example:
+        >>> stage_suffix("leader"), stage_suffix("cnn")
+        ('', '_cnn')
+    """
+    return "" if leader == "leader" else f"_{leader}"
+
+
 # ---------------------------------------------------------------------------
 # pydantic's ValidationError -> one KerasTeamError naming the full field path.
 
@@ -755,5 +765,6 @@ __all__ = [
     "default_config_text",
     "json_schema_text",
     "load_config",
+    "stage_suffix",
     "to_plain",
 ]
