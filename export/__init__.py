@@ -34,7 +34,7 @@ _EXPORTS = {
     "verify": "parity",
     "TOLERANCES": "parity",
     "export_model": "stage",
-    "FORMATS": "stage",
+    "FORMATS": "formats",
 }
 
 __all__ = sorted(_EXPORTS)

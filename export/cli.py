@@ -53,7 +53,7 @@ def _sources(path: pathlib.Path, config: str | None) -> tuple[pathlib.Path, str 
 def handle(args: argparse.Namespace) -> None:
     """Run `keras-team export` (errors are `KerasTeamError`s, printed by the caller)."""
     from keras_team.app.config import load_config
-    from keras_team.export.stage import check_formats
+    from keras_team.export.formats import check_formats
 
     formats = check_formats([fmt.strip() for fmt in args.formats.split(",") if fmt.strip()])
     model_file, config_file, out_dir, name = _sources(pathlib.Path(args.path), args.config)
@@ -61,7 +61,7 @@ def handle(args: argparse.Namespace) -> None:
     import keras
 
     from keras_team.app.recipe import load_tasks
-    from keras_team.export.stage import export_model
+    from keras_team.export.stage import REPORT, export_model, summary
 
     try:
         model = keras.models.load_model(model_file)
@@ -72,8 +72,7 @@ def handle(args: argparse.Namespace) -> None:
     report = export_model(model, args.output_dir or out_dir, name=args.name or name, formats=formats,
                           train_examples=target.splits["train"][0], test_examples=x_test, test_labels=y_test,
                           version=args.version, force=args.force, seed=config.seed)
-    for label, entry in report["artefacts"].items():
-        worst = max((f["max_abs_diff"] for sig in entry["signatures"].values() for f in sig.values()), default=0.0)
-        agree = min((f["top1_agreement"] for sig in entry["signatures"].values() for f in sig.values()), default=1.0)
-        print(f"{label:22s} {entry['size_bytes'] / 1024:9.1f} KiB  max|diff| {worst:.2e}  top-1 agreement {agree:.4f}  {entry['path']}")
-    print(f"\nverified on {report['examples']} test examples; report in {pathlib.Path(args.output_dir or out_dir) / 'export_report.json'}")
+    for label, entry in summary(report).items():
+        print(f"{label:22s} {entry['size_bytes'] / 1024:9.1f} KiB  max|diff| {entry['max_abs_diff']:.2e}  "
+              f"top-1 agreement {entry['top1_agreement']:.4f}  {entry['path']}")
+    print(f"\nverified on {report['examples']} test examples; report in {pathlib.Path(args.output_dir or out_dir) / REPORT}")

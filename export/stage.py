@@ -23,37 +23,14 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
-from keras_team.errors import KerasTeamError
+from keras_team.export.formats import FORMATS, check_formats
 from keras_team.export.litert import tflite_files
 from keras_team.export.parity import verify
 from keras_team.export.savedmodel import saved_model
 from keras_team.export.serving import serving_config
 
-# Format -> (quantization, int8 I/O) of its LiteRT file; None for the SavedModel.
-FORMATS = {
-    "saved_model": None,
-    "tflite": ("float32", "float"),
-    "tflite-float32": ("float32", "float"),
-    "tflite-dynamic": ("dynamic", "float"),
-    "tflite-float16": ("float16", "float"),
-    "tflite-int8": ("int8", "int8"),
-    "tflite-int8-float-io": ("int8", "float"),
-}
 REPORT = "export_report.json"
 WARMUP_EXAMPLES = 10
-
-
-def check_formats(formats: Sequence[str]) -> list[str]:
-    """The formats, each once, in order; "tflite" means "tflite-float32".
-
-    Example:
-        >>> check_formats(["saved_model", "tflite", "tflite-float32"])
-        ['saved_model', 'tflite-float32']
-    """
-    unknown = [fmt for fmt in formats if fmt not in FORMATS]
-    if unknown or not formats:
-        raise KerasTeamError("formats", ",".join(unknown) or "", f"a comma-separated list of: {', '.join(FORMATS)}")
-    return list(dict.fromkeys("tflite-float32" if fmt == "tflite" else fmt for fmt in formats))
 
 
 def export_model(
@@ -106,3 +83,23 @@ def export_model(
     if litert_files:
         tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype, seed=seed)
     return verify(model, artefacts, test_examples, test_labels, tolerances=tolerances, report_path=out_dir / REPORT)
+
+
+def summary(report: dict) -> dict:
+    """Per artefact: path, size, worst logit difference and top-1 agreement (for a run's state).
+
+    Example:
+        >>> summary({"artefacts": {}})
+        {}
+    """
+    figures = {}
+    for label, entry in report["artefacts"].items():
+        outputs = [f for signature in entry["signatures"].values() for f in signature.values()]
+        figures[label] = {
+            "path": entry["path"],
+            "size_bytes": entry["size_bytes"],
+            "max_abs_diff": max((f["max_abs_diff"] for f in outputs), default=0.0),
+            "top1_agreement": min((f["top1_agreement"] for f in outputs), default=1.0),
+        }
+    return figures
+

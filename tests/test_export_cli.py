@@ -8,6 +8,8 @@ import pytest
 
 from keras_team import Follower, Team, zoo
 from keras_team.app import cli
+from keras_team.app.recipe import Recipe
+from keras_team.app.workspace import Workspace
 from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks
 from keras_team.export import litert
@@ -65,6 +67,22 @@ def test_export_of_a_keras_model_file(run_dir, tmp_path):
     assert list(report["artefacts"]["tflite-float16"]["signatures"]) == ["digits"]
 
 
+def test_export_is_a_stage_of_a_run_when_the_config_asks(run_dir, tmp_path, capsys):
+    config = load_config(run_dir / "config.yaml", [f"output_dir={tmp_path / 'run'}", "export.name=digits",
+                                                     "export.formats=[saved_model,tflite-float16]"])
+    workspace = Workspace.open(config.output_dir, config)
+    team = keras.models.load_model(run_dir / "team.keras")
+    _, target = load_tasks(config)
+    Recipe(config, workspace).export_team(team, target)
+    figures = workspace.figures("export")
+    assert list(figures) == ["saved_model", "tflite-float16"] and figures["tflite-float16"]["max_abs_diff"] < 0.05
+    assert (tmp_path / "run" / "export" / "serving" / "digits" / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "run" / "export" / "litert" / "digits.float16.tflite").is_file()
+    Recipe(config, workspace).export_team(team, target)  # a resumed run does not export again
+    assert "export: done earlier" in capsys.readouterr().out
+    assert load_config(overrides=[]).export.formats == ()  # off by default
+
+
 @pytest.mark.parametrize(
     "argv, phrase",
     [
@@ -72,6 +90,7 @@ def test_export_of_a_keras_model_file(run_dir, tmp_path):
         (["export", "{run}", "--formats", "saved_model,onnx"], "formats='onnx'"),
         (["export", "{run}/config.yaml"], ".keras file"),
         (["export", "{run}", "--version", "0", "--formats", "saved_model"], "version=0"),
+        (["run", "--set", "export.formats=[saved_model,onnx]"], "export.formats[1]='onnx'"),
     ],
 )
 def test_export_mistakes_print_one_line_and_exit_2(argv, phrase, run_dir, capsys):

@@ -36,6 +36,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.fields import FieldInfo
 
 from keras_team.errors import KerasTeamError
+from keras_team.export.formats import FORMATS
 
 # ---------------------------------------------------------------------------
 # Declaring fields: the types below carry their constraints, and
@@ -351,6 +352,17 @@ class TeamConfig(Section):
     learning_rate: Rate = Field(0.0001, description="learning rate")
 
 
+class ExportConfig(Section):
+    """The optional ``export`` stage: the trained team as deployment artefacts, each verified against Keras."""
+
+    formats: DistinctListOf[Literal[tuple(FORMATS)]] = Field(
+        (),
+        description="artefacts written to <output_dir>/export, each verified against Keras on the test split: "
+        "saved_model is TF Serving's layout, tflite is float32, tflite-int8 has int8 I/O ([]: no export stage)",
+    )
+    name: Identifier = Field("team", description="the model's name for TF Serving and in the LiteRT file names")
+
+
 class Config(Section):
     """A whole run's config. Build it with :func:`load_config`.
 
@@ -387,6 +399,7 @@ class Config(Section):
         description="the (first) leader's architecture, cut and head trained from scratch on the target alone",
     )
     team: TeamConfig = Field(default_factory=TeamConfig, description="joint fine-tuning of the assembled team")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="export the team for TF Serving and LiteRT")
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,9 @@ Stages, in order: ``leader`` (train on the source task, or load a given
 ``fine_tune`` (optional: unfreeze the top k kept layers at a low rate),
 ``followers`` (each on cached taps of the frozen leader), ``team`` (optional
 joint fine-tuning), ``baseline`` (the same architecture trained from scratch
-on the target alone) and ``evaluate`` (member by member and as an ensemble).
+on the target alone), ``export`` (optional, with ``export.formats``: SavedModel
+and LiteRT files, each verified; `keras_team.export`) and ``evaluate``
+(member by member and as an ensemble).
 
 Every stage saves its model atomically and is recorded in the run's
 `state.json`; a rerun skips finished stages and an interrupted stage
@@ -255,6 +257,21 @@ class Recipe:
         return self._stage("baseline", "the same architecture from scratch on the target alone",
                            build, "baseline.keras")
 
+    def export_team(self, team: Team, target: Task) -> None:
+        """The optional ``export`` stage: SavedModel/LiteRT files in ``export/``, each verified (keras_team.export)."""
+        from keras_team.export.stage import export_model, summary
+
+        cfg = self.config.export
+        if self.ws.done("export"):
+            print("== export: done earlier", flush=True)
+            return
+        banner(f"export: {', '.join(cfg.formats)}, each verified against the team on the test split")
+        x_test, y_test = target.splits["test"]
+        report = export_model(team, self.ws.path("export"), name=cfg.name, formats=cfg.formats,
+                              train_examples=target.splits["train"][0], test_examples=x_test, test_labels=y_test,
+                              version=1, force=True, seed=self.config.seed)  # the run owns its version 1
+        self.ws.finish("export", summary(report))
+
     @staticmethod
     def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
         x, y = task.splits[split]
@@ -279,6 +296,8 @@ class Recipe:
                     for index, (cfg, leader) in enumerate(zip(leaders_config, leaders))}
         team = self.train_team(self.train_followers(students, target), target)
         baseline = self.train_baseline(leaders[0], target)
+        if self.config.export.formats:
+            self.export_team(team, target)
         banner("evaluate: members, team ensemble and scratch baseline on the target test set")
         report = evaluate_team(team, target, baseline=baseline)
         report["stages"] = self.ws.state["stages"]
