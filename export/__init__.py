@@ -30,6 +30,7 @@ _EXPORTS = {
     "rest_request": "predict_requests",
     "grpc_request": "predict_requests",
     "tflite": "litert",
+    "tflite_files": "litert",
     "QUANTIZATIONS": "litert",
     "verify": "parity",
     "TOLERANCES": "parity",
