@@ -30,7 +30,6 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
-import annotated_types
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -75,7 +74,7 @@ _DISTINCT = AfterValidator(_distinct)
 T = TypeVar("T")
 
 ListOf = Annotated[tuple[T, ...], BeforeValidator(_as_tuple)]
-"""A YAML list, held as a tuple: ``ListOf[Epochs]``."""
+"""A YAML list, held as a tuple: ``ListOf[Positive]``."""
 DistinctListOf = Annotated[
     tuple[T, ...], BeforeValidator(_as_tuple), _DISTINCT, Field(json_schema_extra={"uniqueItems": True})
 ]
@@ -133,14 +132,12 @@ def _bounds(metadata: Sequence[Any]) -> dict[str, Any]:
     for item in metadata:
         if isinstance(item, FieldInfo):
             found.update(_bounds(item.metadata))
-        elif isinstance(item, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)):
-            found[type(item).__name__.lower()] = next(iter(dataclasses.asdict(item).values()))
-        elif isinstance(item, annotated_types.MinLen):
-            found["min_length"] = item.min_length
         elif isinstance(item, Allowed):
             found["allowed"], found["allowed_plural"] = item.text, item.plural or item.text
         elif item is _DISTINCT:
             found["distinct"] = True
+        else:  # annotated_types' Ge, Gt, Le, Lt, MinLen: one attribute each
+            found.update({key: getattr(item, key) for key in ("ge", "gt", "le", "lt", "min_length") if hasattr(item, key)})
     return found
 
 
