@@ -275,8 +275,8 @@ class Recipe:
         if self.config.deterministic:
             tf.config.experimental.enable_op_determinism()
         leaders = [self.train_leader(index, source) for index in range(len(leaders_config))]
-        students = {cfg.name: self.train_transfer(index, leaders[index], target)
-                    for index, cfg in enumerate(leaders_config)}
+        students = {cfg.name: self.train_transfer(index, leader, target)
+                    for index, (cfg, leader) in enumerate(zip(leaders_config, leaders))}
         team = self.train_team(self.train_followers(students, target), target)
         baseline = self.train_baseline(leaders[0], target)
         banner("evaluate: members, team ensemble and scratch baseline on the target test set")
