@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
+from pydantic.json_schema import GenerateJsonSchema
 
 from keras_team.errors import KerasTeamError
 
@@ -640,14 +641,34 @@ def default_config_text() -> str:
     return HEADER + "\n" + "\n".join(_section_lines(Config(), "")) + "\n"
 
 
+class _FactoryDefaults(GenerateJsonSchema):
+    """Shows the defaults of sections too (pydantic leaves out those made by a factory)."""
+
+    def get_default_value(self, schema: Any) -> Any:
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            return to_plain(factory())
+        return super().get_default_value(schema)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of a config file, every default shown.
+
+    Example:
+        >>> json_schema()["$defs"]["DataConfig"]["properties"]["target"]["default"]["shots"]
+        5
+    """
+    return Config.model_json_schema(schema_generator=_FactoryDefaults)
+
+
 def json_schema_text() -> str:
-    """The JSON schema of a config file (for editors: YAML language servers read it).
+    """The JSON schema of a config file as text (for editors: YAML language servers read it).
 
     Example:
         >>> json.loads(json_schema_text())["properties"]["seed"]["default"]
         0
     """
-    return json.dumps(Config.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 # ---------------------------------------------------------------------------
@@ -760,6 +781,7 @@ __all__ = [
     "TrainConfig",
     "TransferConfig",
     "default_config_text",
+    "json_schema",
     "json_schema_text",
     "load_config",
     "stage_suffix",
