@@ -10,9 +10,18 @@
 Signature and tensor names are described in `keras_team.export.signatures`.
 
 Example:
+    >>> import tempfile
     >>> from keras_team import export
-    >>> export.QUANTIZATIONS
-    ('float32', 'dynamic', 'float16', 'int8')
+    >>> model = keras_team.zoo.seed_cnn((8, 8, 1), 5, name="digits")
+    >>> x = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1)).astype("uint8")
+    >>> root = tempfile.mkdtemp()
+    >>> version = export.saved_model(model, root, name="digits", input_dtype="uint8")
+    >>> version.name
+    '1'
+    >>> litert_file = export.tflite(model, f"{root}/digits.tflite", input_dtype="uint8")
+    >>> report = export.verify(model, {"saved_model": version, "tflite-float32": litert_file}, x)
+    >>> report["passed"], sorted(report["artefacts"]["saved_model"]["signatures"])
+    (True, ['digits', 'serving_default'])
 
 Names load lazily, so the CLI's argument checks start without TensorFlow.
 """
