@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_team.errors import KerasTeamError
 from keras_team.export.formats import FORMATS, check_formats
 from keras_team.export.litert import tflite_files
 from keras_team.export.parity import verify
@@ -69,6 +70,11 @@ def export_model(
         artefact paths; raises `KerasTeamError` when an artefact misses its tolerance.
     """
     formats = check_formats(formats)
+    expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs or ()) == 1 else None
+    for field, examples in (("train_examples", train_examples), ("test_examples", test_examples)):
+        if expected is not None and tuple(np.shape(examples)[1:]) != expected:
+            raise KerasTeamError(field, f"examples shaped {tuple(np.shape(examples)[1:])}",
+                                 f"examples shaped like the model input {expected} (data from another config?)")
     out_dir = pathlib.Path(out_dir)
     input_dtype = input_dtype or np.asarray(train_examples).dtype.name
     artefacts, litert_files = {}, {}

@@ -83,6 +83,15 @@ def test_export_is_a_stage_of_a_run_when_the_config_asks(run_dir, tmp_path, caps
     assert load_config(overrides=[]).export.formats == ()  # off by default
 
 
+def test_a_model_that_does_not_fit_the_data_is_a_one_line_error(run_dir, tmp_path, capsys):
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(5)(inputs)).save(tmp_path / "wide.keras")
+    argv = ["export", str(tmp_path / "wide.keras"), "--config", str(run_dir / "config.yaml")]
+    assert cli.main(argv) == cli.USER_ERROR
+    assert "like the model input (4,)" in _error_line(capsys)
+    assert not (tmp_path / "export").exists()
+
+
 @pytest.mark.parametrize(
     "argv, phrase",
     [
