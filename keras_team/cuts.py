@@ -51,8 +51,8 @@ def weighted_layer_count(layer: keras.layers.Layer) -> int:
     """Weighted layers in `layer`: a nested model counts its own, recursively.
 
     Example:
-        >>> weighted_layer_count(keras.layers.Dense(3))
-        1
+        >>> weighted_layer_count(keras_team.zoo.seed_cnn((8, 8, 1), 5))  # conv1, conv2, fc1, fc2, fc3
+        5
     """
     if isinstance(layer, keras.Model):
         return sum(weighted_layer_count(inner) for inner in layer.layers)
@@ -147,7 +147,7 @@ def resolve_cut(model: keras.Model, keep: int | str) -> CutPoint:
 
     Example:
         >>> resolve_cut(keras_team.zoo.seed_cnn((8, 8, 1), 5), 2).name
-        'pool2'
+        'flatten'
     """
     cuts = cut_points(model)
     if isinstance(keep, bool) or not isinstance(keep, (int, str)):

@@ -40,7 +40,7 @@ def body(leader: keras.Model, keep: int | str, *, share: bool = False) -> keras.
 
     Example:
         >>> body(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=2).output_shape
-        (None, 2, 2, 16)
+        (None, 64)
     """
     cut = resolve_cut(leader, keep)
     source = leader if share else _copy(leader)

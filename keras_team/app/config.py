@@ -285,7 +285,7 @@ class Config:
     Example:
         >>> config = load_config()
         >>> config.leader.architecture, config.followers[0].tap
-        ('seed_cnn', 'features')
+        ('residual_cnn', 'features')
         >>> load_config(overrides=["seed=3"]).to_dict()["seed"]
         3
     """
