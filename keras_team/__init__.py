@@ -15,13 +15,13 @@ The library modules are imported eagerly (as keras-hub does), so that
 `keras.models.load_model("team.keras")` works without `custom_objects`.
 """
 
-from keras_team import caching, cuts, data, errors, followers, freezing, heads, layers, taps, team, transfers, zoo
+from keras_team import caching, cuts, data, errors, followers, freezing, graph, heads, layers, taps, team, transfers, zoo
 from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import freeze, unfreeze
 from keras_team.team import Team
-from keras_team.transfers import body, transfer
+from keras_team.transfers import Transferred, body, transfer
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "Follower",
     "KerasTeamError",
     "Team",
+    "Transferred",
     "body",
     "caching",
     "cut_points",
@@ -40,6 +41,7 @@ __all__ = [
     "followers",
     "freeze",
     "freezing",
+    "graph",
     "heads",
     "layers",
     "taps",

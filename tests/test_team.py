@@ -436,7 +436,7 @@ def test_team_is_a_keras_model_with_member_outputs_history_and_callbacks(source)
     predicted = team.predict(x[:5], verbose=0)
     assert sorted(predicted) == sorted(team.member_names)
     logits = leader.predict(x[:5], verbose=0)
-    features = leader.get_layer("body").predict(x[:5], verbose=0)  # the cut
+    features = leader.body.predict(x[:5], verbose=0)  # the cut
     np.testing.assert_allclose(predicted["leader"], logits, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(predicted["feat"], feat.model.predict(features, verbose=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(predicted["lg"], lg.model.predict(logits, verbose=0), rtol=1e-5, atol=1e-6)
