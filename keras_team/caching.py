@@ -117,8 +117,7 @@ class _Store:
     def finish(self) -> TapCache:
         labels = np.concatenate(self.labels)
         if self.directory is None:
-            inputs = {key: np.concatenate(chunks) for key, chunks in self.chunks.items()}
-            return TapCache(inputs, labels)
+            return TapCache({key: _join(chunks) for key, chunks in self.chunks.items()}, labels)
         inputs = {}
         dtype = np.float16 if self.half else np.float32
         for key, file in self.files.items():
@@ -127,6 +126,17 @@ class _Store:
             inputs[key] = np.memmap(file.name, dtype=dtype, mode="r", shape=shape) if len(labels) else np.zeros(shape, dtype)
         np.save(os.path.join(self.directory, "labels.npy"), labels)
         return TapCache(inputs, labels)
+
+
+def _join(chunks: list[np.ndarray]) -> np.ndarray:
+    """np.concatenate that frees each chunk once copied: the peak is one array plus one chunk."""
+    joined = np.empty((sum(len(chunk) for chunk in chunks), *chunks[0].shape[1:]), chunks[0].dtype)
+    start = 0
+    while chunks:
+        chunk = chunks.pop(0)
+        joined[start : start + len(chunk)] = chunk
+        start += len(chunk)
+    return joined
 
 
 def cache_taps(
