@@ -249,7 +249,8 @@ class Recipe:
 
         def build():
             scratch = keras.models.clone_model(leader)  # the leader's architecture, freshly initialised
-            model = transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False, name="baseline")
+            model = transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False,
+                             inference_mode=False, name="baseline")
             return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate)
 
         return self._stage("baseline", "the same architecture from scratch on the target alone",
