@@ -30,4 +30,5 @@ def test_docstring_examples_run(name):
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
         report=True,
     )
+    keras.backend.clear_session()  # free the layer names the examples took
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed (see the output above)"
