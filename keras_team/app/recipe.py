@@ -1,4 +1,10 @@
-"""The staged recipe behind `keras-team run`: each stage one `model.fit`.
+"""The staged recipe behind `keras-team run`: a plan, then each stage one `model.fit`.
+
+Before anything trains, `make_plan` loads the data and builds the whole team
+once from the untrained architecture (or the given leader): the cut, the head,
+the fine-tuning, every follower's tap and name, the team and the baseline. A
+mistake anywhere in the config is then an error in seconds, and
+`keras-team check` prints the plan without training.
 
 Stages, in order: ``leader`` (train on the source task, or load a given
 `.keras` leader), ``transfer`` (train a new head on the frozen cut),
@@ -7,9 +13,12 @@ Stages, in order: ``leader`` (train on the source task, or load a given
 joint fine-tuning), ``baseline`` (the same architecture trained from scratch
 on the target alone) and ``evaluate`` (member by member and as an ensemble).
 
-Every stage saves its model atomically and is recorded in the run's
-`state.json`; a rerun skips finished stages and an interrupted stage
-continues from its last epoch (`keras.callbacks.BackupAndRestore`).
+Each stage is seeded by its own name, reads its inputs from the files earlier
+stages saved, saves its model to a file of its own and is then recorded in
+`state.json`: a rerun skips finished stages (and finished followers), an
+interrupted stage continues from its last epoch (`BackupAndRestore`), and a
+resumed run gives the numbers of an uninterrupted one. A stage whose loss or
+weights become NaN/inf stops with an error and saves nothing.
 
 Example:
     >>> report = run(load_config(overrides=["leader.epochs=2"]))   # doctest: +SKIP
@@ -18,233 +27,451 @@ Example:
 
 from __future__ import annotations
 
-import sys
+import dataclasses
+import math
+import shutil
 import time
+import zlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_team import heads, zoo
-from keras_team.caching import fit_follower
 from keras_team.app.config import Config
-from keras_team.cuts import resolve_cut
+from keras_team.app.progress import Output
+from keras_team.app.workspace import Workspace, atomic_path, load_model
+from keras_team.caching import fit_follower
+from keras_team.cuts import CutPoint, resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
 from keras_team.team import Team
 from keras_team.transfers import transfer
-from keras_team.app.workspace import Workspace
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# Fields of keras_team.data errors -> their place in the config (per task where "{role}").
+DATA_FIELDS = {"name": "data.{role}.name", "classes": "data.{role}.classes", "shots": "data.{role}.shots",
+               "validation": "data.validation", "augment": "data.augment", "data_dir": "data.data_dir"}
 
 
-def banner(text: str) -> None:
-    """One line announcing a stage."""
-    print(f"\n== {text}", flush=True)
+def _task(config: Config, role: str, **extra) -> Task:
+    data = config.data
+    task = getattr(data, role)
+    try:
+        return load_task(task.name, classes=task.classes, shots=task.shots, seed=config.seed,
+                         batch_size=data.batch_size, validation=data.validation,
+                         data_dir=data.data_dir, download=data.download, **extra)
+    except KerasTeamError as error:
+        field = DATA_FIELDS.get(error.field, error.field).format(role=role)
+        raise KerasTeamError(field, error.value, error.allowed) from error
 
 
 def load_tasks(config: Config) -> tuple[Task, Task]:
-    """The source and target tasks the config names."""
-    data = config.data
-    common = dict(seed=config.seed, batch_size=data.batch_size, validation=data.validation,
-                  data_dir=data.data_dir, download=data.download)
-    source = load_task(data.source.name, classes=data.source.classes, shots=data.source.shots, **common)
-    target = load_task(data.target.name, classes=data.target.classes, shots=data.target.shots,
-                       augment=data.augment, **common)
+    """The source and target tasks the config names.
+
+    Example:
+        >>> source, target = load_tasks(load_config())
+        >>> source.num_classes, target.class_names
+        (5, ('5', '6', '7', '8', '9'))
+    """
+    source = _task(config, "source")
+    target = _task(config, "target", augment=config.data.augment)
     if source.input_shape != target.input_shape:
-        raise KerasTeamError("data.target.name", data.target.name,
+        raise KerasTeamError("data.target.name", config.data.target.name,
                              f"images shaped like the source's {source.input_shape}, got {target.input_shape}")
+    if target.num_classes < 2:
+        raise KerasTeamError("data.target.classes", list(config.data.target.classes or []),
+                             "at least 2 classes (with one, every member scores 1.000 and learns nothing)")
     return source, target
+
+
+def task_warnings(config: Config) -> list[str]:
+    """Warnings about the tasks that are not errors, e.g. target classes the leader learnt.
+
+    Example:
+        >>> task_warnings(load_config(overrides=["data.target.classes=[4, 5]"]))
+        ['target classes [4] are also source classes of digits: the leader has seen them, so the transfer gain is not a gain on new classes']
+    """
+    source, target = config.data.source, config.data.target
+    if source.name != target.name:
+        return []
+    if source.classes is None or target.classes is None:
+        shared = sorted(set(source.classes or target.classes or ["all"]))
+    else:
+        shared = sorted(set(source.classes) & set(target.classes))
+    if not shared:
+        return []
+    return [f"target classes {shared} are also source classes of {target.name}: the leader has seen them, "
+            "so the transfer gain is not a gain on new classes"]
 
 
 def _head(config: Config, num_classes: int) -> keras.layers.Layer:
     head = config.transfer.head
+    try:
+        keras.activations.get(head.activation)
+    except (ValueError, TypeError):
+        names = ", ".join(sorted(n for n in dir(keras.activations) if not n.startswith("_") and n not in ("get", "serialize", "deserialize")))
+        raise KerasTeamError("transfer.head.activation", head.activation, f"a Keras activation name: {names}") from None
     if head.kind == "conv":
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
-def check_keep(leader: keras.Model, keep: int | str) -> None:
-    """Raise `KerasTeamError` on `transfer.keep` unless it is a valid cut of `leader`."""
+def check_keep(leader: keras.Model, keep: int | str) -> CutPoint:
+    """The cut `transfer.keep` names; `KerasTeamError` unless it is a valid cut of `leader`.
+
+    Example:
+        >>> check_keep(zoo.seed_cnn((8, 8, 1), 5), 3).name
+        'fc1'
+    """
     try:
-        resolve_cut(leader, keep)
+        return resolve_cut(leader, keep)
     except KerasTeamError as error:
         raise KerasTeamError("transfer.keep", keep, error.allowed) from error
 
 
 def _load_leader(path: str, task: Task) -> keras.Model:
-    try:
-        leader = keras.models.load_model(path)
-    except Exception as error:  # Keras raises many types for unreadable or corrupt files
-        raise KerasTeamError("leader.path", path, f"a readable Keras .keras model ({type(error).__name__}: {error})") from error
+    leader = load_model(path, "leader.path")
+    if len(leader.inputs) != 1:
+        raise KerasTeamError("leader.path", path, f"a leader with one input, got {len(leader.inputs)} inputs")
     expected = (None, *task.input_shape)
     if tuple(leader.inputs[0].shape) != expected:
         raise KerasTeamError("leader.path", path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
     return leader
 
 
-class Recipe:
-    """Runs the stages of one config in one workspace.
+def build_student(config: Config, leader: keras.Model, target: Task) -> keras.Model:
+    """The leader's kept part, copied and frozen, with a new head for the target task."""
+    check_keep(leader, config.transfer.keep)
+    head = _head(config, target.num_classes)
+    try:
+        return transfer(leader, config.transfer.keep, head, name="transfer")
+    except KerasTeamError as error:
+        raise KerasTeamError("transfer.head.kind", config.transfer.head.kind, error.allowed) from error
 
-    Example:
-        >>> Recipe(config, Workspace.open(config.output_dir, config)).run()   # doctest: +SKIP
+
+def build_team(config: Config, student: keras.Model, target: Task) -> Team:
+    """The transfer model as leader plus the config's followers, untrained."""
+    followers = []
+    for i, f in enumerate(config.followers):
+        try:
+            followers.append(Follower(
+                zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
+                tap=f.tap, temperature=f.temperature,
+                distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None))
+        except KerasTeamError as error:
+            raise KerasTeamError(f"followers[{i}].{error.field.rsplit('.', 1)[-1]}", error.value, error.allowed) from error
+    try:
+        return Team({"leader": student}, followers)
+    except KerasTeamError as error:
+        raise KerasTeamError(_follower_field(config, error), error.value, error.allowed) from error
+    except ValueError as error:  # Keras: a layer name used twice in the team's graph
+        names = [f.name for f in config.followers]
+        raise KerasTeamError("followers", names, f"follower names that clash with no layer of the team ({error})") from error
+
+
+def _follower_field(config: Config, error: KerasTeamError) -> str:
+    """`followers[mlp].tap` (the Team's naming) -> `followers[0].tap` (the config's)."""
+    for i, f in enumerate(config.followers):
+        if error.field.startswith(f"followers[{f.name}]"):
+            return f"followers[{i}]" + error.field[len(f"followers[{f.name}]"):]
+        if error.field == "followers" and error.value == f.name:
+            return f"followers[{i}].name"
+    return error.field
+
+
+def build_baseline(config: Config, leader: keras.Model, target: Task) -> keras.Model:
+    """The leader's architecture up to the cut, freshly initialised, with the same head; nothing frozen."""
+    scratch = keras.models.clone_model(leader)
+    return transfer(scratch, config.transfer.keep, _head(config, target.num_classes), freeze=False, name="baseline")
+
+
+def _weights(model: keras.Model) -> tuple[int, int]:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return model.count_params(), trainable
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a config will do, checked by building every model once, untrained.
+
+    Attributes:
+        source, target: the tasks.
+        leader: the untrained architecture, or the leader loaded from `leader.path`.
+        cut: where the leader is cut.
+        models: stage -> an untrained model of that stage (transfer, followers, baseline).
+        stages: (stage, what it does) in run order.
+        warnings: things worth knowing that are not errors.
     """
 
-    def __init__(self, config: Config, workspace: Workspace, *, verbose: int | None = None):
+    source: Task
+    target: Task
+    leader: keras.Model
+    cut: CutPoint
+    models: dict[str, keras.Model]
+    stages: list[tuple[str, str]]
+    warnings: list[str]
+
+    def describe(self) -> str:
+        """The plan as text: tasks, cut, models with parameter counts, stages."""
+        source, target = self.source, self.target
+        lines = [
+            f"source  {source.name}: {source.num_classes} classes, {len(source.splits['train'][1])} training examples, inputs {source.input_shape}",
+            f"target  {target.name}: {target.num_classes} classes, {len(target.splits['train'][1])} training examples "
+            f"({len(target.splits['validation'][1])} validation, {len(target.splits['test'][1])} test)",
+            f"cut     {self.cut.name} (depth {self.cut.depth}, features {self.cut.output_shape})",
+        ]
+        team = self.models["followers"]
+        rows = [("leader", self.leader), ("transfer", self.models["transfer"]),
+                *((f.name, team.follower_graphs[f.name]) for f in team.followers), ("baseline", self.models["baseline"])]
+        lines.append("models  " + "; ".join(f"{name} {total:,} parameters ({trainable:,} trainable)"
+                                            for name, (total, trainable) in ((n, _weights(m)) for n, m in rows)))
+        lines.append("stages")
+        lines += [f"  {i}. {name:<10} {what}" for i, (name, what) in enumerate(self.stages, 1)]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def make_plan(config: Config) -> Plan:
+    """Load the tasks and build every model of the run once, untrained; raise the first mistake.
+
+    Example:
+        >>> print(make_plan(load_config()).describe())                  # doctest: +SKIP
+    """
+    source, target = load_tasks(config)
+    if config.leader.path:
+        leader = _load_leader(config.leader.path, source)
+        leader_stage = f"load {config.leader.path}"
+    else:
+        leader = ARCHITECTURES[config.leader.architecture](source.input_shape, source.num_classes, name="leader")
+        leader_stage = f"train {config.leader.architecture} on {source.name} ({config.leader.epochs} epochs)"
+    cut = check_keep(leader, config.transfer.keep)
+    student = build_student(config, leader, target)
+    tcfg = config.transfer
+    stages = [("leader", leader_stage),
+              ("transfer", f"keep {tcfg.keep!r} frozen, train a new head ({tcfg.epochs} epochs)")]
+    if tcfg.unfreeze and tcfg.fine_tune_epochs:
+        try:
+            unfreeze(build_student(config, leader, target), top=tcfg.unfreeze)
+        except KerasTeamError as error:
+            raise KerasTeamError("transfer.unfreeze", tcfg.unfreeze, error.allowed) from error
+        stages.append(("fine_tune", f"unfreeze the top {tcfg.unfreeze} kept layers ({tcfg.fine_tune_epochs} epochs)"))
+    team = build_team(config, student, target)
+    stages.append(("followers", f"{len(config.followers)} follower(s) on cached taps: "
+                   + ", ".join(f"{f.name} ({f.tap}, {f.epochs} epochs)" for f in config.followers)))
+    if config.team.epochs:
+        stages.append(("team", f"joint fine-tuning, summed member losses ({config.team.epochs} epochs)"))
+    baseline = build_baseline(config, leader, target)
+    stages += [("baseline", f"the same architecture from scratch on the target ({config.baseline.epochs} epochs)"),
+               ("evaluate", "members, team ensemble and baseline on the target's test split")]
+    return Plan(source, target, leader, cut, {"transfer": student, "followers": team, "baseline": baseline},
+                stages, task_warnings(config))
+
+
+def _seed(config: Config, stage: str) -> None:
+    """Seed one stage from the run's seed and the stage's name: its numbers do not depend on earlier stages."""
+    keras.utils.set_random_seed((config.seed * 1_000_003 + zlib.crc32(stage.encode())) % 2**31)
+
+
+def _finite(model: keras.Model) -> bool:
+    return all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+class Recipe:
+    """Runs the stages of one config in one started workspace.
+
+    Example:
+        >>> Recipe(config, workspace, make_plan(config)).run()   # doctest: +SKIP
+    """
+
+    def __init__(self, config: Config, workspace: Workspace, plan: Plan, *, output: Output | None = None):
         self.config = config
         self.ws = workspace
-        self.verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+        self.plan = plan
+        self.out = output or Output()
 
     # --- helpers ---------------------------------------------------------
-    def _callbacks(self, stage: str) -> list:
+    def _callbacks(self, stage: str, epochs: int) -> list:
         logs = self.ws.path("logs")
         logs.mkdir(parents=True, exist_ok=True)
+        backup = self.ws.backup_dir(stage)
         return [
-            keras.callbacks.BackupAndRestore(str(self.ws.backup_dir(stage))),
-            keras.callbacks.CSVLogger(str(logs / f"{stage}.csv"), append=True),
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.BackupAndRestore(str(backup)),
+            # A stage that starts afresh (no backup to continue from) starts its log afresh.
+            keras.callbacks.CSVLogger(str(logs / f"{stage}.csv"), append=backup.exists()),
             keras.callbacks.TensorBoard(str(logs / "tensorboard" / stage), write_graph=False),
+            *self.out.callbacks(epochs),
         ]
 
-    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float) -> dict:
+    def _check_finite(self, stage: str, model: keras.Model, history, field: str, rate: float) -> None:
+        losses = history.history.get("loss", []) if history is not None else []
+        bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
+        if bad or not _finite(model):
+            shutil.rmtree(self.ws.backup_dir(stage), ignore_errors=True)
+            when = f"in epoch {bad[0] + 1}" if bad else "by the end"
+            raise KerasTeamError(field, rate, f"a learning rate at which stage {stage!r} stays finite "
+                                 f"(its loss or weights became NaN/inf {when}; nothing was saved)")
+
+    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str) -> dict:
         model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
         start = time.perf_counter()
-        model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
-                  epochs=epochs, callbacks=self._callbacks(stage), verbose=self.verbose,
-                  shuffle=False)  # the training dataset shuffles itself, seeded
-        return {"seconds": time.perf_counter() - start}
+        history = model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
+                            epochs=epochs, callbacks=self._callbacks(stage, epochs), verbose=self.out.fit_verbose,
+                            shuffle=False)  # the training dataset shuffles itself, seeded
+        self._check_finite(stage, model, history, field, learning_rate)
+        return {"seconds": time.perf_counter() - start, **_last(history)}
 
-    def _stage(self, stage: str, description: str, build, output: str):
-        """Run `build()` unless `stage` is done; either way return the model saved as `output`."""
+    def _load(self, name: str) -> keras.Model:
+        return load_model(self.ws.path(name), "output_dir")
+
+    def _stage(self, stage: str, description: str, build, output: str) -> None:
+        """Unless `stage` is done: seed it, `build()`, save the model as `output`, record the stage."""
         if self.ws.done(stage):
-            print(f"== {stage}: done earlier, loading {output}", flush=True)
-            return keras.models.load_model(self.ws.path(output))
-        banner(f"{stage}: {description}")
+            self.out.say(f"{stage:<11}done earlier")
+            return
+        _seed(self.config, stage)
+        self.out.stage(stage, description)
         model, figures = build()
         self.ws.save_model(model, output)
         self.ws.finish(stage, figures)
-        return model
+        self.out.summary(stage, figures)
 
     # --- stages ----------------------------------------------------------
-    def train_leader(self, source: Task) -> keras.Model:
-        cfg = self.config.leader
+    def train_leader(self) -> None:
+        cfg, source = self.config.leader, self.plan.source
 
         def build():
             if cfg.path:
-                leader = _load_leader(cfg.path, source)
-                check_keep(leader, self.config.transfer.keep)
-                return leader, {"seconds": 0.0, "loaded_from": cfg.path}
+                return self.plan.leader, {"seconds": 0.0, "loaded_from": cfg.path}
             leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name="leader")
-            figures = self._fit("leader", leader, source, cfg.epochs, cfg.learning_rate)
-            figures["source_test_accuracy"] = self._accuracy(leader, source)
+            figures = self._fit("leader", leader, source, cfg.epochs, cfg.learning_rate, "leader.learning_rate")
+            figures["source_test_accuracy"] = _accuracy(leader, source)
             return leader, figures
 
-        what = f"load {cfg.path}" if cfg.path else f"train {cfg.architecture} on {source.name} ({source.num_classes} classes)"
-        return self._stage("leader", what, build, "leader.keras")
+        self._stage("leader", dict(self.plan.stages)["leader"], build, "leader.keras")
 
-    def train_transfer(self, leader: keras.Model, target: Task) -> keras.Model:
-        cfg = self.config.transfer
+    def train_transfer(self) -> str:
+        """Train the head (and fine-tune); returns the file holding the transfer model."""
+        cfg, target = self.config.transfer, self.plan.target
 
         def build():
-            model = transfer(leader, cfg.keep, _head(self.config, target.num_classes), name="transfer")
-            return model, self._fit("transfer", model, target, cfg.epochs, cfg.learning_rate)
+            model = build_student(self.config, self._load("leader.keras"), target)
+            return model, self._fit("transfer", model, target, cfg.epochs, cfg.learning_rate, "transfer.learning_rate")
 
-        model = self._stage("transfer", f"keep {cfg.keep!r} of the leader, frozen; train a new head",
-                            build, "stages/transfer.keras")
-        if not cfg.unfreeze or not cfg.fine_tune_epochs:
-            return model
+        self._stage("transfer", dict(self.plan.stages)["transfer"], build, "stages/transfer.keras")
+        if "fine_tune" not in dict(self.plan.stages):
+            return "stages/transfer.keras"
 
         def fine_tune():
-            unfreeze(model, top=cfg.unfreeze)
-            return model, self._fit("fine_tune", model, target, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate)
+            model = unfreeze(self._load("stages/transfer.keras"), top=cfg.unfreeze)
+            return model, self._fit("fine_tune", model, target, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate,
+                                    "transfer.fine_tune_learning_rate")
 
-        return self._stage("fine_tune", f"unfreeze the top {cfg.unfreeze} kept layers, fine-tune",
-                           fine_tune, "stages/fine_tune.keras")
+        self._stage("fine_tune", dict(self.plan.stages)["fine_tune"], fine_tune, "stages/fine_tune.keras")
+        return "stages/fine_tune.keras"
 
-    def train_followers(self, student: keras.Model, target: Task) -> Team:
-        cfgs = self.config.followers
+    def train_followers(self, student_file: str) -> str:
+        """Each follower on cached taps; a finished follower is loaded, not retrained."""
+        target = self.plan.target
 
         def build():
-            followers = [
-                Follower(zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
-                         tap=f.tap, temperature=f.temperature,
-                         distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None)
-                for f in cfgs
-            ]
-            team = Team({"leader": student}, followers)
-            figures = {}
-            for f in cfgs:
-                print(f"-- follower {f.name!r} on the leader's {f.tap!r} (taps cached)", flush=True)
+            team = build_team(self.config, self._load(student_file), target)
+            for i, f in enumerate(self.config.followers):
+                graph = team.follower_graphs[f.name]
+                weights = f"stages/followers/{f.name}.weights.h5"
+                if self.ws.done("followers", f.name):
+                    graph.load_weights(self.ws.path(weights))
+                    continue
+                _seed(self.config, f"followers/{f.name}")
+                stage = f"follower_{f.name}"
+                self.out.stage(f"  {f.name}", f"follower on the leader's {f.tap!r} (taps cached)")
                 start = time.perf_counter()
-                fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
-                             epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
-                             batch_size=target.batch_size, seed=self.config.seed,
-                             callbacks=self._callbacks(f"follower_{f.name}"), verbose=self.verbose)
-                figures[f.name] = {"seconds": time.perf_counter() - start}
-            return team, figures
+                history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                                       epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
+                                       batch_size=target.batch_size, seed=self.config.seed,
+                                       callbacks=self._callbacks(stage, f.epochs), verbose=self.out.fit_verbose)
+                self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
+                self.ws.save_model(graph, weights)
+                self.ws.finish("followers", {"seconds": time.perf_counter() - start, **_last(history)}, part=f.name)
+            return team, {f.name: self.ws.figures("followers", f.name) for f in self.config.followers}
 
-        return self._stage("followers", f"{len(cfgs)} follower(s) on the frozen leader's taps", build, "team.keras")
+        self._stage("followers", dict(self.plan.stages)["followers"], build, "stages/followers.keras")
+        return "stages/followers.keras"
 
-    def train_team(self, team: Team, target: Task) -> Team:
-        cfg = self.config.team
+    def train_team(self, team_file: str) -> str:
+        cfg, target = self.config.team, self.plan.target
         if not cfg.epochs:
-            return team
+            return team_file
 
         def build():
+            team = self._load(team_file)
             team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
             start = time.perf_counter()
-            team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
-                     epochs=cfg.epochs, callbacks=self._callbacks("team"), verbose=self.verbose, shuffle=False)
-            return team, {"seconds": time.perf_counter() - start}
+            history = team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
+                               epochs=cfg.epochs, callbacks=self._callbacks("team", cfg.epochs),
+                               verbose=self.out.fit_verbose, shuffle=False)
+            self._check_finite("team", team, history, "team.learning_rate", cfg.learning_rate)
+            return team, {"seconds": time.perf_counter() - start, **_last(history)}
 
-        return self._stage("team", "joint fine-tuning of the team (summed member losses)", build, "team.keras")
+        self._stage("team", dict(self.plan.stages)["team"], build, "stages/team.keras")
+        return "stages/team.keras"
 
-    def train_baseline(self, leader: keras.Model, target: Task) -> keras.Model:
-        cfg = self.config.baseline
+    def train_baseline(self) -> None:
+        cfg, target = self.config.baseline, self.plan.target
 
         def build():
-            scratch = keras.models.clone_model(leader)  # the leader's architecture, freshly initialised
-            model = transfer(scratch, self.config.transfer.keep, _head(self.config, target.num_classes),
-                             freeze=False, name="baseline")
-            return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate)
+            model = build_baseline(self.config, self._load("leader.keras"), target)
+            return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate, "baseline.learning_rate")
 
-        return self._stage("baseline", "the same architecture from scratch on the target alone",
-                           build, "baseline.keras")
-
-    @staticmethod
-    def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
-        x, y = task.splits[split]
-        return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
+        self._stage("baseline", dict(self.plan.stages)["baseline"], build, "baseline.keras")
 
     def run(self) -> dict:
         """Every stage in order; returns the report (also written to the run directory)."""
-        from keras_team.app.report import evaluate_team, write_report  # matplotlib only when reporting
+        from keras_team.app.report import evaluate_team, run_record, write_report  # matplotlib only when reporting
 
-        source, target = load_tasks(self.config)
-        if not self.config.leader.path:  # a bad cut fails now, not after the leader trained
-            architecture = ARCHITECTURES[self.config.leader.architecture]
-            check_keep(architecture(source.input_shape, source.num_classes), self.config.transfer.keep)
-        keras.utils.set_random_seed(self.config.seed)
-        if self.config.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        leader = self.train_leader(source)
-        student = self.train_transfer(leader, target)
-        team = self.train_team(self.train_followers(student, target), target)
-        baseline = self.train_baseline(leader, target)
-        banner("evaluate: members, team ensemble and scratch baseline on the target test set")
-        report = evaluate_team(team, target, baseline=baseline)
+        for warning in self.plan.warnings:
+            self.out.say(f"warning: {warning}")
+        self.train_leader()
+        team_file = self.train_team(self.train_followers(self.train_transfer()))
+        self.train_baseline()
+        self.out.stage("evaluate", dict(self.plan.stages)["evaluate"])
+        team = self._load(team_file)
+        report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"))
         report["stages"] = self.ws.state["stages"]
+        report.update(run_record(self.config, self.plan))
         write_report(self.ws, report)
+        with atomic_path(self.ws.path("team.keras")) as tmp:  # the final team, written by this stage only
+            shutil.copyfile(self.ws.path(team_file), tmp)
         self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
         return report
 
 
-def run(config: Config, *, verbose: int | None = None) -> dict:
+def _last(history) -> dict:
+    """The last epoch's validation figures of a `History`."""
+    return {k: float(v[-1]) for k, v in history.history.items() if k.startswith("val_") and v}
+
+
+def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
+    x, y = task.splits[split]
+    return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
+
+
+def run(config: Config, *, output: Output | None = None) -> dict:
     """Run (or resume) the whole recipe of `config` in `config.output_dir`.
+
+    The output directory and the plan are checked first; the directory is
+    created (or a replaced run moved aside) only when both pass.
 
     Example:
         >>> report = run(load_config(overrides=["output_dir=/tmp/run"]))  # doctest: +SKIP
     """
-    return Recipe(config, Workspace.open(config.output_dir, config), verbose=verbose).run()
+    workspace = Workspace.prepare(config.output_dir, config, reads={"leader.path": config.leader.path})
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    plan = make_plan(config)
+    with workspace.start():
+        return Recipe(config, workspace, plan, output=output).run()
