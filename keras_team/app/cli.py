@@ -10,6 +10,7 @@ Example:
     $ keras-team cuts residual_cnn --input-shape 8,8,1
     $ keras-team run --config my.yaml --set transfer.keep=fc1
     $ keras-team evaluate runs/digits
+    $ keras-team schema > keras-team.schema.json
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from keras_team.app.config import default_config_text, load_config
+from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import KerasTeamError
 
 USER_ERROR = 2
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     cuts.add_argument("leader", help=f"a .keras file, or a zoo architecture: {', '.join(ZOO)}")
     cuts.add_argument("--input-shape", help="for a zoo architecture: the input shape, e.g. 32,32,3")
     cuts.add_argument("--classes", type=int, default=10, help="for a zoo architecture: outputs (default: %(default)s)")
+
+    commands.add_parser("schema", help="print the config's JSON schema (for editors)")
 
     evaluate = commands.add_parser("evaluate", help="score a run's saved team on its target task")
     evaluate.add_argument("run_dir", nargs="?", default="runs/digits", help="a finished run's directory (default: %(default)s)")
@@ -213,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not getattr(args, "verbose", False):
         quiet_tensorflow()
-    commands = {"init": _init, "check": _check, "run": _run, "cuts": _cuts, "evaluate": _evaluate}
+    commands = {"init": _init, "check": _check, "run": _run, "cuts": _cuts, "evaluate": _evaluate,
+                "schema": lambda _: print(json_schema_text(), end="")}
     try:
         commands[args.command](args)
     except KerasTeamError as error:

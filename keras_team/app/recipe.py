@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_team import heads, zoo
-from keras_team.app.config import Config
+from keras_team.app.config import Config, DataConfig
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace, atomic_path, load_model
 from keras_team.caching import fit_follower
@@ -52,33 +52,41 @@ from keras_team.transfers import transfer
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-# Fields of keras_team.data errors -> their place in the config (per task where "{role}").
-DATA_FIELDS = {"name": "data.{role}.name", "classes": "data.{role}.classes", "shots": "data.{role}.shots",
-               "validation": "data.validation", "augment": "data.augment", "data_dir": "data.data_dir"}
 
 
-def _task(config: Config, role: str, **extra) -> Task:
-    data = config.data
-    task = getattr(data, role)
+def config_field(task: str, field: str) -> str:
+    """The config path of a field the data module names: `shots` of the target is `data.target.shots`.
+
+    Example:
+        >>> config_field("target", "shots"), config_field("source", "validation")
+        ('data.target.shots', 'data.validation')
+    """
+    leaf = field.rsplit(".", 1)[-1]
+    if leaf in ("name", "classes", "shots"):
+        return f"data.{task}.{leaf}"
+    return f"data.{leaf}" if leaf in DataConfig.model_fields else field
+
+
+def _load_task(config: Config, task: str, **kwargs) -> Task:
+    data, spec = config.data, getattr(config.data, task)
     try:
-        return load_task(task.name, classes=task.classes, shots=task.shots, seed=config.seed,
-                         batch_size=data.batch_size, validation=data.validation,
-                         data_dir=data.data_dir, download=data.download, **extra)
+        return load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
+                         batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
+                         download=data.download, **kwargs)
     except KerasTeamError as error:
-        field = DATA_FIELDS.get(error.field, error.field).format(role=role)
-        raise KerasTeamError(field, error.value, error.allowed) from error
+        raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
 
 
 def load_tasks(config: Config) -> tuple[Task, Task]:
-    """The source and target tasks the config names.
+    """The source and target tasks the config names; errors name the full config field.
 
     Example:
         >>> source, target = load_tasks(load_config())
         >>> source.num_classes, target.class_names
         (5, ('5', '6', '7', '8', '9'))
     """
-    source = _task(config, "source")
-    target = _task(config, "target", augment=config.data.augment)
+    source = _load_task(config, "source")
+    target = _load_task(config, "target", augment=config.data.augment)
     if source.input_shape != target.input_shape:
         raise KerasTeamError("data.target.name", config.data.target.name,
                              f"images shaped like the source's {source.input_shape}, got {target.input_shape}")
