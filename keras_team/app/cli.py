@@ -129,10 +129,10 @@ def _config(args):
 def _check(args) -> None:
     config = _config(args)
     _start_tensorflow()
-    from keras_team.app.recipe import make_plan
+    from keras_team.app.recipe import leader_paths, make_plan
     from keras_team.app.workspace import Workspace
 
-    workspace = Workspace.prepare(config.output_dir, config, reads={"leader.path": config.leader.path})
+    workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
     plan = make_plan(config)
     print(plan.describe())
     action = "resume" if workspace.state["stages"] else "replace the run in" if workspace.replace else "write to"

@@ -8,10 +8,12 @@ mistake anywhere in the config is then an error in seconds, and
 
 Stages, in order: ``leader`` (train on the source task, or load a given
 `.keras` leader), ``transfer`` (train a new head on the frozen cut),
-``fine_tune`` (optional: unfreeze the top k kept layers at a low rate),
-``followers`` (each on cached taps of the frozen leader), ``team`` (optional
-joint fine-tuning), ``baseline`` (the same architecture trained from scratch
-on the target alone) and ``evaluate`` (member by member and as an ensemble).
+``fine_tune`` (optional: unfreeze the top k kept layers at a low rate) --
+each once per leader, suffixed by its name when there are several --
+``followers`` (each on cached taps of the frozen leaders), ``team`` (optional
+joint fine-tuning), ``baseline`` (the first leader's architecture trained
+from scratch on the target alone) and ``evaluate`` (member by member and as
+an ensemble).
 
 Each stage is seeded by its own name, reads its inputs from the files earlier
 stages saved, saves its model to a file of its own and is then recorded in
@@ -38,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_team import heads, zoo
-from keras_team.app.config import Config, DataConfig
+from keras_team.app.config import Config, DataConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace, atomic_path, load_model
 from keras_team.caching import fit_follower
@@ -116,20 +118,20 @@ def task_warnings(config: Config) -> list[str]:
             "so the transfer gain is not a gain on new classes"]
 
 
-def _head(config: Config, num_classes: int) -> keras.layers.Layer:
-    head = config.transfer.head
+def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> keras.layers.Layer:
+    head = spec.head
     try:
         keras.activations.get(head.activation)
     except (ValueError, TypeError):
         names = ", ".join(sorted(n for n in dir(keras.activations) if not n.startswith("_") and n not in ("get", "serialize", "deserialize")))
-        raise KerasTeamError("transfer.head.activation", head.activation, f"a Keras activation name: {names}") from None
+        raise KerasTeamError(f"{field}.head.activation", head.activation, f"a Keras activation name: {names}") from None
     if head.kind == "conv":
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
-def check_keep(leader: keras.Model, keep: int | str) -> CutPoint:
-    """The cut `transfer.keep` names; `KerasTeamError` unless it is a valid cut of `leader`.
+def check_keep(leader: keras.Model, keep: int | str, field: str = "transfer.keep") -> CutPoint:
+    """The cut `keep` names; a `KerasTeamError` on `field` unless it is a valid cut of `leader`.
 
     Example:
         >>> check_keep(zoo.seed_cnn((8, 8, 1), 5), 3).name
@@ -138,42 +140,60 @@ def check_keep(leader: keras.Model, keep: int | str) -> CutPoint:
     try:
         return resolve_cut(leader, keep)
     except KerasTeamError as error:
-        raise KerasTeamError("transfer.keep", keep, error.allowed) from error
+        raise KerasTeamError(field, keep, error.allowed) from error
 
 
-def _load_leader(path: str, task: Task) -> keras.Model:
-    leader = load_model(path, "leader.path")
+def leader_field(config: Config, index: int, field: str) -> str:
+    """Where the config sets `field` of its `index`-th leader: `leader.path`, `leaders[1].transfer.keep`, ...
+
+    Example:
+        >>> leader_field(load_config(), 0, "transfer.keep"), leader_field(load_config(), 0, "path")
+        ('transfer.keep', 'leader.path')
+    """
+    if config.leaders:
+        return f"leaders[{index}].{field}"
+    return field if field.startswith("transfer") else f"leader.{field}"
+
+
+def _load_leader(path: str, task: Task, field: str = "leader.path") -> keras.Model:
+    leader = load_model(path, field)
     if len(leader.inputs) != 1:
-        raise KerasTeamError("leader.path", path, f"a leader with one input, got {len(leader.inputs)} inputs")
+        raise KerasTeamError(field, path, f"a leader with one input, got {len(leader.inputs)} inputs")
     expected = (None, *task.input_shape)
     if tuple(leader.inputs[0].shape) != expected:
-        raise KerasTeamError("leader.path", path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
+        raise KerasTeamError(field, path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
     return leader
 
 
-def build_student(config: Config, leader: keras.Model, target: Task) -> keras.Model:
-    """The leader's kept part, copied and frozen, with a new head for the target task."""
-    check_keep(leader, config.transfer.keep)
-    head = _head(config, target.num_classes)
+def _new_leader(spec: TeamLeaderConfig, source: Task) -> keras.Model:
+    return ARCHITECTURES[spec.architecture](source.input_shape, source.num_classes, name=spec.name)
+
+
+def build_student(config: Config, index: int, leader: keras.Model, target: Task) -> keras.Model:
+    """The `index`-th leader's kept part, copied and frozen, with a new head for the target task."""
+    spec = config.team_leaders[index].transfer
+    field = leader_field(config, index, "transfer")
+    check_keep(leader, spec.keep, f"{field}.keep")
+    head = _head(spec, target.num_classes, field)
     try:
-        return transfer(leader, config.transfer.keep, head, name="transfer")
+        return transfer(leader, spec.keep, head, name=f"transfer{stage_suffix(config.team_leaders[index].name)}")
     except KerasTeamError as error:
-        raise KerasTeamError("transfer.head.kind", config.transfer.head.kind, error.allowed) from error
+        raise KerasTeamError(f"{field}.head.kind", spec.head.kind, error.allowed) from error
 
 
-def build_team(config: Config, student: keras.Model, target: Task) -> Team:
-    """The transfer model as leader plus the config's followers, untrained."""
+def build_team(config: Config, students: dict[str, keras.Model], target: Task) -> Team:
+    """The transfer models as leaders plus the config's followers, untrained."""
     followers = []
     for i, f in enumerate(config.followers):
         try:
             followers.append(Follower(
                 zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
-                tap=f.tap, temperature=f.temperature,
+                tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                 distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None))
         except KerasTeamError as error:
             raise KerasTeamError(f"followers[{i}].{error.field.rsplit('.', 1)[-1]}", error.value, error.allowed) from error
     try:
-        return Team({"leader": student}, followers)
+        return Team(students, followers)
     except KerasTeamError as error:
         raise KerasTeamError(_follower_field(config, error), error.value, error.allowed) from error
     except ValueError as error:  # Keras: a layer name used twice in the team's graph
@@ -192,9 +212,10 @@ def _follower_field(config: Config, error: KerasTeamError) -> str:
 
 
 def build_baseline(config: Config, leader: keras.Model, target: Task) -> keras.Model:
-    """The leader's architecture up to the cut, freshly initialised, with the same head; nothing frozen."""
+    """The first leader's architecture up to its cut, freshly initialised, with the same head; nothing frozen."""
+    spec = config.team_leaders[0].transfer
     scratch = keras.models.clone_model(leader)
-    return transfer(scratch, config.transfer.keep, _head(config, target.num_classes), freeze=False, name="baseline")
+    return transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False, name="baseline")
 
 
 def _weights(model: keras.Model) -> tuple[int, int]:
@@ -208,19 +229,22 @@ class Plan:
 
     Attributes:
         source, target: the tasks.
-        leader: the untrained architecture, or the leader loaded from `leader.path`.
-        cut: where the leader is cut.
-        models: stage -> an untrained model of that stage (transfer, followers, baseline).
-        stages: (stage, what it does) in run order.
+        leaders: name -> the untrained architecture, or the leader loaded from its path.
+        cuts: name -> where that leader is cut.
+        students: name -> its untrained transfer model.
+        team, baseline: the untrained team and scratch baseline.
+        stages: stage -> what it does, in run order.
         warnings: things worth knowing that are not errors.
     """
 
     source: Task
     target: Task
-    leader: keras.Model
-    cut: CutPoint
-    models: dict[str, keras.Model]
-    stages: list[tuple[str, str]]
+    leaders: dict[str, keras.Model]
+    cuts: dict[str, CutPoint]
+    students: dict[str, keras.Model]
+    team: Team
+    baseline: keras.Model
+    stages: dict[str, str]
     warnings: list[str]
 
     def describe(self) -> str:
@@ -230,15 +254,18 @@ class Plan:
             f"source  {source.name}: {source.num_classes} classes, {len(source.splits['train'][1])} training examples, inputs {source.input_shape}",
             f"target  {target.name}: {target.num_classes} classes, {len(target.splits['train'][1])} training examples "
             f"({len(target.splits['validation'][1])} validation, {len(target.splits['test'][1])} test)",
-            f"cut     {self.cut.name} (depth {self.cut.depth}, features {self.cut.output_shape})",
         ]
-        team = self.models["followers"]
-        rows = [("leader", self.leader), ("transfer", self.models["transfer"]),
-                *((f.name, team.follower_graphs[f.name]) for f in team.followers), ("baseline", self.models["baseline"])]
+        several = len(self.cuts) > 1
+        lines += [f"cut     {f'{name}: ' if several else ''}{cut.name} (depth {cut.depth}, features {cut.output_shape})"
+                  for name, cut in self.cuts.items()]
+        team = self.team
+        rows = [*((f"leader {name}" if several else "leader", m) for name, m in self.leaders.items()),
+                *((f"transfer {name}" if several else "transfer", m) for name, m in self.students.items()),
+                *((f.name, team.follower_graphs[f.name]) for f in team.followers), ("baseline", self.baseline)]
         lines.append("models  " + "; ".join(f"{name} {total:,} parameters ({trainable:,} trainable)"
                                             for name, (total, trainable) in ((n, _weights(m)) for n, m in rows)))
         lines.append("stages")
-        lines += [f"  {i}. {name:<10} {what}" for i, (name, what) in enumerate(self.stages, 1)]
+        lines += [f"  {i}. {name:<10} {what}" for i, (name, what) in enumerate(self.stages.items(), 1)]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -250,33 +277,35 @@ def make_plan(config: Config) -> Plan:
         >>> print(make_plan(load_config()).describe())                  # doctest: +SKIP
     """
     source, target = load_tasks(config)
-    if config.leader.path:
-        leader = _load_leader(config.leader.path, source)
-        leader_stage = f"load {config.leader.path}"
-    else:
-        leader = ARCHITECTURES[config.leader.architecture](source.input_shape, source.num_classes, name="leader")
-        leader_stage = f"train {config.leader.architecture} on {source.name} ({config.leader.epochs} epochs)"
-    cut = check_keep(leader, config.transfer.keep)
-    student = build_student(config, leader, target)
-    tcfg = config.transfer
-    stages = [("leader", leader_stage),
-              ("transfer", f"keep {tcfg.keep!r} frozen, train a new head ({tcfg.epochs} epochs)")]
-    if tcfg.unfreeze and tcfg.fine_tune_epochs:
-        try:
-            unfreeze(build_student(config, leader, target), top=tcfg.unfreeze)
-        except KerasTeamError as error:
-            raise KerasTeamError("transfer.unfreeze", tcfg.unfreeze, error.allowed) from error
-        stages.append(("fine_tune", f"unfreeze the top {tcfg.unfreeze} kept layers ({tcfg.fine_tune_epochs} epochs)"))
-    team = build_team(config, student, target)
-    stages.append(("followers", f"{len(config.followers)} follower(s) on cached taps: "
-                   + ", ".join(f"{f.name} ({f.tap}, {f.epochs} epochs)" for f in config.followers)))
+    leaders, cuts, students, stages = {}, {}, {}, {}
+    for index, spec in enumerate(config.team_leaders):
+        suffix, said = stage_suffix(spec.name), f"{spec.name}: " if config.leaders else ""
+        if spec.path:
+            leaders[spec.name] = _load_leader(spec.path, source, leader_field(config, index, "path"))
+            stages[f"leader{suffix}"] = f"{said}load {spec.path}"
+        else:
+            leaders[spec.name] = _new_leader(spec, source)
+            stages[f"leader{suffix}"] = f"{said}train {spec.architecture} on {source.name} ({spec.epochs} epochs)"
+        cuts[spec.name] = check_keep(leaders[spec.name], spec.transfer.keep, leader_field(config, index, "transfer.keep"))
+    for index, spec in enumerate(config.team_leaders):
+        suffix, said, t = stage_suffix(spec.name), f"{spec.name}: " if config.leaders else "", spec.transfer
+        students[spec.name] = build_student(config, index, leaders[spec.name], target)
+        stages[f"transfer{suffix}"] = f"{said}keep {t.keep!r} frozen, train a new head ({t.epochs} epochs)"
+        if t.unfreeze and t.fine_tune_epochs:
+            try:
+                unfreeze(build_student(config, index, leaders[spec.name], target), top=t.unfreeze)
+            except KerasTeamError as error:
+                raise KerasTeamError(leader_field(config, index, "transfer.unfreeze"), t.unfreeze, error.allowed) from error
+            stages[f"fine_tune{suffix}"] = f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} epochs)"
+    team = build_team(config, students, target)
+    stages["followers"] = (f"{len(config.followers)} follower(s) on cached taps: "
+                           + ", ".join(f"{f.name} ({f.tap}, {f.epochs} epochs)" for f in config.followers))
     if config.team.epochs:
-        stages.append(("team", f"joint fine-tuning, summed member losses ({config.team.epochs} epochs)"))
-    baseline = build_baseline(config, leader, target)
-    stages += [("baseline", f"the same architecture from scratch on the target ({config.baseline.epochs} epochs)"),
-               ("evaluate", "members, team ensemble and baseline on the target's test split")]
-    return Plan(source, target, leader, cut, {"transfer": student, "followers": team, "baseline": baseline},
-                stages, task_warnings(config))
+        stages["team"] = f"joint fine-tuning, summed member losses ({config.team.epochs} epochs)"
+    baseline = build_baseline(config, next(iter(leaders.values())), target)
+    stages["baseline"] = f"the first leader's architecture from scratch on the target ({config.baseline.epochs} epochs)"
+    stages["evaluate"] = "members, team ensemble and baseline on the target's test split"
+    return Plan(source, target, leaders, cuts, students, team, baseline, stages, task_warnings(config))
 
 
 def _seed(config: Config, stage: str) -> None:
@@ -349,45 +378,51 @@ class Recipe:
         self.out.summary(stage, figures)
 
     # --- stages ----------------------------------------------------------
-    def train_leader(self) -> None:
-        cfg, source = self.config.leader, self.plan.source
+    def train_leader(self, index: int) -> None:
+        spec, source = self.config.team_leaders[index], self.plan.source
+        stage = f"leader{stage_suffix(spec.name)}"
 
         def build():
-            if cfg.path:
-                return self.plan.leader, {"seconds": 0.0, "loaded_from": cfg.path}
-            leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name="leader")
-            figures = self._fit("leader", leader, source, cfg.epochs, cfg.learning_rate, "leader.learning_rate")
+            if spec.path:
+                return self.plan.leaders[spec.name], {"seconds": 0.0, "loaded_from": spec.path}
+            leader = _new_leader(spec, source)
+            figures = self._fit(stage, leader, source, spec.epochs, spec.learning_rate,
+                                leader_field(self.config, index, "learning_rate"))
             figures["source_test_accuracy"] = _accuracy(leader, source)
             return leader, figures
 
-        self._stage("leader", dict(self.plan.stages)["leader"], build, "leader.keras")
+        self._stage(stage, self.plan.stages[stage], build, f"{stage}.keras")
 
-    def train_transfer(self) -> str:
-        """Train the head (and fine-tune); returns the file holding the transfer model."""
-        cfg, target = self.config.transfer, self.plan.target
+    def train_transfer(self, index: int) -> str:
+        """Train the `index`-th leader's head (and fine-tune); returns the file holding its transfer model."""
+        spec, target = self.config.team_leaders[index], self.plan.target
+        suffix, cfg = stage_suffix(spec.name), spec.transfer
+        field = leader_field(self.config, index, "transfer")
 
         def build():
-            model = build_student(self.config, self._load("leader.keras"), target)
-            return model, self._fit("transfer", model, target, cfg.epochs, cfg.learning_rate, "transfer.learning_rate")
+            model = build_student(self.config, index, self._load(f"leader{suffix}.keras"), target)
+            return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
+                                    f"{field}.learning_rate")
 
-        self._stage("transfer", dict(self.plan.stages)["transfer"], build, "stages/transfer.keras")
-        if "fine_tune" not in dict(self.plan.stages):
-            return "stages/transfer.keras"
+        self._stage(f"transfer{suffix}", self.plan.stages[f"transfer{suffix}"], build, f"stages/transfer{suffix}.keras")
+        if f"fine_tune{suffix}" not in self.plan.stages:
+            return f"stages/transfer{suffix}.keras"
 
         def fine_tune():
-            model = unfreeze(self._load("stages/transfer.keras"), top=cfg.unfreeze)
-            return model, self._fit("fine_tune", model, target, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate,
-                                    "transfer.fine_tune_learning_rate")
+            model = unfreeze(self._load(f"stages/transfer{suffix}.keras"), top=cfg.unfreeze)
+            return model, self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
+                                    cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
 
-        self._stage("fine_tune", dict(self.plan.stages)["fine_tune"], fine_tune, "stages/fine_tune.keras")
-        return "stages/fine_tune.keras"
+        self._stage(f"fine_tune{suffix}", self.plan.stages[f"fine_tune{suffix}"], fine_tune,
+                    f"stages/fine_tune{suffix}.keras")
+        return f"stages/fine_tune{suffix}.keras"
 
-    def train_followers(self, student_file: str) -> str:
+    def train_followers(self, student_files: dict[str, str]) -> str:
         """Each follower on cached taps; a finished follower is loaded, not retrained."""
         target = self.plan.target
 
         def build():
-            team = build_team(self.config, self._load(student_file), target)
+            team = build_team(self.config, {name: self._load(file) for name, file in student_files.items()}, target)
             for i, f in enumerate(self.config.followers):
                 graph = team.follower_graphs[f.name]
                 weights = f"stages/followers/{f.name}.weights.h5"
@@ -396,7 +431,8 @@ class Recipe:
                     continue
                 _seed(self.config, f"followers/{f.name}")
                 stage = f"follower_{f.name}"
-                self.out.stage(f"  {f.name}", f"follower on the leader's {f.tap!r} (taps cached)")
+                read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
+                self.out.stage(f"  {f.name}", f"follower on {read}'s {f.tap!r} (taps cached)")
                 start = time.perf_counter()
                 history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                        epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
@@ -407,7 +443,7 @@ class Recipe:
                 self.ws.finish("followers", {"seconds": time.perf_counter() - start, **_last(history)}, part=f.name)
             return team, {f.name: self.ws.figures("followers", f.name) for f in self.config.followers}
 
-        self._stage("followers", dict(self.plan.stages)["followers"], build, "stages/followers.keras")
+        self._stage("followers", self.plan.stages["followers"], build, "stages/followers.keras")
         return "stages/followers.keras"
 
     def train_team(self, team_file: str) -> str:
@@ -425,17 +461,18 @@ class Recipe:
             self._check_finite("team", team, history, "team.learning_rate", cfg.learning_rate)
             return team, {"seconds": time.perf_counter() - start, **_last(history)}
 
-        self._stage("team", dict(self.plan.stages)["team"], build, "stages/team.keras")
+        self._stage("team", self.plan.stages["team"], build, "stages/team.keras")
         return "stages/team.keras"
 
     def train_baseline(self) -> None:
         cfg, target = self.config.baseline, self.plan.target
+        first = stage_suffix(self.config.team_leaders[0].name)
 
         def build():
-            model = build_baseline(self.config, self._load("leader.keras"), target)
+            model = build_baseline(self.config, self._load(f"leader{first}.keras"), target)
             return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate, "baseline.learning_rate")
 
-        self._stage("baseline", dict(self.plan.stages)["baseline"], build, "baseline.keras")
+        self._stage("baseline", self.plan.stages["baseline"], build, "baseline.keras")
 
     def run(self) -> dict:
         """Every stage in order; returns the report (also written to the run directory)."""
@@ -443,10 +480,13 @@ class Recipe:
 
         for warning in self.plan.warnings:
             self.out.say(f"warning: {warning}")
-        self.train_leader()
-        team_file = self.train_team(self.train_followers(self.train_transfer()))
+        leaders = self.config.team_leaders
+        for index in range(len(leaders)):
+            self.train_leader(index)
+        students = {spec.name: self.train_transfer(index) for index, spec in enumerate(leaders)}
+        team_file = self.train_team(self.train_followers(students))
         self.train_baseline()
-        self.out.stage("evaluate", dict(self.plan.stages)["evaluate"])
+        self.out.stage("evaluate", self.plan.stages["evaluate"])
         team = self._load(team_file)
         report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"))
         report["stages"] = self.ws.state["stages"]
@@ -468,6 +508,11 @@ def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
     return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
 
 
+def leader_paths(config: Config) -> dict[str, str]:
+    """Config field -> path of every leader file the run reads (a run that replaces a directory must keep them)."""
+    return {leader_field(config, i, "path"): spec.path for i, spec in enumerate(config.team_leaders) if spec.path}
+
+
 def run(config: Config, *, output: Output | None = None) -> dict:
     """Run (or resume) the whole recipe of `config` in `config.output_dir`.
 
@@ -477,7 +522,7 @@ def run(config: Config, *, output: Output | None = None) -> dict:
     Example:
         >>> report = run(load_config(overrides=["output_dir=/tmp/run"]))  # doctest: +SKIP
     """
-    workspace = Workspace.prepare(config.output_dir, config, reads={"leader.path": config.leader.path})
+    workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     plan = make_plan(config)
