@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pathlib
 import sys
@@ -161,7 +162,8 @@ def _run(args) -> None:
 def _cuts(args) -> None:
     _start_tensorflow()
     from keras_team.app.workspace import load_model
-    from keras_team.cuts import cut_points, layer_calls
+    from keras_team import graph
+    from keras_team.cuts import cut_points
 
     if args.leader in ZOO:
         if not args.input_shape:
@@ -180,11 +182,12 @@ def _cuts(args) -> None:
         leader = load_model(args.leader, "leader")
     else:
         raise KerasTeamError("leader", args.leader, f"a .keras file or one of {', '.join(ZOO)}")
-    calls = layer_calls(leader)
+    calls = graph.layer_calls(leader)
     rows = [("keep (name)", "keep (depth)", "output shape", "parameters kept")]
     for cut in cut_points(leader):
-        layers = {id(node.operation): node.operation for node in calls[: cut.position + 1]}
-        rows.append((cut.name, str(cut.depth), str(cut.output_shape), f"{sum(l.count_params() for l in layers.values()):,}"))
+        kept = {id(call.operation): call.operation for call in calls[: cut.position + 1]}  # a layer called twice counts once
+        weights = sum(math.prod(w.shape) for op in kept.values() for w in getattr(op, "weights", ()))
+        rows.append((cut.name, str(cut.depth), str(cut.output_shape), f"{weights:,}"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) if i in (0, 2) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
