@@ -365,3 +365,18 @@ def test_an_output_dir_that_is_not_writable_is_refused(tmp_path, monkeypatch):
 def test_a_target_of_one_class_is_refused():
     with pytest.raises(KerasTeamError, match="data.target.classes.*at least 2 classes"):
         recipe.load_tasks(load_config(overrides=["data.target.classes=[5]"]))
+
+
+def test_the_progress_bar_counts_epochs_and_shows_the_epoch_figures(capsys):
+    from keras_team.app.progress import Output
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y = np.ones((8, 3)), np.arange(8) % 2
+    output = Output("bar")
+    model.fit(x, y, validation_data=(x, y), epochs=3, verbose=output.fit_verbose, callbacks=output.callbacks(3))
+    printed = capsys.readouterr().out
+    assert "3/3" in printed and "val_loss" in printed and "Epoch" not in printed
+    last = float(printed.rsplit("val_loss: ", 1)[1].split()[0])
+    assert last == pytest.approx(model.evaluate(x, y, verbose=0), abs=1e-3)  # the epoch's figure, not a running mean

@@ -83,6 +83,7 @@ def load_tasks(config: Config) -> tuple[Task, Task]:
     """The source and target tasks the config names; errors name the full config field.
 
     Example:
+        >>> from keras_team.app.config import load_config
         >>> source, target = load_tasks(load_config())
         >>> source.num_classes, target.class_names
         (5, ('5', '6', '7', '8', '9'))
@@ -102,6 +103,7 @@ def task_warnings(config: Config) -> list[str]:
     """Warnings about the tasks that are not errors, e.g. target classes the leader learnt.
 
     Example:
+        >>> from keras_team.app.config import load_config
         >>> task_warnings(load_config(overrides=["data.target.classes=[4, 5]"]))
         ['target classes [4] are also source classes of digits: the leader has seen them, so the transfer gain is not a gain on new classes']
     """
@@ -147,6 +149,7 @@ def leader_field(config: Config, index: int, field: str) -> str:
     """Where the config sets `field` of its `index`-th leader: `leader.path`, `leaders[1].transfer.keep`, ...
 
     Example:
+        >>> from keras_team.app.config import load_config
         >>> leader_field(load_config(), 0, "transfer.keep"), leader_field(load_config(), 0, "path")
         ('transfer.keep', 'leader.path')
     """

@@ -208,6 +208,7 @@ class Workspace:
                 directory that holds one is refused (it would be deleted).
 
         Example:
+            >>> from keras_team.app.config import load_config
             >>> ws = Workspace.prepare(getfixture("tmp_path") / "new", load_config())
             >>> ws.replace, ws.state["stages"]
             (False, {})
