@@ -218,7 +218,8 @@ def build_baseline(config: Config, leader: keras.Model, target: Task) -> keras.M
     """The first leader's architecture up to its cut, freshly initialised, with the same head; nothing frozen."""
     spec = config.team_leaders[0].transfer
     scratch = keras.models.clone_model(leader)
-    return transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False, name="baseline")
+    return transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False,
+                    inference_mode=False, name="baseline")
 
 
 def _weights(model: keras.Model) -> tuple[int, int]:
