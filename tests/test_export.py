@@ -127,6 +127,17 @@ def test_serving_default_runs_the_shared_leader_once(team):
     assert convolutions("serving_default") == convolutions("mlp") == convolutions("leader")
 
 
+def test_serving_graph_holds_no_distillation_loss_nor_dropout(team):
+    def op_types(function):
+        return {op.type for op in function.get_concrete_function().graph.get_operations()}
+
+    training_only = {"LogSoftmax", "Log", "StatelessRandomUniformV2", "RandomUniform"}  # KL loss, dropout masks
+    training = tf.function(lambda x: team(x, training=True), input_signature=[tf.TensorSpec((None, 8, 8, 1))])
+    assert {"LogSoftmax", "StatelessRandomUniformV2"} <= op_types(training)  # the team does train with them
+    for name, function in serving_functions(team, input_spec(team, "uint8")).items():
+        assert not op_types(function) & training_only, name
+
+
 def test_serving_path_does_no_training_only_work(tmp_path, digits):
     keras.utils.set_random_seed(1)
     inputs = keras.Input((8, 8, 1))
