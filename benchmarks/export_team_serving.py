@@ -100,9 +100,9 @@ def measure(setup: dict, x: np.ndarray, rounds: int, out: pathlib.Path) -> dict:
         for name, function in separate.items():
             np.testing.assert_allclose(function(inputs=examples)[name].numpy(), together[name].numpy(), atol=1e-4)
         calls = {
-            "team_one_saved_model": lambda: team_signatures["serving_default"](inputs=examples),
-            "leader_alone": lambda: leader_signatures["leader"](inputs=examples),
-            "four_separate_saved_models": lambda: [f(inputs=examples) for f in separate.values()],
+            "team_one_saved_model": lambda e=examples: team_signatures["serving_default"](inputs=e),
+            "leader_alone": lambda e=examples: leader_signatures["leader"](inputs=e),
+            "four_separate_saved_models": lambda e=examples: [f(inputs=e) for f in separate.values()],
         }
         for call in calls.values():
             for _ in range(5):

@@ -70,7 +70,7 @@ def test_every_format_is_verified_and_matches_keras(exported, team, digits):
     for label, entry in report["artefacts"].items():
         if label != "saved_model":
             assert set(entry["signatures"]) == set(members), label
-        for signature, outputs in entry["signatures"].items():
+        for outputs in entry["signatures"].values():
             for name, figures in outputs.items():
                 assert figures["test_accuracy"] == pytest.approx(np.mean(
                     reference[name].argmax(-1) == y), abs=0.03), (label, name)

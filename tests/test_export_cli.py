@@ -1,6 +1,7 @@
 """`keras-team export`: a run directory or a .keras file in, verified artefacts out; one-line errors."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from keras_team import Follower, Team, zoo
 from keras_team.app import cli
-from keras_team.app.recipe import Recipe
+from keras_team.app.recipe import Recipe, make_plan
 from keras_team.app.workspace import Workspace
 from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks
@@ -70,17 +71,18 @@ def test_export_of_a_keras_model_file(run_dir, tmp_path):
 def test_export_is_a_stage_of_a_run_when_the_config_asks(run_dir, tmp_path, capsys):
     config = load_config(run_dir / "config.yaml", [f"output_dir={tmp_path / 'run'}", "export.name=digits",
                                                      "export.formats=[saved_model,tflite-float16]"])
-    workspace = Workspace.open(config.output_dir, config)
-    team = keras.models.load_model(run_dir / "team.keras")
-    _, target = load_tasks(config)
-    Recipe(config, workspace).export_team(team, target)
-    figures = workspace.figures("export")
-    assert list(figures) == ["saved_model", "tflite-float16"] and figures["tflite-float16"]["max_abs_diff"] < 0.05
-    assert (tmp_path / "run" / "export" / "serving" / "digits" / "1" / "saved_model.pb").is_file()
-    assert (tmp_path / "run" / "export" / "litert" / "digits.float16.tflite").is_file()
-    Recipe(config, workspace).export_team(team, target)  # a resumed run does not export again
-    assert "export: done earlier" in capsys.readouterr().out
-    assert load_config(overrides=[]).export.formats == ()  # off by default
+    plan = make_plan(config)
+    assert list(plan.stages)[-2:] == ["export", "evaluate"]
+    with Workspace.prepare(config.output_dir, config).start() as workspace:
+        shutil.copyfile(run_dir / "team.keras", workspace.path("trained.keras"))
+        Recipe(config, workspace, plan).export_team("trained.keras")
+        figures = workspace.figures("export")
+        assert list(figures) == ["saved_model", "tflite-float16"] and figures["tflite-float16"]["max_abs_diff"] < 0.05
+        assert (tmp_path / "run" / "export" / "serving" / "digits" / "1" / "saved_model.pb").is_file()
+        assert (tmp_path / "run" / "export" / "litert" / "digits.float16.tflite").is_file()
+        Recipe(config, workspace, plan).export_team("trained.keras")  # a resumed run does not export again
+    assert "done earlier" in capsys.readouterr().out
+    assert "export" not in make_plan(load_config(run_dir / "config.yaml")).stages  # off by default
 
 
 def test_a_model_that_does_not_fit_the_data_is_a_one_line_error(run_dir, tmp_path, capsys):
