@@ -86,7 +86,10 @@ class Task:
         shuffled nor augmented.
 
         Example:
-            >>> for x, y in task.dataset("train", training=True): ...
+            >>> task = keras_team.data.digits(classes=[0, 1], shots=5, batch_size=4)
+            >>> x, y = next(iter(task.dataset("train", training=True)))
+            >>> tuple(x.shape), tuple(y.shape)
+            ((4, 8, 8, 1), (4,))
         """
         if split not in self.splits:
             raise KerasTeamError("split", split, f"one of {sorted(self.splits)}")
@@ -158,6 +161,7 @@ def from_arrays(
         class_names: the name of each original label; default `str(label)`.
 
     Example:
+        >>> x, y = np.zeros((60, 2)), np.arange(60) % 4
         >>> task = from_arrays(x, y, classes=[3, 1], shots=5)
         >>> task.class_names
         ('3', '1')
@@ -190,8 +194,10 @@ def from_dataset(dataset: tf.data.Dataset, **kwargs: Any) -> Task:
     `from_arrays`, which takes the same keyword arguments.
 
     Example:
-        >>> ds = tf.data.Dataset.from_tensor_slices((x, y))
-        >>> task = from_dataset(ds, classes=[0, 1], shots=5)
+        >>> x, y = np.zeros((40, 2)), np.arange(40) % 2
+        >>> task = from_dataset(tf.data.Dataset.from_tensor_slices((x, y)), classes=[0, 1], shots=5)
+        >>> task.num_classes
+        2
     """
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2) or spec[1].shape.rank != 0:
@@ -272,7 +278,7 @@ def tfds_task(
     (stratified) from train after k-shot sampling, as in `from_arrays`.
 
     Example:
-        >>> target = tfds_task("cifar100", shots=5, augment=("flip", "crop"),
+        >>> target = tfds_task("cifar100", shots=5, augment=("flip", "crop"),  # doctest: +SKIP
         ...                    data_dir="~/tensorflow_datasets", download=True)
     """
     try:
