@@ -15,6 +15,23 @@ The library modules are imported eagerly (as keras-hub does), so that
 `keras.models.load_model("team.keras")` works without `custom_objects`.
 """
 
+import os as _os
+import sys as _sys
+
+if "tensorflow" not in _sys.modules and _os.environ.get("TF_CPP_MIN_LOG_LEVEL") not in ("0", "1"):
+    # TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, CPU features) are written by absl before
+    # TF_CPP_MIN_LOG_LEVEL is read, so TensorFlow is imported with file descriptor 2 on /dev/null
+    # (TF_CPP_MIN_LOG_LEVEL=0 shows them). Python errors still propagate.
+    _saved, _devnull = _os.dup(2), _os.open(_os.devnull, _os.O_WRONLY)
+    try:
+        _sys.stderr.flush()
+        _os.dup2(_devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        _os.dup2(_saved, 2)
+        _os.close(_saved)
+        _os.close(_devnull)
+
 from keras_team import caching, cuts, data, errors, followers, freezing, graph, heads, layers, taps, team, transfers, zoo
 from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
