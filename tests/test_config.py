@@ -124,11 +124,28 @@ def test_published_json_schema_is_up_to_date():
     assert path.read_text() == json_schema_text(), "regenerate it: keras-team schema > keras_team/app/config.schema.json"
 
 
+def test_editors_schema_agrees_with_the_config_reader():
+    import jsonschema  # an independent reader of the published schema
+
+    validator = jsonschema.Draft202012Validator(json.loads(json_schema_text()))
+    assert not list(validator.iter_errors(yaml.safe_load(default_config_text())))
+    two_leaders = {"leaders": [{"name": "a"}, {"name": "b", "transfer": {"keep": 3}}],
+                   "followers": [{"name": "m", "leaders": ["a", "b"], "combine": "each"}]}
+    assert not list(validator.iter_errors(two_leaders))
+    load_config(overrides=[f"{key}={json.dumps(value)}" for key, value in two_leaders.items()])
+    for wrong in ({"seed": -1}, {"sead": 1}, {"data": {"validation": 1}}, {"transfer": {"head": {"kind": "lstm"}}},
+                  {"data": {"target": {"classes": [5, 5]}}}, {"followers": [{"combine": "sum"}]}):
+        assert list(validator.iter_errors(wrong)), wrong
+        with pytest.raises(KerasTeamError):
+            Config.from_dict(wrong)
+
+
 def test_schema_command_prints_the_json_schema(capsys):
     assert cli.main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
-    assert schema == Config.model_json_schema()
     assert schema["additionalProperties"] is False
+    assert schema["properties"]["transfer"]["default"] == load_config().to_dict()["transfer"]
+    assert schema["$defs"]["DataConfig"]["properties"]["source"]["default"]["classes"] == [0, 1, 2, 3, 4]
     leader = schema["$defs"]["LeaderConfig"]["properties"]
     assert leader["architecture"]["enum"] == ["seed_cnn", "residual_cnn"] and leader["epochs"]["minimum"] == 1
 
