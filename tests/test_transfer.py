@@ -92,10 +92,7 @@ def test_share_true_aliases_layers_on_purpose():
     assert not same_weights(weights_of(leader.get_layer("fc1")), before)
 
 
-def test_heads_for_regression_and_bad_values():
-    assert keras_team.heads.dense(2, task="regression")(np.zeros((1, 4))).shape == (1, 2)
-    with pytest.raises(keras_team.KerasTeamError, match="task"):
-        keras_team.heads.dense(2, task="ranking")
+def test_heads_bad_values():
     with pytest.raises(keras_team.KerasTeamError, match="dropout"):
         keras_team.heads.conv(2, dropout=1.5)
     with pytest.raises(keras_team.KerasTeamError, match="head"):
