@@ -42,14 +42,35 @@ COLUMNS = (
 
 
 class _RecordsTrials:
-    """Tuner mixin: writes each trial's wall time and feature-cache use next to its trial.json."""
+    """Tuner mixin: records each trial's wall time and feature-cache use next to its
+    trial.json, and prints one line per trial."""
+
+    progress = True
 
     def run_trial(self, trial, *args, **kwargs):
         start = time.perf_counter()
         results = super().run_trial(trial, *args, **kwargs)
         record = {"seconds": round(time.perf_counter() - start, 3), "cache": self.hypermodel.last_cache}
         _write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / TRIAL_RECORD, record)
+        if self.progress:
+            print(progress_line(self, trial, results, record), flush=True)
         return results
+
+
+def progress_line(tuner: kt.Tuner, trial, histories: list, record: dict) -> str:
+    """One line about a finished trial: who ran it, its settings, best objective, time, cache."""
+    objective = tuner.oracle.objective
+    best = max if objective.direction == "max" else min
+    scores = [best(h.history[objective.name]) for h in histories if objective.name in h.history]
+    chosen = tuner.hypermodel.chosen(trial.hyperparameters.values)
+    head = f"{chosen['head_layers']}x{chosen['head_units']}" if chosen["head_layers"] else "linear"
+    score = f"{sum(scores) / len(scores):.4f}" if scores else "n/a"
+    return (
+        f"[{tuner.tuner_id}] trial {trial.trial_id}: cut={chosen['cut']} head={head} "
+        f"dropout={chosen['dropout']:g} lr={chosen['learning_rate']:g} unfreeze={chosen['unfreeze']} "
+        f"ft_lr={chosen['fine_tune_learning_rate']:g} -> {objective.name}={score} "
+        f"({record['seconds']:.1f} s, features: {record['cache']})"
+    )
 
 
 def _write_json(path: pathlib.Path, data) -> None:
@@ -74,6 +95,7 @@ def make_tuner(
     project_name: str = "search",
     overwrite: bool = False,
     seed: int = 0,
+    progress: bool = True,
     **kwargs,
 ) -> kt.Tuner:
     """One of KerasTuner's tuners around `hypermodel`, checked before anything trains.
@@ -89,6 +111,7 @@ def make_tuner(
         directory, project_name: where KerasTuner keeps the search; an
             existing search there is resumed unless `overwrite`.
         seed: the oracle's seed.
+        progress: print one line per finished trial.
         **kwargs: passed to the tuner class.
 
     Example:
@@ -110,7 +133,7 @@ def make_tuner(
     direction = "min" if name.endswith("loss") else "max"
     common = dict(objective=kt.Objective(name, direction), directory=str(directory),
                   project_name=project_name, overwrite=overwrite, seed=seed, **kwargs)
-    cls = type(f"Recorded{TUNERS[tuner].__name__}", (_RecordsTrials, TUNERS[tuner]), {})
+    cls = type(f"Recorded{TUNERS[tuner].__name__}", (_RecordsTrials, TUNERS[tuner]), {"progress": progress})
     if tuner == "hyperband":
         built = cls(hypermodel, max_epochs=max_epochs, **common)
         built.oracle.max_trials = max_trials
