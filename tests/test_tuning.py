@@ -103,7 +103,7 @@ def test_trial_trains_head_on_cached_features_then_fine_tunes_only_the_top_k(see
     assert {name for *_, name in EpochLog.seen} == {model.name}
     assert len(history.history["val_accuracy"]) == 4
     leader_weights = {layer.name: layer.get_weights() for layer in seed_leader.layers}
-    body = model.get_layer("body")
+    body = model.body
     for name in ("conv1", "conv2"):
         assert all(np.array_equal(a, b) for a, b in zip(body.get_layer(name).get_weights(), leader_weights[name]))
     assert not np.array_equal(body.get_layer("fc1").get_weights()[0], leader_weights["fc1"][0])

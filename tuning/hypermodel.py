@@ -340,7 +340,7 @@ class TransferHyperModel(kt.HyperModel):
         return not streamed
 
     def _fit_head_on_features(self, model, learning_rate, x, y, validation_data, initial_epoch, split, common):
-        body, head = model.get_layer("body"), model.get_layer("head")
+        body, head = model.body, model.head
         hits = self.cache.hits
         x_val, y_val = validation_data[:2]
         features = self.cache.features(body, x)
