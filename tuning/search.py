@@ -37,7 +37,7 @@ TUNERS = {
 TRIAL_RECORD = "keras_team_trial.json"
 COLUMNS = (
     "trial", "status", "cut", "depth", "head_layers", "head_units", "dropout", "learning_rate",
-    "unfreeze", "fine_tune_learning_rate", "epochs", "score", "seconds", "cache",
+    "unfreeze", "fine_tune_learning_rate", "epochs", "score", "seconds", "cache", "tuner_id",
 )
 
 
@@ -50,7 +50,8 @@ class _RecordsTrials:
     def run_trial(self, trial, *args, **kwargs):
         start = time.perf_counter()
         results = super().run_trial(trial, *args, **kwargs)
-        record = {"seconds": round(time.perf_counter() - start, 3), "cache": self.hypermodel.last_cache}
+        record = {"seconds": round(time.perf_counter() - start, 3), "cache": self.hypermodel.last_cache,
+                  "tuner_id": self.tuner_id}
         _write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / TRIAL_RECORD, record)
         if self.progress:
             print(progress_line(self, trial, results, record), flush=True)
@@ -190,6 +191,7 @@ def trial_table(tuner: kt.Tuner) -> list[dict]:
             "score": trial.score,
             "seconds": record.get("seconds"),
             "cache": record.get("cache"),
+            "tuner_id": record.get("tuner_id"),
         })
     return [{column: row.get(column) for column in COLUMNS} for row in rows]
 
