@@ -4,15 +4,16 @@ import csv
 import json
 import re
 
+import keras
 import pytest
 import yaml
 
+import keras_team
 from keras_team.app.cli import main
 from keras_team.app.config import load_config
 from keras_team.tuning import hypermodel as hypermodel_module
 
 TINY = {
-    "leader": {"architecture": "seed_cnn", "epochs": 1},
     "data": {"target": {"shots": 3}},
     "tune": {
         "max_trials": 3, "epochs": 2, "validation_per_class": 4,
@@ -22,10 +23,24 @@ TINY = {
 }
 
 
+@pytest.fixture(scope="module")
+def leader_file(tmp_path_factory):
+    """One seed_cnn leader trained an epoch on digits 0-4, shared by the searches below."""
+    source, _ = keras_team.data.digits_tasks(shots=3)
+    keras.utils.set_random_seed(0)
+    leader = keras_team.zoo.seed_cnn(source.input_shape, source.num_classes)
+    leader.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    leader.fit(*source.splits["train"], epochs=1, verbose=0)
+    path = tmp_path_factory.mktemp("leader") / "leader.keras"
+    leader.save(path)
+    return str(path)
+
+
 @pytest.fixture()
-def config_file(tmp_path):
+def config_file(tmp_path, leader_file):
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, "tune": {**TINY["tune"], "output_dir": str(tmp_path / "tune")}}))
+    tune = {**TINY["tune"], "output_dir": str(tmp_path / "tune")}
+    path.write_text(yaml.safe_dump({**TINY, "leader": {"path": leader_file}, "tune": tune}))
     return path
 
 
@@ -34,7 +49,7 @@ def _rows(out):
         return list(csv.DictReader(f))
 
 
-def test_tune_writes_table_plot_and_a_best_config_that_run_takes(config_file, tmp_path, capsys):
+def test_tune_writes_table_plot_and_a_best_config_that_run_takes(config_file, leader_file, tmp_path, capsys):
     assert main(["tune", "--config", str(config_file)]) == 0
     out = tmp_path / "tune"
     printed = capsys.readouterr().out
@@ -51,7 +66,7 @@ def test_tune_writes_table_plot_and_a_best_config_that_run_takes(config_file, tm
     best_row = max(rows, key=lambda row: float(row["score"]))
     best = load_config(out / "best_config.yaml")  # what `keras-team run --config` reads
     assert best.transfer.keep == best_row["cut"] and best.transfer.unfreeze == int(best_row["unfreeze"])
-    assert best.leader.path == str((out / "leader.keras").resolve())
+    assert best.leader.path == leader_file and best.tune == load_config(config_file).tune
     assert best.transfer.epochs + best.transfer.fine_tune_epochs == 2
     # A finished search is not overwritten unless asked.
     assert main(["tune", "--config", str(config_file)]) == 2
@@ -79,7 +94,10 @@ def test_interrupted_tune_resumes_without_rerunning_finished_trials(config_file,
     assert float(rows[0]["seconds"]) == first["seconds"]  # trial 0 was not run again
 
 
-def test_distributed_tune_runs_each_trial_once_and_writes_the_best_config_once(config_file, tmp_path, capfd):
+def test_distributed_tune_runs_each_trial_once_and_writes_the_best_config_once(tmp_path, capfd):
+    config_file = tmp_path / "tiny.yaml"  # no leader.path: the chief trains the leader, the workers load it
+    tune = {**TINY["tune"], "output_dir": str(tmp_path / "tune")}
+    config_file.write_text(yaml.safe_dump({**TINY, "leader": {"architecture": "seed_cnn", "epochs": 1}, "tune": tune}))
     assert main(["tune", "--config", str(config_file), "--workers", "2"]) == 0
     printed = capfd.readouterr().out  # the workers' output too (file-descriptor capture)
     out = tmp_path / "tune"
@@ -89,7 +107,8 @@ def test_distributed_tune_runs_each_trial_once_and_writes_the_best_config_once(c
     ran = re.findall(r"\[(tuner\d)\] trial (\d):", printed)
     assert sorted(trial for _, trial in ran) == ["0", "1", "2"]  # every trial ran exactly once
     assert "oracle at 127.0.0.1:" in printed
-    assert printed.count("best: ") == 1 and (out / "best_config.yaml").is_file()
+    assert printed.count("best: ") == 1 and printed.count("training the leader") == 1
+    assert load_config(out / "best_config.yaml").leader.path == str((out / "leader.keras").resolve())
 
 
 @pytest.mark.parametrize("flags, message", [

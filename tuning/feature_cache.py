@@ -10,11 +10,12 @@ body (a Hyperband trial resumed after fine-tuning) or other data is a miss,
 never a stale hit.
 
 Example:
-    >>> cache = FeatureCache(tmp_path)                       # doctest: +SKIP
-    >>> features = cache.features(body, x)                   # computed (miss)
-    >>> features = cache.features(body, x)                   # read back (hit)
-    >>> cache.hits, cache.misses                             # doctest: +SKIP
-    (1, 1)
+    >>> body = keras_team.body(keras_team.zoo.seed_cnn((8, 8, 1), 5), "pool2")
+    >>> cache, x = FeatureCache(), np.zeros((3, 8, 8, 1), "uint8")
+    >>> first = cache.features(body, x)     # computed: a miss
+    >>> again = cache.features(body, x)     # read back: a hit
+    >>> cache.hits, cache.misses, again.dtype
+    (1, 1, dtype('float16'))
 """
 
 from __future__ import annotations

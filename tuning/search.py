@@ -117,7 +117,7 @@ def make_tuner(
 
     Example:
         >>> hm = TransferHyperModel(keras_team.zoo.seed_cnn((8, 8, 1), 5), 5, cuts=["fc1"])
-        >>> make_tuner(hm, tuner="annealing", directory=tmp)
+        >>> make_tuner(hm, tuner="annealing")
         Traceback (most recent call last):
         ...
         keras_team.errors.KerasTeamError: tuner='annealing' is not valid: expected one of random, bayesian, hyperband, grid
