@@ -3,8 +3,8 @@
 Every field is declared once below, with its type, constraints, default and a
 ``description``; from those come the validation, the one-line errors, the
 commented YAML that ``keras-team init`` writes and the JSON schema for
-editors. This module does not import TensorFlow or Keras, so the CLI checks a
-config in milliseconds.
+editors. The checks are pydantic's alone (no model is built), so a config
+mistake is reported before anything trains.
 
 Adding a section is a few declarations: a :class:`Section` subclass whose
 fields use ``Field(default, description=...)`` and the constraint types
