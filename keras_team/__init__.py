@@ -29,7 +29,7 @@ _EXPORTS = {
     "Team": "keras_team.team",
     "KerasTeamError": "keras_team.errors",
 }
-_MODULES = ("heads", "zoo", "data", "errors", "caching")
+_MODULES = ("heads", "zoo", "data", "errors", "caching", "distribute")
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from keras_team.distribute import shard_by_data
 from keras_team.errors import KerasTeamError
 
 AUGMENTATIONS = ("flip", "crop")
@@ -104,7 +105,8 @@ class Task:
                 # Per example (RandomCrop draws one offset per batch) and
                 # sequential, so the layers' seed state advances in order.
                 ds = ds.map(lambda image, label: (augment(image), label))
-        return ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+        # batch_size is the global batch; several workers each take a share of it.
+        return shard_by_data(ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE))
 
     def _augmenter(self):
         """One example -> a randomly flipped and/or padded-and-cropped copy."""

@@ -26,7 +26,7 @@ def _output_layer(units: int, task: str) -> layers.Dense:
         raise KerasTeamError("task", task, f"one of {', '.join(TASKS)}")
     if units < 1:
         raise KerasTeamError("num_outputs", units, "an int >= 1")
-    return layers.Dense(units, name="logits" if task == "classification" else "values")
+    return layers.Dense(units, name="logits" if task == "classification" else "values", dtype="float32")
 
 
 def dense(

@@ -121,7 +121,8 @@ class Team(keras.Model):
         # === Functional model ===
         inputs = _shared_input(leaders)
         tapped = {name: model(inputs) for name, model in taps.items()}
-        outputs = {name: keras.layers.Identity(name=name)(tapped[name]["logits"]) for name in leaders}
+        # Outputs are float32 whatever the dtype policy (mixed precision computes inside).
+        outputs = {name: keras.layers.Identity(name=name, dtype="float32")(tapped[name]["logits"]) for name in leaders}
         stopped = {
             name: {key: StopGradient(name=f"{name}_{key}_stop")(x) for key, x in values.items()}
             for name, values in tapped.items()
@@ -138,7 +139,7 @@ class Team(keras.Model):
             results = graph(feed)
             results = results if isinstance(results, (list, tuple)) else [results]
             for output_name, result in zip(follower.output_names(read), results):
-                outputs[output_name] = keras.layers.Identity(name=output_name)(result)
+                outputs[output_name] = keras.layers.Identity(name=output_name, dtype="float32")(result)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         # === Config ===
