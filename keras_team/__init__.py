@@ -22,6 +22,7 @@ _EXPORTS = {
     "CutPoint": "keras_team.cuts",
     "transfer": "keras_team.transfers",
     "body": "keras_team.transfers",
+    "Transferred": "keras_team.transfers",
     "freeze": "keras_team.freezing",
     "unfreeze": "keras_team.freezing",
     "Follower": "keras_team.followers",

@@ -72,3 +72,30 @@ class Distillation(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class InferenceMode(keras.layers.Wrapper):
+    """Runs the wrapped layer or model in inference mode, whatever the caller's `training`.
+
+    Dropout, GaussianNoise and stochastic depth inside are off, and batch
+    norm uses (and never updates) its moving statistics, also while the
+    outer model trains. `trainable` is untouched: weights inside still learn
+    where they are trainable, as in the Keras transfer-learning guide's
+    `base(x, training=False)`. That call alone does not hold in Keras 3,
+    where a functional model passes its own `training` to every nested
+    layer; this wrapper's `call` takes no `training` argument, so none is
+    passed, and calls the wrapped layer with `training=False`.
+
+    Example:
+        >>> noisy = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.9)])
+        >>> x = keras.ops.ones((1, 4))
+        >>> bool(keras.ops.all(InferenceMode(noisy)(x, training=True) == x))
+        True
+    """
+
+    def call(self, inputs):
+        return self.layer(inputs, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)

@@ -6,6 +6,7 @@ the softmax of the logits at a temperature (applied by the follower), and any
 other name is the output of that layer of the leader.
 
 Example:
+    >>> import keras_team
     >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
     >>> tap_tensor(leader, "features").shape
     (None, 84)
@@ -15,59 +16,81 @@ from __future__ import annotations
 
 import keras
 
-from keras_team.cuts import layer_calls
+from keras_team import graph
+from keras_team.cuts import require_graph
 from keras_team.errors import KerasTeamError
+from keras_team.transfers import Transferred
 
 TAPS = ("features", "logits", "probs")
-
-
-def _is_softmax(layer) -> bool:
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.softmax
-
-
-def _ends_in_softmax(layer) -> bool:
-    if isinstance(layer, keras.Model):
-        return _ends_in_softmax(layer.layers[-1])
-    return getattr(layer, "activation", None) is keras.activations.softmax
-
-
-def _producer(tensor):
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
+PROBABILITIES = ("softmax", "sigmoid")
 
 
 def tap_key(tap: str) -> str:
-    """The leader tensor a tap reads: `probs` reads the logits."""
+    """The leader tensor a tap reads: `probs` reads the logits.
+
+    Example:
+        >>> tap_key("probs")
+        'logits'
+    """
     return "logits" if tap == "probs" else tap
+
+
+def _is_separate_softmax(operation) -> bool:
+    """A softmax with no weights of its own: a `Softmax`/`Activation` layer or `keras.ops.softmax`."""
+    separate = isinstance(operation, (keras.layers.Softmax, keras.layers.Activation)) or not isinstance(
+        operation, keras.layers.Layer
+    )
+    return separate and graph.final_activation(operation) == "softmax"
+
+
+def _output_call(leader: keras.Model) -> graph.Call:
+    require_graph(leader)
+    if len(leader.outputs) != 1:
+        raise KerasTeamError(
+            "leader", leader.name, f"a model with one output to tap; it has {len(leader.outputs)}: "
+            "make a one-output model of the output the team should read, e.g. keras.Model(leader.inputs, leader.outputs[0])"
+        )
+    return graph.producer(leader.outputs[0])
 
 
 def tap_tensor(leader: keras.Model, tap: str):
     """The tensor of `leader`'s graph that `tap` names (logits for `probs`).
 
+    A separate final softmax (a `Softmax` or `Activation` layer, or
+    `keras.ops.softmax`) is looked through for the logits; a leader whose
+    last layer applies a softmax or sigmoid itself has no logits tensor and
+    is refused for the `logits` and `probs` taps. The `features` of a
+    `keras_team.Transferred` leader are its cut.
+
     Example:
+        >>> import keras_team
         >>> tap_tensor(keras_team.zoo.seed_cnn((8, 8, 1), 5), "logits").shape
         (None, 5)
     """
-    node = _producer(leader.outputs[0])
-    if _is_softmax(node.operation):
-        node = _producer(node.input_tensors[0])
-    elif tap in ("logits", "probs") and _ends_in_softmax(node.operation):
+    call = _output_call(leader)
+    if tap == "features" and isinstance(leader, Transferred):
+        return leader.features
+    if _is_separate_softmax(call.operation):
+        call = graph.producer(call.inputs[0])
+    elif tap in ("logits", "probs") and graph.final_activation(call.operation) in PROBABILITIES:
         raise KerasTeamError(
             "tap",
             tap,
-            f"a leader whose logits are a tensor: {leader.name!r} ends in a layer with a softmax "
-            "activation; end it in a linear layer (plus a separate Softmax layer if you want one)",
+            f"a leader whose logits are a tensor: {leader.name!r} ends in a layer with a "
+            f"{graph.final_activation(call.operation)} activation; end it in a linear layer "
+            "(plus a separate Softmax layer if you want one)",
         )
     if tap_key(tap) == "logits":
-        return node.output_tensors[0]
+        return call.outputs[0]
     if tap == "features":
-        return node.input_tensors[0]
-    for call in layer_calls(leader):
-        if call.operation.name == tap:
-            return call.output_tensors[0]
-    names = ", ".join([*TAPS, *(call.operation.name for call in layer_calls(leader))])
+        return call.inputs[0]
+    calls = graph.layer_calls(leader)
+    named = [c for c in calls if c.operation.name == tap]
+    if len(named) == 1:
+        return named[0].outputs[0]
+    if named:
+        raise KerasTeamError("tap", tap, f"a layer of {leader.name!r} called once; {tap!r} is called {len(named)} times")
+    names = ", ".join(dict.fromkeys([*TAPS, *(c.operation.name for c in calls)]))
     raise KerasTeamError("tap", tap, f"one of the taps or layers of {leader.name!r}: {names}")
 
 
@@ -75,6 +98,12 @@ def tap_model(leader: keras.Model, taps: list[str], name: str) -> keras.Model:
     """A model sharing `leader`'s layers whose outputs are the tap tensors.
 
     The outputs are a dict with one entry per `tap_key` of `taps`.
+
+    Example:
+        >>> import keras_team
+        >>> taps = tap_model(keras_team.zoo.seed_cnn((8, 8, 1), 5), ["features", "probs"], "taps")
+        >>> {key: tuple(t.shape) for key, t in taps.output.items()}
+        {'features': (None, 84), 'logits': (None, 5)}
     """
     outputs = {tap_key(tap): tap_tensor(leader, tap) for tap in taps}
     return keras.Model(leader.inputs, outputs, name=name)

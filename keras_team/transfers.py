@@ -1,96 +1,192 @@
 """Transfer: keep a leader's first N layers (copied), freeze them, add a new head.
 
 Example:
+    >>> import keras_team
     >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), num_classes=5)
     >>> student = transfer(leader, keep=3, head=keras_team.heads.dense(5))
-    >>> [layer.name for layer in student.get_layer("body").layers][-2:]
-    ['flatten', 'fc1']
+    >>> student.cut.name, [layer.name for layer in student.body.layers][-2:]
+    ('fc1', ['flatten', 'fc1'])
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 
-from keras_team.cuts import layer_calls, resolve_cut
+from keras_team import graph
+from keras_team.cuts import CutPoint, resolve_cut
 from keras_team.errors import KerasTeamError
 from keras_team.freezing import freeze as freeze_model
+from keras_team.layers import PACKAGE, InferenceMode
 
 BODY = "body"
 
 
-def _copy(model: keras.Model) -> keras.Model:
+def _refuse_tied_weights(kept: keras.Model) -> None:
+    owners = {}
+    for layer in kept.layers:
+        for variable in layer.weights:
+            owners.setdefault(id(variable), (variable, []))[1].append(layer.name)
+    tied = {variable.path: names for variable, names in owners.values() if len(names) > 1}
+    if tied:
+        raise KerasTeamError(
+            "leader",
+            kept.name,
+            f"a model whose kept layers own their variables; {tied} are tied between layers, "
+            "which a copy would untie: pass share=True to reuse the leader's layers instead",
+        )
+
+
+def _copy(kept: keras.Model) -> keras.Model:
+    _refuse_tied_weights(kept)
     try:
-        clone = keras.models.clone_model(model)
+        clone = keras.models.clone_model(kept)
     except Exception as error:  # clone_model raises many types for unclonable layers
         raise KerasTeamError(
-            "leader", model.name, f"a model whose layers can be rebuilt from their configs ({error})"
+            "leader", kept.name, f"a model whose kept layers can be rebuilt from their configs ({error})"
         ) from error
-    clone.set_weights(model.get_weights())
+    clone.set_weights(kept.get_weights())
     return clone
 
 
-def body(leader: keras.Model, keep: int | str, *, share: bool = False) -> keras.Model:
+def body(leader: keras.Model, keep: int | str | CutPoint, *, share: bool = False) -> keras.Model:
     """The leader's kept part, up to the cut `keep` names, as a functional model.
+
+    Only the layers up to the cut are copied: layers after it are never
+    rebuilt, so they need not be clonable. A layer called twice below the
+    cut is one layer, called twice, in the copy too. Variables tied between
+    two layers cannot be copied without untying them; such a leader is
+    refused unless `share=True`.
 
     Args:
         leader: a built Sequential or functional model.
-        keep: weighted-layer depth (int) or cut-point layer name.
+        keep: weighted-layer depth (int), cut-point layer name or `CutPoint`.
         share: reuse the leader's layers (hard parameter sharing) instead of
             copying their weights into new layers.
 
     Example:
+        >>> import keras_team
         >>> body(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=2).output_shape
-        (None, 2, 2, 16)
+        (None, 64)
     """
     cut = resolve_cut(leader, keep)
-    source = leader if share else _copy(leader)
-    features = layer_calls(source)[cut.position].output_tensors[0]
-    return keras.Model(source.inputs, features, name=BODY)
+    features = graph.layer_calls(leader)[cut.position].outputs[0]
+    kept = keras.Model(leader.inputs, features, name=BODY)
+    return kept if share else _copy(kept)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Transferred(keras.Model):
+    """A leader's kept part (the body), run in inference mode, plus a new head.
+
+    In the model's graph the body is the layer named "body" (an
+    `InferenceMode` wrapper); it runs in inference mode whatever the outer `training`, also
+    after `unfreeze`: dropout and noise inside it are off and its batch norm
+    uses, and keeps, its moving statistics (the Keras transfer-learning
+    guide's rule; see `keras_team.layers.InferenceMode`). Only its
+    `trainable` flags change between the frozen and fine-tuning stages.
+
+    Args:
+        body: the kept part, a functional model (see `keras_team.body`).
+        head: a layer or unbuilt model applied to the body's output.
+        cut: the `CutPoint` of the leader the body ends at.
+        name: model name.
+
+    Example:
+        >>> import keras, keras_team
+        >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), num_classes=5)
+        >>> model = keras_team.transfer(leader, keep="fc1", head=keras_team.heads.dense(3))
+        >>> model.cut.depth, model.body.output_shape, model.output_shape
+        (3, (None, 120), (None, 3))
+    """
+
+    def __init__(self, body: keras.Model, head: keras.layers.Layer, cut: CutPoint | dict, *,
+                 name: str = "transferred", **kwargs):
+        # === Layers ===
+        if not isinstance(head, keras.layers.Layer):
+            raise KerasTeamError("head", head, "a keras Layer or unbuilt model, e.g. keras_team.heads.dense(10)")
+        cut = CutPoint(**{**cut, "output_shape": tuple(cut["output_shape"])}) if isinstance(cut, dict) else cut
+        in_inference = InferenceMode(body, name=BODY)
+
+        # === Functional model ===
+        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in body.inputs]
+        inputs = inputs[0] if len(inputs) == 1 else inputs
+        features = in_inference(inputs)
+        try:
+            outputs = head(features)
+        except ValueError as error:
+            raise KerasTeamError(
+                "head", head.name, f"a head that accepts the features at the cut, shaped {tuple(features.shape)} ({error})"
+            ) from error
+        super().__init__(inputs, outputs, name=name, **kwargs)
+
+        # === Config ===
+        self.body = body
+        self.head = head
+        self.cut = cut
+
+    @property
+    def features(self):
+        """The symbolic tensor at the cut in this model's graph: the body's output."""
+        return self.get_layer(BODY).output
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "body": keras.saving.serialize_keras_object(self.body),
+            "head": keras.saving.serialize_keras_object(self.head),
+            "cut": dataclasses.asdict(self.cut),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> Transferred:
+        config = dict(config)
+        for part in ("body", "head"):
+            config[part] = keras.saving.deserialize_keras_object(config[part], custom_objects=custom_objects)
+        return cls(**config)
 
 
 def transfer(
     leader: keras.Model,
-    keep: int | str,
+    keep: int | str | CutPoint,
     head: keras.layers.Layer,
     *,
-    freeze: bool = True,
+    freeze: bool | None = None,
     share: bool = False,
     name: str | None = None,
-) -> keras.Model:
+) -> Transferred:
     """A new model: the leader's first `keep` weighted layers plus a new head.
 
-    The kept part is a nested model named "body" followed by the head; the
-    leader is left unchanged unless `share=True`.
+    By default the kept layers are copied and frozen, and the leader is left
+    unchanged. With `share=True` the kept layers are the leader's own (hard
+    parameter sharing) and, unless `freeze=True` is given, stay trainable:
+    training the result trains the leader. `freeze=True` with `share=True`
+    freezes the leader's own layers too (they are the same layers).
 
     Args:
         leader: the trained source model.
-        keep: weighted-layer depth (int) or cut-point layer name; an invalid
-            value raises `KerasTeamError` listing the valid ones.
+        keep: weighted-layer depth (int), cut-point layer name or `CutPoint`;
+            an invalid value raises `KerasTeamError` listing the valid ones.
         head: a layer or unbuilt model applied to the cut's features, e.g.
             `keras_team.heads.dense(num_classes)`.
-        freeze: freeze the kept part (`trainable=False`).
+        freeze: freeze the kept part (`trainable=False`); default: True
+            for a copy, False with `share=True`.
         share: share the leader's layers instead of copying them.
         name: model name; defaults to "<leader name>_transfer".
 
     Example:
+        >>> import keras_team
         >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), num_classes=5)
         >>> model = transfer(leader, keep=3, head=keras_team.heads.dense(5))
-        >>> model.output_shape
-        (None, 5)
+        >>> model.output_shape, model.body.trainable, leader.trainable
+        ((None, 5), False, True)
     """
-    if not isinstance(head, keras.layers.Layer):
-        raise KerasTeamError("head", head, "a keras Layer or unbuilt model, e.g. keras_team.heads.dense(10)")
-    kept = body(leader, keep, share=share)
+    cut = resolve_cut(leader, keep)
+    kept = body(leader, cut, share=share)
+    if freeze is None:
+        freeze = not share
     if freeze:
         freeze_model(kept)
-    inputs = [
-        keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in kept.inputs
-    ]
-    features = kept(inputs[0] if len(inputs) == 1 else inputs)
-    try:
-        outputs = head(features)
-    except ValueError as error:
-        raise KerasTeamError(
-            "head", head.name, f"a head that accepts the features at the cut, shaped {tuple(features.shape)} ({error})"
-        ) from error
-    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=name or f"{leader.name}_transfer")
+    return Transferred(kept, head, cut, name=name or f"{leader.name}_transfer")

@@ -1,18 +1,23 @@
 """Tests of keras_team.app.config: defaults, merging, overrides, and every user error."""
 
-import dataclasses
+import json
 import pathlib
 import subprocess
 import sys
 
+import pydantic
 import pytest
 import yaml
 
+from keras_team.app import cli
 from keras_team.app.config import (
     Config,
     DistillConfig,
     FollowerConfig,
+    Positive,
+    Section,
     default_config_text,
+    json_schema_text,
     load_config,
 )
 from keras_team.errors import KerasTeamError
@@ -66,7 +71,7 @@ def test_defaults_load():
 
 def test_config_is_frozen():
     config = load_config()
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError):
         config.seed = 1
 
 
@@ -77,6 +82,72 @@ def test_default_text_comments_every_field():
     for line in fields:
         assert "#" in line, f"no comment on: {line}"
     assert yaml.safe_load(text) == load_config().to_dict()
+
+
+def sections(model=Config):
+    """Every section class reachable from `model`, `model` included."""
+    found = {model}
+    for field in model.model_fields.values():
+        for kind in _types_in(field.annotation):
+            if isinstance(kind, type) and issubclass(kind, Section) and kind not in found:
+                found |= sections(kind)
+    return found
+
+
+def _types_in(annotation):
+    yield annotation
+    for arg in getattr(annotation, "__args__", ()) + tuple(getattr(annotation, "__metadata__", ())):
+        yield from _types_in(arg)
+
+
+def test_every_field_has_a_description_shown_by_init():
+    text = default_config_text()
+    found = sections()
+    assert {c.__name__ for c in found} >= {"DataConfig", "TaskConfig", "HeadConfig", "DistillConfig", "FollowerConfig"}
+    for section in found:
+        for name, field in section.model_fields.items():
+            assert field.description, f"{section.__name__}.{name} has no description"
+            if section.__name__ != "DistillConfig":  # null by default: its fields are not shown
+                assert f"{name}: " in text and field.description in text, f"{section.__name__}.{name}"
+
+
+def test_default_text_says_what_each_field_accepts():
+    lines = default_config_text().splitlines()
+    assert "seed: 0                  # random seed for weights, shuffling and sampling; an int >= 0" in lines
+    assert any(line.strip().startswith("learning_rate: 0.001") and line.endswith("a finite number > 0") for line in lines)
+    assert any(line.strip().startswith("augment: []") and line.endswith("a list of distinct items from flip, crop")
+               for line in lines)
+
+
+def test_published_json_schema_is_up_to_date():
+    path = pathlib.Path(__file__).resolve().parents[1] / "keras_team" / "app" / "config.schema.json"
+    assert path.read_text() == json_schema_text(), "regenerate it: keras-team schema > keras_team/app/config.schema.json"
+
+
+def test_schema_command_prints_the_json_schema(capsys):
+    assert cli.main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema == Config.model_json_schema()
+    assert schema["additionalProperties"] is False
+    leader = schema["$defs"]["LeaderConfig"]["properties"]
+    assert leader["architecture"]["enum"] == ["seed_cnn", "residual_cnn"] and leader["epochs"]["minimum"] == 1
+
+
+def test_a_new_section_is_a_few_declarations():
+    class TuneConfig(Section):
+        trials: Positive = pydantic.Field(10, description="models to try")
+
+    class TunedConfig(Config):
+        tune: TuneConfig = pydantic.Field(default_factory=TuneConfig, description="the search")
+
+    assert TunedConfig.from_dict({}).tune.trials == 10
+    assert TunedConfig.from_dict({"tune": {"trials": 3}, "seed": 2}).tune.trials == 3
+    with pytest.raises(KerasTeamError) as info:
+        TunedConfig.from_dict({"tune": {"trials": 0}})
+    assert_error(info.value, "tune.trials", "an int >= 1")
+    with pytest.raises(KerasTeamError) as info:
+        TunedConfig.from_dict({"tune": {"trails": 3}})
+    assert_error(info.value, "tune.trails", "did you mean 'trials'")
 
 
 def test_config_module_does_not_import_tensorflow():
@@ -222,6 +293,14 @@ def test_wrong_type_bool():
     assert_error(error_of(overrides=["overwrite=maybe"]), "overwrite", "true or false")
 
 
+def test_float_is_not_an_int():
+    assert_error(error_of(overrides=["transfer.epochs=2.0"]), "transfer.epochs", "2.0", "an int >= 1")
+
+
+def test_blank_string_is_refused():
+    assert_error(error_of(overrides=["output_dir=' '"]), "output_dir", "a non-empty string")
+
+
 def test_wrong_type_list():
     assert_error(error_of(overrides=["transfer.head.hidden=64"]), "transfer.head.hidden", "a list of ints >= 1")
 
@@ -241,17 +320,26 @@ def test_wrong_type_string():
         ("data.batch_size=0", "data.batch_size", "an int >= 1"),
         ("data.source.shots=0", "data.source.shots", "null or an int >= 1"),
         ("leader.epochs=0", "leader.epochs", "an int >= 1"),
-        ("transfer.learning_rate=0", "transfer.learning_rate", "a number > 0"),
-        ("transfer.learning_rate=.nan", "transfer.learning_rate", "a number > 0"),
+        ("transfer.learning_rate=0", "transfer.learning_rate", "a finite number > 0"),
+        ("transfer.learning_rate=.nan", "transfer.learning_rate", "a finite number > 0"),
+        ("transfer.learning_rate=.inf", "transfer.learning_rate", "a finite number > 0"),
+        ("leader.learning_rate=-.inf", "leader.learning_rate", "a finite number > 0"),
         ("transfer.head.dropout=1.0", "transfer.head.dropout", "a number in [0, 1)"),
         ("transfer.fine_tune_epochs=-1", "transfer.fine_tune_epochs", "an int >= 0"),
-        ("followers.0.temperature=0", "followers[0].temperature", "a number > 0"),
+        ("followers.0.temperature=0", "followers[0].temperature", "a finite number > 0"),
         ("team.epochs=-1", "team.epochs", "an int >= 0"),
-        ("baseline.learning_rate=-0.1", "baseline.learning_rate", "a number > 0"),
+        ("baseline.learning_rate=-0.1", "baseline.learning_rate", "a finite number > 0"),
     ],
 )
 def test_out_of_range_number(override, field, allowed):
     assert_error(error_of(overrides=[override]), field, allowed)
+
+
+def test_errors_deep_in_a_file_name_the_full_path(tmp_path):
+    path = write(tmp_path, "data:\n  target:\n    shots: 0\n")
+    assert_error(error_of(path), "data.target.shots", "null or an int >= 1")
+    path = write(tmp_path, "followers:\n  - {name: a}\n  - {name: b, distill: {temperature: .inf, alpha: 0.5}}\n")
+    assert_error(error_of(path), "followers[1].distill.temperature", "a finite number > 0")
 
 
 def test_list_item_out_of_range():
@@ -309,15 +397,33 @@ def test_distill_alpha_range():
     assert_error(error, "followers[0].distill.alpha", "a number in [0, 1]")
 
 
-def test_missing_fields_in_from_dict():
+def test_from_dict_fills_omitted_fields_from_defaults():
     data = load_config().to_dict()
     del data["team"]["epochs"]
-    with pytest.raises(KerasTeamError) as info:
-        Config.from_dict(data)
-    assert_error(info.value, "team", "also gives epochs")
+    data["data"] = {"target": {"shots": 2}}
+    config = Config.from_dict(data)
+    assert config.team.epochs == 0
+    assert config.data.target.shots == 2 and config.data.target.classes == (5, 6, 7, 8, 9)
+    assert config.data.source.classes == (0, 1, 2, 3, 4)
 
 
 # --- errors: overrides -----------------------------------------------------------
+
+
+def test_override_of_a_follower_listed_in_part(tmp_path):
+    path = write(tmp_path, "followers:\n  - {name: a}\n")
+    follower = load_config(path, overrides=["followers.0.tap=probs"]).followers[0]
+    assert (follower.name, follower.tap, follower.epochs) == ("a", "probs", 100)
+
+
+def test_data_errors_name_the_full_config_path():
+    from keras_team.app import recipe
+
+    config = load_config(overrides=["data.target.shots=100000"])
+    with pytest.raises(KerasTeamError) as info:
+        recipe.load_tasks(config)
+    assert info.value.field == "data.target.shots"
+    assert str(info.value).startswith("data.target.shots=100000 ")
 
 
 def test_override_without_equals():

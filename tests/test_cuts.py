@@ -22,7 +22,7 @@ def test_sequential_every_layer_is_a_cut():
 
 def test_write_up_keep_3_keeps_conv1_conv2_fc1():
     leader = keras_team.zoo.seed_cnn((32, 32, 3), 10)
-    kept = keras_team.transfer(leader, keep=3, head=keras_team.heads.dense(100)).get_layer("body")
+    kept = keras_team.transfer(leader, keep=3, head=keras_team.heads.dense(100)).body
     weighted = [layer.name for layer in kept.layers if layer.weights]
     assert weighted == ["conv1", "conv2", "fc1"]
     assert kept.output_shape == (None, 120)
@@ -73,7 +73,7 @@ def test_recurrent_stack():
         ("emb", 1), ("lstm", 2), ("gru", 3), ("out", 4)
     ]
     transferred = keras_team.transfer(model, keep="lstm", head=keras_team.heads.dense(2))
-    assert transferred.get_layer("body").output_shape == (None, 10, 16)
+    assert transferred.body.output_shape == (None, 10, 16)
 
 
 def tiny_transformer():

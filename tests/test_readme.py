@@ -13,7 +13,7 @@ def test_readme_recipe_runs_and_trains_every_member(capsys):
     exec(compile(code, "README.md", "exec"), namespace)
     scores = namespace["team"].evaluate(namespace["target"].dataset("test"), return_dict=True, verbose=0)
     assert scores["leader_accuracy"] > 0.4 and scores["mlp_accuracy"] > 0.4  # 5 classes: chance is 0.2
-    assert [layer.name for layer in namespace["student"].get_layer("body").layers if layer.weights] == [
+    assert [layer.name for layer in namespace["student"].body.layers if layer.weights] == [
         "conv1", "conv2", "fc1"
     ]
 

@@ -7,6 +7,7 @@ Example:
     $ keras-team init my.yaml
     $ keras-team run --config my.yaml --set transfer.keep=fc1
     $ keras-team evaluate runs/digits
+    $ keras-team schema > keras-team.schema.json
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from keras_team.app.config import default_config_text, load_config
+from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import KerasTeamError
 
 USER_ERROR = 2
@@ -38,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                      help="override a config field, e.g. --set transfer.keep=fc1 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+
+    commands.add_parser("schema", help="print the config's JSON schema (for editors)")
 
     evaluate = commands.add_parser("evaluate", help="score a run's saved team on its target task")
     evaluate.add_argument("run_dir", nargs="?", default="runs/digits", help="a finished run's directory (default: %(default)s)")
@@ -95,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        {"init": _init, "run": _run, "evaluate": _evaluate}[args.command](args)
+        {"init": _init, "run": _run, "evaluate": _evaluate, "schema": lambda _: print(json_schema_text(), end="")}[
+            args.command
+        ](args)
     except KerasTeamError as error:
         print(f"keras-team: error: {error}", file=sys.stderr)
         return USER_ERROR

@@ -1,8 +1,14 @@
-"""The YAML config of a ``keras-team run``, validated before anything starts.
+"""The YAML config of a ``keras-team run``: pydantic models, validated before anything starts.
 
-The defaults live in one place, ``default_config.yaml`` next to this module;
-the dataclasses below only describe the shape and the rules. This module does
-not import TensorFlow or Keras, so the CLI can check a config in milliseconds.
+Every field is declared once below, with its type, constraints, default and a
+``description``; from those come the validation, the one-line errors, the
+commented YAML that ``keras-team init`` writes and the JSON schema for
+editors. This module does not import TensorFlow or Keras, so the CLI checks a
+config in milliseconds.
+
+Adding a section is a few declarations: a :class:`Section` subclass whose
+fields use ``Field(default, description=...)`` and the constraint types
+below, then one field of :class:`Config` naming it.
 
 Example:
     >>> from keras_team.app.config import load_config
@@ -15,19 +21,439 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.resources
+import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
+import annotated_types
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from keras_team.errors import KerasTeamError
 
 # ---------------------------------------------------------------------------
-# YAML reading: floats like 1e-4 are numbers, a key given twice is an error.
+# Declaring fields: the types below carry their constraints, and
+# ``_allowed`` turns any field's type into the "expected ..." text of errors.
+
+
+@dataclasses.dataclass(frozen=True)
+class Allowed:
+    """Annotated metadata: the allowed-value text of a rule no constraint spells out.
+
+    Example:
+        >>> Allowed("a path to an existing file").text
+        'a path to an existing file'
+    """
+
+    text: str
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value  # YAML lists; strict elsewhere
+
+
+def _distinct(items: tuple) -> tuple:
+    if len(set(items)) != len(items):
+        raise ValueError("items repeat")
+    return items
+
+
+def _existing_keras_file(path: str) -> str:
+    if not (path.endswith(".keras") and os.path.isfile(path)):
+        raise ValueError("not an existing .keras file")
+    return path
+
+
+_DISTINCT = AfterValidator(_distinct)
+T = TypeVar("T")
+
+ListOf = Annotated[tuple[T, ...], BeforeValidator(_as_tuple)]
+"""A YAML list, held as a tuple: ``ListOf[Epochs]``."""
+DistinctListOf = Annotated[
+    tuple[T, ...], BeforeValidator(_as_tuple), _DISTINCT, Field(json_schema_extra={"uniqueItems": True})
+]
+"""A YAML list whose items differ."""
+Count = Annotated[int, Field(ge=0)]
+"""An int >= 0 (0 may mean "skip")."""
+Positive = Annotated[int, Field(ge=1)]
+"""An int >= 1: epochs, units, shots."""
+Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A finite number > 0: learning rates, temperatures."""
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+"""A fraction in [0, 1)."""
+Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
+"""A non-empty string."""
+Identifier = Annotated[
+    str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), Allowed("a name of letters, digits and _ not starting with a digit")
+]
+"""A name usable as a Keras layer or output name."""
+KerasFile = Annotated[str, AfterValidator(_existing_keras_file), Allowed("a path to an existing file ending in .keras")]
+"""A path to an existing ``.keras`` file."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys, wrong types and changes are refused.
+
+    Example:
+        >>> class Tune(Section):
+        ...     trials: Positive = Field(10, description="models to try")
+        >>> Tune(trials=3).trials
+        3
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_defaults(cls, data: Any) -> Any:
+        """A sub-section given in part keeps its default's other values (not the class's)."""
+        if not isinstance(data, Mapping):
+            return data
+        filled = dict(data)
+        for name, field in cls.model_fields.items():
+            if isinstance(data.get(name), Mapping) and field.default_factory is not None:
+                default = field.get_default(call_default_factory=True)
+                if isinstance(default, BaseModel):
+                    filled[name] = _merge(default.model_dump(), data[name])
+        return filled
+
+
+def _bounds(metadata: Sequence[Any]) -> dict[str, Any]:
+    """Flatten constraints (annotated_types and nested FieldInfo) into one dict."""
+    found: dict[str, Any] = {}
+    for item in metadata:
+        if isinstance(item, FieldInfo):
+            found.update(_bounds(item.metadata))
+        elif isinstance(item, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)):
+            found[type(item).__name__.lower()] = next(iter(dataclasses.asdict(item).values()))
+        elif isinstance(item, annotated_types.MinLen):
+            found["min_length"] = item.min_length
+        elif isinstance(item, Allowed):
+            found["allowed"] = item.text
+        elif item is _DISTINCT:
+            found["distinct"] = True
+    return found
+
+
+def _number_text(bounds: dict[str, Any], plural: bool) -> str:
+    low = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    high = ("]", bounds["le"]) if "le" in bounds else (")", bounds["lt"]) if "lt" in bounds else None
+    if low and high:
+        return f"{'numbers' if plural else 'a number'} in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    finite = "finite numbers" if plural else "a finite number"
+    if low:
+        return f"{finite} {'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    return f"{finite} {'<=' if high[0] == ']' else '<'} {high[1]:g}" if high else finite
+
+
+def _int_text(bounds: dict[str, Any], plural: bool) -> str:
+    noun = "ints" if plural else "an int"
+    low = bounds.get("ge", bounds["gt"] + 1 if "gt" in bounds else None)
+    high = bounds.get("le", bounds["lt"] - 1 if "lt" in bounds else None)
+    if low is not None and high is not None:
+        return f"{noun} in [{low}, {high}]"
+    if low is not None:
+        return f"{noun} >= {low}"
+    return f"{noun} <= {high}" if high is not None else noun
+
+
+def _allowed(annotation: Any, metadata: Sequence[Any] = (), *, plural: bool = False) -> str:
+    """What a field of this type accepts, in words (the end of its error message).
+
+    Example:
+        >>> _allowed(Optional[ListOf[Positive]])
+        'null or a list of ints >= 1'
+    """
+    while typing.get_origin(annotation) is Annotated:
+        annotation, *more = typing.get_args(annotation)
+        metadata = [*metadata, *more]
+    bounds = _bounds(metadata)
+    if "allowed" in bounds:
+        return bounds["allowed"]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        text = " or ".join(_allowed(a, plural=plural) for a in args if a is not type(None))
+        return f"null or {text}" if type(None) in args else text
+    if origin is Literal:
+        return f"{'items from' if plural else 'one of'} {', '.join(map(str, args))}"
+    if origin is tuple:
+        wanted = "non-empty list" if bounds.get("min_length") else "list"
+        distinct = "distinct " if bounds.get("distinct") else ""
+        return f"{'lists' if plural else 'a ' + wanted} of {distinct}{_allowed(args[0], plural=True)}"
+    if annotation is bool:
+        return "true/false values" if plural else "true or false"
+    if annotation is int:
+        return _int_text(bounds, plural)
+    if annotation is float:
+        return _number_text(bounds, plural)
+    if annotation is str:
+        return "non-empty strings" if plural else "a non-empty string"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"{'mappings' if plural else 'a mapping'} with keys {', '.join(annotation.model_fields)}"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The type without Annotated and Optional wrappers."""
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in args and len(args) == 2:
+            annotation = next(a for a in args if a is not type(None))
+            continue
+        return annotation
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    inner = _unwrap(annotation)
+    return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+
+
+def _item_of(annotation: Any) -> Any:
+    inner = _unwrap(annotation)
+    return typing.get_args(inner)[0] if typing.get_origin(inner) is tuple else None
+
+
+# ---------------------------------------------------------------------------
+# The schema.
+
+
+class TaskConfig(Section):
+    """One task's data: a dataset name, a class subset and k-shot sampling."""
+
+    name: Text = Field("digits", description="dataset: digits (bundled, offline) or a TFDS name such as cifar10")
+    classes: Optional[Annotated[DistinctListOf[Count], Field(min_length=1)]] = Field(
+        None, description="labels to keep (null: all)"
+    )
+    shots: Optional[Positive] = Field(None, description="labelled examples per class (null: all)")
+
+
+class DataConfig(Section):
+    """Source and target tasks and how they are batched."""
+
+    source: TaskConfig = Field(
+        default_factory=lambda: TaskConfig(classes=(0, 1, 2, 3, 4)), description="the task the leader is trained on"
+    )
+    target: TaskConfig = Field(
+        default_factory=lambda: TaskConfig(classes=(5, 6, 7, 8, 9), shots=5),
+        description="the task the team is trained on (few labelled examples: shots)",
+    )
+    validation: float = Field(
+        0.2, gt=0, lt=1, description="fraction of the training examples held out for validation"
+    )
+    batch_size: Positive = Field(32, description="examples per batch")
+    augment: DistinctListOf[Literal["flip", "crop"]] = Field((), description="training-only augmentation")
+    data_dir: Optional[Text] = Field(None, description="TFDS data directory (null: the TFDS default)")
+    download: bool = Field(False, description="true: let TFDS download missing datasets")
+
+
+class LeaderConfig(Section):
+    """The leader: loaded from ``path`` or trained from ``architecture``."""
+
+    path: Optional[KerasFile] = Field(None, description="an existing trained leader to load (null: train one)")
+    architecture: Literal["seed_cnn", "residual_cnn"] = Field(
+        "residual_cnn", description="the leader to train when path is null"
+    )
+    epochs: Positive = Field(20, description="training epochs on the source task")
+    learning_rate: Rate = Field(0.001, description="learning rate on the source task")
+
+
+class HeadConfig(Section):
+    """The new task head put on the kept part of the leader."""
+
+    kind: Literal["dense", "conv"] = Field("dense", description="layer type of the head")
+    hidden: ListOf[Positive] = Field((64,), description="units of each hidden layer ([]: a linear head)")
+    dropout: Dropout = Field(0.2, description="dropout rate of the head")
+    activation: Text = Field("relu", description="Keras activation name of the hidden layers")
+
+
+class TransferConfig(Section):
+    """Where to cut the leader, the head, and the optional fine-tuning."""
+
+    keep: Union[Positive, Text] = Field(
+        "pool1", description="where to cut the leader: the first N weighted layers, or a layer name"
+    )
+    head: HeadConfig = Field(default_factory=HeadConfig, description="the new task head put on the kept layers")
+    epochs: Positive = Field(100, description="epochs training the head on the frozen kept layers")
+    learning_rate: Rate = Field(0.003, description="learning rate of head training")
+    unfreeze: Count = Field(
+        0, description="top k weighted layers of the kept part fine-tuned afterwards (at most keep when keep is an int)"
+    )
+    fine_tune_epochs: Count = Field(10, description="epochs of that fine-tuning")
+    fine_tune_learning_rate: Rate = Field(0.0001, description="learning rate of that fine-tuning")
+
+    @model_validator(mode="after")
+    def _unfreeze_within_keep(self) -> TransferConfig:
+        if isinstance(self.keep, int) and self.unfreeze > self.keep:
+            raise KerasTeamError("unfreeze", self.unfreeze, f"an int in [0, {self.keep}] (no more than keep)")
+        return self
+
+
+class DistillConfig(Section):
+    """Distillation: KL to the leader's probabilities at ``temperature``, weight ``alpha``."""
+
+    temperature: Rate = Field(description="softmax temperature of both distributions")
+    alpha: float = Field(ge=0, le=1, description="weight of the KL term (1 - alpha: the label loss)")
+
+
+class FollowerConfig(Section):
+    """A follower model reading a tap of the leader."""
+
+    name: Identifier = Field("mlp", description="unique name of the follower")
+    tap: Text = Field("features", description="what it reads: features (the cut), logits, probs, or a layer name")
+    temperature: Rate = Field(1.0, description="softmax temperature of the leader's probabilities when tap is probs")
+    hidden: ListOf[Positive] = Field((50,), description="units of each hidden layer")
+    dropout: Dropout = Field(0.0, description="dropout rate")
+    distill: Optional[DistillConfig] = Field(
+        None, description="adds a KL loss to the leader's softened probabilities (null: none)"
+    )
+    epochs: Positive = Field(100, description="training epochs")
+    learning_rate: Rate = Field(0.003, description="learning rate")
+
+
+class TrainConfig(Section):
+    """Epochs and learning rate of one training stage."""
+
+    epochs: Positive = Field(100, description="training epochs (the transfer head's budget, for a fair comparison)")
+    learning_rate: Rate = Field(0.003, description="learning rate")
+
+
+class TeamConfig(Section):
+    """Joint fine-tuning of the assembled team (``epochs: 0`` skips it)."""
+
+    epochs: Count = Field(0, description="epochs of joint fine-tuning (0: skip it)")
+    learning_rate: Rate = Field(0.0001, description="learning rate")
+
+
+class Config(Section):
+    """A whole run's config. Build it with :func:`load_config`.
+
+    Example:
+        >>> config = load_config()
+        >>> config.leader.architecture, config.followers[0].tap
+        ('residual_cnn', 'features')
+        >>> load_config(overrides=["seed=3"]).to_dict()["seed"]
+        3
+    """
+
+    seed: Count = Field(0, description="random seed for weights, shuffling and sampling")
+    output_dir: Text = Field("runs/digits", description="where the run writes models, reports and the resolved config")
+    overwrite: bool = Field(False, description="true: allow reusing the directory of a finished run")
+    deterministic: bool = Field(False, description="true: TF op determinism (same numbers every run, slower)")
+    data: DataConfig = Field(default_factory=DataConfig, description="the two tasks and how their examples are fed")
+    leader: LeaderConfig = Field(default_factory=LeaderConfig, description="the model trained on the source task")
+    transfer: TransferConfig = Field(
+        default_factory=TransferConfig,
+        description="cut the leader, freeze the kept part, train a new head on the target task",
+    )
+    followers: ListOf[FollowerConfig] = Field(
+        default_factory=lambda: (FollowerConfig(),),
+        description="models fed by the leader's outputs: a list ([] for none) of mappings like the one below; "
+        "a follower you list takes the fields it omits from it",
+    )
+    baseline: TrainConfig = Field(
+        default_factory=TrainConfig, description="the same architecture trained from scratch on the target alone"
+    )
+    team: TeamConfig = Field(default_factory=TeamConfig, description="joint fine-tuning of the assembled team")
+
+    @model_validator(mode="after")
+    def _follower_names_differ(self) -> Config:
+        seen: list[str] = []
+        for i, follower in enumerate(self.followers):
+            if follower.name in seen:
+                used = ", ".join(seen)
+                raise KerasTeamError(f"followers[{i}].name", follower.name, f"a name not used by another follower (used: {used})")
+            seen.append(follower.name)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Validate a config mapping; fields it omits take their defaults.
+
+        Example:
+            >>> config = load_config()
+            >>> Config.from_dict(config.to_dict()) == config
+            True
+        """
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise _user_error(error, cls) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts and lists, ready for YAML or JSON.
+
+        Example:
+            >>> load_config().to_dict()["data"]["target"]["classes"]
+            [5, 6, 7, 8, 9]
+        """
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML; ``load_config`` reads it back equal.
+
+        Example:
+            >>> print(load_config().to_yaml().splitlines()[0])
+            seed: 0
+        """
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------
+# pydantic's ValidationError -> one KerasTeamError naming the full field path.
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _keys_allowed(names: Sequence[str], given: object = None) -> str:
+    allowed = f"one of the keys {', '.join(names)}"
+    close = difflib.get_close_matches(str(given), names, n=1) if given is not None else []
+    return f"{allowed} (did you mean {close[0]!r}?)" if close else allowed
+
+
+def _user_error(error: ValidationError, model: type[BaseModel]) -> KerasTeamError:
+    """The first of pydantic's errors, as the one-line error a user reads."""
+    first = error.errors()[0]
+    loc, kind = first["loc"], first["type"]
+    if kind == "missing":  # reported at the mapping that lacks the key
+        loc = loc[:-1]
+    path, annotation, metadata = "", model, []
+    for part in loc:
+        section = _section_of(annotation)
+        if section is not None and isinstance(part, str):
+            if part not in section.model_fields:
+                return KerasTeamError(_join(path, part), first["input"], _keys_allowed(list(section.model_fields), part))
+            field = section.model_fields[part]
+            annotation, metadata = field.annotation, field.metadata
+        elif isinstance(part, int) and _item_of(annotation) is not None:
+            annotation, metadata = _item_of(annotation), []
+        else:  # a union member's tag: report the field as a whole
+            break
+        path = _join(path, part)
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, KerasTeamError):  # a rule across fields, relative to its section
+        return KerasTeamError(_join(path, cause.field) if path else cause.field, cause.value, cause.allowed)
+    if kind == "missing":
+        missing = first["loc"][-1]
+        return KerasTeamError(path or "config", first["input"], f"a mapping that also gives {missing}")
+    return KerasTeamError(path or "config", first["input"], _allowed(annotation, metadata))
+
+
+# ---------------------------------------------------------------------------
+# YAML reading and writing: floats like 1e-4 are numbers, a key given twice
+# is an error, lists of scalars are written inline.
 
 
 class _Loader(yaml.SafeLoader):
@@ -77,351 +503,88 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(list, _Dumper.represent_list)
 
 
-# ---------------------------------------------------------------------------
-# Rules: ``rule(path, value) -> value`` returns the checked (and normalised)
-# value or raises KerasTeamError naming ``path``.
-
-Rule = Callable[[str, Any], Any]
-
-
-def _fail(allowed: str, accept: Callable[[Any], bool], convert=lambda v: v) -> Rule:
-    def rule(path: str, value: Any) -> Any:
-        if not accept(value):
-            raise KerasTeamError(path, value, allowed)
-        return convert(value)
-
-    return rule
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-def _int(low: int) -> Rule:
-    return _fail(f"an int >= {low}", lambda v: _is_int(v) and v >= low)
-
-
-def _number(low: float, high: float = math.inf, *, low_open=True, high_open=True) -> Rule:
-    if high == math.inf:
-        allowed = f"a number {'>' if low_open else '>='} {low:g}"
-    else:
-        allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def inside(v: Any) -> bool:
-        return (
-            _is_number(v)
-            and (v > low if low_open else v >= low)
-            and (v < high if high_open else v <= high)
-        )
-
-    return _fail(allowed, inside, float)
-
-
-_bool = _fail("true or false", lambda v: isinstance(v, bool))
-_null = _fail("null", lambda v: v is None)
-_text = _fail("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
-_identifier = _fail(
-    "a name of letters, digits and _ not starting with a digit",
-    lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) is not None,
-)
-_keras_file = _fail(
-    "a path to an existing file ending in .keras",
-    lambda v: isinstance(v, str) and v.endswith(".keras") and os.path.isfile(v),
-)
-
-
-def _one_of(*choices: str) -> Rule:
-    return _fail(f"one of {', '.join(choices)}", lambda v: isinstance(v, str) and v in choices)
-
-
-def _either(*rules: Rule) -> Rule:
-    """The first rule that accepts the value; else an error listing them all."""
-
-    def rule(path: str, value: Any) -> Any:
-        wanted = []
-        for each in rules:
-            try:
-                return each(path, value)
-            except KerasTeamError as e:
-                if e.field != path:  # an error inside the value: report it as is
-                    raise
-                wanted.append(e.allowed)
-        raise KerasTeamError(path, value, " or ".join(wanted))
-
-    return rule
-
-
-def _list(item: Rule, what: str, *, distinct: bool = False, nonempty: bool = False) -> Rule:
-    """A list checked item by item (``path[i]``), returned as a tuple."""
-    allowed = f"a {'non-empty ' if nonempty else ''}list of {'distinct ' if distinct else ''}{what}"
-
-    def rule(path: str, value: Any) -> tuple:
-        if not isinstance(value, list) or (nonempty and not value):
-            raise KerasTeamError(path, value, allowed)
-        items = tuple(item(f"{path}[{i}]", v) for i, v in enumerate(value))
-        if distinct and len(set(items)) != len(items):
-            raise KerasTeamError(path, value, allowed)
-        return items
-
-    return rule
-
-
-def _section(cls: type) -> Rule:
-    return lambda path, value: _build(cls, value, path)
-
-
-def _check(rule: Rule) -> Any:
-    """A dataclass field without a default (defaults live in the YAML file)."""
-    return dataclasses.field(metadata={"rule": rule})
+def _scalar(value: Any) -> str:
+    """One value as inline YAML: ``null``, ``[0, 1]``, ``0.001``."""
+    return yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=math.inf).removesuffix("\n...\n").strip()
 
 
 # ---------------------------------------------------------------------------
-# The schema.
+# The commented default config and the JSON schema, both from the models.
+
+COMMENT_COLUMN = 25
+HEADER = """\
+# keras-team run config. Every field is optional in your own file: what you
+# leave out keeps the value shown here. Override one field on the command
+# line with --set, e.g. --set transfer.keep=fc1 --set followers.0.epochs=5
+# Each comment says what the field does, then what it accepts. A JSON schema
+# for editors: `keras-team schema` (also keras_team/app/config.schema.json).
+"""
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskConfig:
-    """One task's data: a dataset name, a class subset and k-shot sampling."""
-
-    name: str = _check(_text)
-    classes: tuple[int, ...] | None = _check(
-        _either(_null, _list(_int(0), "ints >= 0", distinct=True, nonempty=True))
-    )
-    shots: int | None = _check(_either(_null, _int(1)))
+def _commented(key: str, value: str, comment: str, indent: str) -> str:
+    line = f"{indent}{key}:{' ' + value if value else ''}"
+    return f"{line.ljust(COMMENT_COLUMN - 1)} # {comment}"
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Source and target tasks and how they are batched."""
-
-    source: TaskConfig = _check(_section(TaskConfig))
-    target: TaskConfig = _check(_section(TaskConfig))
-    validation: float = _check(_number(0, 1))
-    batch_size: int = _check(_int(1))
-    augment: tuple[str, ...] = _check(_list(_one_of("flip", "crop"), "flip, crop", distinct=True))
-    data_dir: str | None = _check(_either(_null, _text))
-    download: bool = _check(_bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class LeaderConfig:
-    """The leader: loaded from ``path`` or trained from ``architecture``."""
-
-    path: str | None = _check(_either(_null, _keras_file))
-    architecture: str = _check(_one_of("seed_cnn", "residual_cnn"))
-    epochs: int = _check(_int(1))
-    learning_rate: float = _check(_number(0))
+def _section_lines(section: BaseModel, indent: str, first_prefix: str = "") -> list[str]:
+    lines = []
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        about = f"{field.description}; {_allowed(field.annotation, field.metadata)}"
+        prefix = first_prefix if not lines else " " * len(first_prefix)
+        nested = _section_of(field.annotation)
+        if nested is not None and value is not None:
+            if not indent and not first_prefix:
+                lines.append("")
+            lines.append(_commented(name, "", field.description, indent + prefix))
+            lines.extend(_section_lines(value, indent + prefix + "  "))
+        elif _section_of(_item_of(field.annotation)) is not None and value:
+            lines.extend(["", _commented(name, "", field.description, indent + prefix)])
+            for item in value:
+                lines.extend(_section_lines(item, indent + prefix + "  ", "- "))
+        else:
+            lines.append(_commented(name, _scalar(to_plain(value)), about, indent + prefix))
+    return lines
 
 
-@dataclasses.dataclass(frozen=True)
-class HeadConfig:
-    """The new task head put on the kept part of the leader."""
-
-    kind: str = _check(_one_of("dense", "conv"))
-    hidden: tuple[int, ...] = _check(_list(_int(1), "ints >= 1"))
-    dropout: float = _check(_number(0, 1, low_open=False))
-    activation: str = _check(_text)
-
-
-@dataclasses.dataclass(frozen=True)
-class TransferConfig:
-    """Where to cut the leader, the head, and the optional fine-tuning."""
-
-    keep: int | str = _check(_either(_int(1), _text))
-    head: HeadConfig = _check(_section(HeadConfig))
-    epochs: int = _check(_int(1))
-    learning_rate: float = _check(_number(0))
-    unfreeze: int = _check(_int(0))
-    fine_tune_epochs: int = _check(_int(0))
-    fine_tune_learning_rate: float = _check(_number(0))
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    """Distillation: KL to the leader's probabilities at ``temperature``, weight ``alpha``."""
-
-    temperature: float = _check(_number(0))
-    alpha: float = _check(_number(0, 1, low_open=False, high_open=False))
-
-
-@dataclasses.dataclass(frozen=True)
-class FollowerConfig:
-    """A follower model reading a tap of the leader."""
-
-    name: str = _check(_identifier)
-    tap: str = _check(_text)  # features | logits | probs | a layer name
-    temperature: float = _check(_number(0))
-    hidden: tuple[int, ...] = _check(_list(_int(1), "ints >= 1"))
-    dropout: float = _check(_number(0, 1, low_open=False))
-    distill: DistillConfig | None = _check(_either(_null, _section(DistillConfig)))
-    epochs: int = _check(_int(1))
-    learning_rate: float = _check(_number(0))
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Epochs and learning rate of one training stage."""
-
-    epochs: int = _check(_int(1))
-    learning_rate: float = _check(_number(0))
-
-
-@dataclasses.dataclass(frozen=True)
-class TeamConfig:
-    """Joint fine-tuning of the assembled team (``epochs: 0`` skips it)."""
-
-    epochs: int = _check(_int(0))
-    learning_rate: float = _check(_number(0))
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """A whole run's config. Build it with :func:`load_config`.
+def to_plain(value: Any) -> Any:
+    """Tuples as lists, sections as dicts: what YAML and JSON write.
 
     Example:
-        >>> config = load_config()
-        >>> config.leader.architecture, config.followers[0].tap
-        ('seed_cnn', 'features')
-        >>> load_config(overrides=["seed=3"]).to_dict()["seed"]
-        3
+        >>> to_plain((1, (2, 3)))
+        [1, [2, 3]]
     """
-
-    seed: int = _check(_int(0))
-    output_dir: str = _check(_text)
-    overwrite: bool = _check(_bool)
-    deterministic: bool = _check(_bool)
-    data: DataConfig = _check(_section(DataConfig))
-    leader: LeaderConfig = _check(_section(LeaderConfig))
-    transfer: TransferConfig = _check(_section(TransferConfig))
-    followers: tuple[FollowerConfig, ...] = _check(
-        _list(_section(FollowerConfig), "follower mappings")
-    )
-    baseline: TrainConfig = _check(_section(TrainConfig))
-    team: TeamConfig = _check(_section(TeamConfig))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Config:
-        """Validate a complete config mapping (every field given).
-
-        Example:
-            >>> config = load_config()
-            >>> Config.from_dict(config.to_dict()) == config
-            True
-        """
-        return _check_across(_build(cls, data, ""))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dicts and lists, ready for YAML or JSON.
-
-        Example:
-            >>> load_config().to_dict()["data"]["target"]["classes"]
-            [5, 6, 7, 8, 9]
-        """
-        return _plain(self)
-
-    def to_yaml(self) -> str:
-        """The resolved config as YAML; ``load_config`` reads it back equal.
-
-        Example:
-            >>> print(load_config().to_yaml().splitlines()[0])
-            seed: 0
-        """
-        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False)
-
-
-# ---------------------------------------------------------------------------
-# Building dataclasses from mappings.
-
-
-def _join(path: str, key: object) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
-def _keys_allowed(names: Sequence[str], given: object = None) -> str:
-    allowed = f"one of the keys {', '.join(names)}"
-    close = difflib.get_close_matches(str(given), names, n=1) if given is not None else []
-    return f"{allowed} (did you mean {close[0]!r}?)" if close else allowed
-
-
-def _build(cls: type, value: Any, path: str) -> Any:
-    fields = dataclasses.fields(cls)
-    names = [f.name for f in fields]
-    if not isinstance(value, Mapping):
-        raise KerasTeamError(path or "config", value, f"a mapping with keys {', '.join(names)}")
-    for key in value:
-        if key not in names:
-            raise KerasTeamError(_join(path, str(key)), value[key], _keys_allowed(names, key))
-    missing = [n for n in names if n not in value]
-    if missing:
-        raise KerasTeamError(
-            path or "config", dict(value), f"a mapping that also gives {', '.join(missing)}"
-        )
-    return cls(**{f.name: f.metadata["rule"](_join(path, f.name), value[f.name]) for f in fields})
-
-
-def _check_across(config: Config) -> Config:
-    """Rules that involve more than one field."""
-    keep, unfreeze = config.transfer.keep, config.transfer.unfreeze
-    if isinstance(keep, int) and unfreeze > keep:
-        raise KerasTeamError(
-            "transfer.unfreeze", unfreeze, f"an int in [0, {keep}] (no more than transfer.keep)"
-        )
-    seen: list[str] = []
-    for i, follower in enumerate(config.followers):
-        if follower.name in seen:
-            raise KerasTeamError(
-                f"followers[{i}].name", follower.name, f"a name not used by another follower (used: {', '.join(seen)})"
-            )
-        seen.append(follower.name)
-    return config
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
 
 
-# ---------------------------------------------------------------------------
-# Loading: defaults <- file <- overrides, then validation.
-
-
 def default_config_text() -> str:
-    """The default config YAML, with a comment on every field.
+    """The default config as YAML, every field commented with what it does and accepts.
+
+    Written from the models' defaults and descriptions, so it cannot drift.
 
     Example:
-        >>> text = default_config_text()
-        >>> "transfer:" in text and "# " in text
-        True
+        >>> print(default_config_text().splitlines()[6])
+        seed: 0                  # random seed for weights, shuffling and sampling; an int >= 0
     """
-    return importlib.resources.files("keras_team.app").joinpath("default_config.yaml").read_text("utf-8")
+    return HEADER + "\n" + "\n".join(_section_lines(Config(), "")) + "\n"
 
 
-def _merge(base: Any, update: Any) -> Any:
-    """Mappings merge key by key; anything else (lists too) replaces."""
-    if isinstance(base, dict) and isinstance(update, Mapping):
-        merged = dict(base)
-        for key, value in update.items():
-            merged[key] = _merge(base[key], value) if key in base else value
-        return merged
-    return update
+def json_schema_text() -> str:
+    """The JSON schema of a config file (for editors: YAML language servers read it).
+
+    Example:
+        >>> json.loads(json_schema_text())["properties"]["seed"]["default"]
+        0
+    """
+    return json.dumps(Config.model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
-def _fill_followers(raw: dict, template: dict | None) -> dict:
-    """Give each listed follower the default follower's values for fields it omits."""
-    followers = raw.get("followers")
-    if template is None or not isinstance(followers, list):
-        return raw
-    filled = [_merge(template, f) if isinstance(f, Mapping) else f for f in followers]
-    return {**raw, "followers": filled}
+# ---------------------------------------------------------------------------
+# Loading: file <- overrides, then validation (omitted fields take defaults).
 
 
 def _read_file(path: str | os.PathLike) -> Any:
@@ -436,13 +599,22 @@ def _read_file(path: str | os.PathLike) -> Any:
     if data is None:  # an empty file changes nothing
         return {}
     if not isinstance(data, dict):
-        names = ", ".join(f.name for f in dataclasses.fields(Config))
-        raise KerasTeamError("config", name, f"a YAML mapping of keys {names} at the top level")
+        raise KerasTeamError("config", name, f"a YAML mapping of keys {', '.join(Config.model_fields)} at the top level")
     return data
 
 
+def _merge(base: Any, update: Any) -> Any:
+    """Mappings merge key by key; anything else (lists too) replaces."""
+    if isinstance(base, dict) and isinstance(update, Mapping):
+        merged = dict(base)
+        for key, value in update.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return update
+
+
 def _apply_override(raw: dict, override: str) -> dict:
-    """Apply one ``a.b.0.c=value`` override to the raw mapping."""
+    """Apply one ``a.b.0.c=value`` override to the raw mapping, walking the schema."""
     if not isinstance(override, str) or "=" not in override:
         raise KerasTeamError("--set", override, "PATH=VALUE, e.g. transfer.keep=3")
     dotted, text = (s.strip() for s in override.split("=", 1))
@@ -451,35 +623,37 @@ def _apply_override(raw: dict, override: str) -> dict:
         raise KerasTeamError("--set", override, "PATH=VALUE with a dotted PATH, e.g. transfer.head.dropout=0.5")
     value = _parse_yaml(text, dotted, text)
 
-    def put(node: Any, index: int, path: str) -> Any:
+    def put(node: Any, default: Any, annotation: Any, index: int, path: str) -> Any:
+        if node is None:
+            node = to_plain(default)
         if index == len(parts):
             return _merge(node, value)
-        part = parts[index]
-        if isinstance(node, list):
+        part, section, item = parts[index], _section_of(annotation), _item_of(annotation)
+        if item is not None and isinstance(node, list):
             if not (part.isdigit() and int(part) < len(node)):
                 allowed = f"an index 0..{len(node) - 1}" if node else "no index: the list is empty"
                 raise KerasTeamError(f"{path}[{part}]", text, allowed)
             i = int(part)
-            return [*node[:i], put(node[i], index + 1, _join(path, i)), *node[i + 1 :]]
-        if node is None:  # e.g. followers.0.distill.alpha while distill is null
-            return {part: put(None, index + 1, _join(path, part))}
-        if not isinstance(node, dict):
+            changed = put(node[i], None, item, index + 1, _join(path, i))
+            return [*node[:i], changed, *node[i + 1 :]]
+        if section is None:
             raise KerasTeamError(_join(path, part), text, f"a known field ({path} has no subfields)")
-        if part not in node:
-            raise KerasTeamError(_join(path, part), text, _keys_allowed(list(node), part))
-        return {**node, part: put(node[part], index + 1, _join(path, part))}
+        if part not in section.model_fields:
+            raise KerasTeamError(_join(path, part), text, _keys_allowed(list(section.model_fields), part))
+        node = {} if not isinstance(node, dict) else node
+        field = section.model_fields[part]
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        return {**node, part: put(node.get(part), default, field.annotation, index + 1, _join(path, part))}
 
-    return put(raw, 0, "")
+    return put(raw, None, Config, 0, "")
 
 
-def load_config(
-    path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
-) -> Config:
-    """Load the default config, merge a YAML file over it, apply overrides, validate.
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML file (fields it omits keep their defaults), apply overrides, validate.
 
-    A file may give only some fields. Each override is ``"dotted.path=value"``,
-    the value read as YAML; a number in the path indexes a list. Any mistake
-    raises :class:`~keras_team.errors.KerasTeamError` naming the field.
+    Each override is ``"dotted.path=value"``, the value read as YAML; a number
+    in the path indexes a list. Any mistake raises
+    :class:`~keras_team.errors.KerasTeamError` naming the full field path.
 
     Example:
         >>> config = load_config(overrides=["data.target.classes=[5, 6]",
@@ -487,29 +661,38 @@ def load_config(
         >>> config.data.target.classes, config.followers[0].epochs
         ((5, 6), 5)
     """
-    defaults = _parse_yaml(default_config_text(), "default_config.yaml", "default_config.yaml")
-    default_followers = defaults.get("followers") or [None]
-    template = default_followers[0]
-    raw = defaults if path is None else _merge(defaults, _read_file(path))
-    raw = _fill_followers(raw, template)
+    raw = {} if path is None else _read_file(path)
     if isinstance(overrides, str):  # a lone string is one override, not its characters
         overrides = [overrides]
     for override in overrides:
-        raw = _fill_followers(_apply_override(raw, override), template)
+        raw = _apply_override(raw, override)
     return Config.from_dict(raw)
 
 
 __all__ = [
+    "Allowed",
     "Config",
+    "Count",
     "DataConfig",
     "DistillConfig",
+    "DistinctListOf",
+    "Dropout",
     "FollowerConfig",
     "HeadConfig",
+    "Identifier",
+    "KerasFile",
     "LeaderConfig",
+    "ListOf",
+    "Positive",
+    "Rate",
+    "Section",
     "TaskConfig",
     "TeamConfig",
+    "Text",
     "TrainConfig",
     "TransferConfig",
     "default_config_text",
+    "json_schema_text",
     "load_config",
+    "to_plain",
 ]

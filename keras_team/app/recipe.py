@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from keras_team import heads, zoo
 from keras_team.caching import fit_follower
-from keras_team.app.config import Config
+from keras_team.app.config import Config, DataConfig
 from keras_team.cuts import resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
@@ -46,14 +46,34 @@ def banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
+def config_field(task: str, field: str) -> str:
+    """The config path of a field the data module names: `shots` of the target is `data.target.shots`.
+
+    Example:
+        >>> config_field("target", "shots"), config_field("source", "validation")
+        ('data.target.shots', 'data.validation')
+    """
+    leaf = field.rsplit(".", 1)[-1]
+    if leaf in ("name", "classes", "shots"):
+        return f"data.{task}.{leaf}"
+    return f"data.{leaf}" if leaf in DataConfig.model_fields else field
+
+
+def _load_task(config: Config, task: str, **kwargs) -> Task:
+    data, spec = config.data, getattr(config.data, task)
+    try:
+        return load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
+                         batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
+                         download=data.download, **kwargs)
+    except KerasTeamError as error:
+        raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
+
+
 def load_tasks(config: Config) -> tuple[Task, Task]:
-    """The source and target tasks the config names."""
+    """The source and target tasks the config names; errors name the full config field."""
     data = config.data
-    common = dict(seed=config.seed, batch_size=data.batch_size, validation=data.validation,
-                  data_dir=data.data_dir, download=data.download)
-    source = load_task(data.source.name, classes=data.source.classes, shots=data.source.shots, **common)
-    target = load_task(data.target.name, classes=data.target.classes, shots=data.target.shots,
-                       augment=data.augment, **common)
+    source = _load_task(config, "source")
+    target = _load_task(config, "target", augment=data.augment)
     if source.input_shape != target.input_shape:
         raise KerasTeamError("data.target.name", data.target.name,
                              f"images shaped like the source's {source.input_shape}, got {target.input_shape}")

@@ -1,0 +1,120 @@
+"""The one adapter to Keras' private graph internals.
+
+A functional model's graph is reached through private attributes
+(`_keras_history`, `_inbound_nodes`) and Keras' own `Node` objects. Every use
+of them lives in this module, so a Keras upgrade that moves them breaks one
+file. The rest of the package sees `Call`s: an operation (a layer, or a
+`keras.ops` function such as `keras.ops.relu`) with its input and output
+tensors.
+
+Example:
+    >>> import keras
+    >>> from keras_team import graph
+    >>> inputs = keras.Input((4,))
+    >>> x = keras.ops.relu(keras.layers.Dense(3, name="d1")(inputs))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="d2")(x))
+    >>> [call.operation.name for call in graph.layer_calls(model)]
+    ['d1', 'relu', 'd2']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Call:
+    """One call of an operation in a model's graph.
+
+    Attributes:
+        operation: the layer, or the `keras.ops` operation, that was called.
+        inputs: its input tensors, flattened.
+        outputs: its output tensors, flattened.
+    """
+
+    operation: object
+    inputs: tuple
+    outputs: tuple
+
+
+def _call_of(node) -> Call:
+    return Call(node.operation, tuple(node.input_tensors), tuple(node.output_tensors))
+
+
+def _node_of(tensor):
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index]
+
+
+def producer(tensor) -> Call:
+    """The call that produced a symbolic tensor of a functional graph.
+
+    Example:
+        >>> x = keras.layers.Dense(2, name="d")(keras.Input((3,)))
+        >>> producer(x).operation.name
+        'd'
+    """
+    return _call_of(_node_of(tensor))
+
+
+def is_input(call: Call) -> bool:
+    """Whether `call` is the placeholder of a model input."""
+    return isinstance(call.operation, keras.layers.InputLayer)
+
+
+def layer_calls(model: keras.Model) -> list[Call]:
+    """The calls between `model.inputs` and `model.outputs`, in topological order.
+
+    Model inputs are left out; each call appears once, a layer called twice
+    appears once per call.
+    """
+    order, seen = [], set()
+
+    def visit(tensor):
+        node = _node_of(tensor)
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        call = _call_of(node)
+        for parent in call.inputs:
+            visit(parent)
+        if not is_input(call):
+            order.append(call)
+
+    for output in model.outputs:
+        visit(output)
+    return order
+
+
+def final_activation(operation) -> str | None:
+    """The name of the activation an operation applies last, if any.
+
+    Covers `Activation` and `Softmax` layers, layers with an `activation`
+    argument (e.g. `Dense`), and `keras.ops` calls such as
+    `keras.ops.sigmoid`.
+
+    Example:
+        >>> final_activation(keras.layers.Dense(2, activation="sigmoid"))
+        'sigmoid'
+    """
+    if isinstance(operation, keras.layers.Softmax):
+        return "softmax"
+    if isinstance(operation, keras.layers.Layer):
+        if isinstance(operation, keras.Model):
+            calls = layer_calls(operation) if has_graph(operation) else []
+            return final_activation(calls[-1].operation) if calls else None
+        activation = getattr(operation, "activation", None)
+        return getattr(activation, "__name__", None)
+    return type(operation).__name__.lower()  # a keras.ops operation: Softmax, Sigmoid, Relu ...
+
+
+def has_graph(model) -> bool:
+    """Whether `model` is a built Sequential or functional model (it has a graph to walk)."""
+    if not isinstance(model, keras.Model):
+        return False
+    try:
+        return bool(model.outputs)
+    except (AttributeError, ValueError):
+        return False
