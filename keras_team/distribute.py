@@ -60,15 +60,15 @@ def choose_strategy(name: str = "auto", *, devices: Sequence[str] | None = None)
     """
     if name not in STRATEGIES:
         raise KerasTeamError("strategy", name, f"one of {', '.join(STRATEGIES)}")
+    if name == "multi_worker":  # first: it must configure TensorFlow's runtime before anything starts it
+        if "TF_CONFIG" not in os.environ:
+            raise KerasTeamError("strategy", name, "'multi_worker' with the cluster in the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise KerasTeamError("strategy", name, "'multi_worker' with the cluster in the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if devices is None:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(list(devices))

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from keras_team import distribute  # noqa: E402
 from tests.distribute_common import make_team, team_data  # noqa: E402
 
-strategy = distribute.choose_strategy("multi_worker")
+strategy = distribute.choose_strategy("multi_worker")  # before anything starts TensorFlow's runtime
 train, validation = team_data()
 with strategy.scope():
     team = make_team()

@@ -1,0 +1,26 @@
+"""Fit the tests' team on one device, then mirrored on the CPU split in two (run by test_distribute).
+
+Logical devices must be configured before TensorFlow initialises its
+devices, so this runs in a fresh process. Prints one JSON line.
+"""
+
+import json
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+from keras_team.distribute import choose_strategy  # noqa: E402
+from tests.distribute_common import make_team, team_data  # noqa: E402
+
+train, _ = team_data()
+result = {}
+for name in ("default", "mirrored"):
+    strategy = choose_strategy(name)
+    with strategy.scope():
+        team = make_team()
+    history = team.fit(train, epochs=2, verbose=0, shuffle=False)
+    result[name] = {"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"],
+                    "weights": [w.tolist() for w in team.get_weights()]}
+print("RESULT " + json.dumps(result), flush=True)
