@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from keras_team.distribute import shard_by_data
+from keras_team.distribute import replica_batch_size, shard_by_data
 from keras_team.errors import KerasTeamError
 
 AUGMENTATIONS = ("flip", "crop")
@@ -106,7 +106,8 @@ class Task:
                 # sequential, so the layers' seed state advances in order.
                 ds = ds.map(lambda image, label: (augment(image), label))
         # batch_size is the global batch; several workers each take a share of it.
-        return shard_by_data(ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE))
+        batch_size = replica_batch_size(self.batch_size, len(x))
+        return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def _augmenter(self):
         """One example -> a randomly flipped and/or padded-and-cropped copy."""

@@ -90,6 +90,32 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def replica_batch_size(batch_size: int, examples: int) -> int:
+    """The global batch size to serve `examples` with, so that every replica gets a fair share.
+
+    Under a mirrored strategy, Keras 3 fails when the replicas' shares of a
+    batch differ in the first batch (it reduces that batch across replicas
+    in `_maybe_symbolic_build` of its TensorFlow trainer: "Inputs to
+    operation AddN ... must have the same size") or when one replica gets
+    none of a last, partial batch. So the global batch must be a multiple
+    of the replicas, and it is lowered (by multiples of the replicas) until
+    the last batch leaves no replica empty. One device: unchanged.
+
+    Example:
+        >>> replica_batch_size(32, 15)   # one device
+        32
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas == 1:
+        return batch_size
+    if batch_size % replicas:
+        raise KerasTeamError("data.batch_size", batch_size, f"a multiple of the {replicas} replicas (it is the global batch)")
+    for size in range(min(batch_size, examples - examples % replicas), 0, -replicas):
+        if examples % size == 0 or examples % size >= replicas:
+            return size
+    return batch_size  # fewer examples than replicas: no size helps
+
+
 @contextlib.contextmanager
 def precision(policy: str = "float32") -> Iterator[None]:
     """Models built inside the block compute in `policy`; the previous policy comes back after.

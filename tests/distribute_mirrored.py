@@ -1,15 +1,23 @@
-"""Fit the tests' team on one device, then mirrored on the CPU split in two (run by test_distribute).
+"""On the CPU split in two logical devices (run by test_distribute, in a fresh process).
 
 Logical devices must be configured before TensorFlow initialises its
-devices, so this runs in a fresh process. Prints one JSON line.
+devices. `python -m tests.distribute_mirrored` fits the tests' team on one
+device, then mirrored, and prints one JSON line; `... cli ARGS` runs
+`keras-team ARGS` instead and exits with its status.
 """
 
 import json
+import sys
 
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+if sys.argv[1:2] == ["cli"]:
+    from keras_team.app import cli
+
+    sys.exit(cli.main(sys.argv[2:]))
 
 from keras_team.distribute import choose_strategy  # noqa: E402
 from tests.distribute_common import make_team, team_data  # noqa: E402

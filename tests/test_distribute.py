@@ -60,6 +60,20 @@ def test_mirrored_fit_on_two_logical_cpus_matches_one_device():
     assert np.allclose(default["loss"], mirrored["loss"], rtol=1e-4)
 
 
+def test_keras_team_run_mirrored_runs_every_stage_on_both_devices(tmp_path):
+    tiny = ["leader.architecture=seed_cnn", "leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1",
+            "baseline.epochs=1", "team.epochs=1", "transfer.keep=3", "data.target.shots=3"]
+    args = ["run", "--quiet", "--strategy", "mirrored", "--output-dir", str(tmp_path),
+            *[a for s in tiny for a in ("--set", s)]]
+    process = _python("-m", "tests.distribute_mirrored", "cli", *args)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out[-3000:]
+    stages = json.loads((tmp_path / "state.json").read_text())["stages"]
+    trained = ["leader", "transfer", "followers", "team", "baseline"]
+    assert {stage: stages[stage]["replicas"] for stage in trained} == dict.fromkeys(trained, 2)
+    assert (tmp_path / "team.keras").is_file()
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_team_trains_with_float32_outputs(policy):
     train, _ = team_data()

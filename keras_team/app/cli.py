@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                      help="override a config field, e.g. --set transfer.keep=fc1 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    run.add_argument("--strategy", help="overrides distribute.strategy: auto, default or mirrored")
 
     commands.add_parser("schema", help="print the config's JSON schema (for editors)")
 
@@ -62,6 +63,8 @@ def _run(args) -> None:
     overrides = list(args.set)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
+    if args.strategy:
+        overrides.append(f"distribute.strategy={args.strategy}")
     config = load_config(args.config, overrides)
     from keras_team.app.recipe import run
     from keras_team.app.report import format_table

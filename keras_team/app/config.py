@@ -333,6 +333,20 @@ class TeamConfig(Section):
     learning_rate: Rate = Field(0.0001, description="learning rate")
 
 
+class DistributeConfig(Section):
+    """Devices and numerics of every stage (see keras_team.distribute)."""
+
+    strategy: Literal["auto", "default", "mirrored"] = Field(
+        "auto", description="tf.distribute strategy: auto (mirrored when several GPUs are visible), default "
+        "(one device) or mirrored (all GPUs; data.batch_size is then the global batch)"
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="Keras dtype policy of the models (logits stay float32)"
+    )
+    jit_compile: bool = Field(False, description="true: XLA-compile training steps (slower on CPU, measured)")
+    steps_per_execution: Positive = Field(1, description="training batches run per call into TensorFlow")
+
+
 class Config(Section):
     """A whole run's config. Build it with :func:`load_config`.
 
@@ -363,6 +377,9 @@ class Config(Section):
         default_factory=TrainConfig, description="the same architecture trained from scratch on the target alone"
     )
     team: TeamConfig = Field(default_factory=TeamConfig, description="joint fine-tuning of the assembled team")
+    distribute: DistributeConfig = Field(
+        default_factory=DistributeConfig, description="devices and numerics: strategy, mixed precision, XLA"
+    )
 
     @model_validator(mode="after")
     def _follower_names_differ(self) -> Config:

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team import heads, zoo
+from keras_team import distribute, heads, zoo
 from keras_team.caching import fit_follower
 from keras_team.app.config import Config, DataConfig
 from keras_team.cuts import resolve_cut
@@ -128,8 +128,12 @@ class Recipe:
             keras.callbacks.TensorBoard(str(logs / "tensorboard" / stage), write_graph=False),
         ]
 
+    def _compile_options(self) -> dict:
+        cfg = self.config.distribute
+        return {"jit_compile": cfg.jit_compile, "steps_per_execution": cfg.steps_per_execution}
+
     def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float) -> dict:
-        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
+        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"], **self._compile_options())
         start = time.perf_counter()
         model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
                   epochs=epochs, callbacks=self._callbacks(stage), verbose=self.verbose,
@@ -143,6 +147,7 @@ class Recipe:
             return keras.models.load_model(self.ws.path(output))
         banner(f"{stage}: {description}")
         model, figures = build()
+        figures["replicas"] = model.distribute_strategy.num_replicas_in_sync  # the strategy it ran under
         self.ws.save_model(model, output)
         self.ws.finish(stage, figures)
         return model
@@ -213,7 +218,7 @@ class Recipe:
             return team
 
         def build():
-            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), **self._compile_options())
             start = time.perf_counter()
             team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
                      epochs=cfg.epochs, callbacks=self._callbacks("team"), verbose=self.verbose, shuffle=False)
@@ -239,7 +244,12 @@ class Recipe:
         return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
 
     def run(self) -> dict:
-        """Every stage in order; returns the report (also written to the run directory)."""
+        """Every stage in order, in the config's strategy and precision; returns the report."""
+        cfg = self.config.distribute
+        with distribute.choose_strategy(cfg.strategy).scope(), distribute.precision(cfg.precision):
+            return self._run_stages()
+
+    def _run_stages(self) -> dict:
         from keras_team.app.report import evaluate_team, write_report  # matplotlib only when reporting
 
         source, target = load_tasks(self.config)
