@@ -107,7 +107,7 @@ def test_every_field_has_a_description_shown_by_init():
     for section in found:
         for name, field in section.model_fields.items():
             assert field.description, f"{section.__name__}.{name} has no description"
-            if section.__name__ != "DistillConfig":  # null by default: its fields are not shown
+            if section.__name__ not in ("DistillConfig", "TeamLeaderConfig"):  # null or [] by default: not shown
                 assert f"{name}: " in text and field.description in text, f"{section.__name__}.{name}"
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import KerasTeamError
+from keras_team.export import cli as export_cli
 
 USER_ERROR = 2
 INTERRUPTED = 130
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run's saved team on its target task")
     evaluate.add_argument("run_dir", nargs="?", default="runs/digits", help="a finished run's directory (default: %(default)s)")
     evaluate.add_argument("--split", default="test", choices=("test", "validation", "train"))
+    export_cli.add_parser(commands)
     return parser
 
 
@@ -101,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        {"init": _init, "run": _run, "evaluate": _evaluate, "schema": lambda _: print(json_schema_text(), end="")}[
+        {"init": _init, "run": _run, "evaluate": _evaluate, "schema": lambda _: print(json_schema_text(), end=""),
+         "export": export_cli.handle}[
             args.command
         ](args)
     except KerasTeamError as error:

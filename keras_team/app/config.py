@@ -52,6 +52,7 @@ class Allowed:
     """
 
     text: str
+    plural: str = ""  # for list items: "names of ..."; the singular text when empty
 
 
 def _as_tuple(value: Any) -> Any:
@@ -90,7 +91,9 @@ Dropout = Annotated[float, Field(ge=0, lt=1)]
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
 """A non-empty string."""
 Identifier = Annotated[
-    str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), Allowed("a name of letters, digits and _ not starting with a digit")
+    str,
+    Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"),
+    Allowed("a name of letters, digits and _ not starting with a digit", "names of letters, digits and _"),
 ]
 """A name usable as a Keras layer or output name."""
 KerasFile = Annotated[str, AfterValidator(_existing_keras_file), Allowed("a path to an existing file ending in .keras")]
@@ -135,7 +138,7 @@ def _bounds(metadata: Sequence[Any]) -> dict[str, Any]:
         elif isinstance(item, annotated_types.MinLen):
             found["min_length"] = item.min_length
         elif isinstance(item, Allowed):
-            found["allowed"] = item.text
+            found["allowed"], found["allowed_plural"] = item.text, item.plural or item.text
         elif item is _DISTINCT:
             found["distinct"] = True
     return found
@@ -175,7 +178,7 @@ def _allowed(annotation: Any, metadata: Sequence[Any] = (), *, plural: bool = Fa
         metadata = [*metadata, *more]
     bounds = _bounds(metadata)
     if "allowed" in bounds:
-        return bounds["allowed"]
+        return bounds["allowed_plural" if plural else "allowed"]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (Union, types.UnionType):
         text = " or ".join(_allowed(a, plural=plural) for a in args if a is not type(None))
@@ -317,6 +320,21 @@ class FollowerConfig(Section):
     )
     epochs: Positive = Field(100, description="training epochs")
     learning_rate: Rate = Field(0.003, description="learning rate")
+    leaders: Optional[Annotated[DistinctListOf[Identifier], Field(min_length=1)]] = Field(
+        None, description="names of the leaders it reads (null: every leader)"
+    )
+    combine: Literal["concat", "each"] = Field(
+        "concat",
+        description="with several leaders: concat joins their taps into one input; each applies the follower "
+        "to every leader's tap and sums its losses",
+    )
+
+
+class TeamLeaderConfig(LeaderConfig):
+    """One of several leaders: its name, its source training and its own transfer."""
+
+    name: Identifier = Field(description="unique member name of this leader")
+    transfer: TransferConfig = Field(default_factory=TransferConfig, description="its cut, head and fine-tuning")
 
 
 class TrainConfig(Section):
@@ -368,28 +386,70 @@ class Config(Section):
         default_factory=TransferConfig,
         description="cut the leader, freeze the kept part, train a new head on the target task",
     )
+    leaders: ListOf[TeamLeaderConfig] = Field(
+        (),
+        description="several leaders: a list of mappings of name, the fields of leader, and transfer; an entry "
+        "takes what it omits from leader and transfer above ([]: one leader, named leader, as those describe)",
+    )
     followers: ListOf[FollowerConfig] = Field(
         default_factory=lambda: (FollowerConfig(),),
         description="models fed by the leader's outputs: a list ([] for none) of mappings like the one below; "
         "a follower you list takes the fields it omits from it",
     )
     baseline: TrainConfig = Field(
-        default_factory=TrainConfig, description="the same architecture trained from scratch on the target alone"
+        default_factory=TrainConfig,
+        description="the (first) leader's architecture, cut and head trained from scratch on the target alone",
     )
     team: TeamConfig = Field(default_factory=TeamConfig, description="joint fine-tuning of the assembled team")
     distribute: DistributeConfig = Field(
         default_factory=DistributeConfig, description="devices and numerics: strategy, mixed precision, XLA"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _leaders_take_the_shorthand(cls, data: Any) -> Any:
+        """Each entry of `leaders` takes what it omits from `leader` and `transfer`."""
+        if not (isinstance(data, Mapping) and isinstance(data.get("leaders"), (list, tuple))):
+            return data
+        base = LeaderConfig().model_dump()
+        base["transfer"] = TransferConfig().model_dump()
+        for key, target in (("leader", base), ("transfer", base["transfer"])):
+            if isinstance(data.get(key), Mapping):
+                target.update(_merge(target, data[key]))
+        for i, entry in enumerate(data["leaders"]):
+            if isinstance(entry, Mapping) and "name" not in entry:
+                raise KerasTeamError(f"leaders[{i}]", dict(entry), "a mapping that also gives name")
+        entries = [_merge(base, entry) if isinstance(entry, Mapping) else entry for entry in data["leaders"]]
+        return {**data, "leaders": entries}
+
     @model_validator(mode="after")
-    def _follower_names_differ(self) -> Config:
-        seen: list[str] = []
+    def _member_names_fit(self) -> Config:
+        leaders = [leader.name for leader in self.team_leaders]
+        for i, name in enumerate(leaders):
+            if name in leaders[:i]:
+                raise KerasTeamError(f"leaders[{i}].name", name, f"a name not used by another leader (used: {', '.join(leaders[:i])})")
+        seen = list(leaders)
         for i, follower in enumerate(self.followers):
             if follower.name in seen:
                 used = ", ".join(seen)
-                raise KerasTeamError(f"followers[{i}].name", follower.name, f"a name not used by another follower (used: {used})")
+                raise KerasTeamError(f"followers[{i}].name", follower.name, f"a name not used by another follower or leader (used: {used})")
             seen.append(follower.name)
+            for j, name in enumerate(follower.leaders or ()):
+                if name not in leaders:
+                    raise KerasTeamError(f"followers[{i}].leaders[{j}]", name, f"the name of a leader: {', '.join(leaders)}")
         return self
+
+    @property
+    def team_leaders(self) -> tuple[TeamLeaderConfig, ...]:
+        """The team's leaders: `leaders`, or the one `leader` and `transfer` describe, named "leader".
+
+        Example:
+            >>> [(c.name, c.architecture, c.transfer.keep) for c in load_config().team_leaders]
+            [('leader', 'residual_cnn', 'pool1')]
+        """
+        if self.leaders:
+            return self.leaders
+        return (TeamLeaderConfig(name="leader", transfer=self.transfer, **dict(self.leader)),)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
@@ -422,6 +482,16 @@ class Config(Section):
             seed: 0
         """
         return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False)
+
+
+def stage_suffix(leader: str) -> str:
+    """What a leader's stages and files end with: nothing for the one-leader run's `leader`.
+
+    Example:
+        >>> stage_suffix("leader"), stage_suffix("cnn")
+        ('', '_cnn')
+    """
+    return "" if leader == "leader" else f"_{leader}"
 
 
 # ---------------------------------------------------------------------------
@@ -555,8 +625,8 @@ def _section_lines(section: BaseModel, indent: str, first_prefix: str = "") -> l
                 lines.append("")
             lines.append(_commented(name, "", field.description, indent + prefix))
             lines.extend(_section_lines(value, indent + prefix + "  "))
-        elif _section_of(_item_of(field.annotation)) is not None and value:
-            lines.extend(["", _commented(name, "", field.description, indent + prefix)])
+        elif _section_of(_item_of(field.annotation)) is not None:
+            lines.extend(["", _commented(name, "" if value else "[]", field.description, indent + prefix)])
             for item in value:
                 lines.extend(_section_lines(item, indent + prefix + "  ", "- "))
         else:
@@ -641,7 +711,7 @@ def _apply_override(raw: dict, override: str) -> dict:
     value = _parse_yaml(text, dotted, text)
 
     def put(node: Any, default: Any, annotation: Any, index: int, path: str) -> Any:
-        if node is None:
+        if node is None and isinstance(default, tuple):  # a list not given yet: its default items
             node = to_plain(default)
         if index == len(parts):
             return _merge(node, value)
@@ -659,7 +729,7 @@ def _apply_override(raw: dict, override: str) -> dict:
             raise KerasTeamError(_join(path, part), text, _keys_allowed(list(section.model_fields), part))
         node = {} if not isinstance(node, dict) else node
         field = section.model_fields[part]
-        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        default = field.get_default(call_default_factory=True) if _item_of(field.annotation) is not None else None
         return {**node, part: put(node.get(part), default, field.annotation, index + 1, _join(path, part))}
 
     return put(raw, None, Config, 0, "")
@@ -705,11 +775,13 @@ __all__ = [
     "Section",
     "TaskConfig",
     "TeamConfig",
+    "TeamLeaderConfig",
     "Text",
     "TrainConfig",
     "TransferConfig",
     "default_config_text",
     "json_schema_text",
     "load_config",
+    "stage_suffix",
     "to_plain",
 ]

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from keras_team import distribute, heads, zoo
 from keras_team.caching import fit_follower
-from keras_team.app.config import Config, DataConfig
+from keras_team.app.config import Config, DataConfig, TransferConfig, stage_suffix
 from keras_team.cuts import resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
@@ -80,29 +80,42 @@ def load_tasks(config: Config) -> tuple[Task, Task]:
     return source, target
 
 
-def _head(config: Config, num_classes: int) -> keras.layers.Layer:
-    head = config.transfer.head
+def _head(spec: TransferConfig, num_classes: int) -> keras.layers.Layer:
+    head = spec.head
     if head.kind == "conv":
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
-def check_keep(leader: keras.Model, keep: int | str) -> None:
-    """Raise `KerasTeamError` on `transfer.keep` unless it is a valid cut of `leader`."""
+def check_keep(leader: keras.Model, keep: int | str, field: str = "transfer.keep") -> None:
+    """Raise `KerasTeamError` on `field` unless `keep` is a valid cut of `leader`."""
     try:
         resolve_cut(leader, keep)
     except KerasTeamError as error:
-        raise KerasTeamError("transfer.keep", keep, error.allowed) from error
+        raise KerasTeamError(field, keep, error.allowed) from error
 
 
-def _load_leader(path: str, task: Task) -> keras.Model:
+def leader_field(config: Config, index: int, field: str) -> str:
+    """Where the config sets `field` of its `index`-th leader: `leader.path`, `leaders[1].transfer.keep`, ...
+
+    Example:
+        >>> from keras_team.app.config import load_config
+        >>> leader_field(load_config(), 0, "transfer.keep"), leader_field(load_config(), 0, "path")
+        ('transfer.keep', 'leader.path')
+    """
+    if config.leaders:
+        return f"leaders[{index}].{field}"
+    return field if field.startswith("transfer.") else f"leader.{field}"
+
+
+def _load_leader(path: str, task: Task, field: str = "leader.path") -> keras.Model:
     try:
         leader = keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for unreadable or corrupt files
-        raise KerasTeamError("leader.path", path, f"a readable Keras .keras model ({type(error).__name__}: {error})") from error
+        raise KerasTeamError(field, path, f"a readable Keras .keras model ({type(error).__name__}: {error})") from error
     expected = (None, *task.input_shape)
     if tuple(leader.inputs[0].shape) != expected:
-        raise KerasTeamError("leader.path", path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
+        raise KerasTeamError(field, path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
     return leader
 
 
@@ -153,55 +166,63 @@ class Recipe:
         return model
 
     # --- stages ----------------------------------------------------------
-    def train_leader(self, source: Task) -> keras.Model:
-        cfg = self.config.leader
+    def train_leader(self, index: int, source: Task) -> keras.Model:
+        """Train (or load) the `index`-th leader on the source task."""
+        cfg = self.config.team_leaders[index]
+        suffix = stage_suffix(cfg.name)
 
         def build():
             if cfg.path:
-                leader = _load_leader(cfg.path, source)
-                check_keep(leader, self.config.transfer.keep)
+                leader = _load_leader(cfg.path, source, leader_field(self.config, index, "path"))
+                check_keep(leader, cfg.transfer.keep, leader_field(self.config, index, "transfer.keep"))
                 return leader, {"seconds": 0.0, "loaded_from": cfg.path}
-            leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name="leader")
-            figures = self._fit("leader", leader, source, cfg.epochs, cfg.learning_rate)
+            leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name=cfg.name)
+            figures = self._fit(f"leader{suffix}", leader, source, cfg.epochs, cfg.learning_rate)
             figures["source_test_accuracy"] = self._accuracy(leader, source)
             return leader, figures
 
         what = f"load {cfg.path}" if cfg.path else f"train {cfg.architecture} on {source.name} ({source.num_classes} classes)"
-        return self._stage("leader", what, build, "leader.keras")
+        return self._stage(f"leader{suffix}", f"{cfg.name}: {what}" if suffix else what, build, f"leader{suffix}.keras")
 
-    def train_transfer(self, leader: keras.Model, target: Task) -> keras.Model:
-        cfg = self.config.transfer
+    def train_transfer(self, index: int, leader: keras.Model, target: Task) -> keras.Model:
+        """Cut, freeze and put a new head on the `index`-th leader; optionally fine-tune."""
+        name = self.config.team_leaders[index].name
+        cfg, suffix = self.config.team_leaders[index].transfer, stage_suffix(name)
+        said = f"{name}: " if suffix else ""
 
         def build():
-            model = transfer(leader, cfg.keep, _head(self.config, target.num_classes), name="transfer")
-            return model, self._fit("transfer", model, target, cfg.epochs, cfg.learning_rate)
+            model = transfer(leader, cfg.keep, _head(cfg, target.num_classes), name=f"transfer{suffix}")
+            return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate)
 
-        model = self._stage("transfer", f"keep {cfg.keep!r} of the leader, frozen; train a new head",
-                            build, "stages/transfer.keras")
+        model = self._stage(f"transfer{suffix}", f"{said}keep {cfg.keep!r} of the leader, frozen; train a new head",
+                            build, f"stages/transfer{suffix}.keras")
         if not cfg.unfreeze or not cfg.fine_tune_epochs:
             return model
 
         def fine_tune():
             unfreeze(model, top=cfg.unfreeze)
-            return model, self._fit("fine_tune", model, target, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate)
+            return model, self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
+                                    cfg.fine_tune_learning_rate)
 
-        return self._stage("fine_tune", f"unfreeze the top {cfg.unfreeze} kept layers, fine-tune",
-                           fine_tune, "stages/fine_tune.keras")
+        return self._stage(f"fine_tune{suffix}", f"{said}unfreeze the top {cfg.unfreeze} kept layers, fine-tune",
+                           fine_tune, f"stages/fine_tune{suffix}.keras")
 
-    def train_followers(self, student: keras.Model, target: Task) -> Team:
+    def train_followers(self, students: dict[str, keras.Model], target: Task) -> Team:
+        """Each follower on cached taps of the frozen leaders it reads; the team of them all."""
         cfgs = self.config.followers
 
         def build():
             followers = [
                 Follower(zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
-                         tap=f.tap, temperature=f.temperature,
+                         tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                          distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None)
                 for f in cfgs
             ]
-            team = Team({"leader": student}, followers)
+            team = Team(students, followers)
             figures = {}
             for f in cfgs:
-                print(f"-- follower {f.name!r} on the leader's {f.tap!r} (taps cached)", flush=True)
+                read = f"{', '.join(f.leaders or students)}" if len(students) > 1 else "the leader"
+                print(f"-- follower {f.name!r} on {read}'s {f.tap!r} (taps cached)", flush=True)
                 start = time.perf_counter()
                 fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                              epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
@@ -210,7 +231,8 @@ class Recipe:
                 figures[f.name] = {"seconds": time.perf_counter() - start}
             return team, figures
 
-        return self._stage("followers", f"{len(cfgs)} follower(s) on the frozen leader's taps", build, "team.keras")
+        whose = "leader's" if len(students) == 1 else f"{len(students)} leaders'"
+        return self._stage("followers", f"{len(cfgs)} follower(s) on the frozen {whose} taps", build, "team.keras")
 
     def train_team(self, team: Team, target: Task) -> Team:
         cfg = self.config.team
@@ -227,12 +249,12 @@ class Recipe:
         return self._stage("team", "joint fine-tuning of the team (summed member losses)", build, "team.keras")
 
     def train_baseline(self, leader: keras.Model, target: Task) -> keras.Model:
-        cfg = self.config.baseline
+        """The first leader's architecture, cut and head, from scratch on the target alone."""
+        cfg, spec = self.config.baseline, self.config.team_leaders[0].transfer
 
         def build():
             scratch = keras.models.clone_model(leader)  # the leader's architecture, freshly initialised
-            model = transfer(scratch, self.config.transfer.keep, _head(self.config, target.num_classes),
-                             freeze=False, name="baseline")
+            model = transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False, name="baseline")
             return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate)
 
         return self._stage("baseline", "the same architecture from scratch on the target alone",
@@ -253,16 +275,20 @@ class Recipe:
         from keras_team.app.report import evaluate_team, write_report  # matplotlib only when reporting
 
         source, target = load_tasks(self.config)
-        if not self.config.leader.path:  # a bad cut fails now, not after the leader trained
-            architecture = ARCHITECTURES[self.config.leader.architecture]
-            check_keep(architecture(source.input_shape, source.num_classes), self.config.transfer.keep)
+        leaders_config = self.config.team_leaders
+        for index, cfg in enumerate(leaders_config):  # a bad cut fails now, not after a leader trained
+            if not cfg.path:
+                architecture = ARCHITECTURES[cfg.architecture]
+                check_keep(architecture(source.input_shape, source.num_classes), cfg.transfer.keep,
+                           leader_field(self.config, index, "transfer.keep"))
         keras.utils.set_random_seed(self.config.seed)
         if self.config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        leader = self.train_leader(source)
-        student = self.train_transfer(leader, target)
-        team = self.train_team(self.train_followers(student, target), target)
-        baseline = self.train_baseline(leader, target)
+        leaders = [self.train_leader(index, source) for index in range(len(leaders_config))]
+        students = {cfg.name: self.train_transfer(index, leader, target)
+                    for index, (cfg, leader) in enumerate(zip(leaders_config, leaders))}
+        team = self.train_team(self.train_followers(students, target), target)
+        baseline = self.train_baseline(leaders[0], target)
         banner("evaluate: members, team ensemble and scratch baseline on the target test set")
         report = evaluate_team(team, target, baseline=baseline)
         report["stages"] = self.ws.state["stages"]

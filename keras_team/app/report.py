@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 from keras_team.data import Task  # noqa: E402
 from keras_team.team import Team  # noqa: E402
+from keras_team.app.config import stage_suffix  # noqa: E402
 from keras_team.app.workspace import Workspace, atomic_path, write_text  # noqa: E402
 
 
@@ -39,6 +40,7 @@ def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: kera
         "task": task.name,
         "split": split,
         "examples": int(len(y)),
+        "leaders": list(team.leaders),
         "members": {name: {key: _accuracy(p, y)} for name, p in predictions.items()},
         "ensemble": {key: _accuracy(np.asarray(Team.ensemble(predictions)), y)},
     }
@@ -50,8 +52,14 @@ def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: kera
 def _rows(report: dict) -> list[tuple[str, float, float | None]]:
     key = f"{report['split']}_accuracy"
     stages = report.get("stages", {})
+    leaders = report.get("leaders", ["leader"])
+
+    def transfer_seconds(name: str) -> float | None:
+        stage_names = (f"transfer{stage_suffix(name)}", f"fine_tune{stage_suffix(name)}")
+        return sum(stages.get(stage, {}).get("seconds", 0.0) for stage in stage_names) or None
+
     seconds = {
-        "leader": sum(stages.get(s, {}).get("seconds", 0.0) for s in ("transfer", "fine_tune")) or None,
+        **{name: transfer_seconds(name) for name in leaders},
         **{name: fig.get("seconds") for name, fig in stages.get("followers", {}).items()},
         **({"team": stages["team"]["seconds"]} if "team" in stages else {}),
     }
@@ -59,7 +67,7 @@ def _rows(report: dict) -> list[tuple[str, float, float | None]]:
     if "baseline" in report:
         rows.append(("scratch baseline", report["baseline"][key], stages.get("baseline", {}).get("seconds")))
     for name, scores in report["members"].items():
-        label = "leader (transfer)" if name == "leader" else name
+        label = f"{name} (transfer)" if name in leaders else name
         rows.append((label, scores[key], seconds.get(name)))
     rows.append(("team ensemble", report["ensemble"][key], seconds.get("team")))
     return rows

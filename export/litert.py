@@ -1,0 +1,217 @@
+"""LiteRT (TFLite) files: float32, dynamic-range, float16 or full-integer int8.
+
+The TFLite converter reads a SavedModel holding one signature per member
+(see `keras_team.export.signatures`), so a Team's file has one signature per
+member, with the same ``inputs`` and output names as the SavedModel. int8
+is calibrated on a sample of the unaugmented training examples, with int8
+or float I/O (a raw integer input such as uint8 pixels stays as it is).
+Files run with the `ai-edge-litert` interpreter (`predict`).
+
+Example:
+    >>> path = tflite(model, "digits.tflite", quantization="float16")   # doctest: +SKIP
+    >>> predict(path, x, "digits")["digits"].shape                       # doctest: +SKIP
+    (n, 5)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from keras_team.app.workspace import atomic_path
+from keras_team.errors import KerasTeamError
+from keras_team.export.signatures import input_spec, members, write_archive
+
+QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")
+IO_TYPES = ("float", "int8")
+CALIBRATION_EXAMPLES = 200
+_UNSUPPORTED_OP = re.compile(r"'(?:tf|tfl)\.(\w+)' op is neither a custom op nor a flex op")
+
+
+def tflite(
+    model: keras.Model,
+    path: str | os.PathLike,
+    *,
+    quantization: str = "float32",
+    representative_data: np.ndarray | None = None,
+    io: str = "float",
+    input_dtype: str | None = None,
+    calibration_examples: int = CALIBRATION_EXAMPLES,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Convert `model` (a Team or one model) to a LiteRT file at `path`, written atomically.
+
+    Args:
+        model: the Keras model or Team.
+        path: the `.tflite` file to write.
+        quantization: "float32" (none), "dynamic" (int8 weights), "float16"
+            (float16 weights) or "int8" (weights and activations).
+        representative_data: raw, unaugmented training examples (int8 only);
+            a seeded sample of `calibration_examples` of them calibrates it.
+        io: int8 only: "float" keeps float input/output tensors, "int8"
+            quantizes them (a raw integer input such as uint8 stays as it is).
+        input_dtype: dtype of the raw examples (e.g. "uint8"); default the model input's.
+        calibration_examples: how many examples calibrate int8.
+        seed: seeds the calibration sample.
+
+    Returns:
+        `path`.
+
+    Example:
+        >>> tflite(model, "digits-int8.tflite", quantization="int8",
+        ...        representative_data=task.splits["train"][0])        # doctest: +SKIP
+    """
+    return tflite_files(model, {path: (quantization, io)}, representative_data=representative_data,
+                        input_dtype=input_dtype, calibration_examples=calibration_examples, seed=seed)[0]
+
+
+def tflite_files(
+    model: keras.Model,
+    files: Mapping[str | os.PathLike, tuple[str, str]],
+    *,
+    representative_data: np.ndarray | None = None,
+    input_dtype: str | None = None,
+    calibration_examples: int = CALIBRATION_EXAMPLES,
+    seed: int = 0,
+) -> list[pathlib.Path]:
+    """Several LiteRT files of one model: path -> (quantization, io), arguments as `tflite`.
+
+    The model is traced and saved once for all of them.
+
+    Example:
+        >>> tflite_files(model, {"m.tflite": ("float32", "float"),
+        ...                      "m-int8.tflite": ("int8", "int8")},
+        ...              representative_data=x_train)                  # doctest: +SKIP
+    """
+    for quantization, io in files.values():
+        if quantization not in QUANTIZATIONS:
+            raise KerasTeamError("quantization", quantization, f"one of {', '.join(QUANTIZATIONS)}")
+        if io not in IO_TYPES:
+            raise KerasTeamError("io", io, f"one of {', '.join(IO_TYPES)}")
+    spec = input_spec(model, input_dtype)
+    sample = None
+    if any(quantization == "int8" for quantization, _ in files.values()):
+        sample = _calibration_sample(representative_data, spec, calibration_examples, seed)
+    keys = list(members(model))
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write_archive(model, tmp, spec, default=False)
+        for path, (quantization, io) in files.items():
+            try:
+                flatbuffer = _convert(tmp, keys, quantization, sample, io)
+            except Exception as error:  # the converter raises ConverterError, RuntimeError, ...
+                raise _conversion_error(tmp, keys, error) from error
+            with atomic_path(pathlib.Path(path)) as target:
+                target.write_bytes(flatbuffer)
+            written.append(pathlib.Path(path))
+    return written
+
+
+def _calibration_sample(data, spec: tf.TensorSpec, count: int, seed: int) -> np.ndarray:
+    if data is None or len(data) == 0:
+        raise KerasTeamError("representative_data", None, "unaugmented training examples to calibrate int8")
+    data = np.asarray(data)
+    if tuple(data.shape[1:]) != tuple(spec.shape[1:]):
+        raise KerasTeamError("representative_data", f"shape {data.shape}", f"examples shaped {tuple(spec.shape[1:])}")
+    chosen = np.random.default_rng(seed).permutation(len(data))[:count]
+    return data[np.sort(chosen)].astype(spec.dtype.as_numpy_dtype)
+
+
+def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample, io: str) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=keys)
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        def calibration():
+            for key in keys:
+                for example in sample:
+                    yield key, {"inputs": example[np.newaxis]}
+
+        converter.representative_dataset = calibration
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    with _quiet_stderr():
+        return converter.convert()
+
+
+def _conversion_error(saved_model_dir: str, keys: list[str], error: Exception) -> KerasTeamError:
+    """A one-line error naming the member and the op TFLite lacks (not the converter's dump)."""
+    ops = sorted(set(_UNSUPPORTED_OP.findall(str(error))))
+    if not ops:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return KerasTeamError("model", "not convertible", f"a model the TFLite converter accepts ({first[:200]})")
+    failing = [key for key in keys if _fails_alone(saved_model_dir, key)] if len(keys) > 1 else keys
+    return KerasTeamError(f"member {', '.join(failing) or ', '.join(keys)}", f"op {', '.join(ops)}",
+                          "only ops with a TFLite builtin kernel (https://ai.google.dev/edge/litert/models/ops_compatibility)")
+
+
+def _fails_alone(saved_model_dir: str, key: str) -> bool:
+    try:
+        _convert(saved_model_dir, [key], "float32", None, "float")
+    except Exception:  # noqa: BLE001 - any failure counts
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the converter's C++ log lines (MLIR dumps) on file descriptor 2."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def predict(path: str | os.PathLike, examples: np.ndarray, signature: str | None = None,
+            *, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Run one signature of a LiteRT file with the ai-edge-litert interpreter; float32 outputs.
+
+    Inputs are cast (or quantized, for int8 inputs) to the file's input type;
+    int8 outputs are dequantized.
+
+    Example:
+        >>> predict("digits.tflite", x, "digits")["digits"].shape   # doctest: +SKIP
+        (n, 5)
+    """
+    runner = Interpreter(model_path=str(path)).get_signature_runner(signature)
+    (name, detail), = runner.get_input_details().items()
+    outputs = runner.get_output_details()
+    results: dict[str, list[np.ndarray]] = {key: [] for key in outputs}
+    examples = np.asarray(examples)
+    for start in range(0, len(examples), batch_size):
+        batch = _to_tensor(examples[start:start + batch_size], detail)
+        for key, value in runner(**{name: batch}).items():
+            results[key].append(_from_tensor(value, outputs[key]))
+    return {key: np.concatenate(parts) for key, parts in results.items()}
+
+
+def _to_tensor(batch: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if scale and np.issubdtype(detail["dtype"], np.integer):
+        info = np.iinfo(detail["dtype"])
+        batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
+    return batch.astype(detail["dtype"])
+
+
+def _from_tensor(value: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if scale and np.issubdtype(value.dtype, np.integer):
+        return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return value.astype(np.float32)

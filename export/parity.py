@@ -1,0 +1,204 @@
+"""Parity of exported artefacts with the Keras model they came from.
+
+`verify` runs the Keras model (``training=False``), each reloaded
+SavedModel (through every signature) and each LiteRT file (through every
+signature) on the same held-out examples, and reports per artefact,
+signature and output: the largest absolute logit difference from Keras, the
+top-1 agreement with Keras and, with labels, the test accuracy. Each
+artefact is held to the tolerance of its format (`TOLERANCES`, for logits of
+classifiers: tight for float32, looser for float16, dynamic range and int8);
+the report is written as JSON, then any miss raises `KerasTeamError`
+naming the artefact, the output and the figure.
+
+Example:
+    >>> report = verify(model, {"saved_model": "exports/digits/1",
+    ...                         "tflite-int8": "digits-int8.tflite"},
+    ...                 x_test, y_test, report_path="export_report.json")   # doctest: +SKIP
+    >>> report["passed"]                                                    # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_team.app.workspace import write_text
+from keras_team.errors import KerasTeamError
+from keras_team.export import litert
+from keras_team.export.signatures import DEFAULT_SIGNATURE, members
+
+# Format -> the most a logit may differ from Keras, and the least top-1 agreement.
+TOLERANCES = {
+    "saved_model": {"max_abs_diff": 1e-4, "top1_agreement": 1.0},
+    "tflite-float32": {"max_abs_diff": 1e-3, "top1_agreement": 0.99},
+    "tflite-float16": {"max_abs_diff": 0.05, "top1_agreement": 0.98},
+    "tflite-dynamic": {"max_abs_diff": 0.5, "top1_agreement": 0.97},
+    "tflite-int8": {"max_abs_diff": 1.0, "top1_agreement": 0.95},
+}
+
+
+def tolerance_for(label: str, tolerances: Mapping[str, Mapping[str, float]] = TOLERANCES) -> dict[str, float]:
+    """The tolerance of an artefact label: the longest format name it starts with.
+
+    Example:
+        >>> tolerance_for("tflite-int8-float-io")["top1_agreement"]
+        0.95
+    """
+    matches = [fmt for fmt in tolerances if label == fmt or label.startswith(f"{fmt}-")]
+    if not matches:
+        raise KerasTeamError("artefact", label, f"a label starting with a format: {', '.join(tolerances)}")
+    return dict(tolerances[max(matches, key=len)])
+
+
+def keras_outputs(model: keras.Model, examples: np.ndarray, *, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Output name -> float32 logits of `model` in inference mode (a single model's output is named after it).
+
+    Example:
+        >>> keras_outputs(model, x)["digits"].shape   # doctest: +SKIP
+        (n, 5)
+    """
+    outputs = [o for owned in members(model).values() for o in owned]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
+    for start in range(0, len(examples), batch_size):
+        batch = keras.ops.convert_to_tensor(np.asarray(examples[start:start + batch_size]), model.inputs[0].dtype)
+        result = model(batch, training=False)
+        result = result if isinstance(result, dict) else {outputs[0]: result}
+        for name in outputs:
+            parts[name].append(keras.ops.convert_to_numpy(result[name]).astype(np.float32))
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def saved_model_outputs(path: str | os.PathLike, examples: np.ndarray, *, batch_size: int = 256) -> dict[str, dict[str, np.ndarray]]:
+    """Signature -> output name -> logits, running every signature of a reloaded SavedModel.
+
+    Example:
+        >>> saved_model_outputs("exports/digits/1", x)["serving_default"]["digits"].shape   # doctest: +SKIP
+        (n, 5)
+    """
+    loaded = tf.saved_model.load(str(path))
+    results = {}
+    for key, function in loaded.signatures.items():
+        (spec,) = function.structured_input_signature[1].values()
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(examples), batch_size):
+            batch = tf.constant(np.asarray(examples[start:start + batch_size]).astype(spec.dtype.as_numpy_dtype))
+            for name, value in function(**{spec.name: batch}).items():
+                parts.setdefault(name, []).append(value.numpy().astype(np.float32))
+        results[key] = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    return results
+
+
+def tflite_outputs(path: str | os.PathLike, examples: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Signature -> output name -> logits, running every signature of a LiteRT file.
+
+    Example:
+        >>> tflite_outputs("digits.tflite", x)["digits"]["digits"].shape   # doctest: +SKIP
+        (n, 5)
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    keys = Interpreter(model_path=str(path)).get_signature_list()
+    return {key: litert.predict(path, examples, key) for key in keys}
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
+    """Max absolute difference, top-1 agreement and (with labels) accuracy of `candidate`.
+
+    Example:
+        >>> compare(np.array([[1.0, 0.0]]), np.array([[0.5, 0.0]]), np.array([0]))
+        {'max_abs_diff': 0.5, 'top1_agreement': 1.0, 'test_accuracy': 1.0}
+    """
+    if reference.shape != candidate.shape:
+        raise KerasTeamError("artefact output", f"shape {candidate.shape}", f"the Keras output's shape {reference.shape}")
+    figures = {
+        "max_abs_diff": float(np.max(np.abs(reference - candidate))) if reference.size else 0.0,
+        "top1_agreement": float(np.mean(reference.argmax(-1) == candidate.argmax(-1))),
+    }
+    if labels is not None:
+        figures["test_accuracy"] = float(np.mean(candidate.argmax(-1) == labels))
+    return figures
+
+
+def _misses(figures: dict[str, float], tolerance: Mapping[str, float]) -> list[str]:
+    misses = []
+    if figures["max_abs_diff"] > tolerance["max_abs_diff"]:
+        misses.append(f"max_abs_diff={figures['max_abs_diff']:.4g} > {tolerance['max_abs_diff']:g}")
+    if figures["top1_agreement"] < tolerance["top1_agreement"]:
+        misses.append(f"top1_agreement={figures['top1_agreement']:.4f} < {tolerance['top1_agreement']:g}")
+    return misses
+
+
+def verify(
+    model: keras.Model,
+    artefacts: Mapping[str, str | os.PathLike],
+    examples: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    tolerances: Mapping[str, Mapping[str, float]] | None = None,
+    report_path: str | os.PathLike | None = None,
+) -> dict:
+    """Check each artefact against `model` on held-out `examples`; raise on a missed tolerance.
+
+    Args:
+        model: the Keras model or Team the artefacts were exported from.
+        artefacts: label -> path; a label starts with its format (a key of
+            `TOLERANCES`, e.g. "saved_model", "tflite-int8" or
+            "tflite-int8-float-io"); a SavedModel is its version directory.
+        examples: held-out raw examples (as the data holds them, e.g. uint8).
+        labels: their labels, for per-artefact test accuracy.
+        tolerances: per format overrides of `TOLERANCES` (merged by key).
+        report_path: where to write the report as JSON (atomically) before any raise.
+
+    Returns:
+        The report: Keras accuracies, and per artefact its path, format,
+        size, tolerance, figures per signature and output, misses and `passed`.
+
+    Example:
+        >>> verify(model, {"tflite-float32": "digits.tflite"}, x, y)["passed"]   # doctest: +SKIP
+        True
+    """
+    limits = {**TOLERANCES, **{fmt: {**TOLERANCES.get(fmt, {}), **tol} for fmt, tol in (tolerances or {}).items()}}
+    examples = np.asarray(examples)
+    reference = keras_outputs(model, examples)
+    report: dict = {"examples": int(len(examples)), "keras": {}, "artefacts": {}}
+    if labels is not None:
+        labels = np.asarray(labels)
+        report["keras"] = {name: {"test_accuracy": float(np.mean(out.argmax(-1) == labels))} for name, out in reference.items()}
+    for label, path in artefacts.items():
+        tolerance = tolerance_for(label, limits)
+        path = pathlib.Path(path)
+        if not path.exists():
+            raise KerasTeamError(f"artefacts[{label}]", str(path), "an exported SavedModel directory or .tflite file")
+        is_saved_model = path.is_dir()
+        if is_saved_model != label.startswith("saved_model"):
+            raise KerasTeamError(f"artefacts[{label}]", str(path), f"a {'SavedModel directory' if label.startswith('saved_model') else '.tflite file'}")
+        outputs = saved_model_outputs(path, examples) if is_saved_model else tflite_outputs(path, examples)
+        signatures = {}
+        expected = [*([DEFAULT_SIGNATURE] if is_saved_model else []), *members(model)]
+        misses = [f"{key}: signature missing" for key in expected if key not in outputs]
+        for signature, values in outputs.items():
+            signatures[signature] = {}
+            for name, value in values.items():
+                if name not in reference:
+                    raise KerasTeamError(f"artefacts[{label}]", f"output {name!r}", f"outputs of the model: {', '.join(reference)}")
+                figures = compare(reference[name], value, labels)
+                signatures[signature][name] = figures
+                misses += [f"{signature}/{name}: {miss}" for miss in _misses(figures, tolerance)]
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if is_saved_model else path.stat().st_size
+        report["artefacts"][label] = {"path": str(path), "size_bytes": size, "tolerance": tolerance,
+                                      "signatures": signatures, "misses": misses, "passed": not misses}
+    report["passed"] = all(entry["passed"] for entry in report["artefacts"].values())
+    if report_path is not None:
+        write_text(pathlib.Path(report_path), json.dumps(report, indent=2) + "\n")
+    for label, entry in report["artefacts"].items():
+        if entry["misses"]:
+            raise KerasTeamError(f"artefact {label}", "; ".join(entry["misses"][:3]),
+                                 f"within its tolerance {entry['tolerance']} (figures in the export report)")
+    return report

@@ -1,0 +1,80 @@
+"""`keras-team export`: a run directory or a .keras file in, verified artefacts out; one-line errors."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_team import Follower, Team, zoo
+from keras_team.app import cli
+from keras_team.app.config import load_config
+from keras_team.app.recipe import load_tasks
+from keras_team.export import litert
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith("keras-team: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory as `keras-team run` leaves it: config.yaml and a trained team.keras (augmented target)."""
+    path = tmp_path_factory.mktemp("run")
+    (path / "config.yaml").write_text("data:\n  target: {shots: 40}\n  augment: [crop]\n")
+    _, target = load_tasks(load_config(path / "config.yaml"))
+    keras.utils.set_random_seed(0)
+    team = Team({"leader": zoo.seed_cnn((8, 8, 1), 5, name="leader")}, [Follower(zoo.mlp(5), name="mlp")])
+    team.compile()
+    team.fit(target.dataset("train", training=True), epochs=10, verbose=0)
+    team.save(path / "team.keras")
+    return path
+
+
+def test_export_of_a_run_writes_verified_artefacts_calibrated_on_unaugmented_data(run_dir, monkeypatch, capsys):
+    calibrated = []
+    original = litert._calibration_sample
+    monkeypatch.setattr(litert, "_calibration_sample",
+                        lambda data, *args: calibrated.append(np.array(data)) or original(data, *args))
+    assert cli.main(["export", str(run_dir), "--formats", "saved_model,tflite,tflite-int8"]) == 0
+    out = run_dir / "export"
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["passed"] and list(report["artefacts"]) == ["saved_model", "tflite-float32", "tflite-int8"]
+    assert (out / "serving" / "team" / "1" / "saved_model.pb").is_file() and (out / "serving" / "models.config").is_file()
+    assert (out / "litert" / "team.int8.tflite").is_file()
+    _, target = load_tasks(load_config(run_dir / "config.yaml"))
+    assert target.augment == ("crop",)
+    (data,) = calibrated
+    np.testing.assert_array_equal(data, target.splits["train"][0])  # the stored split, never augmented
+    assert report["examples"] == len(target.splits["test"][1])
+    assert "tflite-int8" in capsys.readouterr().out
+
+    assert cli.main(["export", str(run_dir), "--formats", "saved_model", "--version", "1"]) == cli.USER_ERROR
+    assert "version=1" in _error_line(capsys)
+
+
+def test_export_of_a_keras_model_file(run_dir, tmp_path):
+    model = zoo.seed_cnn((8, 8, 1), 5, name="digits")
+    model.save(tmp_path / "digits.keras")
+    assert cli.main(["export", str(tmp_path / "digits.keras"), "--formats", "tflite-float16",
+                     "--config", str(run_dir / "config.yaml")]) == 0
+    report = json.loads((tmp_path / "export" / "export_report.json").read_text())
+    assert list(report["artefacts"]["tflite-float16"]["signatures"]) == ["digits"]
+
+
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["export", "/nonexistent/run"], "path='/nonexistent/run'"),
+        (["export", "{run}", "--formats", "saved_model,onnx"], "formats='onnx'"),
+        (["export", "{run}/config.yaml"], ".keras file"),
+        (["export", "{run}", "--version", "0", "--formats", "saved_model"], "version=0"),
+    ],
+)
+def test_export_mistakes_print_one_line_and_exit_2(argv, phrase, run_dir, capsys):
+    argv = [arg.format(run=run_dir) for arg in argv]
+    assert cli.main(argv) == cli.USER_ERROR
+    assert phrase in _error_line(capsys)
