@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_team.distribute import replica_batch_size
 from keras_team.errors import KerasTeamError
 from keras_team.taps import tap_key
 from keras_team.team import Team
@@ -57,7 +58,7 @@ def cache_taps(team: Team, name: str, dataset: tf.data.Dataset, *, verbose: int 
     progress = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
     for x, y in dataset:
         for leader in leaders:
-            outputs = team.tap_models[leader].predict_on_batch(x)
+            outputs = team.tap_models[leader].predict(x, batch_size=CACHE_BATCH, verbose=0)
             for key in keys:
                 columns[f"{leader}_{key}"].append(np.asarray(outputs[key]))
         labels.append(np.asarray(y))
@@ -105,7 +106,7 @@ def fit_follower(
         ds = tf.data.Dataset.from_tensor_slices((inputs, tuple([labels] * outputs)))
         if shuffle:
             ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return ds.batch(replica_batch_size(batch_size, len(labels))).prefetch(tf.data.AUTOTUNE)
 
     graph.compile(
         optimizer=optimizer,

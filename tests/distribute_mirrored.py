@@ -1,9 +1,9 @@
 """On the CPU split in two logical devices (run by test_distribute, in a fresh process).
 
 Logical devices must be configured before TensorFlow initialises its
-devices. `python -m tests.distribute_mirrored` fits the tests' team on one
-device, then mirrored, and prints one JSON line; `... cli ARGS` runs
-`keras-team ARGS` instead and exits with its status.
+devices, so this runs in a process of its own: it fits the tests' team on
+one device and then mirrored, prints one JSON line, and then runs
+`keras-team ARGS...` when given ARGS (exiting with its status).
 """
 
 import json
@@ -14,11 +14,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-if sys.argv[1:2] == ["cli"]:
-    from keras_team.app import cli
-
-    sys.exit(cli.main(sys.argv[2:]))
-
+from keras_team.app import cli  # noqa: E402
 from keras_team.distribute import choose_strategy  # noqa: E402
 from tests.distribute_common import make_team, team_data  # noqa: E402
 
@@ -32,3 +28,5 @@ for name in ("default", "mirrored"):
     result[name] = {"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"],
                     "weights": [w.tolist() for w in team.get_weights()]}
 print("RESULT " + json.dumps(result), flush=True)
+if sys.argv[1:]:
+    sys.exit(cli.main(sys.argv[1:]))

@@ -119,6 +119,11 @@ def _load_leader(path: str, task: Task, field: str = "leader.path") -> keras.Mod
     return leader
 
 
+def _replicas(model: keras.Model) -> int:
+    """How many replicas of the model's distribution strategy trained it."""
+    return model.distribute_strategy.num_replicas_in_sync
+
+
 class Recipe:
     """Runs the stages of one config in one workspace.
 
@@ -151,7 +156,7 @@ class Recipe:
         model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
                   epochs=epochs, callbacks=self._callbacks(stage), verbose=self.verbose,
                   shuffle=False)  # the training dataset shuffles itself, seeded
-        return {"seconds": time.perf_counter() - start}
+        return {"seconds": time.perf_counter() - start, "replicas": _replicas(model)}
 
     def _stage(self, stage: str, description: str, build, output: str):
         """Run `build()` unless `stage` is done; either way return the model saved as `output`."""
@@ -160,7 +165,6 @@ class Recipe:
             return keras.models.load_model(self.ws.path(output))
         banner(f"{stage}: {description}")
         model, figures = build()
-        figures["replicas"] = model.distribute_strategy.num_replicas_in_sync  # the strategy it ran under
         self.ws.save_model(model, output)
         self.ws.finish(stage, figures)
         return model
@@ -228,7 +232,8 @@ class Recipe:
                              epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
                              batch_size=target.batch_size, seed=self.config.seed,
                              callbacks=self._callbacks(f"follower_{f.name}"), verbose=self.verbose)
-                figures[f.name] = {"seconds": time.perf_counter() - start}
+                figures[f.name] = {"seconds": time.perf_counter() - start,
+                                   "replicas": _replicas(team.follower_graphs[f.name])}
             return team, figures
 
         whose = "leader's" if len(students) == 1 else f"{len(students)} leaders'"
@@ -244,7 +249,7 @@ class Recipe:
             start = time.perf_counter()
             team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
                      epochs=cfg.epochs, callbacks=self._callbacks("team"), verbose=self.verbose, shuffle=False)
-            return team, {"seconds": time.perf_counter() - start}
+            return team, {"seconds": time.perf_counter() - start, "replicas": _replicas(team)}
 
         return self._stage("team", "joint fine-tuning of the team (summed member losses)", build, "team.keras")
 
