@@ -71,7 +71,15 @@ def choose_strategy(name: str = "auto", *, devices: Sequence[str] | None = None)
         return tf.distribute.get_strategy()
     if devices is None:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(list(devices))
+    # One MirroredStrategy per device set and process: a second one on the same
+    # devices reuses the first's collective keys and its all-reduces fail.
+    devices = tuple(devices)
+    if devices not in _MIRRORED:
+        _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))
+    return _MIRRORED[devices]
+
+
+_MIRRORED: dict[tuple[str, ...], tf.distribute.MirroredStrategy] = {}
 
 
 def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
