@@ -2,7 +2,7 @@
 
 For each seed, runs the whole recipe in-process
 (`keras_team.app.recipe.run(load_config(overrides=[seed=s, output_dir=<tmp>,
-data.target.shots=5, *your --set overrides]), verbose=0)`) and reads its
+data.target.shots=5, *your --set overrides]), output=Output("quiet"))`) and reads its
 report: every member's test accuracy, the team `ensemble` and the scratch
 `baseline` (the same architecture trained on the target alone). Records the
 per-seed figures and mean +- sample std (ddof=1) over seeds of each, and the
@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from keras_team.app.config import load_config  # noqa: E402
 from keras_team.errors import KerasTeamError  # noqa: E402
+from keras_team.app.progress import Output  # noqa: E402
 from keras_team.app.recipe import run  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -56,7 +57,7 @@ def one_seed(seed: int, overrides: list[str], keep: bool) -> dict:
         keras.backend.clear_session()  # each seed starts as a fresh process would
         config = load_config(overrides=[f"seed={seed}", f"output_dir={output_dir}", f"data.target.shots={SHOTS}", *overrides])
         start = time.perf_counter()
-        report = run(config, verbose=0)
+        report = run(config, output=Output("quiet"))
         seconds = time.perf_counter() - start
     finally:
         if not keep:

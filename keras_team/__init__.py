@@ -5,39 +5,50 @@ a new head on it, add followers that read the leader's outputs, and train the
 team as one Keras model.
 
 Example:
-    >>> import keras_team
     >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), num_classes=5)
     >>> model = keras_team.transfer(leader, keep=3, head=keras_team.heads.dense(5))
+    >>> model.output_shape
+    (None, 5)
 
-Names are imported lazily so that `keras_team.app.config` and the CLI's argument
-checks start without loading TensorFlow.
+The library modules are imported eagerly (as keras-hub does), so that
+`import keras_team` registers every serialisable class and
+`keras.models.load_model("team.keras")` works without `custom_objects`.
 """
 
-import importlib
+from keras_team import caching, cuts, data, distribute, errors, followers, freezing, graph, heads, layers, taps, team, transfers, zoo
+from keras_team.cuts import CutPoint, cut_points
+from keras_team.errors import KerasTeamError
+from keras_team.followers import Distill, Follower
+from keras_team.freezing import freeze, unfreeze
+from keras_team.team import Team
+from keras_team.transfers import Transferred, body, transfer
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "cut_points": "keras_team.cuts",
-    "CutPoint": "keras_team.cuts",
-    "transfer": "keras_team.transfers",
-    "body": "keras_team.transfers",
-    "Transferred": "keras_team.transfers",
-    "freeze": "keras_team.freezing",
-    "unfreeze": "keras_team.freezing",
-    "Follower": "keras_team.followers",
-    "Distill": "keras_team.followers",
-    "Team": "keras_team.team",
-    "KerasTeamError": "keras_team.errors",
-}
-_MODULES = ("heads", "zoo", "data", "errors", "caching", "distribute")
-
-__all__ = sorted([*_EXPORTS, *_MODULES])
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name in _MODULES:
-        return importlib.import_module(f"keras_team.{name}")
-    raise AttributeError(f"module 'keras_team' has no attribute {name!r}")
+__all__ = [
+    "CutPoint",
+    "Distill",
+    "Follower",
+    "KerasTeamError",
+    "Team",
+    "Transferred",
+    "body",
+    "caching",
+    "cut_points",
+    "cuts",
+    "data",
+    "distribute",
+    "errors",
+    "followers",
+    "freeze",
+    "freezing",
+    "graph",
+    "heads",
+    "layers",
+    "taps",
+    "team",
+    "transfer",
+    "transfers",
+    "unfreeze",
+    "zoo",
+]

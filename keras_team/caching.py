@@ -1,15 +1,36 @@
 """Train a follower on cached taps: the frozen leaders run once, not every batch.
 
 The write-up recomputes the frozen leader for every batch of every epoch.
-Here the leaders' taps are computed in one pass over the data and the
-follower's own sub-model (`Team.follower_graphs[name]`, the same weights the
-team uses) is fitted on them with `model.fit`.
+Here the leaders' taps are computed by `model.predict` (inference mode, as
+inside the `Team`) in one pass over the data, and the follower's own
+sub-model (`Team.follower_graphs[name]`, the same weights the team uses) is
+fitted on them with `model.fit`.
+
+Memory: taps are stored in memory as float32 up to `FLOAT16_ABOVE_BYTES`
+and as float16 above it (``dtype="auto"``); with ``directory=...`` they are
+written there and read back memory-mapped, so the cache costs disk, not RAM.
+Batches are gathered from the cache by index (`keras.utils.PyDataset`): no
+copy into `tf.data` and no shuffle buffer.
+
+Augmentation: the taps of an augmenting dataset hold one augmented view per
+pass; ``views=k`` caches k passes, so the follower sees k augmented views of
+every example (a dataset that does not augment gives k identical copies).
 
 Example:
-    >>> history = fit_follower(team, "mlp", task.dataset("train"), epochs=10)  # doctest: +SKIP
+    >>> task = keras_team.data.digits(classes=[0, 1, 2], shots=10)
+    >>> leader = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 3), keep=3,
+    ...                              head=keras_team.heads.dense(3))
+    >>> team = keras_team.Team(leader, [keras_team.Follower(keras_team.zoo.mlp(3), tap="logits")])
+    >>> history = fit_follower(team, "mlp", task.dataset("train"), epochs=2, verbose=0)
+    >>> len(history.history["loss"])
+    2
 """
 
 from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -23,6 +44,22 @@ from keras_team.team import Team
 # Inference batch of the caching pass: batch size does not change a frozen
 # leader's outputs, and larger batches cost fewer calls.
 CACHE_BATCH = 256
+# Examples per `model.predict` call: bounds the float32 copy predict holds.
+CHUNK_EXAMPLES = 4096
+# In-memory caches whose float32 size would exceed this are kept as float16.
+FLOAT16_ABOVE_BYTES = 1 << 30
+DTYPES = ("auto", "float32", "float16")
+
+
+class TapCache(NamedTuple):
+    """A follower's inputs computed once: ``inputs`` keyed like its graph's inputs, and ``labels``.
+
+    Arrays are numpy (memory-mapped when cached to a directory); unpack as
+    ``inputs, labels = cache``.
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
 
 
 def _follower(team: Team, name: str):
@@ -32,39 +69,165 @@ def _follower(team: Team, name: str):
     raise KerasTeamError("follower", name, f"one of the team's followers: {', '.join(f.name for f in team.followers)}")
 
 
-def cache_taps(team: Team, name: str, dataset: tf.data.Dataset, *, verbose: int = 1):
-    """One pass of the leaders over `dataset`: the follower's inputs and the labels.
+def _tap_reader(team: Team, leaders: list[str], keys: list[str]) -> keras.Model:
+    """One model computing every leader's taps the follower reads (sharing the leaders' layers)."""
+    spec = team.inputs[0]
+    inputs = keras.Input(shape=spec.shape[1:], dtype=spec.dtype)
+    outputs = {}
+    for leader in leaders:
+        tapped = team.tap_models[leader](inputs)
+        outputs.update({f"{leader}_{key}": tapped[key] for key in keys})
+    return keras.Model(inputs, outputs, name="tap_reader")
+
+
+class _Store:
+    """Appends chunks of taps, in memory (float32, float16 past a size) or as files under a directory."""
+
+    def __init__(self, keys: list[str], directory: str | None, dtype: str, field: str):
+        self.directory, self.dtype, self.field = directory, dtype, field
+        self.half = dtype == "float16"
+        self.chunks: dict[str, list[np.ndarray]] = {key: [] for key in keys}
+        self.shapes: dict[str, tuple] = {}
+        self.labels: list[np.ndarray] = []
+        self.float32_bytes = 0
+        if directory is not None:
+            os.makedirs(directory, exist_ok=True)
+            self.files = {key: open(os.path.join(directory, f"{key}.bin"), "wb") for key in keys}
+
+    def _narrow(self, array: np.ndarray) -> np.ndarray:
+        half = array.astype(np.float16)
+        if not np.isfinite(half).all() and np.isfinite(array).all():
+            raise KerasTeamError(self.field, "float16", "dtype='float32' or a directory: the taps exceed float16's range")
+        return half
+
+    def add(self, outputs: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        self.labels.append(labels)
+        self.float32_bytes += sum(np.asarray(array).size * 4 for array in outputs.values())
+        if self.dtype == "auto" and self.directory is None and not self.half and self.float32_bytes > FLOAT16_ABOVE_BYTES:
+            self.half = True  # from now on, and for what is held already
+            self.chunks = {key: [self._narrow(c) for c in chunks] for key, chunks in self.chunks.items()}
+        for key, array in outputs.items():
+            array = np.asarray(array)
+            self.shapes[key] = array.shape[1:]
+            array = self._narrow(array) if self.half else array.astype(np.float32, copy=False)
+            if self.directory is None:
+                self.chunks[key].append(array)
+            else:
+                self.files[key].write(np.ascontiguousarray(array).tobytes())
+
+    def finish(self) -> TapCache:
+        labels = np.concatenate(self.labels)
+        if self.directory is None:
+            return TapCache({key: _join(chunks) for key, chunks in self.chunks.items()}, labels)
+        inputs = {}
+        dtype = np.float16 if self.half else np.float32
+        for key, file in self.files.items():
+            file.close()
+            shape = (len(labels), *self.shapes.get(key, ()))
+            inputs[key] = np.memmap(file.name, dtype=dtype, mode="r", shape=shape) if len(labels) else np.zeros(shape, dtype)
+        np.save(os.path.join(self.directory, "labels.npy"), labels)
+        return TapCache(inputs, labels)
+
+
+def _join(chunks: list[np.ndarray]) -> np.ndarray:
+    """np.concatenate that frees each chunk once copied: the peak is one array plus one chunk."""
+    joined = np.empty((sum(len(chunk) for chunk in chunks), *chunks[0].shape[1:]), chunks[0].dtype)
+    start = 0
+    while chunks:
+        chunk = chunks.pop(0)
+        joined[start : start + len(chunk)] = chunk
+        start += len(chunk)
+    return joined
+
+
+def cache_taps(
+    team: Team,
+    name: str,
+    dataset: tf.data.Dataset,
+    *,
+    views: int = 1,
+    directory: str | os.PathLike | None = None,
+    dtype: str = "auto",
+    verbose: int = 1,
+) -> TapCache:
+    """The follower's inputs and the labels, from `views` passes of the leaders over `dataset`.
 
     Args:
         team: a built `Team`.
         name: the follower whose inputs to compute.
-        dataset: batched `(x, y)`; its order is kept (it is re-batched by
-            `CACHE_BATCH` for the pass).
+        dataset: batched `(x, y)`; its order is kept.
+        views: passes over `dataset` (each pass of an augmenting dataset is
+            a new augmented view); the cache holds ``views * len`` examples.
+        directory: write the taps there (``<input>.bin``, ``labels.npy``)
+            and return them memory-mapped; None keeps them in memory.
+        dtype: "float32", "float16", or "auto" (float16 for an in-memory
+            cache larger than `FLOAT16_ABOVE_BYTES` as float32).
         verbose: 1 shows a progress bar, 2 one line at the end, 0 nothing.
 
     Returns:
-        `(inputs, labels)`: a dict of numpy arrays keyed like the follower
-        graph's inputs, and the labels in the same order.
+        A `TapCache` ``(inputs, labels)``.
 
     Example:
-        >>> inputs, labels = cache_taps(team, "mlp", task.dataset("train"))  # doctest: +SKIP
+        >>> team = keras_team.Team(keras_team.zoo.seed_cnn((8, 8, 1), 3),
+        ...                        [keras_team.Follower(keras_team.zoo.mlp(3), tap="features")])
+        >>> data = tf.data.Dataset.from_tensor_slices((np.zeros((10, 8, 8, 1)), np.zeros(10))).batch(4)
+        >>> inputs, labels = cache_taps(team, "mlp", data, views=2, verbose=0)
+        >>> inputs["leader_features"].shape, labels.shape  # the input of the leader's last layer
+        ((20, 84), (20,))
     """
     follower = _follower(team, name)
+    if not isinstance(views, int) or views < 1:
+        raise KerasTeamError("views", views, "an int >= 1")
+    if dtype not in DTYPES:
+        raise KerasTeamError("dtype", dtype, f"one of {', '.join(DTYPES)}")
     leaders = list(follower.leaders or team.leaders)
     keys = sorted({tap_key(tap) for tap in follower.taps_needed()})
-    columns = {f"{leader}_{key}": [] for leader in leaders for key in keys}
-    labels = []
-    dataset = dataset.unbatch().batch(CACHE_BATCH)
-    progress = keras.utils.Progbar(None, verbose=verbose, unit_name="batch")
-    for x, y in dataset:
-        for leader in leaders:
-            outputs = team.tap_models[leader].predict(x, batch_size=CACHE_BATCH, verbose=0)
-            for key in keys:
-                columns[f"{leader}_{key}"].append(np.asarray(outputs[key]))
-        labels.append(np.asarray(y))
-        progress.add(1)
-    progress.update(len(labels), finalize=True)
-    return {k: np.concatenate(v) for k, v in columns.items()}, np.concatenate(labels)
+    reader = _tap_reader(team, leaders, keys)
+    store = _Store([f"{leader}_{key}" for leader in leaders for key in keys], directory and os.fspath(directory),
+                   dtype, "dtype")
+    progress = keras.utils.Progbar(None, verbose=verbose, unit_name="example")
+    seen = 0
+    for _ in range(views):
+        for x, y in dataset.unbatch().batch(CHUNK_EXAMPLES):
+            store.add(reader.predict(x, batch_size=CACHE_BATCH, verbose=0), np.asarray(y))
+            seen += len(y)
+            progress.update(seen)
+    if not seen:
+        raise KerasTeamError("dataset", "0 examples", f"at least one example to cache for follower {name!r}")
+    progress.update(seen, finalize=True)
+    return store.finish()
+
+
+class CachedBatches(keras.utils.PyDataset):
+    """Batches of a `TapCache` for `model.fit`, gathered by index (shuffled each epoch when seeded).
+
+    Labels repeat once per output of the follower graph.
+
+    Example:
+        >>> cache = TapCache({"leader_features": np.arange(6.0).reshape(3, 2)}, np.array([0, 1, 2]))
+        >>> x, y = CachedBatches(cache, outputs=1, batch_size=2)[1]
+        >>> x["leader_features"].tolist(), y
+        ([[4.0, 5.0]], (array([2]),))
+    """
+
+    def __init__(self, cache: TapCache, *, outputs: int, batch_size: int, seed: int | None = None):
+        super().__init__()
+        self.cache, self.outputs, self.batch_size = cache, outputs, batch_size
+        self.order = np.arange(len(cache.labels))
+        self.rng = None if seed is None else np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        inputs = {key: np.asarray(array[rows], dtype=np.float32) for key, array in self.cache.inputs.items()}
+        return inputs, tuple([self.cache.labels[rows]] * self.outputs)
+
+    def on_epoch_end(self) -> None:
+        if self.rng is not None:
+            self.rng.shuffle(self.order)
 
 
 def fit_follower(
@@ -77,6 +240,9 @@ def fit_follower(
     optimizer: keras.optimizers.Optimizer | str = "adam",
     batch_size: int = 32,
     seed: int = 0,
+    views: int = 1,
+    directory: str | os.PathLike | None = None,
+    dtype: str = "auto",
     callbacks: list | None = None,
     verbose: int | str = "auto",
 ) -> keras.callbacks.History:
@@ -88,25 +254,31 @@ def fit_follower(
     Args:
         team: the team the follower belongs to (its weights are updated).
         name: follower name.
-        train: batched `(x, y)` of raw inputs, unshuffled (shuffling is done
-            on the cache, seeded by `seed`).
+        train: batched `(x, y)` of raw inputs (the cache is shuffled every
+            epoch, seeded by `seed`).
         validation: optional batched `(x, y)` for `validation_data`.
+        views: passes over `train` to cache (augmented views, see the module).
+        directory: cache on disk there (``train/``, ``validation/``).
+        dtype: storage of the cache, as for `cache_taps`.
         epochs, optimizer, batch_size, callbacks, verbose: as for `model.fit`.
 
     Example:
-        >>> fit_follower(team, "mlp", task.dataset("train"), epochs=10)  # doctest: +SKIP
+        >>> team = keras_team.Team(keras_team.zoo.seed_cnn((8, 8, 1), 3),
+        ...                        [keras_team.Follower(keras_team.zoo.mlp(3), tap="probs")])
+        >>> data = tf.data.Dataset.from_tensor_slices((np.zeros((10, 8, 8, 1)), np.arange(10) % 3)).batch(4)
+        >>> history = fit_follower(team, "mlp", data, data, epochs=1, dtype="float16", verbose=0)
+        >>> sorted(history.history)
+        ['accuracy', 'loss', 'val_accuracy', 'val_loss']
     """
     follower = _follower(team, name)
     graph = team.follower_graphs[name]
     outputs = len(graph.outputs)
     defaults = team.loss_weight_defaults()
+    progress = verbose if verbose in (0, 2) else 1
 
-    def as_dataset(data, shuffle):
-        inputs, labels = cache_taps(team, name, data, verbose=verbose if verbose in (0, 2) else 1)
-        ds = tf.data.Dataset.from_tensor_slices((inputs, tuple([labels] * outputs)))
-        if shuffle:
-            ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(replica_batch_size(batch_size, len(labels))).prefetch(tf.data.AUTOTUNE)
+    def cached(data, split, **kwargs):
+        where = None if directory is None else os.path.join(directory, split)
+        return cache_taps(team, name, data, directory=where, dtype=dtype, verbose=progress, **kwargs)
 
     graph.compile(
         optimizer=optimizer,
@@ -114,11 +286,11 @@ def fit_follower(
         loss_weights=[defaults[out] for out in follower.output_names(list(follower.leaders or team.leaders))],
         metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]] * outputs,
     )
-    return graph.fit(
-        as_dataset(train, shuffle=True),
-        validation_data=as_dataset(validation, shuffle=False) if validation is not None else None,
-        epochs=epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the cache is shuffled by tf.data, seeded
-    )
+    def batches(cache, **kwargs):  # a batch size every replica of the strategy can share
+        return CachedBatches(cache, outputs=outputs, batch_size=replica_batch_size(batch_size, len(cache.labels)), **kwargs)
+
+    train_batches = batches(cached(train, "train", views=views), seed=seed)
+    validation_batches = None
+    if validation is not None:
+        validation_batches = batches(cached(validation, "validation"))
+    return graph.fit(train_batches, validation_data=validation_batches, epochs=epochs, callbacks=callbacks, verbose=verbose)

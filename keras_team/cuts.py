@@ -174,7 +174,9 @@ def resolve_cut(model: keras.Model, keep: int | str | CutPoint) -> CutPoint:
         if len(named) > 1:
             options = ", ".join(f"keras_team.cut_points(model)[{cuts.index(c)}] (depth {c.depth})" for c in named)
             raise KerasTeamError(
-                "keep", keep, f"one cut: {keep!r} is called at {len(named)} cut points of {model.name!r}; pass one of {options}"
+                "keep",
+                keep,
+                f"one cut: {keep!r} is called at {len(named)} cut points of {model.name!r}; pass one of {options}",
             )
         return named[0]
     if isinstance(keep, bool) or not isinstance(keep, numbers.Integral):

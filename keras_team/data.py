@@ -87,7 +87,10 @@ class Task:
         shuffled nor augmented.
 
         Example:
-            >>> for x, y in task.dataset("train", training=True): ...
+            >>> task = keras_team.data.digits(classes=[0, 1], shots=5, batch_size=4)
+            >>> x, y = next(iter(task.dataset("train", training=True)))
+            >>> tuple(x.shape), tuple(y.shape)
+            ((4, 8, 8, 1), (4,))
         """
         if split not in self.splits:
             raise KerasTeamError("split", split, f"one of {sorted(self.splits)}")
@@ -161,6 +164,7 @@ def from_arrays(
         class_names: the name of each original label; default `str(label)`.
 
     Example:
+        >>> x, y = np.zeros((60, 2)), np.arange(60) % 4
         >>> task = from_arrays(x, y, classes=[3, 1], shots=5)
         >>> task.class_names
         ('3', '1')
@@ -193,8 +197,10 @@ def from_dataset(dataset: tf.data.Dataset, **kwargs: Any) -> Task:
     `from_arrays`, which takes the same keyword arguments.
 
     Example:
-        >>> ds = tf.data.Dataset.from_tensor_slices((x, y))
-        >>> task = from_dataset(ds, classes=[0, 1], shots=5)
+        >>> x, y = np.zeros((40, 2)), np.arange(40) % 2
+        >>> task = from_dataset(tf.data.Dataset.from_tensor_slices((x, y)), classes=[0, 1], shots=5)
+        >>> task.num_classes
+        2
     """
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2) or spec[1].shape.rank != 0:
@@ -275,7 +281,7 @@ def tfds_task(
     (stratified) from train after k-shot sampling, as in `from_arrays`.
 
     Example:
-        >>> target = tfds_task("cifar100", shots=5, augment=("flip", "crop"),
+        >>> target = tfds_task("cifar100", shots=5, augment=("flip", "crop"),  # doctest: +SKIP
         ...                    data_dir="~/tensorflow_datasets", download=True)
     """
     try:
@@ -284,10 +290,10 @@ def tfds_task(
             data_dir=data_dir, download=download, with_info=True,
         )
     except tfds.core.registered.DatasetNotFoundError as error:
-        raise KerasTeamError("data.name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
+        raise KerasTeamError("name", name, "'digits' or a TFDS dataset name, e.g. 'cifar10'") from error
     except AssertionError as error:  # tfds: not prepared in data_dir, no download
         raise KerasTeamError(
-            "data.data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True"
+            "data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True"
         ) from error
     names = info.features["label"].names
     return _make_task(
@@ -328,10 +334,13 @@ def _make_task(
     """The one splitter: class subset, k-shot train, stratified validation."""
     _check_fraction("validation", validation)
     _check_augment(augment)
+    _check_finite(train[0])
+    _check_finite(test[0])
     classes = _check_classes(classes, available)
     x, y = _select(*train, classes)
     if shots is not None:
-        shot_idx = _sample_shots(y, shots, classes, class_names, seed)
+        _check_shots(y, shots, validation, [class_names[c] for c in classes])
+        shot_idx = _sample_shots(y, shots, len(classes), seed)
         pool = np.setdiff1d(np.arange(len(y)), shot_idx)
         _, _, x_val, y_val = _split_off(x[pool], y[pool], validation, seed, "validation")
         x_train, y_train = x[shot_idx], y[shot_idx]
@@ -358,23 +367,45 @@ def _select(x: np.ndarray, y: np.ndarray, classes: list[int]) -> Split:
     return x[keep], np.array([lookup[c] for c in y[keep]], dtype=np.int32)
 
 
-def _sample_shots(
-    y: np.ndarray, shots: int, classes: list[int], class_names: Sequence[str], seed: int
-) -> np.ndarray:
-    """Indices of `shots` random examples of each (remapped) class, sorted."""
+def _check_finite(x: np.ndarray) -> None:
+    """Refuse NaN or infinite inputs: one such example turns every loss into NaN."""
+    if np.issubdtype(x.dtype, np.inexact):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        if bad:
+            raise KerasTeamError("x", f"{bad} NaN or infinite values", "finite numbers in every example")
+
+
+def _validation_holds_every_class(counts: np.ndarray, validation: float) -> bool:
+    """Whether a stratified `validation` split of `counts` examples per class holds each class."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    try:
+        _, held = train_test_split(labels, test_size=validation, stratify=labels, random_state=0)
+    except ValueError:
+        return False
+    return len(np.unique(held)) == len(counts)
+
+
+def _check_shots(y: np.ndarray, shots: int, validation: float, names: Sequence[str]) -> None:
+    """`shots` per class must leave every class examples for validation; else name the limit."""
     if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
         raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
+    counts = np.bincount(y, minlength=len(names))
+    if shots <= counts.min() and _validation_holds_every_class(counts - shots, validation):
+        return
+    smallest = int(np.argmin(counts))
+    limit = next((k for k in range(int(counts.min()), 0, -1)
+                  if _validation_holds_every_class(counts - k, validation)), 0)
+    raise KerasTeamError(
+        "shots", shots,
+        f"at most {limit}: class {names[smallest]!r} has the fewest training examples ({counts[smallest]}), "
+        f"and the rest must leave validation ({validation:g} of it) an example of every class",
+    )
+
+
+def _sample_shots(y: np.ndarray, shots: int, num_classes: int, seed: int) -> np.ndarray:
+    """Indices of `shots` random examples of each (remapped) class, sorted."""
     rng = np.random.default_rng(seed)
-    chosen = []
-    for label, original in enumerate(classes):
-        members = np.flatnonzero(y == label)
-        if len(members) < shots:
-            raise KerasTeamError(
-                "shots", shots,
-                f"at most {len(members)}: class {class_names[original]!r} has only "
-                f"{len(members)} training examples",
-            )
-        chosen.append(rng.choice(members, shots, replace=False))
+    chosen = [rng.choice(np.flatnonzero(y == label), shots, replace=False) for label in range(num_classes)]
     return np.sort(np.concatenate(chosen))
 
 

@@ -13,7 +13,7 @@ class StopGradient(keras.layers.Layer):
     """Passes its input through; no gradient flows back into the leader.
 
     Example:
-        >>> StopGradient()(keras.ops.ones((1, 2))).shape
+        >>> tuple(StopGradient()(keras.ops.ones((1, 2))).shape)
         (1, 2)
     """
 
@@ -26,7 +26,7 @@ class TemperatureSoftmax(keras.layers.Layer):
     """softmax(logits / temperature): the leader's softened probabilities.
 
     Example:
-        >>> TemperatureSoftmax(2.0)(keras.ops.zeros((1, 4)))[0, 0]
+        >>> float(TemperatureSoftmax(2.0)(keras.ops.zeros((1, 4)))[0, 0])
         0.25
     """
 
@@ -47,11 +47,18 @@ class Distillation(keras.layers.Layer):
 
     Called on ``[student_logits, teacher_logits_1, ...]``; the teacher is the
     mean of the teachers' softened probabilities. Returns the student logits.
+    The loss is computed and added only while training: inference and
+    serving pass the student logits through at no cost.
 
     Example:
-        >>> layer = Distillation(temperature=4.0, alpha=0.5)
-        >>> layer([keras.ops.zeros((1, 3)), keras.ops.zeros((1, 3))]).shape
-        (1, 3)
+        >>> layer = Distillation(temperature=1.0, alpha=0.5)
+        >>> student, teacher = keras.ops.zeros((1, 2)), keras.ops.log([[0.2, 0.8]])
+        >>> _ = layer([student, teacher], training=True)
+        >>> round(float(layer.losses[0]), 4)  # 0.5 * KL([0.2, 0.8] || [0.5, 0.5])
+        0.0964
+        >>> _ = layer([student, teacher])  # inference: no loss
+        >>> layer.losses
+        []
     """
 
     def __init__(self, temperature: float = 4.0, alpha: float = 0.5, **kwargs):
@@ -59,8 +66,10 @@ class Distillation(keras.layers.Layer):
         self.temperature = float(temperature)
         self.alpha = float(alpha)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         student, *teachers = inputs
+        if not training:
+            return student
         t = self.temperature
         teacher = ops.mean(
             ops.stack([ops.softmax(ops.stop_gradient(x) / t, axis=-1) for x in teachers]), axis=0
@@ -99,3 +108,49 @@ class InferenceMode(keras.layers.Wrapper):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class LeaderTaps(keras.layers.Layer):
+    """A leader's own output, and its taps computed in inference mode.
+
+    Wraps a tap model (a model sharing the leader's layers whose outputs are
+    a dict holding at least ``"logits"``). Returns ``(logits, taps)``. At
+    inference the leader runs once and its logits are also its output. While
+    training, the leader's output comes from a training-mode call (dropout,
+    batch statistics) and the taps from an inference-mode call, so followers
+    read exactly what a cache of the taps holds.
+
+    Example:
+        >>> leader = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5),
+        ...                            keras.layers.Dense(2, kernel_initializer="ones")])
+        >>> taps = keras.Model(leader.inputs, {"logits": leader.outputs[0]})
+        >>> own, tapped = LeaderTaps(taps)(keras.ops.ones((1, 3)), training=True)
+        >>> keras.ops.convert_to_numpy(tapped["logits"]).tolist()  # no dropout on the taps
+        [[3.0, 3.0]]
+    """
+
+    def __init__(self, taps: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.taps = taps
+
+    def build(self, input_shape):
+        self.built = True  # the wrapped model is built already
+
+    def call(self, inputs, training=None):
+        taps = self.taps(inputs, training=False)
+        own = self.taps(inputs, training=True)["logits"] if training else taps["logits"]
+        return own, taps
+
+    def compute_output_spec(self, inputs, training=None):
+        taps = self.taps.compute_output_spec(inputs)
+        return taps["logits"], taps
+
+    def get_config(self):
+        return {**super().get_config(), "taps": keras.saving.serialize_keras_object(self.taps)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["taps"] = keras.saving.deserialize_keras_object(config["taps"])
+        return cls(**config)

@@ -48,7 +48,8 @@ def _output_call(leader: keras.Model) -> graph.Call:
     if len(leader.outputs) != 1:
         raise KerasTeamError(
             "leader", leader.name, f"a model with one output to tap; it has {len(leader.outputs)}: "
-            "make a one-output model of the output the team should read, e.g. keras.Model(leader.inputs, leader.outputs[0])"
+            "make a one-output model of the output the team should read, "
+            "e.g. keras.Model(leader.inputs, leader.outputs[0])"
         )
     return graph.producer(leader.outputs[0])
 
@@ -89,7 +90,9 @@ def tap_tensor(leader: keras.Model, tap: str):
     if len(named) == 1:
         return named[0].outputs[0]
     if named:
-        raise KerasTeamError("tap", tap, f"a layer of {leader.name!r} called once; {tap!r} is called {len(named)} times")
+        raise KerasTeamError(
+            "tap", tap, f"a layer of {leader.name!r} called once; {tap!r} is called {len(named)} times"
+        )
     names = ", ".join(dict.fromkeys([*TAPS, *(c.operation.name for c in calls)]))
     raise KerasTeamError("tap", tap, f"one of the taps or layers of {leader.name!r}: {names}")
 

@@ -15,12 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Follower, check_name
-from keras_team.layers import PACKAGE, StopGradient
+from keras_team.layers import PACKAGE, LeaderTaps, StopGradient
 from keras_team.taps import tap_key, tap_model, tap_tensor
 
 
@@ -62,6 +65,63 @@ def _shared_input(leaders: dict[str, keras.Model]) -> keras.KerasTensor:
     return keras.Input(shape=shape, dtype=dtype, name=next(iter(leaders.values())).inputs[0].name)
 
 
+def _internal_names(leaders: dict[str, keras.Model], followers: list[Follower]) -> dict[str, str]:
+    """Names of the Team's own layers, each with what it is (members must not take them)."""
+    names = {}
+    for leader_name, model in leaders.items():
+        names[model.inputs[0].name] = "the team's input"
+        names[f"{leader_name}_taps"] = f"the taps of leader {leader_name!r}"
+        names[f"{leader_name}_tap_model"] = f"the tap model of leader {leader_name!r}"
+        for key in ("features", "logits", *(f.tap for f in followers)):
+            names[f"{leader_name}_{tap_key(key)}_stop"] = f"the stop-gradient of leader {leader_name!r}"
+    for follower in followers:
+        names[f"{follower.name}_graph"] = f"the sub-model of follower {follower.name!r}"
+    return names
+
+
+def _check_members(leaders: dict[str, keras.Model], followers: list) -> None:
+    """Every member has a free name and valid leaders; each output name is used once."""
+    names = list(leaders)  # member and output names: each names one team output
+    for follower in followers:
+        if not isinstance(follower, Follower):
+            raise KerasTeamError("followers", follower, "keras_team.Follower objects")
+        if follower.name in names:
+            raise KerasTeamError("followers", follower.name, f"a member name not used already ({', '.join(names)})")
+        unknown = set(follower.leaders or ()) - set(leaders)
+        if unknown:
+            raise KerasTeamError(
+                f"followers[{follower.name}].leaders", sorted(unknown), f"names of the team's leaders: {', '.join(leaders)}"
+            )
+        own = [follower.name, *follower.output_names(list(follower.leaders or leaders))]
+        taken = [name for name in dict.fromkeys(own[1:]) if name in names]
+        if taken:
+            raise KerasTeamError(
+                "followers", follower.name, f"a member whose output names {taken} are not used already ({', '.join(names)})"
+            )
+        names.extend(dict.fromkeys(own))
+    internal = _internal_names(leaders, followers)
+    for name in names:
+        if name in internal:
+            field = "leaders" if name in leaders else "followers"
+            raise KerasTeamError(field, name, f"a member name that is not a layer of the team's own ({internal[name]})")
+
+
+def _loss_weight(name: str, weight) -> float:
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise KerasTeamError(f"loss_weights[{name}]", weight, "a finite number >= 0")
+    return value
+
+
+def _is_sparse_crossentropy(loss) -> bool:
+    if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+        return True
+    return loss in ("sparse_categorical_crossentropy", keras.losses.sparse_categorical_crossentropy)
+
+
 def _fresh(metric):
     """An unshared copy of a metric object (names and functions are kept as they are)."""
     if isinstance(metric, keras.metrics.Metric):
@@ -80,60 +140,51 @@ class Team(keras.Model):
         name: model name.
 
     Example:
+        >>> leader = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=3,
+        ...                              head=keras_team.heads.dense(5))
+        >>> team = Team(leader, [Follower(keras_team.zoo.mlp(5), tap="logits")], name="my_team")
         >>> team.compile()
-        >>> history = team.fit(x, y, epochs=2)            # doctest: +SKIP
-        >>> team.predict(x)["mlp"].shape                   # doctest: +SKIP
-        (n, 5)
+        >>> x, y = np.zeros((4, 8, 8, 1)), np.array([0, 1, 2, 3])
+        >>> history = team.fit(x, y, epochs=1, verbose=0)
+        >>> {name: p.shape for name, p in team.predict(x, verbose=0).items()}
+        {'leader': (4, 5), 'mlp': (4, 5)}
     """
 
     def __init__(self, leaders, followers=(), *, name: str = "team", **kwargs):
         # === Layers ===
         leaders = _as_leader_dict(leaders)
         followers = [Follower.from_config(f) if isinstance(f, dict) else f for f in followers]
-        names = list(leaders)  # member and output names: each names one team output
+        _check_members(leaders, followers)
+        for leader_name, model in leaders.items():
+            _check_tap(model, "logits", f"leaders[{leader_name}]")  # members output logits
+        needed = {leader_name: {"logits"} for leader_name in leaders}
         for follower in followers:
-            if not isinstance(follower, Follower):
-                raise KerasTeamError("followers", follower, "keras_team.Follower objects")
-            if follower.name in names:
-                raise KerasTeamError("followers", follower.name, f"a member name not used already ({', '.join(names)})")
-            unknown = set(follower.leaders or ()) - set(leaders)
-            if unknown:
-                raise KerasTeamError(
-                    f"followers[{follower.name}].leaders", sorted(unknown), f"names of the team's leaders: {', '.join(leaders)}"
-                )
-            own = [follower.name, *follower.output_names(list(follower.leaders or leaders))]
-            taken = [name for name in dict.fromkeys(own[1:]) if name in names]
-            if taken:
-                raise KerasTeamError(
-                    "followers", follower.name, f"a member whose output names {taken} are not used already ({', '.join(names)})"
-                )
-            names.extend(dict.fromkeys(own))
-        for name, model in leaders.items():
-            _check_tap(model, "logits", f"leaders[{name}]")  # members output logits
-        needed = {name: {"logits"} for name in leaders}
-        for follower in followers:
-            for leader in follower.leaders or leaders:
+            for leader_name in follower.leaders or leaders:
                 for tap in follower.taps_needed():
-                    _check_tap(leaders[leader], tap, f"followers[{follower.name}].tap")
-                    needed[leader].add(tap_key(tap))
-        taps = {name: tap_model(model, sorted(needed[name]), name=f"{name}_taps") for name, model in leaders.items()}
+                    _check_tap(leaders[leader_name], tap, f"followers[{follower.name}].tap")
+                    needed[leader_name].add(tap_key(tap))
+        taps = {
+            leader_name: tap_model(model, sorted(needed[leader_name]), name=f"{leader_name}_tap_model")
+            for leader_name, model in leaders.items()
+        }
 
         # === Functional model ===
         inputs = _shared_input(leaders)
-        tapped = {name: model(inputs) for name, model in taps.items()}
-        # Outputs are float32 whatever the dtype policy (mixed precision computes inside).
-        outputs = {name: keras.layers.Identity(name=name, dtype="float32")(tapped[name]["logits"]) for name in leaders}
-        stopped = {
-            name: {key: StopGradient(name=f"{name}_{key}_stop")(x) for key, x in values.items()}
-            for name, values in tapped.items()
-        }
+        outputs, stopped, logit_widths = {}, {}, {}
+        for leader_name, model in taps.items():
+            own, tapped = LeaderTaps(model, name=f"{leader_name}_taps")(inputs)
+            # Outputs are float32 whatever the dtype policy (mixed precision computes inside).
+            outputs[leader_name] = keras.layers.Identity(name=leader_name, dtype="float32")(own)
+            logit_widths[leader_name] = own.shape[-1]
+            stopped[leader_name] = {
+                key: StopGradient(name=f"{leader_name}_{key}_stop")(x) for key, x in tapped.items()
+            }
         graphs = {}
         for follower in followers:
             read = list(follower.leaders or leaders)
             keys = {tap_key(tap) for tap in follower.taps_needed()}
             specs = {leader: {key: stopped[leader][key] for key in sorted(keys)} for leader in read}
-            classes = {leader: tapped[leader]["logits"].shape[-1] for leader in read}
-            graph = follower.build_graph(specs, classes)
+            graph = follower.build_graph(specs, {leader: logit_widths[leader] for leader in read})
             graphs[follower.name] = graph
             feed = {f"{leader}_{key}": x for leader, values in specs.items() for key, x in values.items()}
             results = graph(feed)
@@ -208,7 +259,8 @@ class Team(keras.Model):
             if targets is None:
                 allowed = ", ".join(dict.fromkeys([*self.member_names, *outputs]))
                 raise KerasTeamError("loss_weights", name, f"member or output names: {allowed}")
-            weights.update({target: float(weight) for target in targets})
+            weights.update({target: _loss_weight(name, weight) for target in targets})
+        self.sparse_label_outputs = [name for name in outputs if _is_sparse_crossentropy(loss[name])]
         super().compile(
             optimizer=optimizer,
             loss={name: loss[name] for name in outputs},
@@ -216,6 +268,46 @@ class Team(keras.Model):
             metrics={name: metrics.get(name, []) for name in outputs},
             **kwargs,
         )
+
+    def fit(self, x=None, y=None, *args, **kwargs) -> keras.callbacks.History:
+        """`keras.Model.fit`, after checking array inputs.
+
+        Arrays (numpy, tensors, lists) are checked first: no examples, or a
+        class label outside ``[0, classes)`` of an output trained with sparse
+        cross-entropy, raise `KerasTeamError` in one line. A `tf.data.Dataset`
+        or generator is passed on unchecked (TensorFlow reports a bad label).
+
+        Example:
+            >>> team = Team(keras_team.zoo.seed_cnn((8, 8, 1), 3))
+            >>> team.compile()
+            >>> team.fit(np.zeros((2, 8, 8, 1)), np.array([0, 3]))
+            Traceback (most recent call last):
+            keras_team.errors.KerasTeamError: y=3 is not valid: expected class labels in [0, 2] ('leader' has 3 classes)
+        """
+        self._check_arrays("x", "y", x, y)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            self._check_arrays("validation_data[0]", "validation_data[1]", *validation[:2])
+        return super().fit(x, y, *args, **kwargs)
+
+    def _check_arrays(self, x_field: str, y_field: str, x, y) -> None:
+        first = next(iter(x.values()), None) if isinstance(x, dict) else x
+        if first is None or not hasattr(first, "__len__") or isinstance(first, keras.utils.PyDataset):
+            return  # a dataset or generator: left to Keras and TensorFlow
+        if len(first) == 0:
+            raise KerasTeamError(x_field, "0 examples", "at least one example to train on")
+        if y is None:
+            return
+        widths = dict(zip(self.output_names, (output.shape[-1] for output in self.outputs)))
+        for name in getattr(self, "sparse_label_outputs", ()):
+            labels = np.asarray(y[name] if isinstance(y, dict) else y)
+            if labels.size == 0 or not np.issubdtype(labels.dtype, np.number):
+                continue
+            outside = labels[(labels < 0) | (labels >= widths[name])]
+            if outside.size:
+                raise KerasTeamError(
+                    y_field, outside.flat[0].item(), f"class labels in [0, {widths[name] - 1}] ({name!r} has {widths[name]} classes)"
+                )
 
     def compile_from_config(self, config: dict) -> None:
         """Recompile a loaded team as it was compiled when saved."""
@@ -239,6 +331,8 @@ class Team(keras.Model):
         """Mean of the members' softmax probabilities (members with one class count).
 
         Example:
-            >>> probs = Team.ensemble(team.predict(x))           # doctest: +SKIP
+            >>> uniform, skewed = np.zeros((1, 2)), np.log([[1.0, 3.0]])  # [0.5, 0.5], [0.25, 0.75]
+            >>> keras.ops.convert_to_numpy(Team.ensemble({"a": uniform, "b": skewed})).round(3).tolist()
+            [[0.375, 0.625]]
         """
         return ops.mean(ops.stack([ops.softmax(p, axis=-1) for p in predictions.values()]), axis=0)

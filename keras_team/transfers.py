@@ -80,17 +80,20 @@ def body(leader: keras.Model, keep: int | str | CutPoint, *, share: bool = False
 class Transferred(keras.Model):
     """A leader's kept part (the body), run in inference mode, plus a new head.
 
-    In the model's graph the body is the layer named "body" (an
-    `InferenceMode` wrapper); it runs in inference mode whatever the outer `training`, also
-    after `unfreeze`: dropout and noise inside it are off and its batch norm
-    uses, and keeps, its moving statistics (the Keras transfer-learning
-    guide's rule; see `keras_team.layers.InferenceMode`). Only its
-    `trainable` flags change between the frozen and fine-tuning stages.
+    In the model's graph the body is the layer named "body", an
+    `InferenceMode` wrapper: it runs in inference mode whatever the outer
+    `training`, also after `unfreeze`. Dropout and noise inside it are off
+    and its batch norm uses, and keeps, its moving statistics (the Keras
+    transfer-learning guide's rule). Only its `trainable` flags change
+    between the frozen and the fine-tuning stage.
 
     Args:
         body: the kept part, a functional model (see `keras_team.body`).
         head: a layer or unbuilt model applied to the body's output.
         cut: the `CutPoint` of the leader the body ends at.
+        inference_mode: run the body in inference mode (the default); False
+            lets it follow the outer `training`, for a body trained from
+            scratch, such as a same-architecture baseline.
         name: model name.
 
     Example:
@@ -102,22 +105,24 @@ class Transferred(keras.Model):
     """
 
     def __init__(self, body: keras.Model, head: keras.layers.Layer, cut: CutPoint | dict, *,
-                 name: str = "transferred", **kwargs):
+                 inference_mode: bool = True, name: str = "transferred", **kwargs):
         # === Layers ===
         if not isinstance(head, keras.layers.Layer):
             raise KerasTeamError("head", head, "a keras Layer or unbuilt model, e.g. keras_team.heads.dense(10)")
         cut = CutPoint(**{**cut, "output_shape": tuple(cut["output_shape"])}) if isinstance(cut, dict) else cut
-        in_inference = InferenceMode(body, name=BODY)
+        body_layer = InferenceMode(body, name=BODY) if inference_mode else body
 
         # === Functional model ===
         inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in body.inputs]
         inputs = inputs[0] if len(inputs) == 1 else inputs
-        features = in_inference(inputs)
+        features = body_layer(inputs)
         try:
             outputs = head(features)
         except ValueError as error:
             raise KerasTeamError(
-                "head", head.name, f"a head that accepts the features at the cut, shaped {tuple(features.shape)} ({error})"
+                "head",
+                head.name,
+                f"a head that accepts the features at the cut, shaped {tuple(features.shape)} ({error})",
             ) from error
         super().__init__(inputs, outputs, name=name, **kwargs)
 
@@ -125,11 +130,12 @@ class Transferred(keras.Model):
         self.body = body
         self.head = head
         self.cut = cut
+        self.inference_mode = bool(inference_mode)
 
     @property
     def features(self):
-        """The symbolic tensor at the cut in this model's graph: the body's output."""
-        return self.get_layer(BODY).output
+        """The symbolic tensor at the cut in this model's graph: the head's input."""
+        return graph.producer(self.outputs[0]).inputs[0]
 
     def get_config(self) -> dict:
         return {
@@ -138,6 +144,7 @@ class Transferred(keras.Model):
             "body": keras.saving.serialize_keras_object(self.body),
             "head": keras.saving.serialize_keras_object(self.head),
             "cut": dataclasses.asdict(self.cut),
+            "inference_mode": self.inference_mode,
         }
 
     @classmethod
@@ -155,6 +162,7 @@ def transfer(
     *,
     freeze: bool | None = None,
     share: bool = False,
+    inference_mode: bool = True,
     name: str | None = None,
 ) -> Transferred:
     """A new model: the leader's first `keep` weighted layers plus a new head.
@@ -174,6 +182,9 @@ def transfer(
         freeze: freeze the kept part (`trainable=False`); default: True
             for a copy, False with `share=True`.
         share: share the leader's layers instead of copying them.
+        inference_mode: run the kept part in inference mode whatever the
+            outer `training` (see `Transferred`); False for a body trained
+            from scratch.
         name: model name; defaults to "<leader name>_transfer".
 
     Example:
@@ -189,4 +200,4 @@ def transfer(
         freeze = not share
     if freeze:
         freeze_model(kept)
-    return Transferred(kept, head, cut, name=name or f"{leader.name}_transfer")
+    return Transferred(kept, head, cut, inference_mode=inference_mode, name=name or f"{leader.name}_transfer")

@@ -76,7 +76,7 @@ def mlp(
 
     Example:
         >>> follower = mlp(5)
-        >>> follower(keras.ops.zeros((2, 84))).shape
+        >>> tuple(follower(keras.ops.zeros((2, 84))).shape)
         (2, 5)
     """
     stack = [layers.Flatten(name="flatten")]

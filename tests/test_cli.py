@@ -38,15 +38,15 @@ def test_init_writes_the_commented_default_and_never_overwrites(tmp_path, capsys
     assert path.read_text() == "seed: 7\n"
 
 
-def test_corrupt_leader_file_is_a_clear_error_and_keeps_the_run_directory(tmp_path, capsys):
+def test_corrupt_leader_file_says_what_is_wrong_and_leaves_nothing(tmp_path, capsys):
     corrupt = tmp_path / "leader.keras"
     corrupt.write_bytes(b"not a zip file")
     out = tmp_path / "run"
     argv = ["run", "--output-dir", str(out), "--set", f"leader.path={corrupt}"]
     assert cli.main(argv) == cli.USER_ERROR
-    assert "leader.path" in _error_line(capsys)
-    assert (out / "config.yaml").is_file() and (out / "state.json").is_file()
-    assert not list(out.glob("*.keras"))
+    error = _error_line(capsys)
+    assert "leader.path" in error and "not a .keras archive" in error and "File not found" not in error
+    assert not out.exists()
 
 
 def test_invalid_cut_fails_before_the_leader_trains(tmp_path, capsys):
@@ -54,4 +54,78 @@ def test_invalid_cut_fails_before_the_leader_trains(tmp_path, capsys):
     assert cli.main(["run", "--output-dir", str(out), "--set", "transfer.keep=2"]) == cli.USER_ERROR
     error = _error_line(capsys)
     assert "transfer.keep=2" in error and "1, 3, 6, 7" in error
-    assert not (out / "leader.keras").exists()
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "setting, phrase",
+    [
+        ("transfer.head.activation=relux", "transfer.head.activation='relux'"),
+        ("followers.0.tap=pool9", "followers[0].tap='pool9'"),
+        ("followers.0.name=leader", "followers[0].name='leader'"),
+        ("followers.0.name=leader_taps", "leader_taps"),
+        ("transfer.unfreeze=40", "transfer.unfreeze=40"),
+    ],
+)
+def test_team_mistakes_fail_before_anything_trains(setting, phrase, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--output-dir", str(out), "--set", setting, "--set", "transfer.fine_tune_epochs=1"]
+    assert cli.main(argv) == cli.USER_ERROR
+    assert phrase in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_a_leader_with_two_inputs_is_a_clear_error(tmp_path, capsys):
+    import keras
+
+    a, b = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(5)(keras.layers.Flatten()(keras.layers.Add()([a, b])))
+    keras.Model([a, b], outputs).save(tmp_path / "two.keras")
+    argv = ["run", "--output-dir", str(tmp_path / "run"), "--set", f"leader.path={tmp_path / 'two.keras'}"]
+    assert cli.main(argv) == cli.USER_ERROR
+    assert "one input, got 2" in _error_line(capsys)
+
+
+def test_init_into_a_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["init", str(tmp_path / "missing" / "my.yaml")]) == cli.USER_ERROR
+    assert "existing folder" in _error_line(capsys)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["check", "--output-dir", str(out), "--set", "transfer.keep=pool1"]) == 0
+    plan = capsys.readouterr().out
+    assert "cut     pool1 (depth 3, features (None, 4, 4, 16))" in plan
+    for stage in ("1. leader", "2. transfer", "3. followers", "4. baseline", "5. evaluate"):
+        assert stage in plan
+    assert "parameters" in plan and f"would write to {out}/" in plan
+    assert not out.exists()
+    assert cli.main(["run", "--dry-run", "--output-dir", str(out)]) == 0
+    assert capsys.readouterr().out == plan and not out.exists()
+
+
+def test_cuts_lists_name_depth_shape_and_parameters_kept(tmp_path, capsys):
+    import keras_team
+
+    leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
+    leader.save(tmp_path / "leader.keras")
+    for argv in (["cuts", "seed_cnn", "--input-shape", "8,8,1", "--classes", "5"], ["cuts", str(tmp_path / "leader.keras")]):
+        assert cli.main(argv) == 0
+        rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+        for cut in keras_team.cut_points(leader):
+            kept = keras_team.body(leader, cut.name).count_params()
+            assert rows[cut.name].split()[1] == str(cut.depth)
+            assert rows[cut.name].endswith(f"{kept:,}"), rows[cut.name]
+    assert cli.main(["cuts", "seed_cnn"]) == cli.USER_ERROR
+    assert "--input-shape" in _error_line(capsys)
+
+
+def test_tensorflow_says_nothing_unless_asked():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "keras_team.app.cli", "cuts", "seed_cnn", "--input-shape", "8,8,1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "fc1" in done.stdout
+    assert done.stderr == ""

@@ -2,8 +2,6 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pydantic
 import pytest
@@ -124,11 +122,28 @@ def test_published_json_schema_is_up_to_date():
     assert path.read_text() == json_schema_text(), "regenerate it: keras-team schema > keras_team/app/config.schema.json"
 
 
+def test_editors_schema_agrees_with_the_config_reader():
+    import jsonschema  # an independent reader of the published schema
+
+    validator = jsonschema.Draft202012Validator(json.loads(json_schema_text()))
+    assert not list(validator.iter_errors(yaml.safe_load(default_config_text())))
+    two_leaders = {"leaders": [{"name": "a"}, {"name": "b", "transfer": {"keep": 3}}],
+                   "followers": [{"name": "m", "leaders": ["a", "b"], "combine": "each"}]}
+    assert not list(validator.iter_errors(two_leaders))
+    load_config(overrides=[f"{key}={json.dumps(value)}" for key, value in two_leaders.items()])
+    for wrong in ({"seed": -1}, {"sead": 1}, {"data": {"validation": 1}}, {"transfer": {"head": {"kind": "lstm"}}},
+                  {"data": {"target": {"classes": [5, 5]}}}, {"followers": [{"combine": "sum"}]}):
+        assert list(validator.iter_errors(wrong)), wrong
+        with pytest.raises(KerasTeamError):
+            Config.from_dict(wrong)
+
+
 def test_schema_command_prints_the_json_schema(capsys):
     assert cli.main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
-    assert schema == Config.model_json_schema()
     assert schema["additionalProperties"] is False
+    assert schema["properties"]["transfer"]["default"] == load_config().to_dict()["transfer"]
+    assert schema["$defs"]["DataConfig"]["properties"]["source"]["default"]["classes"] == [0, 1, 2, 3, 4]
     leader = schema["$defs"]["LeaderConfig"]["properties"]
     assert leader["architecture"]["enum"] == ["seed_cnn", "residual_cnn"] and leader["epochs"]["minimum"] == 1
 
@@ -148,13 +163,6 @@ def test_a_new_section_is_a_few_declarations():
     with pytest.raises(KerasTeamError) as info:
         TunedConfig.from_dict({"tune": {"trails": 3}})
     assert_error(info.value, "tune.trails", "did you mean 'trials'")
-
-
-def test_config_module_does_not_import_tensorflow():
-    code = "import sys, keras_team.app.config as c; c.load_config(); print('tensorflow' in sys.modules)"
-    root = pathlib.Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 # --- merging and overrides -----------------------------------------------------
@@ -448,3 +456,48 @@ def test_override_list_index_out_of_range():
 
 def test_override_value_bad_yaml():
     assert_error(error_of(overrides=["data.augment=[flip"]), "data.augment", "valid YAML")
+
+
+# --- several leaders ---------------------------------------------------------------
+
+
+def test_one_leader_shorthand_is_the_team_leader_named_leader():
+    config = load_config()
+    assert config.leaders == ()
+    (leader,) = config.team_leaders
+    assert leader.name == "leader" and leader.architecture == "residual_cnn" and leader.transfer == config.transfer
+
+
+def test_listed_leaders_take_omitted_fields_from_leader_and_transfer(tmp_path):
+    path = write(tmp_path, "leader: {epochs: 3}\ntransfer: {keep: 3, head: {dropout: 0.5}}\nleaders:\n"
+                           "  - {name: a}\n  - {name: b, architecture: seed_cnn, transfer: {head: {hidden: [8]}}}\n")
+    a, b = load_config(path).team_leaders
+    assert (a.name, a.architecture, a.epochs, a.transfer.keep) == ("a", "residual_cnn", 3, 3)
+    assert (b.architecture, b.epochs, b.transfer.keep, b.transfer.head.hidden, b.transfer.head.dropout) == (
+        "seed_cnn", 3, 3, (8,), 0.5)
+
+
+def test_followers_name_the_leaders_they_read():
+    config = load_config(overrides=["leaders=[{name: a}, {name: b}]", "followers.0.leaders=[b]",
+                                    "followers.0.combine=each"])
+    assert config.followers[0].leaders == ("b",) and config.followers[0].combine == "each"
+    assert load_config().followers[0].leaders is None  # every leader
+
+
+@pytest.mark.parametrize(
+    "overrides, field, in_message",
+    [
+        (["leaders=[{name: a}, {name: a}]"], "leaders[1].name", "not used by another leader"),
+        (["leaders=[{architecture: seed_cnn}]"], "leaders[0]", "also gives name"),
+        (["leaders=[{name: a, trnsfer: {keep: 3}}]"], "leaders[0].trnsfer", "did you mean 'transfer'"),
+        (["leaders=[{name: a, transfer: {keep: 2, unfreeze: 3}}]"], "leaders[0].transfer.unfreeze", "[0, 2]"),
+        (["leaders=[{name: a, epochs: 0}]"], "leaders[0].epochs", "an int >= 1"),
+        (["leaders=[{name: a}]", "followers.0.leaders=[a, c]"], "followers[0].leaders[1]", "the name of a leader: a"),
+        (["followers.0.leaders=[leader, leader]"], "followers[0].leaders", "distinct names"),
+        (["followers.0.leaders=[]"], "followers[0].leaders", "non-empty list"),
+        (["followers.0.combine=sum"], "followers[0].combine", "one of concat, each"),
+        (["leaders=[{name: mlp}]"], "followers[0].name", "not used by another follower or leader (used: mlp)"),
+    ],
+)
+def test_several_leaders_mistakes(overrides, field, in_message):
+    assert_error(error_of(overrides=overrides), field, in_message)

@@ -1,11 +1,13 @@
 """Cut points and `keep` on every kind of graph a leader can have."""
 
 import keras
+import numpy as np
 import pytest
 from keras import layers
 
 import keras_team
 from keras_team.cuts import resolve_cut
+from keras_team.taps import tap_tensor
 
 
 def _names_at(model, depth):
@@ -53,7 +55,7 @@ def test_nested_application_is_one_unit_counting_its_weighted_layers():
     inputs = keras.Input((32, 32, 3))
     x = layers.GlobalAveragePooling2D(name="gap")(base(layers.Rescaling(1 / 127.5, -1, name="scale")(inputs)))
     model = keras.Model(inputs, layers.Dense(10, name="logits")(x))
-    inner = keras_team.cuts.weighted_layer_count(base)
+    inner = sum(1 for layer in base.layers if any(w.path.endswith("kernel") for w in layer.weights))  # convs
     cuts = {c.name: c.depth for c in keras_team.cut_points(model)}
     assert cuts == {"scale": 0, base.name: inner, "gap": inner, "logits": inner + 1}
     assert resolve_cut(model, inner).name == "gap"
@@ -113,3 +115,98 @@ def test_subclassed_model_is_refused_clearly():
 
     with pytest.raises(keras_team.KerasTeamError, match="subclassed"):
         keras_team.cut_points(Subclassed())
+
+
+def _ops_leader():
+    inputs = keras.Input((6,))
+    x = keras.ops.relu(layers.Dense(8, name="d1")(inputs))
+    x = layers.Dense(8, name="d2")(x)
+    return keras.Model(inputs, layers.Dense(3, name="out")(x), name="ops_leader")
+
+
+def test_keras_ops_calls_are_part_of_the_graph():
+    leader = _ops_leader()
+    assert [(c.name, c.depth) for c in keras_team.cut_points(leader)] == [("d1", 1), ("relu", 1), ("d2", 2), ("out", 3)]
+    student = keras_team.transfer(leader, keep=1, head=keras_team.heads.dense(2))
+    assert student.cut.name == "relu"  # the activation after layer 1 is kept
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    reference = keras.Model(leader.inputs, leader.get_layer("d2").input)
+    np.testing.assert_allclose(student.body(x), reference(x), rtol=1e-6)
+    assert np.all(student.body(x) >= 0)
+
+
+def _twice_leader():
+    inputs = keras.Input((4,))
+    shared = layers.Dense(4, activation="tanh", name="shared")
+    x = shared(shared(inputs))
+    return keras.Model(inputs, layers.Dense(2, name="out")(x), name="twice")
+
+
+def test_layer_called_twice_is_refused_by_name_and_chosen_by_cut_point():
+    leader = _twice_leader()
+    cuts = keras_team.cut_points(leader)
+    assert [(c.name, c.depth, c.position) for c in cuts] == [("shared", 1, 0), ("shared", 1, 1), ("out", 2, 2)]
+    with pytest.raises(keras_team.KerasTeamError, match=r"called at 2 cut points.*cut_points\(model\)\[0\].*\[1\]"):
+        resolve_cut(leader, "shared")
+    student = keras_team.transfer(leader, keep=cuts[0], head=keras_team.heads.dense(2))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_allclose(student.body(x), leader.get_layer("shared")(x), rtol=1e-6)  # one call, not two
+
+
+def test_layer_called_twice_stays_one_layer_in_the_copy():
+    leader = _twice_leader()
+    student = keras_team.transfer(leader, keep=keras_team.cut_points(leader)[1], head=keras_team.heads.dense(2))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    shared = leader.get_layer("shared")
+    np.testing.assert_allclose(student.body(x), shared(shared(x)), rtol=1e-6)
+    assert len(student.body.weights) == 2  # one kernel and one bias, used by both calls
+
+
+def test_numpy_integer_depths_are_accepted():
+    leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
+    assert resolve_cut(leader, np.int64(3)).name == "fc1"
+    student = keras_team.transfer(leader, keep=np.int32(3), head=keras_team.heads.dense(2))
+    keras_team.unfreeze(student, top=np.int64(1))
+    assert keras_team.freezing.is_trained(student.body.get_layer("fc1"), student)
+    assert not keras_team.freezing.is_trained(student.body.get_layer("conv2"), student)
+
+
+def _ending_in(last):
+    inputs = keras.Input((4,))
+    x = layers.Dense(3, name="dense", activation="sigmoid" if last == "dense" else None)(inputs)
+    if last == "layer":
+        x = layers.Activation("sigmoid", name="act")(x)
+    elif last == "op":
+        x = keras.ops.sigmoid(x)
+    return keras.Model(inputs, x, name="multilabel")
+
+
+@pytest.mark.parametrize("last", ["dense", "layer", "op"])
+@pytest.mark.parametrize("tap", ["logits", "probs"])
+def test_leader_ending_in_sigmoid_has_no_logits_tap(last, tap):
+    with pytest.raises(keras_team.KerasTeamError, match="sigmoid"):
+        tap_tensor(_ending_in(last), tap)
+
+
+def test_separate_softmax_is_looked_through_for_logits():
+    inputs = keras.Input((4,))
+    logits = layers.Dense(3, name="dense")(inputs)
+    for probs in (layers.Softmax(name="sm")(logits), keras.ops.softmax(logits)):
+        leader = keras.Model(inputs, probs)
+        assert tap_tensor(leader, "logits") is logits
+
+
+def test_multi_output_leader_is_refused_for_taps_but_can_be_cut():
+    inputs = keras.Input((4,))
+    trunk = layers.Dense(8, name="trunk")(inputs)
+    leader = keras.Model(inputs, [layers.Dense(3, name="a")(trunk), layers.Dense(2, name="b")(trunk)], name="two_heads")
+    with pytest.raises(keras_team.KerasTeamError, match="one output to tap; it has 2"):
+        tap_tensor(leader, "logits")
+    assert [c.name for c in keras_team.cut_points(leader)] == ["trunk"]
+    assert keras_team.transfer(leader, keep="trunk", head=keras_team.heads.dense(2)).output_shape == (None, 2)
+
+
+def test_features_tap_of_a_transferred_leader_is_its_cut():
+    student = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=2, head=keras_team.heads.dense(3, hidden=(4,)))
+    features = tap_tensor(student, "features")
+    assert features is student.features and tuple(features.shape) == student.cut.output_shape == (None, 64)

@@ -107,7 +107,7 @@ def test_from_dataset_and_load_task_match_from_arrays():
     "make, field, words",
     [
         (lambda: data.digits(classes=[3, 12]), "classes", "available classes [0, 1"),
-        (lambda: data.digits(classes=[5], shots=1000), "shots", "class '5' has only"),
+        (lambda: data.digits(classes=[5], shots=1000), "shots", "class '5' has the fewest"),
         (lambda: data.digits(shots=0), "shots", ">= 1"),
         (lambda: data.digits(validation=0.0), "validation", "between 0 and 1"),
         (lambda: data.digits(test=1.5), "test", "between 0 and 1"),
@@ -121,6 +121,24 @@ def test_user_errors_name_the_field(make, field, words):
     with pytest.raises(KerasTeamError, match=field) as caught:
         make()
     assert caught.value.field == field and words in str(caught.value)
+
+
+class DownloadReached(Exception):
+    """Raised instead of the network call."""
+
+
+def test_tfds_download_path_gets_as_far_as_the_network(tmp_path, monkeypatch):
+    """The README's CIFAR command with download=true: on a clean install tfds needed importlib_resources.
+
+    Defined before `mock_tfds`, whose mock stays on for the rest of the module.
+    """
+    def network(self, *args, **kwargs):
+        raise DownloadReached
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", network)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", network)
+    with pytest.raises(DownloadReached):
+        data.tfds_task("cifar10", data_dir=str(tmp_path), download=True)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +185,34 @@ def test_tfds_cifar100_target_k_shot(mock_tfds):
 
 
 def test_unknown_tfds_name(mock_tfds):
-    with pytest.raises(KerasTeamError, match="data.name") as caught:
+    with pytest.raises(KerasTeamError, match="no_such_dataset_xyz") as caught:
         data.tfds_task("no_such_dataset_xyz")
-    assert caught.value.field == "data.name"
+    assert caught.value.field == "name"
+
+
+@pytest.mark.parametrize("shots", [121, 122, 500])
+def test_too_many_shots_names_the_smallest_class_and_a_limit_that_works(shots):
+    whole = data.digits(classes=range(5, 10))  # without shots, train + validation is the pool shots come from
+    counts = np.bincount(whole.splits["train"][1]) + np.bincount(whole.splits["validation"][1])
+    with pytest.raises(KerasTeamError) as caught:
+        data.digits(classes=range(5, 10), shots=shots)
+    error = caught.value
+    assert error.field == "shots"  # not `validation`, which the user did not set
+    smallest = str(5 + int(np.argmin(counts)))
+    assert f"class {smallest!r} has the fewest training examples ({min(counts)})" in str(error)
+    limit = int(str(error).split("at most ")[1].split(":")[0])
+    assert limit < min(counts)
+    task = data.digits(classes=range(5, 10), shots=limit)  # following the advice works ...
+    assert set(np.unique(task.splits["validation"][1])) == set(range(5))  # ... and validates every class
+    with pytest.raises(KerasTeamError):
+        data.digits(classes=range(5, 10), shots=limit + 1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_infinite_inputs_are_refused(bad):
+    x = np.ones((40, 3), np.float32)
+    x[7, 1] = bad
+    y = np.arange(40) % 2
+    with pytest.raises(KerasTeamError, match="1 NaN or infinite") as caught:
+        data.from_arrays(x, y)
+    assert caught.value.field == "x"

@@ -58,6 +58,15 @@ def test_the_team_holds_every_leader_and_followers_read_them(two_leader_run):
     assert "| small (transfer)" in table and "| lenet (transfer)" in table
 
 
+def test_evaluate_scores_a_saved_two_leader_team(two_leader_run, capsys):
+    assert cli.main(["evaluate", str(two_leader_run)]) == 0
+    table = capsys.readouterr().out
+    report = json.loads((two_leader_run / "report.json").read_text())
+    both = report["members"]["both"]["test_accuracy"]
+    row = next(line for line in table.splitlines() if line.startswith("| both "))
+    assert f"{both:.3f}" in row
+
+
 def test_a_bad_cut_of_the_second_leader_fails_before_any_leader_trains(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(TWO_LEADERS.replace("keep: 3", "keep: 9"))

@@ -1,8 +1,13 @@
 """The Team behaves as one Keras model whose followers read their leaders' taps."""
 
+import pathlib
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_team
 from keras_team import Distill, Follower, KerasTeamError, Team
@@ -40,6 +45,11 @@ def softmax(logits, temperature=1.0):
     z = logits / temperature
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def tf_dataset(x, y=None, batch_size=4):
+    y = np.zeros(len(x), "int32") if y is None else y
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
 
 
 def reference_loss(y, logits):
@@ -87,6 +97,20 @@ def test_concat_over_two_leaders_sums_their_widths():
     assert concat.model.input_shape == (None, 120 + 84)
     assert only_b.model.input_shape == (None, 84)
     assert logits.model.input_shape == (None, 5 + 5)
+
+
+def test_concat_joins_the_taps_in_the_order_of_the_followers_leaders(source):
+    x, _ = blobs(n=8, seed=5)
+    a, b = transferred(keep=3, source=source), transferred(keep=4, source=source)
+    team = Team({"a": a, "b": b}, [
+        Follower(keras.layers.Identity(name="ab"), tap="logits"),
+        Follower(keras.layers.Identity(name="ba"), tap="logits", leaders=["b", "a"]),
+    ])
+    predicted = team.predict(x, verbose=0)
+    logits_a, logits_b = a.predict(x, verbose=0), b.predict(x, verbose=0)
+    assert not np.allclose(logits_a, logits_b)
+    np.testing.assert_allclose(predicted["ab"], np.concatenate([logits_a, logits_b], -1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predicted["ba"], np.concatenate([logits_b, logits_a], -1), rtol=1e-5, atol=1e-6)
 
 
 # --- 4: "each" and the team loss -----------------------------------------------------------
@@ -178,30 +202,34 @@ def test_follower_gradients_never_reach_the_leader(source):
 
 
 @pytest.mark.parametrize("tap", ["features", "probs"])
-def test_distillation_adds_alpha_t2_kl_and_weights_the_label_loss_1_minus_alpha(source, tap):
+def test_distillation_adds_alpha_t2_kl_while_training_only(source, tap):
     x, y = blobs(n=32, seed=4)
     t, alpha = 3.0, 0.4
     team = Team(source, [Follower(mlp(name="student"), tap=tap, distill=Distill(temperature=t, alpha=alpha))])
     predicted = {name: np.array(value) for name, value in team(x).items()}
+    assert team.losses == []  # inference and serving: no teacher softmax, no KL
+    team(x, training=True)
     (added,) = team.losses
-    teacher, student = softmax(predicted["leader"], t), softmax(predicted["student"], t)
+    teacher, student = softmax(source.predict(x, verbose=0), t), softmax(predicted["student"], t)
     kl = np.sum(teacher * (np.log(teacher) - np.log(student)), axis=-1)
     expected = alpha * t * t * np.mean(kl)
     assert expected > 1e-3
     assert float(added) == pytest.approx(expected, rel=1e-4)
 
     assert team.loss_weight_defaults() == {"leader": 1.0, "student": pytest.approx(1 - alpha)}
-    team.compile()
+    team.compile(keras.optimizers.SGD(0.0))  # a training step that changes nothing
     result = team.evaluate(x, y, batch_size=len(x), return_dict=True, verbose=0)
     assert result["student_loss"] == pytest.approx(reference_loss(y, predicted["student"]), rel=1e-5)
-    total = result["leader_loss"] + (1 - alpha) * result["student_loss"] + expected
-    assert result["loss"] == pytest.approx(total, rel=1e-4)
+    label_losses = result["leader_loss"] + (1 - alpha) * result["student_loss"]
+    assert result["loss"] == pytest.approx(label_losses, rel=1e-5)  # evaluate adds no distillation
+    history = team.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(label_losses + expected, rel=1e-4)
 
 
 def test_distillation_with_each_adds_one_term_per_leader():
     team = Team({"a": transferred(), "b": transferred()},
                 [Follower(mlp(name="f"), combine="each", distill=Distill(alpha=0.25))])
-    team(blobs(n=4)[0])
+    team(blobs(n=4)[0], training=True)
     assert len(team.losses) == 2
     assert team.loss_weight_defaults() == {"a": 1.0, "b": 1.0, "f_a": 0.75, "f_b": 0.75}
 
@@ -264,6 +292,30 @@ ERRORS = {
         lambda: Team(_softmax_leader(), [Follower(mlp(), tap="features")]),
         "leaders[leader]", ["softmax", "linear layer"],
     ),
+    "negative loss weight": (
+        lambda: Team(transferred(), [Follower(mlp())]).compile(loss_weights={"mlp": -0.5}),
+        "loss_weights[mlp]", ["-0.5", "finite number >= 0"],
+    ),
+    "NaN loss weight": (
+        lambda: Team(transferred(), [Follower(mlp())]).compile(loss_weights={"leader": float("nan")}),
+        "loss_weights[leader]", ["nan", "finite number >= 0"],
+    ),
+    "follower named like the leader's taps layer": (
+        lambda: Team(transferred(), [Follower(mlp(), name="leader_taps")]),
+        "followers", ["'leader_taps'", "the taps of leader 'leader'"],
+    ),
+    "follower named like another follower's sub-model": (
+        lambda: Team(transferred(), [Follower(mlp()), Follower(mlp(name="g"), name="mlp_graph")]),
+        "followers", ["'mlp_graph'", "sub-model of follower 'mlp'"],
+    ),
+    "leader named like a stop-gradient layer": (
+        lambda: Team({"a": transferred(), "a_logits_stop": transferred()}),
+        "leaders", ["'a_logits_stop'", "stop-gradient"],
+    ),
+    "unknown head activation": (
+        lambda: keras_team.heads.dense(3, hidden=(8,), activation="relux"),
+        "activation", ["'relux'", "gelu", "relu", "softmax"],
+    ),
     "unknown loss weight": (
         lambda: Team({"a": transferred(), "b": transferred()}, [Follower(mlp(name="f"), combine="each")]).compile(
             loss_weights={"g": 1.0}
@@ -283,16 +335,111 @@ def test_user_errors_name_the_field_and_what_is_allowed(case):
         assert phrase in str(error.value)
 
 
+def test_fit_on_no_examples_is_a_clear_error():
+    team = Team(transferred(), [Follower(mlp())])
+    team.compile()
+    with pytest.raises(KerasTeamError, match="at least one example") as error:
+        team.fit(np.zeros((0, 8, 8, 1), "uint8"), np.zeros((0,), "int32"), verbose=0)
+    assert error.value.field == "x"
+
+
+@pytest.mark.parametrize("label, where", [(5, "y"), (-1, "y"), (7, "validation_data[1]")])
+def test_out_of_range_label_is_one_line_naming_the_label_and_the_range(label, where):
+    x, y = blobs(n=8)
+    team = Team(transferred(classes=5), [Follower(mlp())])
+    team.compile()
+    bad = y.copy()
+    bad[3] = label
+    labels, validation = (bad, (x, y)) if where == "y" else (y, (x, bad))
+    with pytest.raises(KerasTeamError) as error:
+        team.fit(x, labels, validation_data=validation, epochs=1, verbose=0)
+    assert error.value.field == where
+    assert str(error.value) == f"{where}={label} is not valid: expected class labels in [0, 4] ('leader' has 5 classes)"
+
+
+def test_regression_is_not_offered_by_the_heads():
+    # The Team, its cache, ensemble and report are built for classification.
+    with pytest.raises(TypeError, match="task"):
+        keras_team.heads.dense(2, task="regression")
+
+
+def test_team_keeps_its_name_through_save_and_load(tmp_path):
+    team = Team(transferred(), [Follower(mlp())], name="my_team")
+    assert team.name == "my_team"
+    team.save(tmp_path / "team.keras")
+    assert keras.models.load_model(tmp_path / "team.keras").name == "my_team"
+
+
+LOAD = """
+import sys, numpy as np, keras, keras_team
+x = np.load(sys.argv[1] + "/x.npy")
+for name in ("team", "transferred", "follower_graph"):
+    model = keras.models.load_model(sys.argv[1] + f"/{name}.keras")  # safe_mode on, no custom_objects
+    outputs = model.predict(x, verbose=0) if name != "follower_graph" else model(dict(np.load(sys.argv[1] + "/taps.npz")))
+    outputs = outputs if isinstance(outputs, dict) else {"out": keras.tree.flatten(outputs)[0]}
+    np.savez(sys.argv[1] + f"/{name}_loaded.npz", **{k: np.asarray(v) for k, v in outputs.items()})
+    print(name, type(model).__name__)
+"""
+
+
+def test_saved_team_follower_graph_and_transferred_model_load_after_a_plain_import(tmp_path, source):
+    x, _ = blobs(n=6, seed=7)
+    leader = transferred(source=source)
+    team = Team(leader, [Follower(mlp(name="dist"), tap="probs", temperature=2.0, distill=Distill())])
+    graph = team.follower_graphs["dist"]  # TemperatureSoftmax and Distillation layers
+    taps = {key: np.asarray(value) for key, value in keras_team.caching.cache_taps(
+        team, "dist", tf_dataset(x), verbose=0).inputs.items()}
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "taps.npz", **taps)
+    team.save(tmp_path / "team.keras")
+    leader.save(tmp_path / "transferred.keras")
+    graph.save(tmp_path / "follower_graph.keras")
+    expected = {
+        "team": team.predict(x, verbose=0),
+        "transferred": {"out": leader.predict(x, verbose=0)},
+        "follower_graph": {"out": np.asarray(keras.tree.flatten(graph(taps))[0])},
+    }
+    root = pathlib.Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path)], cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["team", "Team", "transferred", type(leader).__name__, "follower_graph", "Functional"]
+    for name, outputs in expected.items():
+        loaded = np.load(tmp_path / f"{name}_loaded.npz")
+        assert sorted(loaded) == sorted(outputs)
+        for key, value in outputs.items():
+            np.testing.assert_allclose(loaded[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_leader_keeps_its_batch_norm_statistics_while_the_team_trains():
+    x, y = blobs(seed=1)
+    keras.utils.set_random_seed(0)
+    leader = keras_team.transfer(keras_team.zoo.residual_cnn((8, 8, 1), 5), keep="pool1",
+                                 head=keras_team.heads.dense(5))
+    statistics = [v for v in leader.non_trainable_weights if "moving" in v.path]
+    assert statistics
+    before = [np.array(v) for v in statistics]
+    team = Team(leader, [Follower(mlp())])
+    team.compile(keras.optimizers.Adam(1e-2))
+    team.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert all(np.array_equal(np.array(v), b) for v, b in zip(statistics, before))
+
+
 # --- 10: a Keras model like any other --------------------------------------------------------------
 
 
 def test_team_is_a_keras_model_with_member_outputs_history_and_callbacks(source):
     x, y = blobs(seed=1)
-    team = Team({"leader": transferred(source=source)}, [Follower(mlp(name="feat")), Follower(mlp(name="lg"), tap="logits")])
-    assert isinstance(team, keras.Model)
+    leader = transferred(source=source)
+    feat, lg = Follower(mlp(name="feat")), Follower(mlp(name="lg"), tap="logits")
+    team = Team({"leader": leader}, [feat, lg])
     assert team.member_names == ["leader", "feat", "lg"]
-    assert sorted(team.predict(x[:5], verbose=0)) == sorted(team.member_names)
-    assert all(v.shape == (5, 5) for v in team.predict(x[:5], verbose=0).values())
+    predicted = team.predict(x[:5], verbose=0)
+    assert sorted(predicted) == sorted(team.member_names)
+    logits = leader.predict(x[:5], verbose=0)
+    features = leader.body.predict(x[:5], verbose=0)  # the cut
+    np.testing.assert_allclose(predicted["leader"], logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predicted["feat"], feat.model.predict(features, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predicted["lg"], lg.model.predict(logits, verbose=0), rtol=1e-5, atol=1e-6)
 
     team.compile(keras.optimizers.Adam(1e-2))
     # No later epoch improves the monitored member's loss by 10: training stops after 2 of 6 epochs

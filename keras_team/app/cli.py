@@ -1,10 +1,13 @@
-"""`keras-team`: init a config, run the recipe, evaluate a saved team.
+"""`keras-team`: init a config, check it, run the recipe, list a leader's cuts, evaluate a run.
 
 User mistakes print one line and exit with status 2; the config is checked
-before TensorFlow starts.
+before TensorFlow starts, and the whole team is built once, untrained, before
+anything trains. TensorFlow's own log noise is silenced unless `--verbose`.
 
 Example:
     $ keras-team init my.yaml
+    $ keras-team check --config my.yaml
+    $ keras-team cuts residual_cnn --input-shape 8,8,1
     $ keras-team run --config my.yaml --set transfer.keep=fc1
     $ keras-team evaluate runs/digits
     $ keras-team schema > keras-team.schema.json
@@ -13,9 +16,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pathlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from keras_team.app.config import default_config_text, json_schema_text, load_config
@@ -24,6 +29,14 @@ from keras_team.export import cli as export_cli
 
 USER_ERROR = 2
 INTERRUPTED = 130
+ZOO = ("seed_cnn", "residual_cnn")
+
+
+def _config_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--config", help="YAML config (default: the built-in one, see `keras-team init`)")
+    command.add_argument("--output-dir", help="overrides output_dir of the config")
+    command.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                         help="override a config field, e.g. --set transfer.keep=fc1 (repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,13 +47,21 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("path", nargs="?", default="keras-team.yaml", help="where to write it (default: %(default)s)")
     init.add_argument("--force", action="store_true", help="replace an existing file")
 
+    check = commands.add_parser("check", help="build the whole team untrained and print the plan; trains nothing")
+    _config_arguments(check)
+
     run = commands.add_parser("run", help="train leader, transfer, followers and baseline; write the report")
-    run.add_argument("--config", help="YAML config (default: the built-in one, see `keras-team init`)")
-    run.add_argument("--output-dir", help="overrides output_dir of the config")
-    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                     help="override a config field, e.g. --set transfer.keep=fc1 (repeatable)")
-    run.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    _config_arguments(run)
+    run.add_argument("--dry-run", action="store_true", help="check the config and print the plan, as `keras-team check`")
+    loudness = run.add_mutually_exclusive_group()
+    loudness.add_argument("--verbose", action="store_true", help="Keras' line per epoch and TensorFlow's logs")
+    loudness.add_argument("--quiet", action="store_true", help="print only the final table")
     run.add_argument("--strategy", help="overrides distribute.strategy: auto, default or mirrored")
+
+    cuts = commands.add_parser("cuts", help="list the valid cuts of a leader (for transfer.keep)")
+    cuts.add_argument("leader", help=f"a .keras file, or a zoo architecture: {', '.join(ZOO)}")
+    cuts.add_argument("--input-shape", help="for a zoo architecture: the input shape, e.g. 32,32,3")
+    cuts.add_argument("--classes", type=int, default=10, help="for a zoo architecture: outputs (default: %(default)s)")
 
     commands.add_parser("schema", help="print the config's JSON schema (for editors)")
 
@@ -51,62 +72,167 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ logs (set before TF starts) and library warnings."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tensorflow_datasets|absl)(\..*)?")
+
+
+def _start_tensorflow(verbose: bool = False) -> None:
+    """Import TensorFlow (after the config is checked); unless verbose, silence its start-up and its loggers.
+
+    TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, CPU features) are
+    written by absl before `TF_CPP_MIN_LOG_LEVEL` is read, so the import runs
+    with file descriptor 2 pointed at /dev/null.
+    """
+    if verbose or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+    else:
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            sys.stderr.flush()
+            os.dup2(devnull, 2)
+            import tensorflow  # noqa: F401
+            import keras  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    import absl.logging
+    import tensorflow as tf
+
+    if not verbose:
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        tf.get_logger().setLevel("ERROR")  # e.g. retracing warnings
+
+
 def _init(args) -> None:
     path = pathlib.Path(args.path)
     if path.exists() and not args.force:
         raise KerasTeamError("path", str(path), "a file that does not exist yet (or pass --force to replace it)")
+    if not path.parent.is_dir():
+        raise KerasTeamError("path", str(path), f"a file in an existing folder ({path.parent} is not a folder)")
     from keras_team.app.workspace import write_text
 
-    write_text(path, default_config_text())
-    print(f"wrote {path}; edit it, then: keras-team run --config {path}")
+    try:
+        write_text(path, default_config_text())
+    except OSError as error:
+        raise KerasTeamError("path", str(path), f"a file you may write ({error.strerror})") from None
+    print(f"wrote {path}; edit it, then: keras-team check --config {path}")
 
 
-def _run(args) -> None:
+def _config(args):
     overrides = list(args.set)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
-    if args.strategy:
+    if getattr(args, "strategy", None):
         overrides.append(f"distribute.strategy={args.strategy}")
-    config = load_config(args.config, overrides)
-    from keras_team.app.recipe import run
-    from keras_team.app.report import format_table
+    return load_config(args.config, overrides)
 
-    report = run(config, verbose=2 if args.quiet else None)
-    print()
+
+def _check(args) -> None:
+    config = _config(args)
+    _start_tensorflow()
+    from keras_team.app.recipe import leader_paths, make_plan
+    from keras_team.app.workspace import Workspace
+
+    workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
+    plan = make_plan(config)
+    print(plan.describe())
+    action = "resume" if workspace.state["stages"] else "replace the run in" if workspace.replace else "write to"
+    print(f"output  would {action} {config.output_dir}/")
+
+
+def _run(args) -> None:
+    if args.dry_run:
+        return _check(args)
+    config = _config(args)
+    _start_tensorflow(args.verbose)
+    from keras_team.app.progress import Output
+    from keras_team.app.recipe import run
+    from keras_team.app.report import TIME_NOTE, format_table
+
+    output = Output("quiet" if args.quiet else "verbose" if args.verbose else None)
+    report = run(config, output=output)
+    if not args.quiet:
+        print()
     print(format_table(report))
-    print(f"\nreport, plots and models in {config.output_dir}/")
+    if not args.quiet:
+        print(f"({TIME_NOTE})")
+        print(f"\nreport, plots and models in {config.output_dir}/")
+
+
+def _cuts(args) -> None:
+    _start_tensorflow()
+    from keras_team.app.workspace import load_model
+    from keras_team import graph
+    from keras_team.cuts import cut_points
+
+    if args.leader in ZOO:
+        if not args.input_shape:
+            raise KerasTeamError("--input-shape", None, f"the input shape of {args.leader}, e.g. --input-shape 32,32,3")
+        try:
+            shape = tuple(int(s) for s in args.input_shape.split(","))
+        except ValueError:
+            raise KerasTeamError("--input-shape", args.input_shape, "comma-separated ints, e.g. 32,32,3") from None
+        from keras_team import zoo
+
+        try:
+            leader = getattr(zoo, args.leader)(shape, args.classes)
+        except ValueError as error:
+            raise KerasTeamError("--input-shape", args.input_shape, f"a shape {args.leader} accepts ({error})") from None
+    elif args.leader.endswith(".keras"):
+        leader = load_model(args.leader, "leader")
+    else:
+        raise KerasTeamError("leader", args.leader, f"a .keras file or one of {', '.join(ZOO)}")
+    calls = graph.layer_calls(leader)
+    rows = [("keep (name)", "keep (depth)", "output shape", "parameters kept")]
+    for cut in cut_points(leader):
+        kept = {id(call.operation): call.operation for call in calls[: cut.position + 1]}  # a layer called twice counts once
+        weights = sum(math.prod(w.shape) for op in kept.values() for w in getattr(op, "weights", ()))
+        rows.append((cut.name, str(cut.depth), str(cut.output_shape), f"{weights:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) if i in (0, 2) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
 
 
 def _evaluate(args) -> None:
     run_dir = pathlib.Path(args.run_dir)
     for name in ("config.yaml", "team.keras"):
         if not (run_dir / name).is_file():
-            raise KerasTeamError("run_dir", str(run_dir), f"a keras-team run directory holding {name}")
+            raise KerasTeamError("run_dir", str(run_dir), f"a finished keras-team run directory holding {name}")
     config = load_config(run_dir / "config.yaml")
-    import keras
-
+    _start_tensorflow()
     from keras_team.app.recipe import load_tasks
     from keras_team.app.report import evaluate_team, format_table
+    from keras_team.app.workspace import load_model
+    from keras_team.team import Team
 
     _, target = load_tasks(config)
-    try:
-        team = keras.models.load_model(run_dir / "team.keras")
-    except Exception as error:  # a corrupt or foreign file
-        raise KerasTeamError("run_dir", str(run_dir), f"a readable team.keras ({type(error).__name__}: {error})") from error
+    team = load_model(run_dir / "team.keras", "run_dir")
+    if not isinstance(team, Team):
+        raise KerasTeamError("run_dir", str(run_dir), f"a run whose team.keras holds a keras_team Team, not a {type(team).__name__}")
     baseline_path = run_dir / "baseline.keras"
-    baseline = keras.models.load_model(baseline_path) if baseline_path.is_file() else None
+    baseline = load_model(baseline_path, "run_dir") if baseline_path.is_file() else None
     print(format_table(evaluate_team(team, target, split=args.split, baseline=baseline)))
+
+
+def _export(args) -> None:
+    _start_tensorflow()
+    export_cli.handle(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-team` console script."""
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not getattr(args, "verbose", False):
+        quiet_tensorflow()
+    commands = {"init": _init, "check": _check, "run": _run, "cuts": _cuts, "evaluate": _evaluate,
+                "schema": lambda _: print(json_schema_text(), end=""), "export": _export}
     try:
-        {"init": _init, "run": _run, "evaluate": _evaluate, "schema": lambda _: print(json_schema_text(), end=""),
-         "export": export_cli.handle}[
-            args.command
-        ](args)
+        commands[args.command](args)
     except KerasTeamError as error:
         print(f"keras-team: error: {error}", file=sys.stderr)
         return USER_ERROR

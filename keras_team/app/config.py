@@ -3,8 +3,8 @@
 Every field is declared once below, with its type, constraints, default and a
 ``description``; from those come the validation, the one-line errors, the
 commented YAML that ``keras-team init`` writes and the JSON schema for
-editors. This module does not import TensorFlow or Keras, so the CLI checks a
-config in milliseconds.
+editors. The checks are pydantic's alone (no model is built), so a config
+mistake is reported before anything trains.
 
 Adding a section is a few declarations: a :class:`Section` subclass whose
 fields use ``Field(default, description=...)`` and the constraint types
@@ -30,10 +30,10 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
-import annotated_types
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
+from pydantic.json_schema import GenerateJsonSchema
 
 from keras_team.errors import KerasTeamError
 
@@ -75,7 +75,7 @@ _DISTINCT = AfterValidator(_distinct)
 T = TypeVar("T")
 
 ListOf = Annotated[tuple[T, ...], BeforeValidator(_as_tuple)]
-"""A YAML list, held as a tuple: ``ListOf[Epochs]``."""
+"""A YAML list, held as a tuple: ``ListOf[Positive]``."""
 DistinctListOf = Annotated[
     tuple[T, ...], BeforeValidator(_as_tuple), _DISTINCT, Field(json_schema_extra={"uniqueItems": True})
 ]
@@ -133,14 +133,12 @@ def _bounds(metadata: Sequence[Any]) -> dict[str, Any]:
     for item in metadata:
         if isinstance(item, FieldInfo):
             found.update(_bounds(item.metadata))
-        elif isinstance(item, (annotated_types.Ge, annotated_types.Gt, annotated_types.Le, annotated_types.Lt)):
-            found[type(item).__name__.lower()] = next(iter(dataclasses.asdict(item).values()))
-        elif isinstance(item, annotated_types.MinLen):
-            found["min_length"] = item.min_length
         elif isinstance(item, Allowed):
             found["allowed"], found["allowed_plural"] = item.text, item.plural or item.text
         elif item is _DISTINCT:
             found["distinct"] = True
+        else:  # annotated_types' Ge, Gt, Le, Lt, MinLen: one attribute each
+            found.update({key: getattr(item, key) for key in ("ge", "gt", "le", "lt", "min_length") if hasattr(item, key)})
     return found
 
 
@@ -660,14 +658,34 @@ def default_config_text() -> str:
     return HEADER + "\n" + "\n".join(_section_lines(Config(), "")) + "\n"
 
 
+class _FactoryDefaults(GenerateJsonSchema):
+    """Shows the defaults of sections too (pydantic leaves out those made by a factory)."""
+
+    def get_default_value(self, schema: Any) -> Any:
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            return to_plain(factory())
+        return super().get_default_value(schema)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of a config file, every default shown.
+
+    Example:
+        >>> json_schema()["$defs"]["DataConfig"]["properties"]["target"]["default"]["shots"]
+        5
+    """
+    return Config.model_json_schema(schema_generator=_FactoryDefaults)
+
+
 def json_schema_text() -> str:
-    """The JSON schema of a config file (for editors: YAML language servers read it).
+    """The JSON schema of a config file as text (for editors: YAML language servers read it).
 
     Example:
         >>> json.loads(json_schema_text())["properties"]["seed"]["default"]
         0
     """
-    return json.dumps(Config.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 # ---------------------------------------------------------------------------
@@ -780,6 +798,7 @@ __all__ = [
     "TrainConfig",
     "TransferConfig",
     "default_config_text",
+    "json_schema",
     "json_schema_text",
     "load_config",
     "stage_suffix",

@@ -1,15 +1,26 @@
-"""The staged recipe behind `keras-team run`: each stage one `model.fit`.
+"""The staged recipe behind `keras-team run`: a plan, then each stage one `model.fit`.
+
+Before anything trains, `make_plan` loads the data and builds the whole team
+once from the untrained architecture (or the given leader): the cut, the head,
+the fine-tuning, every follower's tap and name, the team and the baseline. A
+mistake anywhere in the config is then an error in seconds, and
+`keras-team check` prints the plan without training.
 
 Stages, in order: ``leader`` (train on the source task, or load a given
 `.keras` leader), ``transfer`` (train a new head on the frozen cut),
-``fine_tune`` (optional: unfreeze the top k kept layers at a low rate),
-``followers`` (each on cached taps of the frozen leader), ``team`` (optional
-joint fine-tuning), ``baseline`` (the same architecture trained from scratch
-on the target alone) and ``evaluate`` (member by member and as an ensemble).
+``fine_tune`` (optional: unfreeze the top k kept layers at a low rate) --
+each once per leader, suffixed by its name when there are several --
+``followers`` (each on cached taps of the frozen leaders), ``team`` (optional
+joint fine-tuning), ``baseline`` (the first leader's architecture trained
+from scratch on the target alone) and ``evaluate`` (member by member and as
+an ensemble).
 
-Every stage saves its model atomically and is recorded in the run's
-`state.json`; a rerun skips finished stages and an interrupted stage
-continues from its last epoch (`keras.callbacks.BackupAndRestore`).
+Each stage is seeded by its own name, reads its inputs from the files earlier
+stages saved, saves its model to a file of its own and is then recorded in
+`state.json`: a rerun skips finished stages (and finished followers), an
+interrupted stage continues from its last epoch (`BackupAndRestore`), and a
+resumed run gives the numbers of an uninterrupted one. A stage whose loss or
+weights become NaN/inf stops with an error and saves nothing.
 
 Example:
     >>> report = run(load_config(overrides=["leader.epochs=2"]))   # doctest: +SKIP
@@ -18,32 +29,31 @@ Example:
 
 from __future__ import annotations
 
-import sys
+import dataclasses
+import math
+import shutil
 import time
+import zlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_team import distribute, heads, zoo
+from keras_team.app.config import Config, DataConfig, TeamLeaderConfig, TransferConfig, stage_suffix
+from keras_team.app.progress import Output
+from keras_team.app.workspace import Workspace, atomic_path, load_model
 from keras_team.caching import fit_follower
-from keras_team.app.config import Config, DataConfig, TransferConfig, stage_suffix
-from keras_team.cuts import resolve_cut
+from keras_team.cuts import CutPoint, resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
 from keras_team.team import Team
 from keras_team.transfers import transfer
-from keras_team.app.workspace import Workspace
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def banner(text: str) -> None:
-    """One line announcing a stage."""
-    print(f"\n== {text}", flush=True)
 
 
 def config_field(task: str, field: str) -> str:
@@ -70,27 +80,67 @@ def _load_task(config: Config, task: str, **kwargs) -> Task:
 
 
 def load_tasks(config: Config) -> tuple[Task, Task]:
-    """The source and target tasks the config names; errors name the full config field."""
-    data = config.data
+    """The source and target tasks the config names; errors name the full config field.
+
+    Example:
+        >>> from keras_team.app.config import load_config
+        >>> source, target = load_tasks(load_config())
+        >>> source.num_classes, target.class_names
+        (5, ('5', '6', '7', '8', '9'))
+    """
     source = _load_task(config, "source")
-    target = _load_task(config, "target", augment=data.augment)
+    target = _load_task(config, "target", augment=config.data.augment)
     if source.input_shape != target.input_shape:
-        raise KerasTeamError("data.target.name", data.target.name,
+        raise KerasTeamError("data.target.name", config.data.target.name,
                              f"images shaped like the source's {source.input_shape}, got {target.input_shape}")
+    if target.num_classes < 2:
+        raise KerasTeamError("data.target.classes", list(config.data.target.classes or []),
+                             "at least 2 classes (with one, every member scores 1.000 and learns nothing)")
     return source, target
 
 
-def _head(spec: TransferConfig, num_classes: int) -> keras.layers.Layer:
+def task_warnings(config: Config) -> list[str]:
+    """Warnings about the tasks that are not errors, e.g. target classes the leader learnt.
+
+    Example:
+        >>> from keras_team.app.config import load_config
+        >>> task_warnings(load_config(overrides=["data.target.classes=[4, 5]"]))
+        ['target classes [4] are also source classes of digits: the leader has seen them, so the transfer gain is not a gain on new classes']
+    """
+    source, target = config.data.source, config.data.target
+    if source.name != target.name:
+        return []
+    if source.classes is None or target.classes is None:
+        shared = sorted(set(source.classes or target.classes or ["all"]))
+    else:
+        shared = sorted(set(source.classes) & set(target.classes))
+    if not shared:
+        return []
+    return [f"target classes {shared} are also source classes of {target.name}: the leader has seen them, "
+            "so the transfer gain is not a gain on new classes"]
+
+
+def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> keras.layers.Layer:
     head = spec.head
+    try:
+        keras.activations.get(head.activation)
+    except (ValueError, TypeError):
+        names = ", ".join(sorted(n for n in dir(keras.activations) if not n.startswith("_") and n not in ("get", "serialize", "deserialize")))
+        raise KerasTeamError(f"{field}.head.activation", head.activation, f"a Keras activation name: {names}") from None
     if head.kind == "conv":
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
-def check_keep(leader: keras.Model, keep: int | str, field: str = "transfer.keep") -> None:
-    """Raise `KerasTeamError` on `field` unless `keep` is a valid cut of `leader`."""
+def check_keep(leader: keras.Model, keep: int | str, field: str = "transfer.keep") -> CutPoint:
+    """The cut `keep` names; a `KerasTeamError` on `field` unless it is a valid cut of `leader`.
+
+    Example:
+        >>> check_keep(zoo.seed_cnn((8, 8, 1), 5), 3).name
+        'fc1'
+    """
     try:
-        resolve_cut(leader, keep)
+        return resolve_cut(leader, keep)
     except KerasTeamError as error:
         raise KerasTeamError(field, keep, error.allowed) from error
 
@@ -105,18 +155,356 @@ def leader_field(config: Config, index: int, field: str) -> str:
     """
     if config.leaders:
         return f"leaders[{index}].{field}"
-    return field if field.startswith("transfer.") else f"leader.{field}"
+    return field if field.startswith("transfer") else f"leader.{field}"
 
 
 def _load_leader(path: str, task: Task, field: str = "leader.path") -> keras.Model:
-    try:
-        leader = keras.models.load_model(path)
-    except Exception as error:  # Keras raises many types for unreadable or corrupt files
-        raise KerasTeamError(field, path, f"a readable Keras .keras model ({type(error).__name__}: {error})") from error
+    leader = load_model(path, field)
+    if len(leader.inputs) != 1:
+        raise KerasTeamError(field, path, f"a leader with one input, got {len(leader.inputs)} inputs")
     expected = (None, *task.input_shape)
     if tuple(leader.inputs[0].shape) != expected:
         raise KerasTeamError(field, path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
     return leader
+
+
+def _new_leader(spec: TeamLeaderConfig, source: Task) -> keras.Model:
+    return ARCHITECTURES[spec.architecture](source.input_shape, source.num_classes, name=spec.name)
+
+
+def build_student(config: Config, index: int, leader: keras.Model, target: Task) -> keras.Model:
+    """The `index`-th leader's kept part, copied and frozen, with a new head for the target task."""
+    spec = config.team_leaders[index].transfer
+    field = leader_field(config, index, "transfer")
+    check_keep(leader, spec.keep, f"{field}.keep")
+    head = _head(spec, target.num_classes, field)
+    try:
+        return transfer(leader, spec.keep, head, name=f"transfer{stage_suffix(config.team_leaders[index].name)}")
+    except KerasTeamError as error:
+        raise KerasTeamError(f"{field}.head.kind", spec.head.kind, error.allowed) from error
+
+
+def build_team(config: Config, students: dict[str, keras.Model], target: Task) -> Team:
+    """The transfer models as leaders plus the config's followers, untrained."""
+    followers = []
+    for i, f in enumerate(config.followers):
+        try:
+            followers.append(Follower(
+                zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
+                tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
+                distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None))
+        except KerasTeamError as error:
+            raise KerasTeamError(f"followers[{i}].{error.field.rsplit('.', 1)[-1]}", error.value, error.allowed) from error
+    try:
+        return Team(students, followers)
+    except KerasTeamError as error:
+        raise KerasTeamError(_follower_field(config, error), error.value, error.allowed) from error
+    except ValueError as error:  # Keras: a layer name used twice in the team's graph
+        names = [f.name for f in config.followers]
+        raise KerasTeamError("followers", names, f"follower names that clash with no layer of the team ({error})") from error
+
+
+def _follower_field(config: Config, error: KerasTeamError) -> str:
+    """`followers[mlp].tap` (the Team's naming) -> `followers[0].tap` (the config's)."""
+    for i, f in enumerate(config.followers):
+        if error.field.startswith(f"followers[{f.name}]"):
+            return f"followers[{i}]" + error.field[len(f"followers[{f.name}]"):]
+        if error.field == "followers" and error.value == f.name:
+            return f"followers[{i}].name"
+    return error.field
+
+
+def build_baseline(config: Config, leader: keras.Model, target: Task) -> keras.Model:
+    """The first leader's architecture up to its cut, freshly initialised, with the same head; nothing frozen."""
+    spec = config.team_leaders[0].transfer
+    scratch = keras.models.clone_model(leader)
+    return transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False,
+                    inference_mode=False, name="baseline")
+
+
+def _weights(model: keras.Model) -> tuple[int, int]:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return model.count_params(), trainable
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a config will do, checked by building every model once, untrained.
+
+    Attributes:
+        source, target: the tasks.
+        leaders: name -> the untrained architecture, or the leader loaded from its path.
+        cuts: name -> where that leader is cut.
+        students: name -> its untrained transfer model.
+        team, baseline: the untrained team and scratch baseline.
+        stages: stage -> what it does, in run order.
+        warnings: things worth knowing that are not errors.
+    """
+
+    source: Task
+    target: Task
+    leaders: dict[str, keras.Model]
+    cuts: dict[str, CutPoint]
+    students: dict[str, keras.Model]
+    team: Team
+    baseline: keras.Model
+    stages: dict[str, str]
+    warnings: list[str]
+
+    def describe(self) -> str:
+        """The plan as text: tasks, cut, models with parameter counts, stages."""
+        source, target = self.source, self.target
+        lines = [
+            f"source  {source.name}: {source.num_classes} classes, {len(source.splits['train'][1])} training examples, inputs {source.input_shape}",
+            f"target  {target.name}: {target.num_classes} classes, {len(target.splits['train'][1])} training examples "
+            f"({len(target.splits['validation'][1])} validation, {len(target.splits['test'][1])} test)",
+        ]
+        several = len(self.cuts) > 1
+        lines += [f"cut     {f'{name}: ' if several else ''}{cut.name} (depth {cut.depth}, features {cut.output_shape})"
+                  for name, cut in self.cuts.items()]
+        team = self.team
+        rows = [*((f"leader {name}" if several else "leader", m) for name, m in self.leaders.items()),
+                *((f"transfer {name}" if several else "transfer", m) for name, m in self.students.items()),
+                *((f.name, team.follower_graphs[f.name]) for f in team.followers), ("baseline", self.baseline)]
+        lines.append("models  " + "; ".join(f"{name} {total:,} parameters ({trainable:,} trainable)"
+                                            for name, (total, trainable) in ((n, _weights(m)) for n, m in rows)))
+        lines.append("stages")
+        lines += [f"  {i}. {name:<10} {what}" for i, (name, what) in enumerate(self.stages.items(), 1)]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def make_plan(config: Config) -> Plan:
+    """Load the tasks and build every model of the run once, untrained; raise the first mistake.
+
+    Example:
+        >>> print(make_plan(load_config()).describe())                  # doctest: +SKIP
+    """
+    source, target = load_tasks(config)
+    leaders, cuts, students, stages = {}, {}, {}, {}
+    for index, spec in enumerate(config.team_leaders):
+        suffix, said = stage_suffix(spec.name), f"{spec.name}: " if config.leaders else ""
+        if spec.path:
+            leaders[spec.name] = _load_leader(spec.path, source, leader_field(config, index, "path"))
+            stages[f"leader{suffix}"] = f"{said}load {spec.path}"
+        else:
+            leaders[spec.name] = _new_leader(spec, source)
+            stages[f"leader{suffix}"] = f"{said}train {spec.architecture} on {source.name} ({spec.epochs} epochs)"
+        cuts[spec.name] = check_keep(leaders[spec.name], spec.transfer.keep, leader_field(config, index, "transfer.keep"))
+    for index, spec in enumerate(config.team_leaders):
+        suffix, said, t = stage_suffix(spec.name), f"{spec.name}: " if config.leaders else "", spec.transfer
+        students[spec.name] = build_student(config, index, leaders[spec.name], target)
+        stages[f"transfer{suffix}"] = f"{said}keep {t.keep!r} frozen, train a new head ({t.epochs} epochs)"
+        if t.unfreeze and t.fine_tune_epochs:
+            try:
+                unfreeze(build_student(config, index, leaders[spec.name], target), top=t.unfreeze)
+            except KerasTeamError as error:
+                raise KerasTeamError(leader_field(config, index, "transfer.unfreeze"), t.unfreeze, error.allowed) from error
+            stages[f"fine_tune{suffix}"] = f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} epochs)"
+    team = build_team(config, students, target)
+    stages["followers"] = (f"{len(config.followers)} follower(s) on cached taps: "
+                           + ", ".join(f"{f.name} ({f.tap}, {f.epochs} epochs)" for f in config.followers))
+    if config.team.epochs:
+        stages["team"] = f"joint fine-tuning, summed member losses ({config.team.epochs} epochs)"
+    baseline = build_baseline(config, next(iter(leaders.values())), target)
+    stages["baseline"] = f"the first leader's architecture from scratch on the target ({config.baseline.epochs} epochs)"
+    stages["evaluate"] = "members, team ensemble and baseline on the target's test split"
+    return Plan(source, target, leaders, cuts, students, team, baseline, stages, task_warnings(config))
+
+
+def _seed(config: Config, stage: str) -> None:
+    """Seed one stage from the run's seed and the stage's name: its numbers do not depend on earlier stages."""
+    keras.utils.set_random_seed((config.seed * 1_000_003 + zlib.crc32(stage.encode())) % 2**31)
+
+
+def _finite(model: keras.Model) -> bool:
+    return all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+class Recipe:
+    """Runs the stages of one config in one started workspace.
+
+    Example:
+        >>> Recipe(config, workspace, make_plan(config)).run()   # doctest: +SKIP
+    """
+
+    def __init__(self, config: Config, workspace: Workspace, plan: Plan, *, output: Output | None = None):
+        self.config = config
+        self.ws = workspace
+        self.plan = plan
+        self.out = output or Output()
+
+    # --- helpers ---------------------------------------------------------
+    def _callbacks(self, stage: str, epochs: int) -> list:
+        logs = self.ws.path("logs")
+        logs.mkdir(parents=True, exist_ok=True)
+        backup = self.ws.backup_dir(stage)
+        return [
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.BackupAndRestore(str(backup)),
+            # A stage that starts afresh (no backup to continue from) starts its log afresh.
+            keras.callbacks.CSVLogger(str(logs / f"{stage}.csv"), append=backup.exists()),
+            keras.callbacks.TensorBoard(str(logs / "tensorboard" / stage), write_graph=False),
+            *self.out.callbacks(epochs),
+        ]
+
+    def _check_finite(self, stage: str, model: keras.Model, history, field: str, rate: float) -> None:
+        losses = history.history.get("loss", []) if history is not None else []
+        bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
+        if bad or not _finite(model):
+            shutil.rmtree(self.ws.backup_dir(stage), ignore_errors=True)
+            when = f"in epoch {bad[0] + 1}" if bad else "by the end"
+            raise KerasTeamError(field, rate, f"a learning rate at which stage {stage!r} stays finite "
+                                 f"(its loss or weights became NaN/inf {when}; nothing was saved)")
+
+    def _compile_options(self) -> dict:
+        cfg = self.config.distribute
+        return {"jit_compile": cfg.jit_compile, "steps_per_execution": cfg.steps_per_execution}
+
+    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str) -> dict:
+        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"], **self._compile_options())
+        start = time.perf_counter()
+        history = model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
+                            epochs=epochs, callbacks=self._callbacks(stage, epochs), verbose=self.out.fit_verbose,
+                            shuffle=False)  # the training dataset shuffles itself, seeded
+        self._check_finite(stage, model, history, field, learning_rate)
+        return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **_last(history)}
+
+    def _load(self, name: str) -> keras.Model:
+        return load_model(self.ws.path(name), "output_dir")
+
+    def _stage(self, stage: str, description: str, build, output: str) -> None:
+        """Unless `stage` is done: seed it, `build()`, save the model as `output`, record the stage."""
+        if self.ws.done(stage):
+            self.out.say(f"{stage:<11}done earlier")
+            return
+        _seed(self.config, stage)
+        self.out.stage(stage, description)
+        model, figures = build()
+        self.ws.save_model(model, output)
+        self.ws.finish(stage, figures)
+        self.out.summary(stage, figures)
+
+    # --- stages ----------------------------------------------------------
+    def train_leader(self, index: int) -> None:
+        spec, source = self.config.team_leaders[index], self.plan.source
+        stage = f"leader{stage_suffix(spec.name)}"
+
+        def build():
+            if spec.path:
+                return self.plan.leaders[spec.name], {"seconds": 0.0, "loaded_from": spec.path}
+            leader = _new_leader(spec, source)
+            figures = self._fit(stage, leader, source, spec.epochs, spec.learning_rate,
+                                leader_field(self.config, index, "learning_rate"))
+            figures["source_test_accuracy"] = _accuracy(leader, source)
+            return leader, figures
+
+        self._stage(stage, self.plan.stages[stage], build, f"{stage}.keras")
+
+    def train_transfer(self, index: int) -> str:
+        """Train the `index`-th leader's head (and fine-tune); returns the file holding its transfer model."""
+        spec, target = self.config.team_leaders[index], self.plan.target
+        suffix, cfg = stage_suffix(spec.name), spec.transfer
+        field = leader_field(self.config, index, "transfer")
+
+        def build():
+            model = build_student(self.config, index, self._load(f"leader{suffix}.keras"), target)
+            return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
+                                    f"{field}.learning_rate")
+
+        self._stage(f"transfer{suffix}", self.plan.stages[f"transfer{suffix}"], build, f"stages/transfer{suffix}.keras")
+        if f"fine_tune{suffix}" not in self.plan.stages:
+            return f"stages/transfer{suffix}.keras"
+
+        def fine_tune():
+            model = unfreeze(self._load(f"stages/transfer{suffix}.keras"), top=cfg.unfreeze)
+            return model, self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
+                                    cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+
+        self._stage(f"fine_tune{suffix}", self.plan.stages[f"fine_tune{suffix}"], fine_tune,
+                    f"stages/fine_tune{suffix}.keras")
+        return f"stages/fine_tune{suffix}.keras"
+
+    def train_followers(self, student_files: dict[str, str]) -> str:
+        """Each follower on cached taps; a finished follower is loaded, not retrained."""
+        target = self.plan.target
+
+        def build():
+            team = build_team(self.config, {name: self._load(file) for name, file in student_files.items()}, target)
+            for i, f in enumerate(self.config.followers):
+                graph = team.follower_graphs[f.name]
+                weights = f"stages/followers/{f.name}.weights.h5"
+                if self.ws.done("followers", f.name):
+                    graph.load_weights(self.ws.path(weights))
+                    continue
+                _seed(self.config, f"followers/{f.name}")
+                stage = f"follower_{f.name}"
+                read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
+                self.out.stage(f"  {f.name}", f"follower on {read}'s {f.tap!r} (taps cached)")
+                start = time.perf_counter()
+                history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                                       epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
+                                       batch_size=target.batch_size, seed=self.config.seed,
+                                       callbacks=self._callbacks(stage, f.epochs), verbose=self.out.fit_verbose)
+                self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
+                self.ws.save_model(graph, weights)
+                self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
+                                             **_last(history)}, part=f.name)
+            return team, {f.name: self.ws.figures("followers", f.name) for f in self.config.followers}
+
+        self._stage("followers", self.plan.stages["followers"], build, "stages/followers.keras")
+        return "stages/followers.keras"
+
+    def train_team(self, team_file: str) -> str:
+        cfg, target = self.config.team, self.plan.target
+        if not cfg.epochs:
+            return team_file
+
+        def build():
+            team = self._load(team_file)
+            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), **self._compile_options())
+            start = time.perf_counter()
+            history = team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
+                               epochs=cfg.epochs, callbacks=self._callbacks("team", cfg.epochs),
+                               verbose=self.out.fit_verbose, shuffle=False)
+            self._check_finite("team", team, history, "team.learning_rate", cfg.learning_rate)
+            return team, {"seconds": time.perf_counter() - start, "replicas": _replicas(team), **_last(history)}
+
+        self._stage("team", self.plan.stages["team"], build, "stages/team.keras")
+        return "stages/team.keras"
+
+    def train_baseline(self) -> None:
+        cfg, target = self.config.baseline, self.plan.target
+        first = stage_suffix(self.config.team_leaders[0].name)
+
+        def build():
+            model = build_baseline(self.config, self._load(f"leader{first}.keras"), target)
+            return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate, "baseline.learning_rate")
+
+        self._stage("baseline", self.plan.stages["baseline"], build, "baseline.keras")
+
+    def run(self) -> dict:
+        """Every stage in order; returns the report (also written to the run directory)."""
+        from keras_team.app.report import evaluate_team, run_record, write_report  # matplotlib only when reporting
+
+        for warning in self.plan.warnings:
+            self.out.say(f"warning: {warning}")
+        leaders = self.config.team_leaders
+        for index in range(len(leaders)):
+            self.train_leader(index)
+        students = {spec.name: self.train_transfer(index) for index, spec in enumerate(leaders)}
+        team_file = self.train_team(self.train_followers(students))
+        self.train_baseline()
+        self.out.stage("evaluate", self.plan.stages["evaluate"])
+        team = self._load(team_file)
+        report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"))
+        report["stages"] = self.ws.state["stages"]
+        report.update(run_record(self.config, self.plan))
+        write_report(self.ws, report)
+        with atomic_path(self.ws.path("team.keras")) as tmp:  # the final team, written by this stage only
+            shutil.copyfile(self.ws.path(team_file), tmp)
+        self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
+        return report
 
 
 def _replicas(model: keras.Model) -> int:
@@ -124,188 +512,35 @@ def _replicas(model: keras.Model) -> int:
     return model.distribute_strategy.num_replicas_in_sync
 
 
-class Recipe:
-    """Runs the stages of one config in one workspace.
-
-    Example:
-        >>> Recipe(config, Workspace.open(config.output_dir, config)).run()   # doctest: +SKIP
-    """
-
-    def __init__(self, config: Config, workspace: Workspace, *, verbose: int | None = None):
-        self.config = config
-        self.ws = workspace
-        self.verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
-
-    # --- helpers ---------------------------------------------------------
-    def _callbacks(self, stage: str) -> list:
-        logs = self.ws.path("logs")
-        logs.mkdir(parents=True, exist_ok=True)
-        return [
-            keras.callbacks.BackupAndRestore(str(self.ws.backup_dir(stage))),
-            keras.callbacks.CSVLogger(str(logs / f"{stage}.csv"), append=True),
-            keras.callbacks.TensorBoard(str(logs / "tensorboard" / stage), write_graph=False),
-        ]
-
-    def _compile_options(self) -> dict:
-        cfg = self.config.distribute
-        return {"jit_compile": cfg.jit_compile, "steps_per_execution": cfg.steps_per_execution}
-
-    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float) -> dict:
-        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"], **self._compile_options())
-        start = time.perf_counter()
-        model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
-                  epochs=epochs, callbacks=self._callbacks(stage), verbose=self.verbose,
-                  shuffle=False)  # the training dataset shuffles itself, seeded
-        return {"seconds": time.perf_counter() - start, "replicas": _replicas(model)}
-
-    def _stage(self, stage: str, description: str, build, output: str):
-        """Run `build()` unless `stage` is done; either way return the model saved as `output`."""
-        if self.ws.done(stage):
-            print(f"== {stage}: done earlier, loading {output}", flush=True)
-            return keras.models.load_model(self.ws.path(output))
-        banner(f"{stage}: {description}")
-        model, figures = build()
-        self.ws.save_model(model, output)
-        self.ws.finish(stage, figures)
-        return model
-
-    # --- stages ----------------------------------------------------------
-    def train_leader(self, index: int, source: Task) -> keras.Model:
-        """Train (or load) the `index`-th leader on the source task."""
-        cfg = self.config.team_leaders[index]
-        suffix = stage_suffix(cfg.name)
-
-        def build():
-            if cfg.path:
-                leader = _load_leader(cfg.path, source, leader_field(self.config, index, "path"))
-                check_keep(leader, cfg.transfer.keep, leader_field(self.config, index, "transfer.keep"))
-                return leader, {"seconds": 0.0, "loaded_from": cfg.path}
-            leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name=cfg.name)
-            figures = self._fit(f"leader{suffix}", leader, source, cfg.epochs, cfg.learning_rate)
-            figures["source_test_accuracy"] = self._accuracy(leader, source)
-            return leader, figures
-
-        what = f"load {cfg.path}" if cfg.path else f"train {cfg.architecture} on {source.name} ({source.num_classes} classes)"
-        return self._stage(f"leader{suffix}", f"{cfg.name}: {what}" if suffix else what, build, f"leader{suffix}.keras")
-
-    def train_transfer(self, index: int, leader: keras.Model, target: Task) -> keras.Model:
-        """Cut, freeze and put a new head on the `index`-th leader; optionally fine-tune."""
-        name = self.config.team_leaders[index].name
-        cfg, suffix = self.config.team_leaders[index].transfer, stage_suffix(name)
-        said = f"{name}: " if suffix else ""
-
-        def build():
-            model = transfer(leader, cfg.keep, _head(cfg, target.num_classes), name=f"transfer{suffix}")
-            return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate)
-
-        model = self._stage(f"transfer{suffix}", f"{said}keep {cfg.keep!r} of the leader, frozen; train a new head",
-                            build, f"stages/transfer{suffix}.keras")
-        if not cfg.unfreeze or not cfg.fine_tune_epochs:
-            return model
-
-        def fine_tune():
-            unfreeze(model, top=cfg.unfreeze)
-            return model, self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
-                                    cfg.fine_tune_learning_rate)
-
-        return self._stage(f"fine_tune{suffix}", f"{said}unfreeze the top {cfg.unfreeze} kept layers, fine-tune",
-                           fine_tune, f"stages/fine_tune{suffix}.keras")
-
-    def train_followers(self, students: dict[str, keras.Model], target: Task) -> Team:
-        """Each follower on cached taps of the frozen leaders it reads; the team of them all."""
-        cfgs = self.config.followers
-
-        def build():
-            followers = [
-                Follower(zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
-                         tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
-                         distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None)
-                for f in cfgs
-            ]
-            team = Team(students, followers)
-            figures = {}
-            for f in cfgs:
-                read = f"{', '.join(f.leaders or students)}" if len(students) > 1 else "the leader"
-                print(f"-- follower {f.name!r} on {read}'s {f.tap!r} (taps cached)", flush=True)
-                start = time.perf_counter()
-                fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
-                             epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
-                             batch_size=target.batch_size, seed=self.config.seed,
-                             callbacks=self._callbacks(f"follower_{f.name}"), verbose=self.verbose)
-                figures[f.name] = {"seconds": time.perf_counter() - start,
-                                   "replicas": _replicas(team.follower_graphs[f.name])}
-            return team, figures
-
-        whose = "leader's" if len(students) == 1 else f"{len(students)} leaders'"
-        return self._stage("followers", f"{len(cfgs)} follower(s) on the frozen {whose} taps", build, "team.keras")
-
-    def train_team(self, team: Team, target: Task) -> Team:
-        cfg = self.config.team
-        if not cfg.epochs:
-            return team
-
-        def build():
-            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), **self._compile_options())
-            start = time.perf_counter()
-            team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
-                     epochs=cfg.epochs, callbacks=self._callbacks("team"), verbose=self.verbose, shuffle=False)
-            return team, {"seconds": time.perf_counter() - start, "replicas": _replicas(team)}
-
-        return self._stage("team", "joint fine-tuning of the team (summed member losses)", build, "team.keras")
-
-    def train_baseline(self, leader: keras.Model, target: Task) -> keras.Model:
-        """The first leader's architecture, cut and head, from scratch on the target alone."""
-        cfg, spec = self.config.baseline, self.config.team_leaders[0].transfer
-
-        def build():
-            scratch = keras.models.clone_model(leader)  # the leader's architecture, freshly initialised
-            model = transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False, name="baseline")
-            return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate)
-
-        return self._stage("baseline", "the same architecture from scratch on the target alone",
-                           build, "baseline.keras")
-
-    @staticmethod
-    def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
-        x, y = task.splits[split]
-        return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
-
-    def run(self) -> dict:
-        """Every stage in order, in the config's strategy and precision; returns the report."""
-        cfg = self.config.distribute
-        with distribute.choose_strategy(cfg.strategy).scope(), distribute.precision(cfg.precision):
-            return self._run_stages()
-
-    def _run_stages(self) -> dict:
-        from keras_team.app.report import evaluate_team, write_report  # matplotlib only when reporting
-
-        source, target = load_tasks(self.config)
-        leaders_config = self.config.team_leaders
-        for index, cfg in enumerate(leaders_config):  # a bad cut fails now, not after a leader trained
-            if not cfg.path:
-                architecture = ARCHITECTURES[cfg.architecture]
-                check_keep(architecture(source.input_shape, source.num_classes), cfg.transfer.keep,
-                           leader_field(self.config, index, "transfer.keep"))
-        keras.utils.set_random_seed(self.config.seed)
-        if self.config.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        leaders = [self.train_leader(index, source) for index in range(len(leaders_config))]
-        students = {cfg.name: self.train_transfer(index, leader, target)
-                    for index, (cfg, leader) in enumerate(zip(leaders_config, leaders))}
-        team = self.train_team(self.train_followers(students, target), target)
-        baseline = self.train_baseline(leaders[0], target)
-        banner("evaluate: members, team ensemble and scratch baseline on the target test set")
-        report = evaluate_team(team, target, baseline=baseline)
-        report["stages"] = self.ws.state["stages"]
-        write_report(self.ws, report)
-        self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
-        return report
+def _last(history) -> dict:
+    """The last epoch's validation figures of a `History`."""
+    return {k: float(v[-1]) for k, v in history.history.items() if k.startswith("val_") and v}
 
 
-def run(config: Config, *, verbose: int | None = None) -> dict:
+def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
+    x, y = task.splits[split]
+    return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
+
+
+def leader_paths(config: Config) -> dict[str, str]:
+    """Config field -> path of every leader file the run reads (a run that replaces a directory must keep them)."""
+    return {leader_field(config, i, "path"): spec.path for i, spec in enumerate(config.team_leaders) if spec.path}
+
+
+def run(config: Config, *, output: Output | None = None) -> dict:
     """Run (or resume) the whole recipe of `config` in `config.output_dir`.
+
+    The output directory and the plan are checked first; the directory is
+    created (or a replaced run moved aside) only when both pass.
 
     Example:
         >>> report = run(load_config(overrides=["output_dir=/tmp/run"]))  # doctest: +SKIP
     """
-    return Recipe(config, Workspace.open(config.output_dir, config), verbose=verbose).run()
+    workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    cfg = config.distribute  # every stage builds, compiles and trains in the strategy's scope
+    with distribute.choose_strategy(cfg.strategy).scope(), distribute.precision(cfg.precision):
+        plan = make_plan(config)
+        with workspace.start():
+            return Recipe(config, workspace, plan, output=output).run()

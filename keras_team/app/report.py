@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 
 import keras
@@ -17,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_team.app.config import Config  # noqa: E402
 from keras_team.data import Task  # noqa: E402
 from keras_team.team import Team  # noqa: E402
 from keras_team.app.config import stage_suffix  # noqa: E402
@@ -49,6 +51,37 @@ def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: kera
     return report
 
 
+PACKAGES = ("keras-team", "keras", "tensorflow", "tensorflow-datasets", "numpy", "scikit-learn")
+TIME_NOTE = ("train time: wall-clock seconds of the member's own training on the target task "
+             "(leader: transfer + fine-tune; a follower: its tap-caching pass + fit; team ensemble: joint "
+             "fine-tuning, - when skipped); the source leader's training is not counted")
+
+
+def run_record(config: Config, plan) -> dict:
+    """What a report must say about the run itself: config, seed, cuts, package versions, warnings.
+
+    Example:
+        >>> run_record(config, make_plan(config))["cut"]                 # doctest: +SKIP
+        {'name': 'pool1', 'depth': 3, 'output_shape': [None, 4, 4, 16]}
+    """
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    cuts = {name: {"name": cut.name, "depth": cut.depth, "output_shape": list(cut.output_shape)}
+            for name, cut in plan.cuts.items()}
+    return {
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "cut": next(iter(cuts.values())),  # the (first) leader's
+        "cuts": cuts,
+        "versions": versions,
+        "warnings": list(plan.warnings),
+    }
+
+
 def _rows(report: dict) -> list[tuple[str, float, float | None]]:
     key = f"{report['split']}_accuracy"
     stages = report.get("stages", {})
@@ -79,13 +112,13 @@ def format_table(report: dict) -> str:
     Example:
         >>> print(format_table({"split": "test", "members": {"leader": {"test_accuracy": 0.9}},
         ...                     "ensemble": {"test_accuracy": 0.9}}))
-        | member            | test accuracy | train time |
-        |-------------------|---------------|------------|
-        | leader (transfer) |         0.900 |          - |
-        | team ensemble     |         0.900 |          - |
+        | member            | test accuracy | train time (s) |
+        |-------------------|---------------|----------------|
+        | leader (transfer) |         0.900 |              - |
+        | team ensemble     |         0.900 |              - |
     """
-    header = ("member", f"{report['split']} accuracy", "train time")
-    body = [(label, f"{acc:.3f}", f"{sec:.1f} s" if sec is not None else "-") for label, acc, sec in _rows(report)]
+    header = ("member", f"{report['split']} accuracy", "train time (s)")
+    body = [(label, f"{acc:.3f}", f"{sec:.1f}" if sec is not None else "-") for label, acc, sec in _rows(report)]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(3)]
 
     def line(cells):
@@ -150,6 +183,10 @@ def write_report(ws: Workspace, report: dict) -> None:
         f"# keras-team run: {report['task']}",
         "",
         format_table(report),
+        "",
+        TIME_NOTE + ".",
+        "",
+        *[f"**Warning:** {w}." for w in report.get("warnings", [])],
         "",
         "![accuracy](accuracy.png)",
         "",

@@ -1,59 +1,156 @@
-"""A run's output directory: atomic writes, finished stages, resume.
+"""A run's output directory: atomic writes, finished stages, resume, a lock.
 
 The directory holds `config.yaml` (the resolved config), `state.json` (the
-stages finished so far, with their figures) and the models. A run resumes a
-directory whose config matches; it refuses a finished run's directory, or
-one holding another config, unless told to overwrite.
+stages finished so far, with their figures), `.lock` and the models. Opening
+one is two steps, so that nothing is touched before every check has passed:
+
+1. `Workspace.prepare` checks the path (a writable directory, not below a
+   file) and decides: a *new* run, a *resume* of the same config, or a
+   *replace* (only ever a directory holding a keras-team run: `overwrite=true`
+   for one that finished a stage; a run that finished no stage holds nothing
+   and is replaced freely). It writes nothing.
+2. `Workspace.start` takes the directory's lock (two runs never share one),
+   moves a replaced run aside and creates the new one. The old run is removed
+   only once the new run's first stage is saved.
+
+Files are written to a temporary sibling, flushed to disk (`fsync`) and
+renamed into place, with the permissions the umask allows.
 
 Example:
-    >>> ws = Workspace.open("runs/digits", config)                 # doctest: +SKIP
-    >>> ws.done("leader")                                          # doctest: +SKIP
+    >>> ws = Workspace.prepare("runs/digits", config)              # doctest: +SKIP
+    >>> with ws.start():                                           # doctest: +SKIP
+    ...     ws.done("leader")
     False
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pathlib
 import shutil
-import tempfile
-from collections.abc import Iterator
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator, Mapping
 
 from keras_team.app.config import Config
 from keras_team.errors import KerasTeamError
 
 STATE = "state.json"
 CONFIG = "config.yaml"
+LOCK = ".lock"
 FINAL_STAGE = "evaluate"
 # Fields that say where or how to write, not what to compute: they may change on resume.
 NOT_COMPARED = ("output_dir", "overwrite")
 
 
+def _file_mode() -> int:
+    """rw for whom the umask allows, as `open()` and `cp` give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 @contextlib.contextmanager
 def atomic_path(path: pathlib.Path) -> Iterator[pathlib.Path]:
-    """Yield a temporary sibling of `path` (same suffix); renamed onto it on success.
+    """Yield a temporary sibling of `path`; on success it is synced and renamed onto `path`.
+
+    The sibling keeps `path`'s full name as suffix (`.x.weights.h5` stays a
+    weights file for Keras). A failure leaves `path` as it was.
 
     Example:
-        >>> with atomic_path(pathlib.Path("out/team.keras")) as tmp:   # doctest: +SKIP
-        ...     model.save(tmp)
+        >>> target = pathlib.Path(getfixture("tmp_path")) / "note.txt"
+        >>> with atomic_path(target) as tmp:
+        ...     _ = tmp.write_text("hello")
+        >>> target.read_text()
+        'hello'
     """
+    path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    tmp = pathlib.Path(name)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
+        handle = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def write_text(path: pathlib.Path, text: str) -> None:
-    """Write `text` to `path` atomically."""
+    """Write `text` to `path` atomically.
+
+    Example:
+        >>> write_text(pathlib.Path(getfixture("tmp_path")) / "a.txt", "x")
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def describe_keras_file(path: pathlib.Path) -> str | None:
+    """What is wrong with a `.keras` file, or None when it looks like one.
+
+    Example:
+        >>> bad = pathlib.Path(getfixture("tmp_path")) / "bad.keras"
+        >>> _ = bad.write_bytes(b"junk")
+        >>> describe_keras_file(bad)
+        'the file is not a .keras archive (not a zip file: corrupt, truncated or another format)'
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        return "no such file"
+    if not path.is_file():
+        return "not a file"
+    if not zipfile.is_zipfile(path):
+        return "the file is not a .keras archive (not a zip file: corrupt, truncated or another format)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as error:
+        return f"the .keras archive is damaged ({error})"
+    missing = [name for name in ("config.json", "model.weights.h5") if name not in names]
+    if missing:
+        return f"the .keras archive lacks {', '.join(missing)}"
+    if broken:
+        return f"the .keras archive is damaged ({broken} fails its checksum)"
+    return None
+
+
+def load_model(path: str | os.PathLike, field: str):
+    """`keras.models.load_model`, with a `KerasTeamError` naming `field` that says what is wrong.
+
+    Example:
+        >>> load_model("missing.keras", "leader.path")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: leader.path='missing.keras' is not valid: expected a readable Keras .keras model (no such file)
+    """
+    problem = describe_keras_file(pathlib.Path(path))
+    if problem is None:
+        import keras
+
+        try:
+            return keras.models.load_model(path)
+        except Exception as error:  # Keras raises many types for files it cannot rebuild
+            problem = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    raise KerasTeamError(field, str(path), f"a readable Keras .keras model ({problem})")
 
 
 def _compared(config: Config) -> dict:
@@ -63,54 +160,125 @@ def _compared(config: Config) -> dict:
     return data
 
 
-class Workspace:
-    """The output directory of one run."""
+def _read_state(root: pathlib.Path) -> dict | None:
+    """The run's state, or None when `root` holds no keras-team run."""
+    try:
+        state = json.loads((root / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("stages"), dict) else None
 
-    def __init__(self, root: pathlib.Path, config: Config, state: dict):
+
+def _check_writable(root: pathlib.Path) -> None:
+    """`root` may be created (or written) by this user: no file on the way, write permission."""
+    for ancestor in [root, *root.parents]:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                why = "this is a file" if ancestor == root else f"{ancestor} is a file"
+                raise KerasTeamError("output_dir", str(root), f"a directory path ({why})")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise KerasTeamError("output_dir", str(root), f"a directory you may write to ({ancestor} is not writable)")
+            return
+
+
+def _inside(path: pathlib.Path, root: pathlib.Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+class Workspace:
+    """The output directory of one run. Build it with `Workspace.prepare`."""
+
+    def __init__(self, root: pathlib.Path, config: Config, state: dict, *, replace: bool):
         self.root = root
         self.config = config
         self.state = state
+        self.replace = replace
+        self.replaced: pathlib.Path | None = None
+        self._lock: int | None = None
 
     @classmethod
-    def open(cls, output_dir: str | os.PathLike, config: Config) -> Workspace:
-        """Create, resume or (with `config.overwrite`) replace a run directory."""
-        root = pathlib.Path(output_dir)
-        if root.exists() and not root.is_dir():
-            raise KerasTeamError("output_dir", str(root), "a directory path (this is a file)")
-        state_path = root / STATE
-        if root.exists() and any(root.iterdir()):
-            if not state_path.exists():
-                if not config.overwrite:
-                    raise KerasTeamError("output_dir", str(root), "an empty or new directory, or a keras-team run's directory")
-            else:
-                state = cls._read_state(state_path)
-                previous = state.get("config", {})
-                same = previous == _compared(config)
-                finished = FINAL_STAGE in state.get("stages", {})
-                if same and not finished:
-                    return cls(root, config, state)
-                if not config.overwrite:
-                    why = "a finished run" if finished else "an unfinished run of another config"
-                    raise KerasTeamError(
-                        "output_dir", str(root), f"a new directory: it holds {why}; choose another "
-                        "--output-dir or pass --set overwrite=true to replace it"
-                    )
-            shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
-        workspace = cls(root, config, {"config": _compared(config), "stages": {}})
-        write_text(root / CONFIG, config.to_yaml())
-        workspace._save_state()
-        return workspace
+    def prepare(cls, output_dir: str | os.PathLike, config: Config, *,
+                reads: Mapping[str, str | None] = ()) -> Workspace:
+        """Check `output_dir` for this config without touching it.
 
-    @staticmethod
-    def _read_state(path: pathlib.Path) -> dict:
+        Args:
+            output_dir: the run directory.
+            config: the run's config (`overwrite` allows replacing a run).
+            reads: config field -> path of a file the run reads; replacing a
+                directory that holds one is refused (it would be deleted).
+
+        Example:
+            >>> from keras_team.app.config import load_config
+            >>> ws = Workspace.prepare(getfixture("tmp_path") / "new", load_config())
+            >>> ws.replace, ws.state["stages"]
+            (False, {})
+        """
+        root = pathlib.Path(output_dir)
+        _check_writable(root)
+        fresh = {"config": _compared(config), "stages": {}}
+        if not root.exists() or not any(p.name != LOCK for p in root.iterdir()):
+            return cls(root, config, fresh, replace=False)
+        state = _read_state(root)
+        if state is None:
+            raise KerasTeamError(
+                "output_dir", str(root), "a new or empty directory, or a keras-team run's directory "
+                "(this one holds other files; keras-team never replaces those, even with overwrite=true)"
+            )
+        finished = FINAL_STAGE in state["stages"]
+        if state.get("config") == _compared(config) and not finished:
+            return cls(root, config, state, replace=False)
+        if state["stages"] and not config.overwrite:
+            why = "a finished run" if finished else "an unfinished run of another config"
+            raise KerasTeamError(
+                "output_dir", str(root), f"a new directory: it holds {why}; choose another "
+                "--output-dir or pass --set overwrite=true to replace it"
+            )
+        for field, path in dict(reads).items():
+            if path and _inside(pathlib.Path(path), root):
+                raise KerasTeamError(
+                    field, path, f"a file outside {root}: replacing that run would delete it "
+                    "(copy it elsewhere first, or choose another --output-dir)"
+                )
+        return cls(root, config, fresh, replace=True)
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[Workspace]:
+        """Lock the directory, move a replaced run aside, write config and state.
+
+        The lock is held until the block ends. The replaced run is deleted
+        when the first stage is recorded (`finish`).
+        """
+        if self.replace:
+            with self._locked(self.root):  # nobody is using the run being replaced
+                aside = self.root.with_name(f".{self.root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(self.root, aside)
+            self.replaced = aside
+            self.state["replaces"] = str(aside)
+            print(f"keras-team: moved the previous run to {aside}; it is deleted once this run's "
+                  "first stage is saved", flush=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked(self.root):
+            if not self.state["stages"]:
+                write_text(self.root / CONFIG, self.config.to_yaml())
+                self._save_state()
+            yield self
+
+    @contextlib.contextmanager
+    def _locked(self, root: pathlib.Path) -> Iterator[None]:
+        handle = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise KerasTeamError("output_dir", str(path.parent), f"a run directory with a readable {STATE} ({error})") from error
-        if not isinstance(state, dict):
-            raise KerasTeamError("output_dir", str(path.parent), f"a run directory whose {STATE} is a JSON object")
-        return state
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise KerasTeamError(
+                    "output_dir", str(root), "a directory no other keras-team run is using "
+                    "(another run holds its lock; wait for it or choose another --output-dir)"
+                ) from None
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(handle)  # closing releases the lock
 
     def _save_state(self) -> None:
         write_text(self.root / STATE, json.dumps(self.state, indent=2))  # stages in run order
@@ -119,24 +287,43 @@ class Workspace:
         """A path inside the run directory."""
         return self.root / name
 
-    def done(self, stage: str) -> bool:
-        """Whether `stage` finished in this or an earlier attempt."""
-        return stage in self.state["stages"]
+    def done(self, stage: str, part: str | None = None) -> bool:
+        """Whether `stage` (or one `part` of it, e.g. a follower) finished earlier."""
+        if part is None:
+            return stage in self.state["stages"]
+        return part in self.state.get("parts", {}).get(stage, {})
 
-    def finish(self, stage: str, figures: dict) -> None:
-        """Record `stage` as finished with its figures (seconds, metrics)."""
-        self.state["stages"][stage] = figures
+    def finish(self, stage: str, figures: dict, part: str | None = None) -> None:
+        """Record `stage` (or one `part` of it) as finished with its figures.
+
+        A finished stage replaces the records of its parts. The first stage
+        recorded deletes the run this one replaced.
+        """
+        if part is not None:
+            self.state.setdefault("parts", {}).setdefault(stage, {})[part] = figures
+        else:
+            self.state["stages"][stage] = figures
+            self.state.get("parts", {}).pop(stage, None)
         self._save_state()
+        replaced = self.state.pop("replaces", None)
+        if replaced:
+            shutil.rmtree(replaced, ignore_errors=True)
+            self._save_state()
 
-    def figures(self, stage: str) -> dict:
-        """The figures `finish` recorded for `stage`."""
-        return self.state["stages"][stage]
+    def figures(self, stage: str, part: str | None = None) -> dict:
+        """The figures `finish` recorded for `stage` (or one `part` of it)."""
+        if part is None:
+            return self.state["stages"][stage]
+        return self.state["parts"][stage][part]
 
     def save_model(self, model, name: str) -> pathlib.Path:
-        """Save a Keras model as `name` atomically: a failure leaves the old file."""
+        """Save a Keras model (or, for `*.weights.h5`, its weights) as `name` atomically."""
         target = self.path(name)
         with atomic_path(target) as tmp:
-            model.save(tmp)
+            if name.endswith(".weights.h5"):
+                model.save_weights(tmp)
+            else:
+                model.save(tmp)
         return target
 
     def backup_dir(self, stage: str) -> pathlib.Path:

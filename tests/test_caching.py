@@ -1,0 +1,152 @@
+"""A follower trained on cached taps learns what it learns inside the Team; the cache's storage."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_team
+from keras_team import Distill, Follower, KerasTeamError, Team
+from keras_team.caching import CachedBatches, cache_taps, fit_follower
+from tests.helpers import blobs, weights_of
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+def dataset(x, y, batch_size=16):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+def leader_with_dropout_head():
+    """A transferred leader whose head has Dropout: in training mode its logits are noisy."""
+    source = keras_team.zoo.seed_cnn((8, 8, 1), 5, scale=1 / 10)
+    return keras_team.transfer(source, keep=3, head=keras_team.heads.dense(5, hidden=(32,), dropout=0.5))
+
+
+FOLLOWERS = {
+    "features": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="features"),
+    "logits": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits"),
+    "probs": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="probs", temperature=2.0),
+    "distilled": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits",
+                                  distill=Distill(temperature=2.0, alpha=0.5)),
+}
+
+
+@pytest.mark.parametrize("kind", list(FOLLOWERS))
+def test_first_training_step_is_the_same_in_the_team_and_on_the_cache(kind):
+    x, y = blobs(n=64, seed=3)
+    team = Team(leader_with_dropout_head(), [FOLLOWERS[kind]()])
+    start = weights_of(team.follower_graphs["mlp"])
+
+    # Inside the team: one full batch, one SGD step; only the follower's loss counts.
+    team.compile(keras.optimizers.SGD(0.1), loss_weights={"leader": 0.0})
+    in_team = team.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0).history["loss"][0]
+    learned_in_team = weights_of(team.follower_graphs["mlp"])
+
+    team.follower_graphs["mlp"].set_weights(start)
+    history = fit_follower(team, "mlp", dataset(x, y), epochs=1, batch_size=len(x),
+                           optimizer=keras.optimizers.SGD(0.1), verbose=0)
+    on_cache = history.history["loss"][0]
+    assert on_cache == pytest.approx(in_team, rel=1e-5)
+    for cached, teamed, initial in zip(weights_of(team.follower_graphs["mlp"]), learned_in_team, start):
+        np.testing.assert_allclose(cached, teamed, rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(w, s) for w, s in zip(learned_in_team, start))  # the step did learn
+
+
+def test_taps_are_the_leaders_inference_outputs_in_order():
+    x, y = blobs(n=40, seed=4)
+    leader = leader_with_dropout_head()
+    team = Team(leader, [FOLLOWERS["distilled"]()])
+    inputs, labels = cache_taps(team, "mlp", dataset(x, y, batch_size=7), verbose=0)
+    assert sorted(inputs) == ["leader_logits"]
+    np.testing.assert_array_equal(labels, y)
+    np.testing.assert_allclose(inputs["leader_logits"], leader.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_cache_on_disk_is_memory_mapped_and_equal_to_the_one_in_memory(tmp_path):
+    x, y = blobs(n=40, seed=5)
+    team = Team(leader_with_dropout_head(), [FOLLOWERS["features"]()])
+    in_memory = cache_taps(team, "mlp", dataset(x, y), verbose=0)
+    on_disk = cache_taps(team, "mlp", dataset(x, y), directory=tmp_path / "cache", verbose=0)
+    features = on_disk.inputs["leader_features"]
+    assert isinstance(features, np.memmap)
+    assert (tmp_path / "cache" / "leader_features.bin").stat().st_size == features.size * 4
+    np.testing.assert_array_equal(features, in_memory.inputs["leader_features"])
+    np.testing.assert_array_equal(np.load(tmp_path / "cache" / "labels.npy"), y)
+
+
+def test_large_caches_are_kept_as_float16(monkeypatch):
+    x, y = blobs(n=40, seed=6)
+    team = Team(leader_with_dropout_head(), [FOLLOWERS["features"]()])
+    exact = cache_taps(team, "mlp", dataset(x, y), verbose=0).inputs["leader_features"]
+    assert exact.dtype == np.float32
+    monkeypatch.setattr(keras_team.caching, "FLOAT16_ABOVE_BYTES", exact.nbytes // 2)
+    narrow = cache_taps(team, "mlp", dataset(x, y), verbose=0).inputs["leader_features"]
+    assert narrow.dtype == np.float16
+    np.testing.assert_allclose(narrow.astype(np.float32), exact, rtol=1e-3, atol=1e-4)
+    assert cache_taps(team, "mlp", dataset(x, y), dtype="float32", verbose=0).inputs["leader_features"].dtype == np.float32
+
+
+def test_float16_that_overflows_is_a_clear_error():
+    x, y = blobs(n=8, seed=6)
+    loud = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                             keras.layers.Dense(4, kernel_initializer=keras.initializers.Constant(1e3)),
+                             keras.layers.Dense(5)])
+    team = Team(loud, [FOLLOWERS["features"]()])
+    with pytest.raises(KerasTeamError, match="float16"):
+        cache_taps(team, "mlp", dataset(x, y), dtype="float16", verbose=0)
+
+
+def test_batches_cover_every_example_once_per_epoch_reshuffled_and_seeded():
+    labels = np.arange(10)
+    cache = keras_team.caching.TapCache({"leader_features": labels[:, None].astype("float32")}, labels)
+
+    def epochs(seed):
+        batches = CachedBatches(cache, outputs=2, batch_size=4, seed=seed)
+        seen = []
+        for _ in range(2):
+            epoch = [batches[i] for i in range(len(batches))]
+            for x, (y1, y2) in epoch:
+                np.testing.assert_array_equal(x["leader_features"][:, 0], y1)  # inputs and labels stay paired
+                np.testing.assert_array_equal(y1, y2)  # one label copy per output
+            seen.append([list(y) for _, (y, _) in epoch])
+            batches.on_epoch_end()
+        return seen
+
+    first, second = epochs(seed=1)
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == list(range(10))
+    assert first != second  # reshuffled between epochs
+    assert epochs(seed=1) == [first, second]  # and the same again for the same seed
+
+
+def test_views_cache_several_augmented_passes():
+    x, y = blobs(n=12, seed=7)
+    noise = tf.random.Generator.from_seed(0)  # its state advances: every pass draws new noise
+    noisy = dataset(x, y, batch_size=4).map(
+        lambda images, labels: (tf.cast(images, "float32") + noise.uniform(tf.shape(images), 0, 50), labels))
+    team = Team(leader_with_dropout_head(), [FOLLOWERS["features"]()])
+    inputs, labels = cache_taps(team, "mlp", noisy, views=3, verbose=0)
+    features = inputs["leader_features"]
+    assert features.shape[0] == 36
+    np.testing.assert_array_equal(labels, np.concatenate([y] * 3))
+    assert not np.allclose(features[:12], features[12:24])  # each pass is a new augmented view
+
+    history = fit_follower(team, "mlp", noisy, epochs=1, batch_size=6, views=3, verbose=0)
+    assert len(history.history["loss"]) == 1
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda team, data: cache_taps(team, "mlp", data.take(0), verbose=0), "dataset"),
+    (lambda team, data: cache_taps(team, "mlp", data, views=0, verbose=0), "views"),
+    (lambda team, data: cache_taps(team, "mlp", data, dtype="int8", verbose=0), "dtype"),
+    (lambda team, data: cache_taps(team, "nope", data, verbose=0), "follower"),
+])
+def test_cache_errors_name_the_field(call, field):
+    x, y = blobs(n=8)
+    team = Team(leader_with_dropout_head(), [FOLLOWERS["features"]()])
+    with pytest.raises(KerasTeamError) as error:
+        call(team, dataset(x, y))
+    assert error.value.field == field
