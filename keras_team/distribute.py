@@ -135,7 +135,7 @@ def precision(policy: str = "float32") -> Iterator[None]:
     Example:
         >>> with precision("mixed_bfloat16"):
         ...     model = keras_team.zoo.seed_cnn((8, 8, 1), 5)
-        >>> model.get_layer("conv1").compute_dtype, model.output.dtype
+        >>> model.get_layer("conv1").compute_dtype, keras.backend.standardize_dtype(model(np.zeros((1, 8, 8, 1))).dtype)
         ('bfloat16', 'float32')
     """
     if policy not in PRECISIONS:

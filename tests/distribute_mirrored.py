@@ -9,24 +9,29 @@ one device and then mirrored, prints one JSON line, and then runs
 import json
 import sys
 
-import tensorflow as tf
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+def main(argv):
+    import tensorflow as tf
 
-from keras_team.app import cli  # noqa: E402
-from keras_team.distribute import choose_strategy  # noqa: E402
-from tests.distribute_common import make_team, team_data  # noqa: E402
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-train, _ = team_data()
-result = {}
-for name in ("default", "mirrored"):
-    strategy = choose_strategy(name)
-    with strategy.scope():
-        team = make_team()
-    history = team.fit(train, epochs=2, verbose=0, shuffle=False)
-    result[name] = {"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"],
-                    "weights": [w.tolist() for w in team.get_weights()]}
-print("RESULT " + json.dumps(result), flush=True)
-if sys.argv[1:]:
-    sys.exit(cli.main(sys.argv[1:]))
+    from keras_team.app import cli
+    from keras_team.distribute import choose_strategy
+    from tests.distribute_common import make_team, team_data
+
+    train, _ = team_data()
+    result = {}
+    for name in ("default", "mirrored"):
+        strategy = choose_strategy(name)
+        with strategy.scope():
+            team = make_team()
+        history = team.fit(train, epochs=2, verbose=0, shuffle=False)
+        result[name] = {"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"],
+                        "weights": [w.tolist() for w in team.get_weights()]}
+    print("RESULT " + json.dumps(result), flush=True)
+    return cli.main(argv) if argv else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
