@@ -74,7 +74,7 @@ def child(way: str, examples: int, cut: str) -> dict:
     x = rng.integers(0, 256, (examples, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, examples).astype("int32")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
-    tap_shape = tuple(team.tap_models["leader"].outputs["features"].shape[1:])
+    tap_shape = tuple(keras_team.taps.tap_tensor(student, "features").shape[1:])
     before = _current_rss_mib()
     start = time.perf_counter()
     if way == "baseline":

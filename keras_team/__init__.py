@@ -15,6 +15,35 @@ The library modules are imported eagerly (as keras-hub does), so that
 `keras.models.load_model("team.keras")` works without `custom_objects`.
 """
 
+import os
+import sys
+
+
+def _quiet_start_for_the_cli() -> None:
+    """Started as the `keras-team` command (not `--verbose`): import TensorFlow without its start-up noise.
+
+    The command prints no TensorFlow log lines unless asked; those lines are
+    written when TensorFlow is first imported, which the eager imports below
+    do, so the command's quiet start happens here.
+    """
+    command = os.path.basename(sys.argv[0]) == "keras-team" or sys.argv[0] == "-m"  # -m: keras_team.app.cli
+    if not command or "--verbose" in sys.argv or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_quiet_start_for_the_cli()
+
 from keras_team import caching, cuts, data, distribute, errors, followers, freezing, graph, heads, layers, taps, team, transfers, zoo
 from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
@@ -37,7 +66,6 @@ __all__ = [
     "cut_points",
     "cuts",
     "data",
-    "distribute",
     "errors",
     "followers",
     "freeze",

@@ -99,7 +99,13 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert "cut     pool1 (depth 3, features (None, 4, 4, 16))" in plan
     for stage in ("1. leader", "2. transfer", "3. followers", "4. baseline", "5. evaluate"):
         assert stage in plan
-    assert "parameters" in plan and f"would write to {out}/" in plan
+    assert f"would write to {out}/" in plan
+    import keras_team
+
+    reference = keras_team.transfer(keras_team.zoo.residual_cnn((8, 8, 1), 5), "pool1",
+                                    keras_team.heads.dense(5, hidden=(64,), dropout=0.2))
+    line = next(line for line in plan.splitlines() if line.strip().startswith("transfer ") and "parameters" in line)
+    assert f"{reference.count_params():,} parameters" in line
     assert not out.exists()
     assert cli.main(["run", "--dry-run", "--output-dir", str(out)]) == 0
     assert capsys.readouterr().out == plan and not out.exists()

@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nkeras-team: interrupted; run the same command again to resume", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # e.g. `keras-team cuts ... | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")
     return 0
 
 

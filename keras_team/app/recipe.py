@@ -266,8 +266,10 @@ class Plan:
         rows = [*((f"leader {name}" if several else "leader", m) for name, m in self.leaders.items()),
                 *((f"transfer {name}" if several else "transfer", m) for name, m in self.students.items()),
                 *((f.name, team.follower_graphs[f.name]) for f in team.followers), ("baseline", self.baseline)]
-        lines.append("models  " + "; ".join(f"{name} {total:,} parameters ({trainable:,} trainable)"
-                                            for name, (total, trainable) in ((n, _weights(m)) for n, m in rows)))
+        width = max(len(name) for name, _ in rows)
+        lines.append("models")
+        lines += [f"  {name:<{width}}  {total:>9,} parameters, {trainable:>9,} trainable"
+                  for name, (total, trainable) in ((n, _weights(m)) for n, m in rows)]
         lines.append("stages")
         lines += [f"  {i}. {name:<10} {what}" for i, (name, what) in enumerate(self.stages.items(), 1)]
         lines += [f"warning: {w}" for w in self.warnings]
