@@ -66,6 +66,7 @@ __all__ = [
     "cut_points",
     "cuts",
     "data",
+    "distribute",
     "errors",
     "followers",
     "freeze",
