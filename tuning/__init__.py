@@ -1,1 +1,33 @@
-"""KerasTuner search over keras_team cuts, heads and learning rates (to come)."""
+"""KerasTuner search over a leader's cut, the new head and the two-phase fine-tune.
+
+Installs as `keras_team.tuning`. Names load lazily, so the CLI parses its
+arguments before TensorFlow starts.
+
+Example:
+    >>> from keras_team.tuning import TransferHyperModel, make_tuner   # doctest: +SKIP
+    >>> tuner = make_tuner(TransferHyperModel(leader, 5), max_trials=8)  # doctest: +SKIP
+    >>> tuner.search(x, y, validation_data=(xv, yv), epochs=6)         # doctest: +SKIP
+    >>> model = tuner.get_best_models()[0]      # takes raw inputs     # doctest: +SKIP
+"""
+
+import importlib
+
+_EXPORTS = {
+    "TransferHyperModel": "keras_team.tuning.hypermodel",
+    "searchable_cuts": "keras_team.tuning.hypermodel",
+    "FeatureCache": "keras_team.tuning.feature_cache",
+    "make_tuner": "keras_team.tuning.search",
+    "cap_per_class": "keras_team.tuning.search",
+    "trial_table": "keras_team.tuning.search",
+    "best_settings": "keras_team.tuning.search",
+    "write_results": "keras_team.tuning.search",
+    "TUNERS": "keras_team.tuning.search",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'keras_team.tuning' has no attribute {name!r}")

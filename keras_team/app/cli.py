@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import KerasTeamError
 from keras_team.export import cli as export_cli
+from keras_team.tuning import cli as tune_cli
 
 USER_ERROR = 2
 INTERRUPTED = 130
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", nargs="?", default="runs/digits", help="a finished run's directory (default: %(default)s)")
     evaluate.add_argument("--split", default="test", choices=("test", "validation", "train"))
     export_cli.add_parser(commands)
+    tune_cli.add_parser(commands)
     return parser
 
 
@@ -224,13 +226,18 @@ def _export(args) -> None:
     export_cli.handle(args)
 
 
+def _tune(args) -> None:
+    _start_tensorflow()
+    tune_cli.handle(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-team` console script."""
     args = _parser().parse_args(argv)
     if not getattr(args, "verbose", False):
         quiet_tensorflow()
     commands = {"init": _init, "check": _check, "run": _run, "cuts": _cuts, "evaluate": _evaluate,
-                "schema": lambda _: print(json_schema_text(), end=""), "export": _export}
+                "schema": lambda _: print(json_schema_text(), end=""), "export": _export, "tune": _tune}
     try:
         commands[args.command](args)
     except KerasTeamError as error:

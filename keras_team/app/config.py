@@ -363,6 +363,54 @@ class DistributeConfig(Section):
     steps_per_execution: Positive = Field(1, description="training batches run per call into TensorFlow")
 
 
+class SearchSpaceConfig(Section):
+    """What ``keras-team tune`` may choose; each list is the values of one KerasTuner ``hp.Choice``."""
+
+    cuts: Optional[Annotated[DistinctListOf[Text], Field(min_length=1)]] = Field(
+        None, description="cut-point layer names to search (null: every cut keeping a weighted layer, not the output)"
+    )
+    head_layers: Annotated[DistinctListOf[Count], Field(min_length=1)] = Field(
+        (0, 1), description="hidden Dense layers of the head (0: a linear head)"
+    )
+    head_units: Annotated[DistinctListOf[Positive], Field(min_length=1)] = Field(
+        (32, 64), description="units of each hidden layer"
+    )
+    dropout: Annotated[DistinctListOf[Dropout], Field(min_length=1)] = Field(
+        (0.0, 0.25), description="dropout rates of the head"
+    )
+    learning_rate: Annotated[DistinctListOf[Rate], Field(min_length=1)] = Field(
+        (0.001, 0.003, 0.01), description="learning rates of the head phase"
+    )
+    max_unfreeze: Count = Field(
+        2, description="most kept weighted layers fine-tuned after the head phase; per cut at most what it keeps"
+    )
+    fine_tune_learning_rate: Annotated[DistinctListOf[Rate], Field(min_length=1)] = Field(
+        (0.0001, 0.00001), description="learning rates of the fine-tuning phase"
+    )
+    fine_tune_fraction: float = Field(
+        0.5, gt=0, lt=1, description="share of a trial's epochs spent fine-tuning when it unfreezes layers"
+    )
+
+
+class TuneConfig(Section):
+    """``keras-team tune``: a KerasTuner search over the cut, the head and the fine-tuning, on validation data."""
+
+    output_dir: Text = Field("runs/digits-tune", description="where the search writes its trials, table, plot and best config")
+    overwrite: bool = Field(False, description="true: replace a finished search in output_dir")
+    tuner: Literal["random", "bayesian", "hyperband", "grid"] = Field("random", description="KerasTuner tuner")
+    max_trials: Positive = Field(10, description="most trials (hyperband: a cap on its brackets)")
+    epochs: Positive = Field(40, description="epochs per trial, both phases together (hyperband: the most per trial)")
+    objective: Literal["val_accuracy", "val_loss"] = Field("val_accuracy", description="what the search optimises")
+    validation_per_class: Optional[Positive] = Field(
+        None, description="cap on validation examples per class used by the search (null: all)"
+    )
+    oracle_ip: Text = Field(
+        "127.0.0.1", description="address the chief's oracle binds in a distributed search (loopback: this machine only)"
+    )
+    oracle_port: Optional[Annotated[int, Field(ge=1, le=65535)]] = Field(None, description="its port (null: a free one)")
+    space: SearchSpaceConfig = Field(default_factory=SearchSpaceConfig, description="the search space")
+
+
 class Config(Section):
     """A whole run's config. Build it with :func:`load_config`.
 
@@ -402,6 +450,7 @@ class Config(Section):
     distribute: DistributeConfig = Field(
         default_factory=DistributeConfig, description="devices and numerics: strategy, mixed precision, XLA"
     )
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="keras-team tune: the search of the cut, head and fine-tuning")
 
     @model_validator(mode="before")
     @classmethod
@@ -790,10 +839,12 @@ __all__ = [
     "ListOf",
     "Positive",
     "Rate",
+    "SearchSpaceConfig",
     "Section",
     "TaskConfig",
     "TeamConfig",
     "TeamLeaderConfig",
+    "TuneConfig",
     "Text",
     "TrainConfig",
     "TransferConfig",

@@ -1,0 +1,121 @@
+"""The same KerasTuner search with the feature cache and without it.
+
+With the cache (`keras_team.tuning.FeatureCache`, float16 on disk under the
+tuner's directory) the frozen cut's features of the training and validation
+data are computed once per cut and every trial and epoch with that cut trains
+the head on them. Without it (`cache=False`) every epoch of every trial runs
+the frozen kept layers again. Both searches are one `RandomSearch` with the
+same oracle seed (so the same trials in the same order), the same leader,
+data, epochs and head seed; the search space is the cut and the head's
+learning rate, with nothing unfrozen (the frozen phase only, which is where
+the cache applies). Timings are the whole `tuner.search` call, cache misses
+included. The ranking of the cuts is compared by each cut's best validation
+accuracy.
+
+Leader: `keras_team.zoo.residual_cnn` (filters 32, 64, 128) on 32x32x3
+images (the digits upscaled, see follower_cache.py), trained briefly on
+digits 0-4 (untimed). Target: digits 5-9, train split grown by shifted
+copies. Offline only.
+
+Run from the repository root:
+
+    python benchmarks/tuning_cache.py          # writes benchmarks/results/tuning_cache.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+
+from follower_cache import image_task  # noqa: E402
+from keras_team import zoo  # noqa: E402
+from keras_team.tuning import FeatureCache, TransferHyperModel, make_tuner, trial_table  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+NAME = "tuning_cache"
+TARGET_SPEEDUP = 3.0
+CUTS = ("stem_relu", "pool1", "block2_out", "block3_out")
+
+
+def search(leader, target, cache, directory, args) -> tuple[float, float, list[dict]]:
+    hypermodel = TransferHyperModel(leader, target.num_classes, cuts=list(CUTS), head_layers=[0], dropout=[0.0],
+                                    learning_rate=[1e-3, 3e-3], max_unfreeze=0, cache=cache, seed=args.seed)
+    tuner = make_tuner(hypermodel, max_trials=args.trials, directory=directory, seed=args.seed)
+    wall, cpu = time.perf_counter(), time.process_time()
+    tuner.search(*target.splits["train"], validation_data=target.splits["validation"], epochs=args.epochs,
+                 batch_size=args.batch_size, verbose=0)
+    return time.perf_counter() - wall, time.process_time() - cpu, trial_table(tuner)
+
+
+def cut_ranking(rows: list[dict]) -> list[str]:
+    best = {}
+    for row in rows:
+        best[row["cut"]] = max(best.get(row["cut"], 0.0), row["score"])
+    return sorted(best, key=lambda cut: -best[cut])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--copies", type=int, default=2, help="shifted copies added to the target train split")
+    parser.add_argument("--filters", default="32,64,128")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
+    args = parser.parse_args(argv)
+    filters = tuple(int(f) for f in args.filters.split(","))
+    load_before = os.getloadavg()[0]
+
+    keras.utils.set_random_seed(args.seed)
+    source = image_task(range(5), seed=args.seed, batch_size=args.batch_size)
+    target = image_task(range(5, 10), seed=args.seed, batch_size=args.batch_size, copies=args.copies)
+    leader = zoo.residual_cnn(target.input_shape, source.num_classes, filters=filters, name="leader")
+    leader.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    leader.fit(source.dataset("train", training=True), epochs=1, verbose=0, shuffle=False)
+    sizes = {"train": len(target.splits["train"][1]), "validation": len(target.splits["validation"][1])}
+    print(f"target: {sizes['train']} train, {sizes['validation']} validation images of {target.input_shape}")
+
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, cache in (("cached", FeatureCache(pathlib.Path(tmp) / "features")), ("uncached", False)):
+            wall, cpu, rows = search(leader, target, cache, pathlib.Path(tmp) / name, args)
+            runs[name] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "cut_ranking": cut_ranking(rows),
+                          "trials": [{k: row[k] for k in ("cut", "learning_rate", "score", "seconds", "cache")} for row in rows]}
+            print(f"{name}: {wall:.1f} s wall, {cpu:.1f} s CPU; ranking {runs[name]['cut_ranking']}")
+    speedup = runs["uncached"]["wall_seconds"] / runs["cached"]["wall_seconds"]
+    same_trials = [(t["cut"], t["learning_rate"]) for t in runs["cached"]["trials"]] == [
+        (t["cut"], t["learning_rate"]) for t in runs["uncached"]["trials"]]
+    result = {
+        "benchmark": NAME,
+        "what": "one RandomSearch (same seed, trials, epochs) with the feature cache vs without",
+        "leader": f"residual_cnn{filters}, 32x32x3", "data": sizes, "cuts": list(CUTS),
+        "trials": args.trials, "epochs": args.epochs,
+        "speedup_wall": round(speedup, 2),
+        "speedup_cpu": round(runs["uncached"]["cpu_seconds"] / runs["cached"]["cpu_seconds"], 2),
+        "target_speedup": TARGET_SPEEDUP, "meets_target": speedup >= TARGET_SPEEDUP,
+        "same_trials": same_trials,
+        "same_cut_ranking": runs["cached"]["cut_ranking"] == runs["uncached"]["cut_ranking"],
+        "runs": runs,
+        "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+                    "python": platform.python_version(), "keras": keras.__version__},
+    }
+    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"speedup {speedup:.2f}x wall (target >= {TARGET_SPEEDUP}x); same ranking: {result['same_cut_ranking']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

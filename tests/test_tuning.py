@@ -1,0 +1,237 @@
+"""keras_team.tuning: the hypermodel over cuts, the feature cache, tuners, resume and errors."""
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_team
+from keras_team.errors import KerasTeamError
+from keras_team.tuning import FeatureCache, TransferHyperModel, cap_per_class, make_tuner, trial_table
+from keras_team.tuning.hypermodel import CACHE_OFF_NOTE, epoch_split, searchable_cuts, unfreeze_name
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Tiny digits: source 0-4 (all), target 5-9 with 5 shots and 6 validation images per class."""
+    source, target = keras_team.data.digits_tasks(shots=5, seed=0)
+    x_val, y_val = cap_per_class(*target.splits["validation"], 6)
+    return source, target.splits["train"], (x_val, y_val)
+
+
+def _leader(architecture, source):
+    keras.utils.set_random_seed(0)
+    leader = architecture((8, 8, 1), 5)
+    leader.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    leader.fit(*source.splits["train"], epochs=1, batch_size=64, verbose=0)
+    return leader
+
+
+@pytest.fixture(scope="module")
+def seed_leader(digits):
+    return _leader(keras_team.zoo.seed_cnn, digits[0])
+
+
+@pytest.fixture(scope="module")
+def residual_leader(digits):
+    return _leader(keras_team.zoo.residual_cnn, digits[0])
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Records (epoch, trainable weights of the model it sees) across KerasTuner's deep copies."""
+
+    seen: list = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        EpochLog.seen.append((epoch, len(self.model.trainable_weights), self.model.name))
+
+
+def _values(hypermodel, **values):
+    hp = kt.HyperParameters()
+    hypermodel.declare(hp)
+    hp.values.update(values)
+    return hp
+
+
+# --- the search space -------------------------------------------------------
+
+
+def test_cut_choice_is_the_valid_cut_names_without_the_output(seed_leader, residual_leader):
+    seed_cuts = [c.name for c in searchable_cuts(seed_leader)]
+    assert seed_cuts == ["conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2"]  # not rescale (0 kept), not fc3
+    residual_cuts = [c.name for c in searchable_cuts(residual_leader)]
+    assert "logits" not in residual_cuts and "pool1" in residual_cuts
+    assert not any("conv1" in name or "bn1" in name for name in residual_cuts if name.startswith("block"))
+    hp = kt.HyperParameters()
+    TransferHyperModel(residual_leader, 5, cuts=["pool1", "block2_out"]).declare(hp)
+    assert hp.get("cut") in ("pool1", "block2_out") and hp._hps["cut"][0].values == ["pool1", "block2_out"]
+
+
+def test_unfreeze_depth_is_conditional_on_the_cut_and_never_exceeds_it(seed_leader):
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["conv1", "fc1"], max_unfreeze=2)
+    hp = kt.HyperParameters()
+    hypermodel.declare(hp)
+    by_name = {h.name: h for h in hp.space}
+    assert by_name[unfreeze_name(1)].max_value == 1 and by_name[unfreeze_name(3)].max_value == 2
+    assert by_name[unfreeze_name(1)].conditions[0].values == ["conv1"]
+    assert by_name[unfreeze_name(3)].conditions[0].values == ["fc1"]
+    assert hypermodel.chosen({"cut": "fc1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 2
+    assert hypermodel.chosen({"cut": "conv1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 1
+
+
+def test_epoch_budget_is_shared_by_both_phases():
+    assert epoch_split(0, 10, unfreeze_top=2, fine_tune_fraction=0.5) == 5
+    assert epoch_split(0, 10, unfreeze_top=0, fine_tune_fraction=0.5) == 10  # nothing to fine-tune
+    assert epoch_split(0, 1, unfreeze_top=2, fine_tune_fraction=0.5) == 1  # the head phase keeps one epoch
+    assert epoch_split(4, 10, unfreeze_top=1, fine_tune_fraction=0.25) == 8  # Hyperband's later round
+
+
+# --- one trial ----------------------------------------------------------------
+
+
+def test_trial_trains_head_on_cached_features_then_fine_tunes_only_the_top_k(seed_leader, digits):
+    _, (x, y), validation = digits
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=2, head_layers=[0],
+                                    dropout=[0.0], learning_rate=[1e-2], fine_tune_learning_rate=[1e-3])
+    hp = _values(hypermodel, cut="fc1", **{unfreeze_name(3): 1})
+    model = hypermodel.build(hp)
+    EpochLog.seen = []
+    history = hypermodel.fit(hp, model, x, y, validation_data=validation, epochs=4, callbacks=[EpochLog()], verbose=0)
+    # Two epochs on the cached features (only the head trains; callbacks still see the full model), two fine-tuning.
+    assert [(epoch, trainable) for epoch, trainable, _ in EpochLog.seen] == [(0, 2), (1, 2), (2, 4), (3, 4)]
+    assert {name for *_, name in EpochLog.seen} == {model.name}
+    assert len(history.history["val_accuracy"]) == 4
+    leader_weights = {layer.name: layer.get_weights() for layer in seed_leader.layers}
+    body = model.body
+    for name in ("conv1", "conv2"):
+        assert all(np.array_equal(a, b) for a, b in zip(body.get_layer(name).get_weights(), leader_weights[name]))
+    assert not np.array_equal(body.get_layer("fc1").get_weights()[0], leader_weights["fc1"][0])
+    assert hypermodel.last_cache == "miss"
+    # The fine-tuned model is the one that reports the last epoch's validation accuracy.
+    assert model.evaluate(*validation, verbose=0)[1] == pytest.approx(history.history["val_accuracy"][-1], abs=1e-6)
+
+
+def test_head_phase_on_cached_features_reports_what_the_full_model_scores(residual_leader, digits):
+    _, (x, y), validation = digits
+    hypermodel = TransferHyperModel(residual_leader, 5, cuts=["pool1"], max_unfreeze=0, head_layers=[1],
+                                    head_units=[16], dropout=[0.0], learning_rate=[1e-2],
+                                    cache=FeatureCache(dtype="float32"))
+    hp = _values(hypermodel, cut="pool1")
+    model = hypermodel.build(hp)
+    history = hypermodel.fit(hp, model, x, y, validation_data=validation, epochs=2, verbose=0)
+    loss, accuracy = model.evaluate(*validation, verbose=0)
+    assert accuracy == pytest.approx(history.history["val_accuracy"][-1], abs=1e-6)
+    assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-4)
+
+
+def test_streamed_training_data_switches_the_cache_off_and_says_so(seed_leader, digits, capsys):
+    _, (x, y), validation = digits
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2"], max_unfreeze=0)
+    hp = _values(hypermodel, cut="pool2")
+    augmented = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).map(
+        lambda images, labels: (tf.image.flip_left_right(images), labels))
+    hypermodel.fit(hp, hypermodel.build(hp), augmented, validation_data=validation, epochs=1, verbose=0)
+    assert CACHE_OFF_NOTE in capsys.readouterr().out
+    assert hypermodel.last_cache == "off" and hypermodel.cache.hits + hypermodel.cache.misses == 0
+
+
+# --- the feature cache -------------------------------------------------------------
+
+
+def test_feature_cache_hits_misses_and_invalidation(seed_leader, digits, tmp_path):
+    _, (x, _), (x_val, _) = digits
+    cache = FeatureCache(tmp_path)
+    body = keras_team.body(seed_leader, "pool2")
+    first = cache.features(body, x)
+    np.testing.assert_allclose(first, body.predict(x, verbose=0), rtol=1e-3, atol=1e-3)  # float16 store
+    assert first.dtype == np.float16
+    cache.features(body, x)
+    assert (cache.hits, cache.misses) == (1, 1)
+    cache.features(keras_team.body(seed_leader, "pool2"), x)  # another copy of the same weights: a hit
+    assert (cache.hits, cache.misses) == (2, 1)
+    cache.features(body, x_val)  # other data
+    assert (cache.hits, cache.misses) == (2, 2)
+    changed = keras_team.body(seed_leader, "pool2")
+    changed.get_layer("conv1").kernel.assign(changed.get_layer("conv1").kernel * 2.0)  # a retrained leader
+    refreshed = cache.features(changed, x)
+    assert (cache.hits, cache.misses) == (2, 3)
+    np.testing.assert_allclose(refreshed, changed.predict(x, verbose=0), rtol=1e-3, atol=1e-3)
+    cache.features(keras_team.body(seed_leader, "fc1"), x)  # another cut
+    assert cache.misses == 4
+
+
+# --- tuners -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband", "grid"])
+def test_each_tuner_searches_and_keeps_full_models_that_take_raw_pixels(kind, seed_leader, residual_leader, digits, tmp_path):
+    _, (x, y), validation = digits
+    leader, cuts = (residual_leader, ["pool1", "block2_out"]) if kind in ("random", "hyperband") else (seed_leader, ["pool2", "fc1"])
+    hypermodel = TransferHyperModel(leader, 5, cuts=cuts, max_unfreeze=1, head_layers=[0], dropout=[0.0],
+                                    learning_rate=[1e-2], fine_tune_learning_rate=[1e-4], run_eagerly=True)
+    tuner = make_tuner(hypermodel, tuner=kind, max_trials=3, max_epochs=3, directory=tmp_path, seed=1)
+    EpochLog.seen = []
+    tuner.search(x, y, validation_data=validation, epochs=2, callbacks=[EpochLog()], verbose=0)
+    rows = trial_table(tuner)
+    assert len(rows) == 3 and all(row["status"] == "COMPLETED" for row in rows)
+    assert all(row["unfreeze"] <= row["depth"] and row["cut"] in cuts for row in rows)
+    assert {row["cache"] for row in rows} <= {"hit", "miss"} and rows[0]["cache"] == "miss"
+    seen_cuts = [row["cut"] for row in rows]
+    assert all(row["cache"] == "hit" for i, row in enumerate(rows) if row["cut"] in seen_cuts[:i])
+    if kind == "hyperband":  # each trial runs exactly the epochs Hyperband grants it
+        assert sum(row["epochs"] for row in rows) == len(EpochLog.seen)
+    best = tuner.get_best_models(1)[0]
+    raw = validation[0]
+    assert raw.dtype == np.uint8 and best.predict(raw, verbose=0).shape == (len(raw), 5)
+    best_trial = tuner.oracle.get_best_trials(1)[0]
+    assert best.evaluate(*validation, verbose=0)[1] == pytest.approx(best_trial.score, abs=1e-6)
+
+
+def test_rerun_resumes_the_search_without_repeating_trials(seed_leader, digits, tmp_path):
+    _, (x, y), validation = digits
+
+    def search(max_trials):
+        hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2", "fc1"], max_unfreeze=0,
+                                        head_layers=[0, 1], head_units=[16], dropout=[0.0], run_eagerly=True)
+        tuner = make_tuner(hypermodel, max_trials=max_trials, directory=tmp_path, seed=3)
+        tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
+        return tuner
+
+    first = {row["trial"]: row for row in trial_table(search(2))}
+    resumed = {row["trial"]: row for row in trial_table(search(3))}
+    assert sorted(resumed) == ["0", "1", "2"]
+    for trial_id, row in first.items():
+        assert resumed[trial_id] == row  # same values, score and seconds: not run again
+
+
+def test_cap_per_class_caps_validation_examples(digits):
+    _, _, (x_val, y_val) = digits
+    x, y = cap_per_class(x_val, y_val, 2, seed=1)
+    assert np.bincount(y).tolist() == [2] * 5 and len(x) == 10
+    assert all(any(np.array_equal(image, other) for other in x_val) for image in x)
+    assert len(cap_per_class(x_val, y_val, 100)[1]) == len(y_val)
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+def test_clear_errors_for_bad_searches(seed_leader, tmp_path):
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"])
+    with pytest.raises(KerasTeamError, match="max_trials=0 .* an int >= 1"):
+        make_tuner(hypermodel, max_trials=0, directory=tmp_path)
+    with pytest.raises(KerasTeamError, match="tuner='annealing' .* random, bayesian, hyperband, grid"):
+        make_tuner(hypermodel, tuner="annealing", directory=tmp_path)
+    with pytest.raises(KerasTeamError, match="objective='val_auc' .* val_accuracy"):
+        make_tuner(hypermodel, objective="val_auc", directory=tmp_path)
+    one_layer = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="out")])
+    with pytest.raises(KerasTeamError, match="leader=.* a cut point that keeps a weighted layer"):
+        TransferHyperModel(one_layer, 2)
+    with pytest.raises(KerasTeamError, match="max_unfreeze=4 .* from 0 to 3"):
+        TransferHyperModel(seed_leader, 5, cuts=["conv1", "fc1"], max_unfreeze=4)
+    with pytest.raises(KerasTeamError, match="cuts=\\[\\] .* search space is empty"):
+        TransferHyperModel(seed_leader, 5, cuts=[])
+    with pytest.raises(KerasTeamError, match="cuts='fc3' .* conv1, pool1"):
+        TransferHyperModel(seed_leader, 5, cuts=["fc3"])  # the output is no cut to transfer
+    with pytest.raises(KerasTeamError, match="head_units=\\[\\] .* search space is empty"):
+        TransferHyperModel(seed_leader, 5, head_units=[])

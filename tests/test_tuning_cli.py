@@ -1,0 +1,126 @@
+"""`keras-team tune`: the trial table, best config, resume, overwrite guard, distributed run and errors."""
+
+import csv
+import json
+import re
+
+import keras
+import pytest
+import yaml
+
+import keras_team
+from keras_team.app.cli import main
+from keras_team.app.config import load_config
+from keras_team.tuning import hypermodel as hypermodel_module
+
+TINY = {
+    "data": {"target": {"shots": 3}},
+    "tune": {
+        "max_trials": 3, "epochs": 2, "validation_per_class": 4,
+        "space": {"cuts": ["pool2", "fc1"], "head_layers": [0], "dropout": [0.0], "learning_rate": [0.01],
+                  "max_unfreeze": 1, "fine_tune_learning_rate": [0.001]},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def leader_file(tmp_path_factory):
+    """One seed_cnn leader trained an epoch on digits 0-4, shared by the searches below."""
+    source, _ = keras_team.data.digits_tasks(shots=3)
+    keras.utils.set_random_seed(0)
+    leader = keras_team.zoo.seed_cnn(source.input_shape, source.num_classes)
+    leader.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    leader.fit(*source.splits["train"], epochs=1, verbose=0)
+    path = tmp_path_factory.mktemp("leader") / "leader.keras"
+    leader.save(path)
+    return str(path)
+
+
+@pytest.fixture()
+def config_file(tmp_path, leader_file):
+    path = tmp_path / "tiny.yaml"
+    tune = {**TINY["tune"], "output_dir": str(tmp_path / "tune")}
+    path.write_text(yaml.safe_dump({**TINY, "leader": {"path": leader_file}, "tune": tune}))
+    return path
+
+
+def _rows(out):
+    with open(out / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tune_writes_table_plot_and_a_best_config_that_run_takes(config_file, leader_file, tmp_path, capsys):
+    assert main(["tune", "--config", str(config_file)]) == 0
+    out = tmp_path / "tune"
+    printed = capsys.readouterr().out
+    assert "25 training examples" not in printed and "15 training examples, 20 validation examples" in printed
+    rows = _rows(out)
+    assert [row["trial"] for row in rows] == ["0", "1", "2"]
+    assert all(row["cut"] in ("pool2", "fc1") and row["cache"] in ("hit", "miss") and float(row["seconds"]) > 0
+               for row in rows)
+    assert len(re.findall(r"\] trial \d: cut=", printed)) == 3  # progress per trial
+    table = json.loads((out / "trials.json").read_text())
+    assert table["validation_examples"] == 20 and table["train_examples"] == 15
+    assert [t["score"] for t in table["trials"]] == [pytest.approx(float(row["score"])) for row in rows]
+    assert (out / "score_by_cut.png").stat().st_size > 0
+    best_row = max(rows, key=lambda row: float(row["score"]))
+    best = load_config(out / "best_config.yaml")  # what `keras-team run --config` reads
+    assert best.transfer.keep == best_row["cut"] and best.transfer.unfreeze == int(best_row["unfreeze"])
+    assert best.leader.path == leader_file and best.tune == load_config(config_file).tune
+    assert best.transfer.epochs + best.transfer.fine_tune_epochs == 2
+    # A finished search is not overwritten unless asked.
+    assert main(["tune", "--config", str(config_file)]) == 2
+    assert "holds a finished search" in capsys.readouterr().err
+
+
+def test_interrupted_tune_resumes_without_rerunning_finished_trials(config_file, tmp_path, monkeypatch, capsys):
+    original, calls = hypermodel_module.TransferHyperModel.fit, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(hypermodel_module.TransferHyperModel, "fit", interrupted)
+    assert main(["tune", "--config", str(config_file)]) == 130
+    out = tmp_path / "tune"
+    first = json.loads((out / "search" / "trial_0" / "keras_team_trial.json").read_text())
+    monkeypatch.setattr(hypermodel_module.TransferHyperModel, "fit", original)
+    assert main(["tune", "--config", str(config_file)]) == 0
+    assert "resuming the search" in capsys.readouterr().out
+    rows = _rows(out)
+    assert [row["trial"] for row in rows] == ["0", "1", "2"] and all(row["status"] == "COMPLETED" for row in rows)
+    assert float(rows[0]["seconds"]) == first["seconds"]  # trial 0 was not run again
+
+
+def test_distributed_tune_runs_each_trial_once_and_writes_the_best_config_once(tmp_path, capfd):
+    config_file = tmp_path / "tiny.yaml"  # no leader.path: the chief trains the leader, the workers load it
+    tune = {**TINY["tune"], "output_dir": str(tmp_path / "tune")}
+    config_file.write_text(yaml.safe_dump({**TINY, "leader": {"architecture": "seed_cnn", "epochs": 1}, "tune": tune}))
+    assert main(["tune", "--config", str(config_file), "--workers", "2"]) == 0
+    printed = capfd.readouterr().out  # the workers' output too (file-descriptor capture)
+    out = tmp_path / "tune"
+    rows = _rows(out)
+    assert sorted(row["trial"] for row in rows) == ["0", "1", "2"]
+    assert all(row["status"] == "COMPLETED" and row["tuner_id"] in ("tuner0", "tuner1") for row in rows)
+    ran = re.findall(r"\[(tuner\d)\] trial (\d):", printed)
+    assert sorted(trial for _, trial in ran) == ["0", "1", "2"]  # every trial ran exactly once
+    assert "oracle at 127.0.0.1:" in printed
+    assert printed.count("best: ") == 1 and printed.count("training the leader") == 1
+    assert load_config(out / "best_config.yaml").leader.path == str((out / "leader.keras").resolve())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-trials", "0"], "tune.max_trials=0 is not valid: expected an int >= 1"),
+    (["--tuner", "annealing"], "tune.tuner='annealing' is not valid: expected one of random, bayesian, hyperband, grid"),
+    (["--set", "tune.objective=val_auc"], "tune.objective='val_auc' is not valid"),
+    (["--set", "tune.space.cuts=[fc3]"], "tune.space.cuts='fc3' is not valid: expected a cut-point layer name"),
+    (["--set", "tune.space.cuts=[conv1]", "--set", "tune.space.max_unfreeze=2"],
+     "tune.space.max_unfreeze=2 is not valid: expected an int from 0 to 1"),
+    (["--set", "tune.space.dropout=[]"], "tune.space.dropout=[] is not valid"),
+])
+def test_tune_user_errors_print_one_line_and_exit_2(config_file, flags, message, capsys):
+    assert main(["tune", "--config", str(config_file), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,110 @@
+"""Features of a frozen cut, computed once and reused by every trial that uses the cut.
+
+A search tries the same few cuts many times (and Hyperband every epoch
+budget again); while the kept part is frozen its output on the same data is
+the same, so the cut's features are computed once per
+(kept weights, cut, data) and stored as float16 `.npy` files on disk (under
+the tuner's directory), read back memory-mapped. The key hashes the kept
+part's weights and the examples' bytes, so a retrained leader, a fine-tuned
+body (a Hyperband trial resumed after fine-tuning) or other data is a miss,
+never a stale hit.
+
+Example:
+    >>> body = keras_team.body(keras_team.zoo.seed_cnn((8, 8, 1), 5), "pool2")
+    >>> cache, x = FeatureCache(), np.zeros((3, 8, 8, 1), "uint8")
+    >>> first = cache.features(body, x)     # computed: a miss
+    >>> again = cache.features(body, x)     # read back: a hit
+    >>> cache.hits, cache.misses, again.dtype
+    (1, 1, dtype('float16'))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import tempfile
+
+import keras
+import numpy as np
+
+# Inference batch of the caching pass (a frozen body's outputs do not depend on it).
+PREDICT_BATCH = 256
+
+
+def fingerprint_arrays(arrays, *extra: str) -> str:
+    """A hex digest of arrays' shapes, dtypes and bytes (plus `extra` strings).
+
+    Example:
+        >>> fingerprint_arrays([np.zeros(3)]) == fingerprint_arrays([np.zeros(3)])
+        True
+        >>> fingerprint_arrays([np.zeros(3)]) == fingerprint_arrays([np.ones(3)])
+        False
+    """
+    digest = hashlib.sha256()
+    for text in extra:
+        digest.update(text.encode())
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()[:24]
+
+
+class FeatureCache:
+    """Disk store of a frozen body's features, keyed by (weights, cut, data).
+
+    Args:
+        directory: where the `.npy` files go (created on first use); a
+            temporary directory when None.
+        dtype: storage dtype; float16 halves memory and disk.
+
+    Attributes:
+        hits, misses: lookups answered from the store / computed.
+
+    Example:
+        >>> cache = FeatureCache(dtype="float32")
+        >>> body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+        >>> x = np.ones((4, 2), "float32")
+        >>> cache.features(body, x).shape, cache.misses
+        ((4, 3), 1)
+        >>> _ = cache.features(body, x); cache.hits
+        1
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None, *, dtype: str = "float16"):
+        self.directory = pathlib.Path(directory) if directory is not None else None
+        self.dtype = np.dtype(dtype)
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, body: keras.Model, x: np.ndarray) -> str:
+        """The store key of `body`'s features on `x`: its weights, output layer and the data."""
+        cut = body.layers[-1].name  # a body's last layer is its cut
+        return fingerprint_arrays([*body.get_weights(), np.asarray(x)], cut, str(self.dtype))
+
+    def features(self, body: keras.Model, x: np.ndarray) -> np.ndarray:
+        """`body.predict(x)` in inference mode, from the store when computed before.
+
+        Returns a read-only memory-mapped array of `dtype`.
+        """
+        path = self._root() / f"{self.key(body, x)}.npy"
+        if path.is_file():
+            self.hits += 1
+        else:
+            self.misses += 1
+            values = body.predict(x, batch_size=PREDICT_BATCH, verbose=0).astype(self.dtype)
+            handle, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=path.parent)
+            try:
+                with os.fdopen(handle, "wb") as f:
+                    np.save(f, values)
+                os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+            finally:
+                pathlib.Path(tmp).unlink(missing_ok=True)
+        return np.load(path, mmap_mode="r")
+
+    def _root(self) -> pathlib.Path:
+        if self.directory is None:
+            self.directory = pathlib.Path(tempfile.mkdtemp(prefix="keras_team_features_"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return self.directory

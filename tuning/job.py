@@ -1,0 +1,230 @@
+"""A search described by a keras-team config: what `keras-team tune` runs.
+
+The config's `tune:` section gives the search space, the tuner and its
+budget; `data:` and `leader:` give the tasks and the leader, as for
+`keras-team run`. A search directory holds the leader it searched on
+(`leader.keras`), KerasTuner's project (`search/`, with the feature cache),
+`trials.csv` / `trials.json`, `score_by_cut.png` and `best_config.yaml`: the
+config with the best trial's cut, head and rates in `transfer:` and the
+searched leader in `leader.path`, ready for `keras-team run --config`.
+
+Example:
+    >>> from keras_team.app.config import load_config
+    >>> job = TuneJob(load_config(overrides=["tune.max_trials=4"]))      # doctest: +SKIP
+    >>> job.run()                                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import keras
+
+from keras_team.app.config import Config
+from keras_team.app.recipe import ARCHITECTURES, LOSS, _load_leader, load_tasks
+from keras_team.app.workspace import atomic_path, write_text
+from keras_team.errors import KerasTeamError
+from keras_team.tuning import distributed
+from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
+from keras_team.tuning.search import best_settings, cap_per_class, make_tuner, trial_table, write_results
+
+STATE = "tune_state.json"
+CONFIG = "config.yaml"
+BEST = "best_config.yaml"
+LEADER = "leader.keras"
+PROJECT = "search"
+# Fields that say where or how to write, or how long to go on: a rerun may change them.
+NOT_COMPARED = {"tune": ("output_dir", "overwrite", "max_trials")}
+
+
+def _compared(config: Config) -> dict:
+    data = config.to_dict()
+    for section, keys in NOT_COMPARED.items():
+        for key in keys:
+            data[section].pop(key, None)
+    return data
+
+
+class TuneJob:
+    """One search directory: prepare it, run the chief/worker/single role, write the results.
+
+    Example:
+        >>> TuneJob(config).run(workers=2)   # doctest: +SKIP
+    """
+
+    def __init__(self, config: Config):
+        if config.leaders:
+            raise KerasTeamError("leaders", [leader.name for leader in config.leaders],
+                                 "[] for a search: tune searches the cut of one leader (leader:)")
+        self.config = config
+        self.tune = config.tune
+        self.root = pathlib.Path(config.tune.output_dir)
+
+    # --- the directory -------------------------------------------------------
+    def open(self) -> None:
+        """Create or resume the search directory; refuse a finished or foreign one unless overwrite."""
+        state_path = self.root / STATE
+        if self.root.exists() and any(self.root.iterdir()):
+            state = json.loads(state_path.read_text()) if state_path.is_file() else None
+            if state is not None and state["config"] == _compared(self.config) and not state["finished"]:
+                print(f"resuming the search in {self.root}/ ({len(state.get('trials', []))} trials recorded)")
+                return
+            if not self.tune.overwrite:
+                why = ("a finished search" if state and state["finished"] else
+                       "a search of another config" if state else "files that are not a keras-team search")
+                raise KerasTeamError(
+                    "tune.output_dir", str(self.root),
+                    f"a new directory: it holds {why}; choose another --output-dir or pass --overwrite to replace it",
+                )
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text(self.root / CONFIG, self.config.to_yaml())
+        self._save_state(finished=False)
+
+    def _save_state(self, *, finished: bool, **figures) -> None:
+        state = {"config": _compared(self.config), "finished": finished, **figures}
+        write_text(self.root / STATE, json.dumps(state, indent=2))
+
+    # --- leader, data, tuner ---------------------------------------------------
+    def leader(self, source) -> keras.Model:
+        """The config's leader.path, else the leader trained (once) and saved in the search directory."""
+        if self.config.leader.path:
+            return _load_leader(self.config.leader.path, source)
+        saved = self.root / LEADER
+        if saved.is_file():
+            return keras.models.load_model(saved)
+        if distributed.role() == "worker":
+            raise KerasTeamError("leader.path", None, f"a trained leader for a worker: set leader.path, or start "
+                                 f"the chief first (it writes {saved} in the shared directory)")
+        cfg = self.config.leader
+        print(f"== training the leader ({cfg.architecture}) on {source.name}, {cfg.epochs} epochs", flush=True)
+        keras.utils.set_random_seed(self.config.seed)
+        leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name="leader")
+        leader.compile(keras.optimizers.Adam(cfg.learning_rate), LOSS, metrics=["accuracy"])
+        leader.fit(source.dataset("train", training=True), validation_data=source.dataset("validation"),
+                   epochs=cfg.epochs, verbose=0, shuffle=False)
+        with atomic_path(saved) as tmp:
+            leader.save(tmp)
+        return leader
+
+    def data(self, target) -> tuple[tuple, tuple, dict]:
+        """Training data (arrays, or the augmented pipeline), the capped validation arrays, their sizes."""
+        x_val, y_val = target.splits["validation"]
+        capped = cap_per_class(x_val, y_val, self.tune.validation_per_class, seed=self.config.seed)
+        x, y = target.splits["train"]
+        train = (target.dataset("train", training=True), None) if target.augment else (x, y)
+        sizes = {"train_examples": len(y), "validation_examples": len(capped[1]),
+                 "validation_available": len(y_val), "validation_per_class": self.tune.validation_per_class}
+        return train, capped, sizes
+
+    def hypermodel(self, leader: keras.Model) -> TransferHyperModel:
+        """The configured search space on `leader`; errors name the `tune.space` field."""
+        space = self.tune.space
+        try:
+            return TransferHyperModel(
+                leader, self.num_classes, cuts=space.cuts, head_layers=space.head_layers,
+                head_units=space.head_units, dropout=space.dropout, learning_rate=space.learning_rate,
+                max_unfreeze=space.max_unfreeze, fine_tune_learning_rate=space.fine_tune_learning_rate,
+                fine_tune_fraction=space.fine_tune_fraction, seed=self.config.seed,
+            )
+        except KerasTeamError as error:
+            field = "leader" if error.field == "leader" else f"tune.space.{error.field}"
+            raise KerasTeamError(field, error.value, error.allowed) from error
+
+    def tuner(self, leader: keras.Model):
+        """The configured KerasTuner tuner over the configured search space."""
+        return make_tuner(self.hypermodel(leader), tuner=self.tune.tuner, objective=self.tune.objective,
+                          max_trials=self.tune.max_trials, max_epochs=self.tune.epochs,
+                          directory=self.root, project_name=PROJECT, seed=self.config.seed)
+
+    # --- running -------------------------------------------------------------
+    def run(self, *, workers: int = 0) -> dict | None:
+        """Run this process's part of the search; the chief (or a single process) writes the results.
+
+        Returns the best settings, or None on a worker.
+        """
+        role = distributed.role()
+        if workers and role:
+            raise KerasTeamError("--workers", workers, f"0 when {distributed.TUNER_ID} is set (this process is a {role})")
+        source, target = load_tasks(self.config)
+        self.num_classes = target.num_classes
+        if not self.config.leader.path:  # a bad search space fails now, not after the leader trained
+            self.hypermodel(ARCHITECTURES[self.config.leader.architecture](source.input_shape, source.num_classes))
+        if role != "worker":
+            self.open()
+        leader = self.leader(source)
+        (x, y), validation, sizes = self.data(target)
+        if target.augment:
+            print(f"augmentation configured ({', '.join(target.augment)}): feature cache OFF for this search, "
+                  "every epoch runs the frozen layers on augmented images", flush=True)
+        print(f"search data: {sizes['train_examples']} training examples, {sizes['validation_examples']} validation "
+              f"examples (of {sizes['validation_available']}; cap per class: {sizes['validation_per_class']}); "
+              "the test split is never read", flush=True)
+        fit = dict(validation_data=validation, epochs=self.tune.epochs, verbose=0)
+        if y is not None:
+            fit["batch_size"] = self.config.data.batch_size
+        start = time.perf_counter()
+        if workers:
+            tuner = self._chief_with_local_workers(leader, workers)
+        elif role == "chief":
+            tuner = self.tuner(leader)
+            distributed.serve(tuner)
+        else:
+            tuner = self.tuner(leader)
+            tuner.search(x, y, **fit)
+            if role == "worker":
+                return None
+        return self.finish(tuner, {**sizes, "tuner": self.tune.tuner, "workers": workers,
+                                   "feature_cache": "off (augmentation)" if target.augment else "on",
+                                   "seconds": round(time.perf_counter() - start, 1)})
+
+    def _chief_with_local_workers(self, leader: keras.Model, workers: int):
+        ip = self.tune.oracle_ip
+        port = self.tune.oracle_port or distributed.free_port(ip)
+        command = [sys.executable, "-m", "keras_team.app.cli", "tune", "--config", str(self.root / CONFIG)]
+        print(f"== distributed search: chief (oracle at {ip}:{port}) and {workers} workers on this machine", flush=True)
+        processes = [subprocess.Popen(command, env=distributed.worker_env(i, ip, port)) for i in range(workers)]
+        try:
+            with distributed.chief_env(ip, port):
+                tuner = self.tuner(leader)
+                distributed.serve(tuner, alive=lambda: any(p.poll() is None for p in processes))
+            failed = [code for code in (p.wait() for p in processes) if code]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+        if failed:
+            raise KerasTeamError("workers", failed, "exit status 0 from every worker (see their output above)")
+        return tuner  # the chief's oracle holds every trial the workers reported
+
+    def finish(self, tuner, figures: dict) -> dict:
+        """Write the trial table, the plot and the best config (once); mark the search finished."""
+        rows = trial_table(tuner)
+        write_results(tuner, self.root, extra=figures)
+        best = best_settings(tuner)
+        write_text(self.root / BEST, self.best_config(best).to_yaml())
+        self._save_state(finished=True, trials=len(rows), best=best)
+        return best
+
+    def best_config(self, best: dict) -> Config:
+        """The config with the best trial's cut, head and rates in `transfer`, reading the searched leader."""
+        data = self.config.to_dict()
+        split = epoch_split(0, self.tune.epochs, best["unfreeze"], self.tune.space.fine_tune_fraction)
+        data["transfer"].update(
+            keep=best["cut"],
+            head={**data["transfer"]["head"], "kind": "dense",
+                  "hidden": [best["head_units"]] * best["head_layers"], "dropout": best["dropout"]},
+            epochs=split,
+            learning_rate=best["learning_rate"],
+            unfreeze=best["unfreeze"],
+            fine_tune_epochs=self.tune.epochs - split,
+            fine_tune_learning_rate=best["fine_tune_learning_rate"],
+        )
+        data["leader"]["path"] = str((self.root / LEADER).resolve()) if not self.config.leader.path else self.config.leader.path
+        return Config.from_dict(data)
+
