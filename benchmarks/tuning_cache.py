@@ -68,7 +68,7 @@ def cut_ranking(rows: list[dict]) -> list[str]:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--copies", type=int, default=2, help="shifted copies added to the target train split")
     parser.add_argument("--filters", default="32,64,128")
     parser.add_argument("--batch-size", type=int, default=32)

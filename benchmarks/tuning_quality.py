@@ -17,7 +17,7 @@ KerasTuner kept for the best trial:
 Run from the repository root:
 
     python benchmarks/tuning_quality.py        # writes benchmarks/results/tuning_quality.json
-    python benchmarks/tuning_quality.py --shots 1,5 --seeds 0,1,2,3,4 --trials 6 --epochs 40
+    python benchmarks/tuning_quality.py --shots 1,5 --seeds 0,1,2,3,4 --trials 4 --epochs 30
 """
 
 from __future__ import annotations
@@ -92,10 +92,10 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shots", default="1,5")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--trials", type=int, default=6, help="trials per search, each side")
-    parser.add_argument("--epochs", type=int, default=40, help="epochs per trial, each side")
+    parser.add_argument("--trials", type=int, default=4, help="trials per search, each side")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per trial, each side")
     parser.add_argument("--validation-per-class", type=int, default=10)
-    parser.add_argument("--leader-epochs", type=int, default=20)
+    parser.add_argument("--leader-epochs", type=int, default=10)
     parser.add_argument("--seed-offset", type=int, default=0, help="the oracles' seed")
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)

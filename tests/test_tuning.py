@@ -235,3 +235,12 @@ def test_clear_errors_for_bad_searches(seed_leader, tmp_path):
         TransferHyperModel(seed_leader, 5, cuts=["fc3"])  # the output is no cut to transfer
     with pytest.raises(KerasTeamError, match="head_units=\\[\\] .* search space is empty"):
         TransferHyperModel(seed_leader, 5, head_units=[])
+
+
+def test_seed_zero_gives_the_same_trials_every_time(seed_leader, tmp_path):
+    """KerasTuner reads seed 0 as "unseeded"; make_tuner's seed 0 is a seed like any other."""
+    seeds = set()
+    for run in ("a", "b"):
+        hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2", "fc1"])
+        seeds.add(make_tuner(hypermodel, seed=0, directory=tmp_path / run, progress=False).oracle.seed)
+    assert len(seeds) == 1

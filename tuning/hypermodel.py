@@ -262,7 +262,9 @@ class TransferHyperModel(kt.HyperModel):
             "dropout": hp.Choice("dropout", self.dropout),
             "learning_rate": hp.Choice("learning_rate", self.learning_rate),
             "unfreeze": top,
-            "fine_tune_learning_rate": hp.Choice("fine_tune_learning_rate", self.fine_tune_learning_rate),
+            "fine_tune_learning_rate": (
+                hp.Choice("fine_tune_learning_rate", self.fine_tune_learning_rate) if self.max_unfreeze else None
+            ),
         }
 
     def chosen(self, values: dict) -> dict:

@@ -223,8 +223,9 @@ class TuneJob:
             learning_rate=best["learning_rate"],
             unfreeze=best["unfreeze"],
             fine_tune_epochs=self.tune.epochs - split,
-            fine_tune_learning_rate=best["fine_tune_learning_rate"],
         )
+        if best["fine_tune_learning_rate"]:
+            data["transfer"]["fine_tune_learning_rate"] = best["fine_tune_learning_rate"]
         data["leader"]["path"] = str((self.root / LEADER).resolve()) if not self.config.leader.path else self.config.leader.path
         return Config.from_dict(data)
 

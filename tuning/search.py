@@ -69,7 +69,7 @@ def progress_line(tuner: kt.Tuner, trial, histories: list, record: dict) -> str:
     return (
         f"[{tuner.tuner_id}] trial {trial.trial_id}: cut={chosen['cut']} head={head} "
         f"dropout={chosen['dropout']:g} lr={chosen['learning_rate']:g} unfreeze={chosen['unfreeze']} "
-        f"ft_lr={chosen['fine_tune_learning_rate']:g} -> {objective.name}={score} "
+        f"ft_lr={chosen['fine_tune_learning_rate'] or '-'} -> {objective.name}={score} "
         f"({record['seconds']:.1f} s, features: {record['cache']})"
     )
 
@@ -132,8 +132,9 @@ def make_tuner(
     if hypermodel.cache is not None and hypermodel.cache.directory is None:
         hypermodel.cache.directory = pathlib.Path(directory) / project_name / "feature_cache"
     direction = "min" if name.endswith("loss") else "max"
+    # KerasTuner's oracle reads a seed of 0 as "no seed" (`seed or random.randint(...)`): shift by one.
     common = dict(objective=kt.Objective(name, direction), directory=str(directory),
-                  project_name=project_name, overwrite=overwrite, seed=seed, **kwargs)
+                  project_name=project_name, overwrite=overwrite, seed=seed + 1, **kwargs)
     cls = type(f"Recorded{TUNERS[tuner].__name__}", (_RecordsTrials, TUNERS[tuner]), {"progress": progress})
     if tuner == "hyperband":
         built = cls(hypermodel, max_epochs=max_epochs, **common)
