@@ -44,7 +44,7 @@ def _quiet_start_for_the_cli() -> None:
 
 _quiet_start_for_the_cli()
 
-from keras_team import caching, cuts, data, errors, followers, freezing, graph, heads, layers, taps, team, transfers, zoo
+from keras_team import caching, cuts, data, distribute, errors, followers, freezing, graph, heads, layers, taps, team, transfers, zoo
 from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Distill, Follower
@@ -66,6 +66,7 @@ __all__ = [
     "cut_points",
     "cuts",
     "data",
+    "distribute",
     "errors",
     "followers",
     "freeze",

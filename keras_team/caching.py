@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_team.distribute import replica_batch_size
 from keras_team.errors import KerasTeamError
 from keras_team.taps import tap_key
 from keras_team.team import Team
@@ -285,8 +286,11 @@ def fit_follower(
         loss_weights=[defaults[out] for out in follower.output_names(list(follower.leaders or team.leaders))],
         metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]] * outputs,
     )
-    train_batches = CachedBatches(cached(train, "train", views=views), outputs=outputs, batch_size=batch_size, seed=seed)
+    def batches(cache, **kwargs):  # a batch size every replica of the strategy can share
+        return CachedBatches(cache, outputs=outputs, batch_size=replica_batch_size(batch_size, len(cache.labels)), **kwargs)
+
+    train_batches = batches(cached(train, "train", views=views), seed=seed)
     validation_batches = None
     if validation is not None:
-        validation_batches = CachedBatches(cached(validation, "validation"), outputs=outputs, batch_size=batch_size)
+        validation_batches = batches(cached(validation, "validation"))
     return graph.fit(train_batches, validation_data=validation_batches, epochs=epochs, callbacks=callbacks, verbose=verbose)

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from keras_team.distribute import replica_batch_size, shard_by_data
 from keras_team.errors import KerasTeamError
 
 AUGMENTATIONS = ("flip", "crop")
@@ -107,7 +108,9 @@ class Task:
                 # Per example (RandomCrop draws one offset per batch) and
                 # sequential, so the layers' seed state advances in order.
                 ds = ds.map(lambda image, label: (augment(image), label))
-        return ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+        # batch_size is the global batch; several workers each take a share of it.
+        batch_size = replica_batch_size(self.batch_size, len(x))
+        return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def _augmenter(self):
         """One example -> a randomly flipped and/or padded-and-cropped copy."""
@@ -448,3 +451,150 @@ def _check_classes(classes: Sequence[int] | None, available: np.ndarray) -> list
             f"distinct labels from the available classes {available}",
         )
     return chosen
+
+
+# ---------------------------------------------------------------------------
+# Streaming: TFDS datasets larger than memory.
+
+STREAM_SHUFFLE_BUFFER = 1024  # examples held for shuffling a streamed split (bounds its memory)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamTask:
+    """A task whose splits stream from TFDS: nothing is held in memory but a shuffle buffer.
+
+    Built by `tfds_stream`; `dataset(split, training=)` serves batches like
+    `Task.dataset`.
+
+    Example:
+        >>> task = tfds_stream("cifar100", shots=5, data_dir="~/tensorflow_datasets")  # doctest: +SKIP
+        >>> for x, y in task.dataset("train", training=True): ...                      # doctest: +SKIP
+    """
+
+    name: str
+    sources: dict[str, Any]  # split -> a function returning the unbatched (x, y) dataset
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    batch_size: int = 32
+    seed: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels range over."""
+        return len(self.class_names)
+
+    def dataset(self, split: str, *, training: bool = False) -> tf.data.Dataset:
+        """Batched, prefetched `(x, y)` of one split, streamed; shuffled (seeded) with `training=True`.
+
+        Example:
+            >>> x, y = next(iter(task.dataset("validation")))   # doctest: +SKIP
+        """
+        if split not in self.sources:
+            raise KerasTeamError("split", split, f"one of {sorted(self.sources)}")
+        if training and split != "train":
+            raise KerasTeamError("split", split, "'train' when training=True")
+        ds = self.sources[split]()
+        if training:
+            ds = ds.shuffle(STREAM_SHUFFLE_BUFFER, seed=self.seed, reshuffle_each_iteration=True)
+        return shard_by_data(ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def tfds_stream(
+    name: str,
+    *,
+    classes: Sequence[int] | None = None,
+    shots: int | None = None,
+    validation: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 32,
+    data_dir: str | None = None,
+    download: bool = False,
+) -> StreamTask:
+    """A TFDS image-classification dataset as a `StreamTask`: never read whole into memory.
+
+    The class subset, k-shot sampling and the validation split are done on
+    the `tf.data` pipeline in one seeded pass over TFDS's `train` split: its
+    files are read in a seeded order, the examples of other classes are
+    dropped, the first `shots` examples met of each class form train (the
+    pass stops once every class has them), and each remaining example goes
+    to validation with probability `validation` (a stateless draw from
+    `seed` and its position), so the same seed gives the same splits. Without
+    `shots`, train is every example not drawn for validation. `test` is
+    TFDS's `test` split, class subset only.
+
+    Example:
+        >>> task = tfds_stream("cifar100", classes=[3, 1], shots=5, data_dir="~/tfds")  # doctest: +SKIP
+        >>> task.class_names                                                           # doctest: +SKIP
+        ('3', '1')
+    """
+    _check_fraction("validation", validation)
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1):
+        raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        if download:
+            builder.download_and_prepare()
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise KerasTeamError("data.name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
+    names = builder.info.features["label"].names
+    chosen = _check_classes(classes, np.arange(len(names)))
+    lookup = np.full(len(names), -1, np.int32)
+    lookup[chosen] = np.arange(len(chosen), dtype=np.int32)
+    lookup = tf.constant(lookup)
+
+    def read(split: str) -> tf.data.Dataset:
+        try:
+            ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=True,
+                                    read_config=tfds.ReadConfig(shuffle_seed=seed))
+        except AssertionError as error:  # tfds: not prepared in data_dir
+            raise KerasTeamError("data.data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True") from error
+        ds = ds.map(lambda x, y: (x, tf.gather(lookup, tf.cast(y, tf.int32))))
+        return ds.filter(lambda x, y: y >= 0)
+
+    def pool() -> tf.data.Dataset:
+        """(x, y, in_train, in_validation) in one seeded pass."""
+        k = len(chosen)
+
+        def assign(counts, element):
+            index, (x, y) = element
+            draw = tf.random.stateless_uniform([], seed=tf.stack([tf.constant(seed, tf.int64), index]))
+            if shots is None:
+                return counts, (x, y, draw >= validation, draw < validation, tf.constant(True))
+            unfinished = tf.reduce_any(counts < shots)  # before this example: it may complete the last class
+            in_train = counts[y] < shots
+            counts = tf.tensor_scatter_nd_add(counts, [[y]], [tf.cast(in_train, tf.int64)])
+            return counts, (x, y, in_train, tf.logical_and(~in_train, draw < validation), unfinished)
+
+        # Files in seeded order, then a seeded, bounded shuffle: the same order on every pass.
+        ordered = read("train").shuffle(STREAM_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
+        return ordered.enumerate().scan(tf.zeros([k], tf.int64), assign)
+
+    def train() -> tf.data.Dataset:
+        ds = pool()
+        if shots is not None:  # stop once every class has its shots
+            ds = ds.take_while(_unfinished)
+        return ds.filter(_in_train).map(_example)
+
+    def valid() -> tf.data.Dataset:
+        return pool().filter(_in_validation).map(_example)
+
+    shape = tuple(builder.info.features["image"].shape)
+    return StreamTask(name, {"train": train, "validation": valid, "test": lambda: read("test")},
+                      tuple(str(names[c]) for c in chosen), shape, batch_size, seed)
+
+
+# Fields of the pooled stream: (x, y, in_train, in_validation, unfinished).
+def _example(x, y, in_train, in_validation, unfinished):
+    return x, y
+
+
+def _in_train(x, y, in_train, in_validation, unfinished):
+    return in_train
+
+
+def _in_validation(x, y, in_train, in_validation, unfinished):
+    return in_validation
+
+
+def _unfinished(x, y, in_train, in_validation, unfinished):
+    return unfinished

@@ -70,7 +70,7 @@ def dense(
         stack.append(layers.Dense(units, activation=activation, name=f"hidden{index}"))
     if dropout:
         stack.append(layers.Dropout(dropout, name="dropout"))
-    stack.append(layers.Dense(num_classes, name="logits"))
+    stack.append(layers.Dense(num_classes, name="logits", dtype="float32"))
     return keras.Sequential(stack, name=name)
 
 
@@ -105,5 +105,5 @@ def conv(
     stack.append(layers.GlobalAveragePooling2D(name="avg_pool"))
     if dropout:
         stack.append(layers.Dropout(dropout, name="dropout"))
-    stack.append(layers.Dense(num_classes, name="logits"))
+    stack.append(layers.Dense(num_classes, name="logits", dtype="float32"))
     return keras.Sequential(stack, name=name)

@@ -173,7 +173,8 @@ class Team(keras.Model):
         outputs, stopped, logit_widths = {}, {}, {}
         for leader_name, model in taps.items():
             own, tapped = LeaderTaps(model, name=f"{leader_name}_taps")(inputs)
-            outputs[leader_name] = keras.layers.Identity(name=leader_name)(own)
+            # Outputs are float32 whatever the dtype policy (mixed precision computes inside).
+            outputs[leader_name] = keras.layers.Identity(name=leader_name, dtype="float32")(own)
             logit_widths[leader_name] = own.shape[-1]
             stopped[leader_name] = {
                 key: StopGradient(name=f"{leader_name}_{key}_stop")(x) for key, x in tapped.items()
@@ -189,7 +190,7 @@ class Team(keras.Model):
             results = graph(feed)
             results = results if isinstance(results, (list, tuple)) else [results]
             for output_name, result in zip(follower.output_names(read), results):
-                outputs[output_name] = keras.layers.Identity(name=output_name)(result)
+                outputs[output_name] = keras.layers.Identity(name=output_name, dtype="float32")(result)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         # === Config ===

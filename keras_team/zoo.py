@@ -58,7 +58,7 @@ def seed_cnn(
             layers.Flatten(name="flatten"),
             layers.Dense(120, activation="relu", name="fc1"),
             layers.Dense(84, activation="relu", name="fc2"),
-            layers.Dense(num_classes, name="fc3"),
+            layers.Dense(num_classes, name="fc3", dtype="float32"),
         ],
         name=name,
     )
@@ -84,7 +84,7 @@ def mlp(
         stack.append(layers.Dense(units, activation=activation, name=f"fc{index}"))
         if dropout:
             stack.append(layers.Dropout(dropout, name=f"dropout{index}"))
-    stack.append(layers.Dense(num_classes, name="logits"))
+    stack.append(layers.Dense(num_classes, name="logits", dtype="float32"))
     return keras.Sequential(stack, name=name)
 
 
@@ -127,5 +127,5 @@ def residual_cnn(
         if index < len(filters):
             x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

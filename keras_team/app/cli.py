@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     loudness = run.add_mutually_exclusive_group()
     loudness.add_argument("--verbose", action="store_true", help="Keras' line per epoch and TensorFlow's logs")
     loudness.add_argument("--quiet", action="store_true", help="print only the final table")
+    run.add_argument("--strategy", help="overrides distribute.strategy: auto, default or mirrored")
 
     cuts = commands.add_parser("cuts", help="list the valid cuts of a leader (for transfer.keep)")
     cuts.add_argument("leader", help=f"a .keras file, or a zoo architecture: {', '.join(ZOO)}")
@@ -128,6 +129,8 @@ def _config(args):
     overrides = list(args.set)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
+    if getattr(args, "strategy", None):
+        overrides.append(f"distribute.strategy={args.strategy}")
     return load_config(args.config, overrides)
 
 

@@ -349,6 +349,20 @@ class TeamConfig(Section):
     learning_rate: Rate = Field(0.0001, description="learning rate")
 
 
+class DistributeConfig(Section):
+    """Devices and numerics of every stage (see keras_team.distribute)."""
+
+    strategy: Literal["auto", "default", "mirrored"] = Field(
+        "auto", description="tf.distribute strategy: auto (mirrored when several GPUs are visible), default "
+        "(one device) or mirrored (all GPUs; data.batch_size is then the global batch)"
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="Keras dtype policy of the models (logits stay float32)"
+    )
+    jit_compile: bool = Field(False, description="true: XLA-compile training steps (slower on CPU, measured)")
+    steps_per_execution: Positive = Field(1, description="training batches run per call into TensorFlow")
+
+
 class SearchSpaceConfig(Section):
     """What ``keras-team tune`` may choose; each list is the values of one KerasTuner ``hp.Choice``."""
 
@@ -433,6 +447,9 @@ class Config(Section):
         description="the (first) leader's architecture, cut and head trained from scratch on the target alone",
     )
     team: TeamConfig = Field(default_factory=TeamConfig, description="joint fine-tuning of the assembled team")
+    distribute: DistributeConfig = Field(
+        default_factory=DistributeConfig, description="devices and numerics: strategy, mixed precision, XLA"
+    )
     tune: TuneConfig = Field(default_factory=TuneConfig, description="keras-team tune: the search of the cut, head and fine-tuning")
 
     @model_validator(mode="before")

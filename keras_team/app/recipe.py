@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team import heads, zoo
+from keras_team import distribute, heads, zoo
 from keras_team.app.config import Config, DataConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace, atomic_path, load_model
@@ -359,14 +359,18 @@ class Recipe:
             raise KerasTeamError(field, rate, f"a learning rate at which stage {stage!r} stays finite "
                                  f"(its loss or weights became NaN/inf {when}; nothing was saved)")
 
+    def _compile_options(self) -> dict:
+        cfg = self.config.distribute
+        return {"jit_compile": cfg.jit_compile, "steps_per_execution": cfg.steps_per_execution}
+
     def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str) -> dict:
-        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
+        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"], **self._compile_options())
         start = time.perf_counter()
         history = model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
                             epochs=epochs, callbacks=self._callbacks(stage, epochs), verbose=self.out.fit_verbose,
                             shuffle=False)  # the training dataset shuffles itself, seeded
         self._check_finite(stage, model, history, field, learning_rate)
-        return {"seconds": time.perf_counter() - start, **_last(history)}
+        return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **_last(history)}
 
     def _load(self, name: str) -> keras.Model:
         return load_model(self.ws.path(name), "output_dir")
@@ -446,7 +450,8 @@ class Recipe:
                                        callbacks=self._callbacks(stage, f.epochs), verbose=self.out.fit_verbose)
                 self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
                 self.ws.save_model(graph, weights)
-                self.ws.finish("followers", {"seconds": time.perf_counter() - start, **_last(history)}, part=f.name)
+                self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
+                                             **_last(history)}, part=f.name)
             return team, {f.name: self.ws.figures("followers", f.name) for f in self.config.followers}
 
         self._stage("followers", self.plan.stages["followers"], build, "stages/followers.keras")
@@ -459,13 +464,13 @@ class Recipe:
 
         def build():
             team = self._load(team_file)
-            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate))
+            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), **self._compile_options())
             start = time.perf_counter()
             history = team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
                                epochs=cfg.epochs, callbacks=self._callbacks("team", cfg.epochs),
                                verbose=self.out.fit_verbose, shuffle=False)
             self._check_finite("team", team, history, "team.learning_rate", cfg.learning_rate)
-            return team, {"seconds": time.perf_counter() - start, **_last(history)}
+            return team, {"seconds": time.perf_counter() - start, "replicas": _replicas(team), **_last(history)}
 
         self._stage("team", self.plan.stages["team"], build, "stages/team.keras")
         return "stages/team.keras"
@@ -504,6 +509,11 @@ class Recipe:
         return report
 
 
+def _replicas(model: keras.Model) -> int:
+    """How many replicas of the model's distribution strategy trained it."""
+    return model.distribute_strategy.num_replicas_in_sync
+
+
 def _last(history) -> dict:
     """The last epoch's validation figures of a `History`."""
     return {k: float(v[-1]) for k, v in history.history.items() if k.startswith("val_") and v}
@@ -531,6 +541,8 @@ def run(config: Config, *, output: Output | None = None) -> dict:
     workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    plan = make_plan(config)
-    with workspace.start():
-        return Recipe(config, workspace, plan, output=output).run()
+    cfg = config.distribute  # every stage builds, compiles and trains in the strategy's scope
+    with distribute.choose_strategy(cfg.strategy).scope(), distribute.precision(cfg.precision):
+        plan = make_plan(config)
+        with workspace.start():
+            return Recipe(config, workspace, plan, output=output).run()

@@ -1,0 +1,134 @@
+"""Strategies, mixed precision, XLA and the multi-worker route (keras_team.distribute)."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_team import distribute
+from keras_team.errors import KerasTeamError
+from tests.distribute_common import make_team, team_data
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _result(stdout: str) -> dict:
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+
+
+def _python(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    env.pop("TF_CONFIG", None)
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 240) -> dict:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-3000:]
+    return _result(out)
+
+
+def _close(a, b, **tolerance) -> bool:
+    return len(a) == len(b) and all(np.allclose(x, y, **tolerance) for x, y in zip(a, b))
+
+
+def test_unknown_strategy_and_precision_are_clear_errors():
+    with pytest.raises(KerasTeamError, match="strategy.*auto, default, mirrored"):
+        distribute.choose_strategy("tpu")
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KerasTeamError, match="TF_CONFIG"):
+        patch.delenv("TF_CONFIG", raising=False)
+        distribute.choose_strategy("multi_worker")
+    with pytest.raises(KerasTeamError, match="precision.*mixed_float16"):
+        with distribute.precision("float8"):
+            pass
+
+
+def test_auto_is_the_default_strategy_without_several_gpus():
+    assert distribute.choose_strategy("auto").num_replicas_in_sync == 1
+
+
+def test_mirrored_on_two_logical_cpus_matches_one_device_and_runs_every_recipe_stage(tmp_path):
+    tiny = ["leader.architecture=seed_cnn", "leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1",
+            "baseline.epochs=1", "team.epochs=1", "transfer.keep=3", "data.target.shots=3"]
+    # 15 target examples, an odd number: every replica must still get a share of each batch.
+    cli_args = ["run", "--quiet", "--strategy", "mirrored", "--output-dir", str(tmp_path),
+                *[a for s in tiny for a in ("--set", s)]]
+    result = _finish(_python("-m", "tests.distribute_mirrored", *cli_args), timeout=600)
+
+    default, mirrored = result["default"], result["mirrored"]
+    assert (default["replicas"], mirrored["replicas"]) == (1, 2)
+    assert not _close(default["weights"], make_team().get_weights())  # it trained
+    assert _close(default["weights"], mirrored["weights"], rtol=1e-4, atol=1e-5)
+    assert np.allclose(default["loss"], mirrored["loss"], rtol=1e-4)
+
+    stages = json.loads((tmp_path / "state.json").read_text())["stages"]
+    replicas = {stage: stages[stage]["replicas"] for stage in ["leader", "transfer", "team", "baseline"]}
+    replicas["follower mlp"] = stages["followers"]["mlp"]["replicas"]
+    assert set(replicas.values()) == {2}, replicas
+    assert (tmp_path / "team.keras").is_file()
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_team_trains_with_float32_outputs(policy):
+    train, _ = team_data()
+    with distribute.precision(policy):
+        team = make_team()
+    assert keras.config.dtype_policy().name == "float32"  # restored after the block
+    assert team.leaders["leader"].body.get_layer("conv1").compute_dtype == policy.removeprefix("mixed_")
+    history = team.fit(train, epochs=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    outputs = team.predict(train, verbose=0)
+    assert {str(out.dtype) for out in outputs.values()} == {"float32"}
+    assert all(np.isfinite(out).all() for out in outputs.values())
+
+
+def test_jit_compiled_team_fit_matches_the_uncompiled_one():
+    train, _ = team_data()
+    plain, jitted = make_team(), make_team(jit_compile=True)
+    plain.fit(train, epochs=2, verbose=0, shuffle=False)
+    jitted.fit(train, epochs=2, verbose=0, shuffle=False)
+    assert jitted.jit_compile is True
+    assert _close(plain.get_weights(), jitted.get_weights(), rtol=1e-3, atol=1e-4)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _cluster(out_dir: pathlib.Path, epochs: int) -> list[dict]:
+    workers = ",".join(f"127.0.0.1:{port}" for port in _free_ports(2))
+    processes = [_python("-m", "tests.distribute_worker", workers, str(i), str(out_dir), str(epochs)) for i in range(2)]
+    return [_finish(p) for p in processes]
+
+
+def test_two_workers_train_identically_chief_writes_and_a_restart_resumes(tmp_path):
+    first = _cluster(tmp_path, epochs=2)
+    assert first[0]["epochs"] == first[1]["epochs"] == [0, 1]
+    assert _close(first[0]["weights"], first[1]["weights"], rtol=0, atol=0)
+    assert "val_loss" in first[0]["logs"] and "leader_loss" in first[0]["logs"]
+    # Only the chief wrote: its CSV log and checkpoints, nothing else.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "log.csv"]
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 1 + 2
+
+    resumed = _cluster(tmp_path, epochs=3)  # both restart: the epochs done are skipped
+    assert resumed[0]["epochs"] == resumed[1]["epochs"] == [2]
+    assert _close(resumed[0]["weights"], resumed[1]["weights"], rtol=0, atol=0)
+
+    # Independent reference: one process, plain model.fit on the global batches, 3 epochs.
+    train, _ = team_data()
+    reference = make_team()
+    reference.fit(train, epochs=3, verbose=0, shuffle=False)
+    assert _close(resumed[0]["weights"], reference.get_weights(), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,72 @@
+"""Data larger than memory: TFDS splits streamed, k-shot and validation on the tf.data pipeline."""
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from keras_team import data
+from keras_team.errors import KerasTeamError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "stream_memory.py"
+
+
+@pytest.fixture
+def generated_cifar100():
+    """600 CIFAR-100-shaped examples per split, label = index % 100, generated on the fly."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from stream_memory import _generated
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=_generated(600)):
+        yield
+
+
+def _digests(dataset):
+    return [hashlib.sha1(image.tobytes()).hexdigest() for x, _ in dataset.as_numpy_iterator() for image in x]
+
+
+def test_streamed_k_shot_class_subset_and_validation_are_seeded_and_disjoint(generated_cifar100):
+    task = data.tfds_stream("cifar100", classes=[7, 3, 50], shots=2, validation=0.5, seed=1, batch_size=4)
+    assert task.class_names == ("7", "3", "50") and task.input_shape == (32, 32, 3)
+    labels = np.concatenate([y for _, y in task.dataset("train").as_numpy_iterator()])
+    assert np.bincount(labels).tolist() == [2, 2, 2]
+    train, validation = _digests(task.dataset("train")), _digests(task.dataset("validation"))
+    # 6 examples of each class in 600; 2 per class train, about half the other 4 validation.
+    assert 3 <= len(validation) <= 9 and not set(train) & set(validation)
+    assert _digests(task.dataset("train")) == train  # one seeded pass: the same every time
+    again = data.tfds_stream("cifar100", classes=[7, 3, 50], shots=2, validation=0.5, seed=2, batch_size=4)
+    assert _digests(again.dataset("train")) != train
+    test_labels = np.concatenate([y for _, y in task.dataset("test").as_numpy_iterator()])
+    assert np.bincount(test_labels).tolist() == [6, 6, 6]
+
+
+def test_streamed_without_shots_splits_every_example_once(generated_cifar100):
+    task = data.tfds_stream("cifar100", validation=0.2, seed=0, batch_size=50)
+    train, validation = _digests(task.dataset("train")), _digests(task.dataset("validation"))
+    assert len(train) + len(validation) == 600 and not set(train) & set(validation)
+    assert 60 <= len(validation) <= 180
+    with pytest.raises(KerasTeamError, match="shots"):
+        data.tfds_stream("cifar100", shots=0)
+
+
+def test_streamed_task_peak_memory_stays_under_half_a_split():
+    examples = 20000  # 61 MB of pixels per split; the cap is half of one split
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--examples", str(examples), "--mode", "streamed", "--print"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
+    assert result["examples_served"]["test"] == examples  # the whole split went through
+    assert result["examples_served"]["train"] == 5 * 100
+    assert result["peak_bytes_above_start"] < result["dataset_bytes_per_split"] / 2, result
