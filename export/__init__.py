@@ -5,7 +5,6 @@
   ``models.config``, warmup records and requests (tensorflow-serving-api protos);
 - `tflite`: a LiteRT file, float32, dynamic-range, float16 or int8;
 - `verify`: parity of every artefact with the Keras model, `export_report.json`;
-- `export_model`: all of these for one model, as `keras-team export` runs them.
 
 Signature and tensor names are described in `keras_team.export.signatures`.
 
@@ -43,7 +42,6 @@ _EXPORTS = {
     "QUANTIZATIONS": "litert",
     "verify": "parity",
     "TOLERANCES": "parity",
-    "export_model": "stage",
     "FORMATS": "formats",
 }
 

@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_team.app.workspace import atomic_path
 from keras_team.errors import KerasTeamError
+from keras_team.files import atomic_path
 from keras_team.export.signatures import input_spec, members, write_archive
 
 QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")

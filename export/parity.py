@@ -29,8 +29,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team.app.workspace import write_text
 from keras_team.errors import KerasTeamError
+from keras_team.files import write_text
 from keras_team.export import litert
 from keras_team.export.signatures import DEFAULT_SIGNATURE, members
 

@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from keras_team.app.workspace import atomic_path
 from keras_team.errors import KerasTeamError
+from keras_team.files import atomic_path
 from keras_team.export.signatures import DEFAULT_SIGNATURE, INPUT
 
 WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from keras_team.app.workspace import write_text
 from keras_team.errors import KerasTeamError
+from keras_team.files import write_text
 from keras_team.export.savedmodel import versions
 
 CONFIG_FILE = "models.config"

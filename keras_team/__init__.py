@@ -10,74 +10,49 @@ Example:
     >>> model.output_shape
     (None, 5)
 
-The library modules are imported eagerly (as keras-hub does), so that
-`import keras_team` registers every serialisable class and
-`keras.models.load_model("team.keras")` works without `custom_objects`.
+`import keras_team` is instant: TensorFlow and the library load on the first
+use of any name below (PEP 562), which also registers the package's models
+and layers with Keras. `keras_team.load_model("team.keras")` reads a saved
+team, transferred model or follower in a fresh process;
+`keras.models.load_model` does too once any `keras_team` name was used.
 """
 
-import os
-import sys
-
-
-def _quiet_start_for_the_cli() -> None:
-    """Started as the `keras-team` command (not `--verbose`): import TensorFlow without its start-up noise.
-
-    The command prints no TensorFlow log lines unless asked; those lines are
-    written when TensorFlow is first imported, which the eager imports below
-    do, so the command's quiet start happens here.
-    """
-    command = os.path.basename(sys.argv[0]) == "keras-team" or sys.argv[0] == "-m"  # -m: keras_team.app.cli
-    if not command or "--verbose" in sys.argv or "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-_quiet_start_for_the_cli()
-
-from keras_team import caching, cuts, data, distribute, errors, followers, freezing, graph, heads, layers, taps, team, transfers, zoo
-from keras_team.cuts import CutPoint, cut_points
-from keras_team.errors import KerasTeamError
-from keras_team.followers import Distill, Follower
-from keras_team.freezing import freeze, unfreeze
-from keras_team.team import Team
-from keras_team.transfers import Transferred, body, transfer
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CutPoint",
-    "Distill",
-    "Follower",
-    "KerasTeamError",
-    "Team",
-    "Transferred",
-    "body",
-    "caching",
-    "cut_points",
-    "cuts",
-    "data",
-    "distribute",
-    "errors",
-    "followers",
-    "freeze",
-    "freezing",
-    "graph",
-    "heads",
-    "layers",
-    "taps",
-    "team",
-    "transfer",
-    "transfers",
-    "unfreeze",
-    "zoo",
-]
+# Public name -> the module that defines it (Keras' `keras_export` habit: the API is listed, internals are not).
+_NAMES = {
+    "CutPoint": "keras_team.cuts",
+    "cut_points": "keras_team.cuts",
+    "Distill": "keras_team.followers",
+    "Follower": "keras_team.followers",
+    "KerasTeamError": "keras_team.errors",
+    "Team": "keras_team.team",
+    "Transferred": "keras_team.transfers",
+    "body": "keras_team.transfers",
+    "transfer": "keras_team.transfers",
+    "freeze": "keras_team.freezing",
+    "unfreeze": "keras_team.freezing",
+    "load_model": "keras_team.files",
+}
+_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "tuning", "zoo")
+
+__all__ = sorted([*_NAMES, *_PUBLIC_MODULES])
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in _PUBLIC_MODULES:
+        value = importlib.import_module(f"keras_team.{name}")
+    else:
+        raise AttributeError(f"module 'keras_team' has no attribute {name!r}")
+    if name != "KerasTeamError":
+        importlib.import_module("keras_team.team")  # registers every serialisable class with Keras
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -28,6 +28,7 @@ from keras_team import graph
 from keras_team.cuts import NORMALIZATION_KINDS, cut_points, normalization_kind, weighted_layer_count
 from keras_team.errors import KerasTeamError
 from keras_team.layers import InferenceMode
+from keras_team.transfers import Transferred
 
 UNITS = ("layers", "blocks")
 TRAINED_NORMS = ("layer", "group", "rms", "spectral")
@@ -93,8 +94,6 @@ def freeze(model: keras.layers.Layer) -> keras.layers.Layer:
 
 def _blocks(model: keras.Model) -> list[list[keras.layers.Layer]]:
     """The units of `model` grouped into the segments that end at its cut points."""
-    from keras_team.transfers import Transferred  # transfers imports this module
-
     source = model.body if isinstance(model, Transferred) else model
     if not graph.has_graph(source):
         raise KerasTeamError("unit", "blocks", "a Sequential or functional model, whose cut points bound the blocks")

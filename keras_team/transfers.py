@@ -17,7 +17,6 @@ import keras
 from keras_team import graph
 from keras_team.cuts import CutPoint, resolve_cut
 from keras_team.errors import KerasTeamError
-from keras_team.freezing import freeze as freeze_model
 from keras_team.layers import PACKAGE, InferenceMode
 
 BODY = "body"
@@ -199,5 +198,5 @@ def transfer(
     if freeze is None:
         freeze = not share
     if freeze:
-        freeze_model(kept)
+        kept.trainable = False  # `keras_team.freeze`; freezing builds on this module, not the other way
     return Transferred(kept, head, cut, inference_mode=inference_mode, name=name or f"{leader.name}_transfer")

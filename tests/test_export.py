@@ -17,6 +17,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import keras_team
 from keras_team import Follower, Team, export, zoo
+from keras_team.app.export import export_model
 from keras_team.errors import KerasTeamError
 from keras_team.export import savedmodel
 from keras_team.export.signatures import input_spec, serving_functions
@@ -49,7 +50,7 @@ def team(digits):
 def exported(team, digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     x_train = digits.splits["train"][0]
-    report = export.export_model(team, out, name="digits", formats=ALL_FORMATS, train_examples=x_train,
+    report = export_model(team, out, name="digits", formats=ALL_FORMATS, train_examples=x_train,
                                  test_examples=digits.splits["test"][0], test_labels=digits.splits["test"][1])
     return out, report
 

@@ -330,25 +330,6 @@ def test_two_runs_cannot_share_a_directory(tmp_path):
         pass
 
 
-@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
-def test_files_respect_the_umask(tmp_path, umask, mode):
-    previous = os.umask(umask)
-    try:
-        workspace.write_text(tmp_path / "a.json", "{}")
-    finally:
-        os.umask(previous)
-    assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode
-
-
-def test_writes_are_synced_before_the_rename(tmp_path, monkeypatch):
-    events = []
-    fsync, replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
-    workspace.write_text(tmp_path / "a.txt", "x")
-    assert events[:2] == ["fsync", "replace"] and (tmp_path / "a.txt").read_text() == "x"
-
-
 def test_an_output_dir_below_a_file_is_refused_before_anything_runs(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert cli.main(_args(tmp_path / "file" / "run")) == cli.USER_ERROR

@@ -374,7 +374,7 @@ LOAD = """
 import sys, numpy as np, keras, keras_team
 x = np.load(sys.argv[1] + "/x.npy")
 for name in ("team", "transferred", "follower_graph"):
-    model = keras.models.load_model(sys.argv[1] + f"/{name}.keras")  # safe_mode on, no custom_objects
+    model = keras_team.load_model(sys.argv[1] + f"/{name}.keras")  # safe_mode on, no custom_objects
     outputs = model.predict(x, verbose=0) if name != "follower_graph" else model(dict(np.load(sys.argv[1] + "/taps.npz")))
     outputs = outputs if isinstance(outputs, dict) else {"out": keras.tree.flatten(outputs)[0]}
     np.savez(sys.argv[1] + f"/{name}_loaded.npz", **{k: np.asarray(v) for k, v in outputs.items()})
@@ -382,7 +382,7 @@ for name in ("team", "transferred", "follower_graph"):
 """
 
 
-def test_saved_team_follower_graph_and_transferred_model_load_after_a_plain_import(tmp_path, source):
+def test_saved_team_follower_graph_and_transferred_model_load_in_a_fresh_process(tmp_path, source):
     x, _ = blobs(n=6, seed=7)
     leader = transferred(source=source)
     team = Team(leader, [Follower(mlp(name="dist"), tap="probs", temperature=2.0, distill=Distill())])

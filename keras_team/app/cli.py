@@ -1,8 +1,9 @@
 """`keras-team`: init a config, check it, run the recipe, list a leader's cuts, evaluate a run.
 
 User mistakes print one line and exit with status 2; the config is checked
-before TensorFlow starts, and the whole team is built once, untrained, before
-anything trains. TensorFlow's own log noise is silenced unless `--verbose`.
+before TensorFlow starts (`--help`, `init` and `schema` never start it), and
+the whole team is built once, untrained, before anything trains. TensorFlow's
+start-up lines are hidden unless `--verbose` (or kept when the import fails).
 
 Example:
     $ keras-team init my.yaml
@@ -19,18 +20,22 @@ import argparse
 import math
 import os
 import pathlib
+import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 
 from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import KerasTeamError
-from keras_team.export import cli as export_cli
-from keras_team.tuning import cli as tune_cli
+from keras_team.files import load_model
 
 USER_ERROR = 2
 INTERRUPTED = 130
 ZOO = ("seed_cnn", "residual_cnn")
+DEFAULT_EXPORT_FORMATS = "saved_model,tflite,tflite-int8"
+# absl's INFO lines and its notice, written before TensorFlow reads TF_CPP_MIN_LOG_LEVEL.
+START_UP_NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\))")
 
 
 def _config_arguments(command: argparse.ArgumentParser) -> None:
@@ -69,45 +74,73 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run's saved team on its target task")
     evaluate.add_argument("run_dir", nargs="?", default="runs/digits", help="a finished run's directory (default: %(default)s)")
     evaluate.add_argument("--split", default="test", choices=("test", "validation", "train"))
-    export_cli.add_parser(commands)
-    tune_cli.add_parser(commands)
+    _export_arguments(commands)
+    _tune_arguments(commands)
     return parser
+
+
+def _export_arguments(commands) -> None:
+    export = commands.add_parser("export", help="export a run's team (or a .keras file) for TF Serving and LiteRT, verified")
+    export.add_argument("path", help="a finished run's directory, or a .keras team or model file")
+    export.add_argument("--formats", default=DEFAULT_EXPORT_FORMATS,
+                        help="comma-separated: saved_model, tflite (float32), tflite-dynamic, tflite-float16, "
+                             "tflite-int8 (int8 I/O), tflite-int8-float-io (default: %(default)s)")
+    export.add_argument("--output-dir", help="where to write (default: <run dir>/export, or export/ next to the file)")
+    export.add_argument("--name", help="the model's name for TF Serving (default: the run's team, or the file's stem)")
+    export.add_argument("--version", type=int, help="SavedModel version (default: the next free one)")
+    export.add_argument("--force", action="store_true", help="replace an existing SavedModel version")
+    export.add_argument("--config", help="config naming the data (default: the run's config.yaml, else the built-in one)")
+
+
+def _tune_arguments(commands) -> None:
+    tune = commands.add_parser(
+        "tune", help="search the cut, head and fine-tuning with KerasTuner (validation data only); write the best config")
+    tune.add_argument("--config", help="YAML config; its tune: section is the search (default: the built-in one)")
+    tune.add_argument("--output-dir", help="overrides tune.output_dir")
+    tune.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="override a config field, e.g. --set tune.space.cuts=[pool1,block2_out] (repeatable)")
+    tune.add_argument("--tuner", help="overrides tune.tuner: random, bayesian, hyperband or grid")
+    tune.add_argument("--max-trials", type=int, help="overrides tune.max_trials")
+    tune.add_argument("--workers", type=int, default=0,
+                      help="run a chief and this many workers on this machine (KerasTuner's distributed mode)")
+    tune.add_argument("--overwrite", action="store_true", help="replace a finished search in the output directory")
 
 
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ logs (set before TF starts) and library warnings."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tensorflow_datasets|absl)(\..*)?")
 
 
 def _start_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow (after the config is checked); unless verbose, silence its start-up and its loggers.
+    """Import TensorFlow (after the config is checked); unless verbose, hide its start-up lines and its loggers.
 
-    TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, CPU features) are
-    written by absl before `TF_CPP_MIN_LOG_LEVEL` is read, so the import runs
-    with file descriptor 2 pointed at /dev/null.
+    absl writes TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, CPU
+    features) before `TF_CPP_MIN_LOG_LEVEL` is read, so the import's stderr
+    is caught in a file: its INFO lines are dropped, every other line is
+    passed on, and all of it when the import fails.
     """
     if verbose or "tensorflow" in sys.modules:
         import tensorflow  # noqa: F401
-    else:
+        return
+    with tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
         saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(caught.fileno(), 2)
+        failed = True
         try:
-            sys.stderr.flush()
-            os.dup2(devnull, 2)
-            import tensorflow  # noqa: F401
-            import keras  # noqa: F401
+            import absl.logging
+            import tensorflow as tf
+
+            failed = False
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            os.close(devnull)
-    import absl.logging
-    import tensorflow as tf
-
-    if not verbose:
-        absl.logging.set_verbosity(absl.logging.ERROR)
-        tf.get_logger().setLevel("ERROR")  # e.g. retracing warnings
+            caught.seek(0)
+            lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if failed or not START_UP_NOISE.match(line)))
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel("ERROR")  # e.g. retracing warnings
 
 
 def _init(args) -> None:
@@ -116,7 +149,7 @@ def _init(args) -> None:
         raise KerasTeamError("path", str(path), "a file that does not exist yet (or pass --force to replace it)")
     if not path.parent.is_dir():
         raise KerasTeamError("path", str(path), f"a file in an existing folder ({path.parent} is not a folder)")
-    from keras_team.app.workspace import write_text
+    from keras_team.files import write_text
 
     try:
         write_text(path, default_config_text())
@@ -168,7 +201,6 @@ def _run(args) -> None:
 
 def _cuts(args) -> None:
     _start_tensorflow()
-    from keras_team.app.workspace import load_model
     from keras_team import graph
     from keras_team.cuts import cut_points
 
@@ -209,7 +241,6 @@ def _evaluate(args) -> None:
     _start_tensorflow()
     from keras_team.app.recipe import load_tasks
     from keras_team.app.report import evaluate_team, format_table
-    from keras_team.app.workspace import load_model
     from keras_team.team import Team
 
     _, target = load_tasks(config)
@@ -223,12 +254,16 @@ def _evaluate(args) -> None:
 
 def _export(args) -> None:
     _start_tensorflow()
-    export_cli.handle(args)
+    from keras_team.app.export import handle
+
+    handle(args)
 
 
 def _tune(args) -> None:
     _start_tensorflow()
-    tune_cli.handle(args)
+    from keras_team.app.tune import handle
+
+    handle(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,11 +44,12 @@ import tensorflow as tf
 from keras_team import distribute, heads, zoo
 from keras_team.app.config import Config, DataConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
-from keras_team.app.workspace import Workspace, atomic_path, load_model
+from keras_team.app.workspace import Workspace
 from keras_team.caching import fit_follower
 from keras_team.cuts import CutPoint, resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
+from keras_team.files import atomic_path, load_model
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
 from keras_team.team import Team
@@ -160,7 +161,8 @@ def leader_field(config: Config, index: int, field: str) -> str:
     return field if field.startswith("transfer") else f"leader.{field}"
 
 
-def _load_leader(path: str, task: Task, field: str = "leader.path") -> keras.Model:
+def load_leader(path: str, task: Task, field: str = "leader.path") -> keras.Model:
+    """The leader saved at `path`, checked to take one input shaped like `task`'s; errors name `field`."""
     leader = load_model(path, field)
     if len(leader.inputs) != 1:
         raise KerasTeamError(field, path, f"a leader with one input, got {len(leader.inputs)} inputs")
@@ -289,7 +291,7 @@ def make_plan(config: Config) -> Plan:
     for index, spec in enumerate(config.team_leaders):
         suffix, said = stage_suffix(spec.name), f"{spec.name}: " if config.leaders else ""
         if spec.path:
-            leaders[spec.name] = _load_leader(spec.path, source, leader_field(config, index, "path"))
+            leaders[spec.name] = load_leader(spec.path, source, leader_field(config, index, "path"))
             stages[f"leader{suffix}"] = f"{said}load {spec.path}"
         else:
             leaders[spec.name] = _new_leader(spec, source)
@@ -491,7 +493,7 @@ class Recipe:
 
     def export_team(self, team_file: str) -> None:
         """The team as deployment artefacts in ``export/``, each verified (`keras_team.export.export_model`)."""
-        from keras_team.export.stage import export_model, summary
+        from keras_team.app.export import export_model, summary
 
         if self.ws.done("export"):
             self.out.say(f"{'export':<11}done earlier")

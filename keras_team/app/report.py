@@ -22,7 +22,8 @@ from keras_team.app.config import Config  # noqa: E402
 from keras_team.data import Task  # noqa: E402
 from keras_team.team import Team  # noqa: E402
 from keras_team.app.config import stage_suffix  # noqa: E402
-from keras_team.app.workspace import Workspace, atomic_path, write_text  # noqa: E402
+from keras_team.app.workspace import Workspace  # noqa: E402
+from keras_team.files import atomic_path, write_text  # noqa: E402
 
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:

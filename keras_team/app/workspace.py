@@ -13,14 +13,15 @@ one is two steps, so that nothing is touched before every check has passed:
    moves a replaced run aside and creates the new one. The old run is removed
    only once the new run's first stage is saved.
 
-Files are written to a temporary sibling, flushed to disk (`fsync`) and
-renamed into place, with the permissions the umask allows.
+Files are written whole or not at all (`keras_team.files`).
 
 Example:
-    >>> ws = Workspace.prepare("runs/digits", config)              # doctest: +SKIP
-    >>> with ws.start():                                           # doctest: +SKIP
-    ...     ws.done("leader")
-    False
+    >>> from keras_team.app.config import load_config
+    >>> ws = Workspace.prepare(getfixture("tmp_path") / "run", load_config())
+    >>> with ws.start():
+    ...     ws.finish("leader", {"seconds": 1.0})
+    >>> Workspace.prepare(ws.root, load_config()).done("leader")     # the same config resumes
+    True
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ import os
 import pathlib
 import shutil
 import time
-import uuid
-import zipfile
 from collections.abc import Iterator, Mapping
 
 from keras_team.app.config import Config
 from keras_team.errors import KerasTeamError
+from keras_team.files import atomic_path, write_text
 
 STATE = "state.json"
 CONFIG = "config.yaml"
@@ -45,112 +45,6 @@ LOCK = ".lock"
 FINAL_STAGE = "evaluate"
 # Fields that say where or how to write, not what to compute: they may change on resume.
 NOT_COMPARED = ("output_dir", "overwrite")
-
-
-def _file_mode() -> int:
-    """rw for whom the umask allows, as `open()` and `cp` give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_dir(directory: pathlib.Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-@contextlib.contextmanager
-def atomic_path(path: pathlib.Path) -> Iterator[pathlib.Path]:
-    """Yield a temporary sibling of `path`; on success it is synced and renamed onto `path`.
-
-    The sibling keeps `path`'s full name as suffix (`.x.weights.h5` stays a
-    weights file for Keras). A failure leaves `path` as it was.
-
-    Example:
-        >>> target = pathlib.Path(getfixture("tmp_path")) / "note.txt"
-        >>> with atomic_path(target) as tmp:
-        ...     _ = tmp.write_text("hello")
-        >>> target.read_text()
-        'hello'
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        yield tmp
-        handle = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: pathlib.Path, text: str) -> None:
-    """Write `text` to `path` atomically.
-
-    Example:
-        >>> write_text(pathlib.Path(getfixture("tmp_path")) / "a.txt", "x")
-    """
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def describe_keras_file(path: pathlib.Path) -> str | None:
-    """What is wrong with a `.keras` file, or None when it looks like one.
-
-    Example:
-        >>> bad = pathlib.Path(getfixture("tmp_path")) / "bad.keras"
-        >>> _ = bad.write_bytes(b"junk")
-        >>> describe_keras_file(bad)
-        'the file is not a .keras archive (not a zip file: corrupt, truncated or another format)'
-    """
-    path = pathlib.Path(path)
-    if not path.exists():
-        return "no such file"
-    if not path.is_file():
-        return "not a file"
-    if not zipfile.is_zipfile(path):
-        return "the file is not a .keras archive (not a zip file: corrupt, truncated or another format)"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            broken = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as error:
-        return f"the .keras archive is damaged ({error})"
-    missing = [name for name in ("config.json", "model.weights.h5") if name not in names]
-    if missing:
-        return f"the .keras archive lacks {', '.join(missing)}"
-    if broken:
-        return f"the .keras archive is damaged ({broken} fails its checksum)"
-    return None
-
-
-def load_model(path: str | os.PathLike, field: str):
-    """`keras.models.load_model`, with a `KerasTeamError` naming `field` that says what is wrong.
-
-    Example:
-        >>> load_model("missing.keras", "leader.path")
-        Traceback (most recent call last):
-        ...
-        keras_team.errors.KerasTeamError: leader.path='missing.keras' is not valid: expected a readable Keras .keras model (no such file)
-    """
-    problem = describe_keras_file(pathlib.Path(path))
-    if problem is None:
-        import keras
-
-        try:
-            return keras.models.load_model(path)
-        except Exception as error:  # Keras raises many types for files it cannot rebuild
-            problem = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    raise KerasTeamError(field, str(path), f"a readable Keras .keras model ({problem})")
 
 
 def _compared(config: Config) -> dict:

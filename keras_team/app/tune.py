@@ -1,4 +1,4 @@
-"""A search described by a keras-team config: what `keras-team tune` runs.
+"""`keras-team tune`: a KerasTuner search described by a keras-team config.
 
 The config's `tune:` section gives the search space, the tuner and its
 budget; `data:` and `leader:` give the tasks and the leader, as for
@@ -9,13 +9,14 @@ config with the best trial's cut, head and rates in `transfer:` and the
 searched leader in `leader.path`, ready for `keras-team run --config`.
 
 Example:
-    >>> from keras_team.app.config import load_config
-    >>> job = TuneJob(load_config(overrides=["tune.max_trials=4"]))      # doctest: +SKIP
-    >>> job.run()                                                        # doctest: +SKIP
+    $ keras-team tune --config my.yaml --tuner bayesian --max-trials 20
+    $ keras-team tune --config my.yaml --workers 2      # a chief and 2 workers on this machine
+    $ keras-team run --config runs/digits-tune/best_config.yaml
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import shutil
@@ -25,10 +26,10 @@ import time
 
 import keras
 
-from keras_team.app.config import Config
-from keras_team.app.recipe import ARCHITECTURES, LOSS, _load_leader, load_tasks
-from keras_team.app.workspace import atomic_path, write_text
+from keras_team.app.config import Config, load_config
+from keras_team.app.recipe import ARCHITECTURES, LOSS, load_leader, load_tasks
 from keras_team.errors import KerasTeamError
+from keras_team.files import atomic_path, load_model, write_text
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
 from keras_team.tuning.search import best_settings, cap_per_class, make_tuner, trial_table, write_results
@@ -94,10 +95,10 @@ class TuneJob:
     def leader(self, source) -> keras.Model:
         """The config's leader.path, else the leader trained (once) and saved in the search directory."""
         if self.config.leader.path:
-            return _load_leader(self.config.leader.path, source)
+            return load_leader(self.config.leader.path, source)
         saved = self.root / LEADER
         if saved.is_file():
-            return keras.models.load_model(saved)
+            return load_model(saved, "tune.output_dir")
         if distributed.role() == "worker":
             raise KerasTeamError("leader.path", None, f"a trained leader for a worker: set leader.path, or start "
                                  f"the chief first (it writes {saved} in the shared directory)")
@@ -229,3 +230,22 @@ class TuneJob:
         data["leader"]["path"] = str((self.root / LEADER).resolve()) if not self.config.leader.path else self.config.leader.path
         return Config.from_dict(data)
 
+
+
+def handle(args: argparse.Namespace) -> None:
+    """Run `keras-team tune` (or this process's part of a distributed search); errors are `KerasTeamError`s."""
+    overrides = list(args.set)
+    for field, value in (("output_dir", args.output_dir), ("tuner", args.tuner), ("max_trials", args.max_trials)):
+        if value is not None:
+            overrides.append(f"tune.{field}={value}")
+    if args.overwrite:
+        overrides.append("tune.overwrite=true")
+    if args.workers < 0:
+        raise KerasTeamError("--workers", args.workers, "an int >= 0")
+    job = TuneJob(load_config(args.config, overrides))
+    best = job.run(workers=args.workers)
+    if best is None:  # a worker: the chief writes the results
+        return
+    print(f"\nbest: {best}")
+    print(f"trials.csv, trials.json, score_by_cut.png and {BEST} in {job.root}/")
+    print(f"train it: keras-team run --config {job.root / BEST}")

@@ -1,4 +1,9 @@
-"""Export one model in every requested format and verify each: what `keras-team export` runs.
+"""`keras-team export`: a run's team, or any `.keras` model, in every requested format, each verified.
+
+The data comes from a keras-team config: the run's own ``config.yaml``, or
+``--config`` (default: the built-in config): its target task's unaugmented
+training split calibrates int8 and feeds the warmup requests, and its test
+split is what every artefact is verified on.
 
 Layout under `out_dir`:
 
@@ -8,14 +13,13 @@ Layout under `out_dir`:
 - ``export_report.json``: the parity report of `keras_team.export.verify`.
 
 Example:
-    >>> report = export_model(team, "runs/digits/export", name="digits",
-    ...                       formats=["saved_model", "tflite-int8"],
-    ...                       train_examples=x_train, test_examples=x_test,
-    ...                       test_labels=y_test)                            # doctest: +SKIP
+    $ keras-team export runs/digits --formats saved_model,tflite,tflite-int8
+    $ keras-team export model.keras --config my.yaml --name digits --version 3
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -23,15 +27,20 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_team.app.config import load_config
+from keras_team.app.recipe import load_tasks
 from keras_team.errors import KerasTeamError
 from keras_team.export.formats import FORMATS, check_formats
 from keras_team.export.litert import tflite_files
 from keras_team.export.parity import verify
 from keras_team.export.savedmodel import saved_model
 from keras_team.export.serving import serving_config
+from keras_team.files import load_model
 
 REPORT = "export_report.json"
 WARMUP_EXAMPLES = 10
+RUN_MODEL = "team.keras"
+RUN_CONFIG = "config.yaml"
 
 
 def export_model(
@@ -109,3 +118,34 @@ def summary(report: dict) -> dict:
         }
     return figures
 
+
+
+def _sources(path: pathlib.Path, config: str | None) -> tuple[pathlib.Path, str | None, pathlib.Path, str]:
+    """(model file, config file, output dir, default name) for a run directory or a .keras file."""
+    if path.is_dir():
+        model_file = path / RUN_MODEL
+        if not model_file.is_file():
+            raise KerasTeamError("path", str(path), f"a run directory holding {RUN_MODEL}, or a .keras file")
+        return model_file, config or str(path / RUN_CONFIG), path / "export", "team"
+    if path.suffix != ".keras" or not path.is_file():
+        raise KerasTeamError("path", str(path), "a run directory or an existing .keras file")
+    sibling = path.parent / RUN_CONFIG
+    return path, config or (str(sibling) if sibling.is_file() else None), path.parent / "export", path.stem
+
+
+def handle(args: argparse.Namespace) -> None:
+    """Run `keras-team export` (errors are `KerasTeamError`s, printed by the caller)."""
+    formats = check_formats([fmt.strip() for fmt in args.formats.split(",") if fmt.strip()])
+    model_file, config_file, out_dir, name = _sources(pathlib.Path(args.path), args.config)
+    config = load_config(config_file)
+    model = load_model(model_file, "path")
+    _, target = load_tasks(config)
+    x_test, y_test = target.splits["test"]
+    out_dir = pathlib.Path(args.output_dir or out_dir)
+    report = export_model(model, out_dir, name=args.name or name, formats=formats,
+                          train_examples=target.splits["train"][0], test_examples=x_test, test_labels=y_test,
+                          version=args.version, force=args.force, seed=config.seed)
+    for label, entry in summary(report).items():
+        print(f"{label:22s} {entry['size_bytes'] / 1024:9.1f} KiB  max|diff| {entry['max_abs_diff']:.2e}  "
+              f"top-1 agreement {entry['top1_agreement']:.4f}  {entry['path']}")
+    print(f"\nverified on {report['examples']} test examples; report in {out_dir / REPORT}")

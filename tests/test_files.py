@@ -1,0 +1,75 @@
+"""keras_team.files: every writer's atomic file and directory, the one model loader."""
+
+import os
+import pathlib
+
+import pytest
+
+import keras_team
+from keras_team import files
+from keras_team.errors import KerasTeamError
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_files_respect_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        files.write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode
+
+
+def test_writes_are_synced_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
+    files.write_text(tmp_path / "a.txt", "x")
+    assert events[:2] == ["fsync", "replace"] and (tmp_path / "a.txt").read_text() == "x"
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "state.json"
+    target.write_text("old")
+    with pytest.raises(OSError):
+        with files.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise OSError(28, "No space left on device")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_a_directory_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "serving" / "1"
+    with pytest.raises(RuntimeError):
+        with files.atomic_dir(target) as building:
+            (building / "saved_model.pb").write_bytes(b"graph")
+            raise RuntimeError("killed mid-export")
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    with files.atomic_dir(target) as building:
+        (building / "saved_model.pb").write_bytes(b"v1")
+    with files.atomic_dir(target, replace=True) as building:
+        (building / "saved_model.pb").write_bytes(b"v2")
+    assert (target / "saved_model.pb").read_bytes() == b"v2" and [p.name for p in target.parent.iterdir()] == ["1"]
+
+
+def test_what_a_killed_writer_left_is_recognised_and_removed(tmp_path):
+    tmp = tmp_path / f"{files.TEMPORARY_PREFIX}0123abcd-team.keras"
+    tmp.write_bytes(b"half a model")
+    (tmp_path / "team.keras").write_bytes(b"whole")
+    assert files.remove_temporaries(tmp_path) == [tmp]
+    assert [p.name for p in tmp_path.iterdir()] == ["team.keras"]
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "no such file"),
+    (b"junk", "not a .keras archive"),
+])
+def test_load_model_names_the_field_and_what_is_wrong(tmp_path, content, says):
+    path = tmp_path / "leader.keras"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(KerasTeamError, match=says) as caught:
+        keras_team.load_model(path, "leader.path")
+    assert caught.value.field == "leader.path"
+
