@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 import keras
 import tensorflow as tf
 
+from keras_team.checkpoints import BackupAndRestore
 from keras_team.errors import KerasTeamError
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
@@ -179,10 +180,10 @@ def fit(
 ) -> keras.callbacks.History:
     """Train a compiled `model` on a batched `dataset` under the current strategy.
 
-    With one worker this is `model.fit` (plus `BackupAndRestore` in
-    `checkpoint_dir`). Under `MultiWorkerMirroredStrategy` every worker
-    calls it with the same global-batch dataset: it is sharded by `DATA`,
-    each step runs the model's own `train_step` (its losses, loss weights
+    With one worker this is `model.fit` (plus the crash-safe
+    `keras_team.checkpoints.BackupAndRestore` in `checkpoint_dir`). Under
+    `MultiWorkerMirroredStrategy` every worker calls it with the same
+    global-batch dataset: it is sharded by `DATA`, each step runs the model's own `train_step` (its losses, loss weights
     and metrics, the Team's summed member losses included) on every replica
     through `strategy.run`, and gradients are all-reduced by the Keras
     optimizer. Callbacks and progress run on the chief only; at the end of
@@ -211,7 +212,7 @@ def fit(
     if not _is_multi_worker(strategy):
         callbacks = list(callbacks)
         if checkpoint_dir:
-            callbacks.append(keras.callbacks.BackupAndRestore(checkpoint_dir))
+            callbacks.append(BackupAndRestore(checkpoint_dir))
         return model.fit(dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
                          verbose=verbose, shuffle=False)
     return _MultiWorkerLoop(model, strategy, checkpoint_dir).fit(

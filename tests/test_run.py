@@ -53,8 +53,8 @@ def _args(output_dir, *extra, settings=TINY, level="--quiet"):
 def _interrupting(stage_to_stop, epoch):
     callbacks = recipe.Recipe._callbacks
 
-    def patched(self, stage, epochs):
-        return callbacks(self, stage, epochs) + ([InterruptAt(epoch)] if stage == stage_to_stop else [])
+    def patched(self, stage, epochs, checkpoint):
+        return callbacks(self, stage, epochs, checkpoint) + ([InterruptAt(epoch)] if stage == stage_to_stop else [])
 
     return patched
 

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -41,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team import distribute, heads, zoo
+from keras_team import checkpoints, distribute, heads, zoo
 from keras_team.app.config import Config, DataConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace
@@ -57,6 +58,7 @@ from keras_team.transfers import transfer
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+CHECKPOINT_SECONDS = 5.0  # the least time between two checkpoints of a stage (a kill loses at most this much)
 
 
 def config_field(task: str, field: str) -> str:
@@ -343,16 +345,20 @@ class Recipe:
         self.out = output or Output()
 
     # --- helpers ---------------------------------------------------------
-    def _callbacks(self, stage: str, epochs: int) -> list:
+    def _checkpoint(self, stage: str) -> checkpoints.BackupAndRestore:
+        """The stage's crash-safe checkpoint (`keras_team.checkpoints`); its warnings are printed as lines."""
+        return checkpoints.BackupAndRestore(self.ws.backup_dir(stage), every_seconds=CHECKPOINT_SECONDS,
+                                            warn=lambda line: self.out.say(f"warning: {line}"))
+
+    def _callbacks(self, stage: str, epochs: int, checkpoint: checkpoints.BackupAndRestore) -> list:
+        """The checkpoint, the CSV and TensorBoard logs, a stop on a non-finite loss and the progress display."""
         logs = self.ws.path("logs")
         logs.mkdir(parents=True, exist_ok=True)
-        backup = self.ws.backup_dir(stage)
         return [
-            keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.BackupAndRestore(str(backup)),
-            # A stage that starts afresh (no backup to continue from) starts its log afresh.
-            keras.callbacks.CSVLogger(str(logs / f"{stage}.csv"), append=backup.exists()),
+            checkpoint,
+            checkpoints.CSVLogger(logs / f"{stage}.csv", checkpoint),  # continues the log of a resumed stage
             keras.callbacks.TensorBoard(str(logs / "tensorboard" / stage), write_graph=False),
+            _StopOnNonFinite(),
             *self.out.callbacks(epochs),
         ]
 
@@ -369,12 +375,24 @@ class Recipe:
         cfg = self.config.distribute
         return {"jit_compile": cfg.jit_compile, "steps_per_execution": cfg.steps_per_execution}
 
+    def _fit_resumable(self, stage: str, model: keras.Model, task: Task, epochs: int):
+        """`model.fit` on `task` from the stage's checkpoint; returns the `History`.
+
+        The training data are one repeated, seeded stream of epochs; a resumed
+        stage skips the batches of the epochs it restored, so it draws the
+        shuffles an uninterrupted one draws next and ends with its weights.
+        """
+        checkpoint = self._checkpoint(stage)
+        train, steps = _from_epoch(task.dataset("train", training=True), checkpoint.restore(model))
+        with _output_dir_errors():
+            return model.fit(train, steps_per_epoch=steps, validation_data=task.dataset("validation"), epochs=epochs,
+                             callbacks=self._callbacks(stage, epochs, checkpoint), verbose=self.out.fit_verbose,
+                             shuffle=False)  # the training dataset shuffles itself, seeded
+
     def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str) -> dict:
         model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"], **self._compile_options())
         start = time.perf_counter()
-        history = model.fit(task.dataset("train", training=True), validation_data=task.dataset("validation"),
-                            epochs=epochs, callbacks=self._callbacks(stage, epochs), verbose=self.out.fit_verbose,
-                            shuffle=False)  # the training dataset shuffles itself, seeded
+        history = self._fit_resumable(stage, model, task, epochs)
         self._check_finite(stage, model, history, field, learning_rate)
         return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **_last(history)}
 
@@ -450,10 +468,12 @@ class Recipe:
                 read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
                 self.out.stage(f"  {f.name}", f"follower on {read}'s {f.tap!r} (taps cached)")
                 start = time.perf_counter()
-                history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
-                                       epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
-                                       batch_size=target.batch_size, seed=self.config.seed,
-                                       callbacks=self._callbacks(stage, f.epochs), verbose=self.out.fit_verbose)
+                with _output_dir_errors():
+                    history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                                           epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
+                                           batch_size=target.batch_size, seed=self.config.seed,
+                                           callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
+                                           verbose=self.out.fit_verbose)
                 self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
                 self.ws.save_model(graph, weights)
                 self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
@@ -472,9 +492,7 @@ class Recipe:
             team = self._load(team_file)
             team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), **self._compile_options())
             start = time.perf_counter()
-            history = team.fit(target.dataset("train", training=True), validation_data=target.dataset("validation"),
-                               epochs=cfg.epochs, callbacks=self._callbacks("team", cfg.epochs),
-                               verbose=self.out.fit_verbose, shuffle=False)
+            history = self._fit_resumable("team", team, target, cfg.epochs)
             self._check_finite("team", team, history, "team.learning_rate", cfg.learning_rate)
             return team, {"seconds": time.perf_counter() - start, "replicas": _replicas(team), **_last(history)}
 
@@ -534,6 +552,43 @@ class Recipe:
             shutil.copyfile(self.ws.path(team_file), tmp)
         self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
         return report
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stop `fit` after an epoch whose loss is NaN/inf (Keras' `TerminateOnNaN` checks every batch, which costs a sync each)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not math.isfinite((logs or {}).get("loss", 0.0)):
+            self.model.stop_training = True
+
+
+def _from_epoch(train: tf.data.Dataset, epoch: int) -> tuple[tf.data.Dataset, int | None]:
+    """`train` as one repeated stream of epochs from `epoch` on, and its batches per epoch.
+
+    A dataset of unknown length (streamed) is returned as it is (None steps):
+    its resumed epochs see other shuffles than an uninterrupted run's.
+
+    Example:
+        >>> data = tf.data.Dataset.range(6).shuffle(6, seed=1).batch(3)
+        >>> rest, steps = _from_epoch(data, 2)
+        >>> steps, [b.numpy().tolist() for b in rest.take(2)] == [b.numpy().tolist() for b in data.repeat().skip(4).take(2)]
+        (2, True)
+    """
+    steps = int(train.cardinality())
+    if steps <= 0:
+        return train, None
+    return train.repeat().skip(epoch * steps), steps
+
+
+@contextlib.contextmanager
+def _output_dir_errors():
+    """A checkpoint's error on its directory (e.g. a full disk) is an error on the config's `output_dir`."""
+    try:
+        yield
+    except KerasTeamError as error:
+        if error.field != "backup_dir":
+            raise
+        raise KerasTeamError("output_dir", error.value, error.allowed) from None
 
 
 def _replicas(model: keras.Model) -> int:
