@@ -49,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -63,7 +64,6 @@ from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, is_out_of_space, remove_temporaries, write_text
 
 METADATA = "training_metadata.json"
-LEGACY_WEIGHTS = "latest.weights.h5"  # what Keras' own BackupAndRestore writes (in place)
 EVERY_SECONDS = 5.0
 
 
@@ -72,26 +72,34 @@ class UnreadableCheckpoint(Exception):
 
 
 def _read_metadata(directory: pathlib.Path) -> tuple[dict, pathlib.Path] | tuple[None, None]:
-    """The committed metadata and its weights file; (None, None) when there is no checkpoint."""
+    """The committed metadata and its weights file; (None, None) when no checkpoint was committed."""
     path = directory / METADATA
     if not path.exists():
-        if (directory / LEGACY_WEIGHTS).exists():
-            raise UnreadableCheckpoint(f"{LEGACY_WEIGHTS} without {METADATA}")
         return None, None
     try:
         metadata = json.loads(path.read_text())
-        epoch = metadata["epoch"]
+        epoch, name, size = metadata["epoch"], metadata.get("weights"), metadata.get("bytes")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UnreadableCheckpoint(f"{METADATA}: {error}") from None
+    if name is None:
+        raise UnreadableCheckpoint("written in place by Keras' own BackupAndRestore, so possibly torn "
+                                   "or ahead of its epoch")
     if not isinstance(epoch, int) or epoch < 0:
         raise UnreadableCheckpoint(f"{METADATA}: epoch {epoch!r}")
-    weights = directory / metadata.get("weights", LEGACY_WEIGHTS)
+    weights = directory / name
     if not weights.is_file():
-        raise UnreadableCheckpoint(f"{weights.name} is missing")
-    size = metadata.get("bytes")
-    if size is not None and weights.stat().st_size != size:
-        raise UnreadableCheckpoint(f"{weights.name} holds {weights.stat().st_size} bytes, {size} were written")
+        raise UnreadableCheckpoint(f"{name} is missing")
+    if weights.stat().st_size != size:
+        raise UnreadableCheckpoint(f"{name} holds {weights.stat().st_size} bytes, {size} were written")
     return metadata, weights
+
+
+def _remove_uncommitted(directory: pathlib.Path, keep: pathlib.Path | None) -> None:
+    """Delete what a killed write left: temporaries, weights no committed metadata names."""
+    remove_temporaries(directory)
+    for weights in directory.glob("*.weights.h5"):
+        if weights != keep:
+            weights.unlink()
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -135,10 +143,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             raise ValueError(f"{type(self).__name__} needs a built model (call it on data or build() it first)")
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)  # its variables are in the checkpoint
-        remove_temporaries(self.directory)
         self.initial_epoch = 0
         try:
             metadata, weights = _read_metadata(self.directory)
+            _remove_uncommitted(self.directory, weights)
             if metadata is not None:
                 self._load(model, weights, metadata)
                 self.initial_epoch = metadata["epoch"]
@@ -170,7 +178,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             raise UnreadableCheckpoint(f"{weights.name}: {type(error).__name__}: {first}") from None
 
     def _set_aside(self, why: str) -> None:
-        aside = self.directory.with_name(f"{self.directory.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        stamp = f"{self.directory.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside, n = self.directory.with_name(stamp), 1
+        while aside.exists():
+            aside, n = self.directory.with_name(f"{stamp}-{n}"), n + 1
         os.replace(self.directory, aside)
         self.warn(f"the checkpoint in {self.directory} cannot be read ({why}); moved it to {aside} "
                   "and restarted this fit from its first epoch")
@@ -179,7 +190,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch = epoch + 1
         self._last_batch_seen = 0
-        if time.monotonic() - self._last_save >= self.every_seconds:
+        last = self.delete_checkpoint and self._current_epoch >= (self.params or {}).get("epochs", math.inf)
+        if not last and time.monotonic() - self._last_save >= self.every_seconds:  # the last is deleted at once
             self._save_model()
 
     def _save_model(self):
@@ -205,9 +217,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                     target.unlink(missing_ok=True)
                 raise self._no_space(need, free) from None
             raise
-        for old in self.directory.glob("*.weights.h5"):
-            if old.name != name:
-                old.unlink()
+        _remove_uncommitted(self.directory, target)
         self._last_save = time.monotonic()
 
     def _bytes_needed(self, previous: dict | None) -> int:
@@ -237,7 +247,6 @@ def _read_metadata_quietly(directory: pathlib.Path) -> tuple[dict | None, pathli
         return _read_metadata(directory)
     except UnreadableCheckpoint:
         return None, None
-
 
 
 class CSVLogger(keras.callbacks.CSVLogger):
