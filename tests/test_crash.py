@@ -213,7 +213,7 @@ def test_a_torn_checkpoint_is_set_aside_and_overwrite_replaces_the_run(uninterru
     (backup / checkpoints.METADATA).write_text('{"epoch": 2, "batch": 0}')
     done = _run(out, "none:-:0", "overwrite=true")
     assert done.returncode == 0, done.stderr
-    (line,) = [line for line in done.stdout.splitlines() + done.stderr.splitlines() if "cannot be read" in line]
+    (line,) = [line for line in done.stderr.splitlines() if "cannot be read" in line]  # also with --quiet
     assert line.startswith("warning: the checkpoint in") and "restarted this fit from its first epoch" in line
     assert len(list((out / "backup").glob("transfer.unreadable-*"))) == 1
     _same_models(uninterrupted, out)
@@ -224,9 +224,9 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_rerun_continues(uni
     out = tmp_path / "run"
     full = _run(out, "full:transfer:3")
     assert full.returncode == 2, full.stderr
-    assert full.stderr.strip().splitlines() == [full.stderr.strip()], full.stderr  # one line, no traceback
-    assert full.stderr.startswith(f"keras-team: error: output_dir='{out / 'backup' / 'transfer'}'")
-    assert "bytes" in full.stderr
+    assert "Traceback" not in full.stderr, full.stderr
+    last = full.stderr.strip().splitlines()[-1]  # (TensorFlow's start-up lines come before)
+    assert last.startswith(f"keras-team: error: output_dir='{out / 'backup' / 'transfer'}'") and "bytes" in last
     assert json.loads((out / "backup" / "transfer" / checkpoints.METADATA).read_text())["epoch"] == 2
     done = _run(out)
     assert done.returncode == 0, done.stderr

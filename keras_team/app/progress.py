@@ -72,6 +72,10 @@ class Output:
         if self.level != "quiet":
             print(text, flush=True)
 
+    def warn(self, text: str) -> None:
+        """A warning that something was set aside or lost: one line on stderr, at every level (also quiet)."""
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
     def stage(self, name: str, description: str) -> None:
         """A stage begins: its name and what it does (bar and verbose levels)."""
         if self.level in ("bar", "verbose"):

@@ -346,9 +346,9 @@ class Recipe:
 
     # --- helpers ---------------------------------------------------------
     def _checkpoint(self, stage: str) -> checkpoints.BackupAndRestore:
-        """The stage's crash-safe checkpoint (`keras_team.checkpoints`); its warnings are printed as lines."""
+        """The stage's crash-safe checkpoint (`keras_team.checkpoints`); a checkpoint it sets aside is a warning line."""
         return checkpoints.BackupAndRestore(self.ws.backup_dir(stage), every_seconds=CHECKPOINT_SECONDS,
-                                            warn=lambda line: self.out.say(f"warning: {line}"))
+                                            warn=self.out.warn)
 
     def _callbacks(self, stage: str, epochs: int, checkpoint: checkpoints.BackupAndRestore) -> list:
         """The checkpoint, the CSV and TensorBoard logs, a stop on a non-finite loss and the progress display."""
