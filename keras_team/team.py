@@ -292,7 +292,8 @@ class Team(keras.Model):
 
     def _check_arrays(self, x_field: str, y_field: str, x, y) -> None:
         first = next(iter(x.values()), None) if isinstance(x, dict) else x
-        if first is None or not hasattr(first, "__len__") or isinstance(first, keras.utils.PyDataset):
+        if (first is None or not hasattr(first, "__len__") or isinstance(first, keras.utils.PyDataset)
+                or hasattr(first, "element_spec")):  # a tf.data.Dataset (len() fails on a repeated one)
             return  # a dataset or generator: left to Keras and TensorFlow
         if len(first) == 0:
             raise KerasTeamError(x_field, "0 examples", "at least one example to train on")

@@ -77,6 +77,7 @@ def finished_run(tmp_path_factory):
     """A run interrupted after the first epoch of its last training stage, then resumed to the end (--quiet)."""
     out = tmp_path_factory.mktemp("run") / "digits"
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recipe, "CHECKPOINT_SECONDS", 0)  # a checkpoint at every epoch: the stage resumes
         patch.setattr(recipe.Recipe, "_callbacks", _interrupting("baseline", epoch=0))
         assert cli.main(_args(out, settings=TWO_FOLLOWERS)) == cli.INTERRUPTED
     state = json.loads((out / "state.json").read_text())
