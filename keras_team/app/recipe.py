@@ -569,10 +569,13 @@ def _from_epoch(train: tf.data.Dataset, epoch: int) -> tuple[tf.data.Dataset, in
     its resumed epochs see other shuffles than an uninterrupted run's.
 
     Example:
-        >>> data = tf.data.Dataset.range(6).shuffle(6, seed=1).batch(3)
-        >>> rest, steps = _from_epoch(data, 2)
-        >>> steps, [b.numpy().tolist() for b in rest.take(2)] == [b.numpy().tolist() for b in data.repeat().skip(4).take(2)]
-        (2, True)
+        >>> def data():
+        ...     return tf.data.Dataset.range(6).shuffle(6, seed=1).batch(3)   # 2 batches, reshuffled
+        >>> whole, steps = _from_epoch(data(), 0)
+        >>> rest, _ = _from_epoch(data(), 2)   # resumed after 2 epochs
+        >>> batches = [b.numpy().tolist() for b in whole.take(6)]
+        >>> steps, batches[4:] == [b.numpy().tolist() for b in rest.take(2)], batches[0] == batches[2]
+        (2, True, False)
     """
     steps = int(train.cardinality())
     if steps <= 0:
