@@ -24,8 +24,10 @@ import time
 
 import keras_tuner as kt
 import numpy as np
+from keras_tuner.src import utils as kt_utils
 
 from keras_team.errors import KerasTeamError
+from keras_team.files import atomic_path, write_text
 from keras_team.tuning.hypermodel import TransferHyperModel
 
 TUNERS = {
@@ -75,14 +77,20 @@ def progress_line(tuner: kt.Tuner, trial, histories: list, record: dict) -> str:
 
 
 def _write_json(path: pathlib.Path, data) -> None:
-    _atomic_text(path, json.dumps(data, indent=2))
+    write_text(path, json.dumps(data, indent=2))
 
 
-def _atomic_text(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _save_json_whole(path: str, obj) -> str:
+    """KerasTuner's `utils.save_json`, written whole (temporary sibling, fsync, rename)."""
+    text = json.dumps(obj)
+    write_text(path, text)
+    return text
+
+
+# KerasTuner 1.4.8 writes its state (oracle.json, tuner0.json, trial_*/trial.json, build_config.json) through
+# `utils.save_json`, which rewrites the file in place: a kill or a full disk mid-write leaves a torn JSON that
+# its reload cannot parse. Searches of this package write them whole.
+kt_utils.save_json = _save_json_whole
 
 
 def make_tuner(
@@ -222,7 +230,7 @@ def write_results(tuner: kt.Tuner, output_dir: str | os.PathLike, *, extra: dict
     writer = csv.DictWriter(text, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_text(out / "trials.csv", text.getvalue())
+    write_text(out / "trials.csv", text.getvalue())
     objective = tuner.oracle.objective
     _write_json(out / "trials.json", {"objective": objective.name, "direction": objective.direction,
                                        **(extra or {}), "trials": rows})
@@ -261,8 +269,8 @@ def plot_by_cut(
     axes.set_ylabel(metric)
     axes.legend(loc="lower left")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(figure)
