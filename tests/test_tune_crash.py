@@ -271,3 +271,21 @@ def test_a_search_killed_mid_trial_continues_on_the_same_command(tmp_path, leade
     assert [row["status"] for row in rows] == ["COMPLETED", "COMPLETED"]
     assert rows[0]["seconds"] == first["seconds"]  # the finished trial was not run again
     assert not [p for p in out.rglob(".tmp-*")]  # a killed writer's leftovers are gone
+
+
+@pytest.mark.large
+def test_a_full_disk_stops_the_search_at_once_and_the_rerun_continues(tmp_path, leader_file, monkeypatch, capsys):  # noqa: F811
+    from keras_team.tuning import search
+
+    config = _write_config(tmp_path / "tune.yaml", tmp_path / "tune", {"path": leader_file})
+    monkeypatch.setattr(search.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(OSError) as raised:  # the CLI prints it in one line
+        tune_module.TuneJob(load_config(config)).run()
+    assert raised.value.errno == errno.ENOSPC and "bytes needed, 1,000 free" in str(raised.value)
+    assert raised.value.filename == str(tmp_path / "tune" / "search" / "trial_0")  # names the directory
+    assert "trial 0:" not in capsys.readouterr().out  # no retry of the trial on the same full disk
+    out = tmp_path / "tune"
+    assert not [p for p in out.rglob(".tmp-*")] and not (out / "search" / "trial_0" / "checkpoint.weights.h5").exists()
+    monkeypatch.undo()  # space freed
+    assert main(["tune", "--config", str(config)]) == 0
+    assert [row["status"] for row in json.loads((out / "trials.json").read_text())["trials"]] == ["COMPLETED"] * 2
