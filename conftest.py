@@ -20,3 +20,7 @@ def _doctest_names(request):
     yield
     if is_doctest:
         keras.backend.clear_session()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: spawns processes or runs real searches or trainings")

@@ -49,6 +49,7 @@ def _rows(out):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.large
 def test_tune_writes_table_plot_and_a_best_config_that_run_takes(config_file, leader_file, tmp_path, capsys):
     assert main(["tune", "--config", str(config_file)]) == 0
     out = tmp_path / "tune"
@@ -73,6 +74,7 @@ def test_tune_writes_table_plot_and_a_best_config_that_run_takes(config_file, le
     assert "holds a finished search" in capsys.readouterr().err
 
 
+@pytest.mark.large
 def test_interrupted_tune_resumes_without_rerunning_finished_trials(config_file, tmp_path, monkeypatch, capsys):
     original, calls = hypermodel_module.TransferHyperModel.fit, []
 
@@ -94,6 +96,7 @@ def test_interrupted_tune_resumes_without_rerunning_finished_trials(config_file,
     assert float(rows[0]["seconds"]) == first["seconds"]  # trial 0 was not run again
 
 
+@pytest.mark.large
 def test_distributed_tune_runs_each_trial_once_and_writes_the_best_config_once(tmp_path, capfd):
     config_file = tmp_path / "tiny.yaml"  # no leader.path: the chief trains the leader, the workers load it
     tune = {**TINY["tune"], "output_dir": str(tmp_path / "tune")}

@@ -65,6 +65,36 @@ def free_port(ip: str = LOOPBACK) -> int:
         return probe.getsockname()[1]
 
 
+def check_port(ip: str, port: int, field: str) -> None:
+    """Raise a `KerasTeamError` on `field` unless this process can listen on `ip:port` now (as gRPC binds it).
+
+    Example:
+        >>> with socket.socket() as taken:
+        ...     taken.bind((LOOPBACK, 0)); taken.listen()
+        ...     check_port(LOOPBACK, taken.getsockname()[1], "tune.oracle_port")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: tune.oracle_port=... is not valid: expected a port free at 127.0.0.1 (...)
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC: a port in TIME_WAIT is free
+        try:
+            probe.bind((ip, port))
+        except OSError as error:
+            raise KerasTeamError(field, port, f"a port free at {ip} ({error.strerror or error}; "
+                                 "choose another, or leave it unset for a free one)") from None
+
+
+def max_local_workers() -> int:
+    """The most workers `--workers` starts on this machine: the CPU cores this process may use.
+
+    Example:
+        >>> 1 <= max_local_workers() <= (os.cpu_count() or 1)
+        True
+    """
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def worker_env(index: int, ip: str, port: int) -> dict[str, str]:
     """The environment of worker `index`: this process's plus KerasTuner's three variables.
 
@@ -117,8 +147,12 @@ def serve(tuner, *, alive: Callable[[], bool] = lambda: True, poll_seconds: floa
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     address = f"{os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]}"
-    if not server.add_insecure_port(address):
-        raise KerasTeamError("oracle address", address, "a free ip:port this machine can bind")
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # gRPC's "Failed to bind to address"
+        bound = 0
+    if not bound:
+        raise KerasTeamError(ORACLE_PORT, address, "a free ip:port this machine can bind (another process holds it)")
     server.start()
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):
