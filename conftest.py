@@ -20,3 +20,7 @@ def _doctest_names(request):
     yield
     if is_doctest:
         keras.backend.clear_session()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: end-to-end runs, subprocesses and exports; run after the fast set")
