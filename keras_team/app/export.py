@@ -108,12 +108,18 @@ def export_model(
         (out_dir / REPORT).unlink(missing_ok=True)  # a report never describes files it did not check
         with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out_dir) as staging:
             staged = {fmt: pathlib.Path(staging) / path.relative_to(out_dir) for fmt, path in final.items()}
-            if "saved_model" in staged:
-                write_version(model, staged["saved_model"], name=name, input_dtype=input_dtype,
-                              warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]))
-            litert_files = {staged[fmt]: FORMATS[fmt] for fmt in formats if FORMATS[fmt]}
-            if litert_files:
-                tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype, seed=seed)
+            try:
+                if "saved_model" in staged:
+                    write_version(model, staged["saved_model"], name=name, input_dtype=input_dtype,
+                                  warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]))
+                litert_files = {staged[fmt]: FORMATS[fmt] for fmt in formats if FORMATS[fmt]}
+                if litert_files:
+                    tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype,
+                                 seed=seed)
+            except OSError as error:  # a full disk: name the output directory, not the temporary one
+                if error.filename and pathlib.Path(error.filename).is_relative_to(staging):
+                    error.filename = str(out_dir)
+                raise
             report = parity_report(model, {fmt: staged[fmt] for fmt in formats}, test_examples, test_labels,
                                    tolerances=tolerances)
             for fmt, entry in report["artefacts"].items():
