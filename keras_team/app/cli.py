@@ -22,7 +22,6 @@ import math
 import os
 import pathlib
 import re
-import shutil
 import sys
 import tempfile
 import warnings
@@ -282,7 +281,7 @@ def _tune(args) -> None:
 
 
 def refused_write(error: OSError) -> str:
-    """One line for a write the disk refused: the directory, why, the bytes free (and needed, where known).
+    """One line for a write the disk refused: the directory and why (with the bytes needed, where known).
 
     Example:
         >>> refused_write(OSError(errno.EROFS, "Read-only file system", "/proc/x"))
@@ -293,11 +292,7 @@ def refused_write(error: OSError) -> str:
     where = f" in {directory}" if directory is not None else ""
     if not is_out_of_space(error):
         return f"cannot write{where} ({error.strerror}): choose another --output-dir, one you may write to"
-    free = ""
-    if directory is not None:
-        existing = next(p for p in [directory, *directory.parents] if p.exists())
-        free = f", {shutil.disk_usage(existing).free:,} bytes free"
-    return (f"out of space{where} ({error.strerror}{free}): free some space or choose another --output-dir, "
+    return (f"out of space{where} ({error.strerror}): free some space or choose another --output-dir, "
             "then run the same command again")
 
 
