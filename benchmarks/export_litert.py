@@ -49,8 +49,7 @@ NAME = "export_litert"
 TARGET_SIZE_RATIO = 0.35
 TARGET_AGREEMENT = 0.99
 TARGET_SPEEDUP = 5.0
-QUANTIZATIONS = {"float32": ("float32", "float"), "dynamic": ("dynamic", "float"),
-                 "float16": ("float16", "float"), "int8": ("int8", "int8")}
+QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")
 
 
 def load() -> dict:
@@ -96,7 +95,7 @@ def main() -> None:
     reference = keras_outputs(model, x_test)["digits"]
     out = pathlib.Path(tempfile.mkdtemp(prefix="export_litert."))
     paths = {q: out / f"digits.{q}.tflite" for q in QUANTIZATIONS}
-    export.tflite_files(model, {paths[q]: spec for q, spec in QUANTIZATIONS.items()},
+    export.tflite_files(model, {paths[q]: q for q in QUANTIZATIONS},
                         representative_data=x_train, input_dtype="uint8", seed=args.seed)
     version = export.saved_model(model, out / "serving", name="digits", input_dtype="uint8")
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 from keras_team.errors import KerasTeamError
 from keras_team.files import write_text
 from keras_team.export import litert
+from keras_team.export.formats import ALIASES
 from keras_team.export.signatures import DEFAULT_SIGNATURE, members
 
 # Format -> the most a logit may differ from Keras, and the least top-1 agreement.
@@ -45,12 +46,13 @@ TOLERANCES = {
 
 
 def tolerance_for(label: str, tolerances: Mapping[str, Mapping[str, float]] = TOLERANCES) -> dict[str, float]:
-    """The tolerance of an artefact label: the longest format name it starts with.
+    """The tolerance of an artefact label: the longest format name it starts with ("tflite" is "tflite-float32").
 
     Example:
-        >>> tolerance_for("tflite-int8-float-io")["top1_agreement"]
-        0.95
+        >>> tolerance_for("tflite-int8-float-io")["top1_agreement"], tolerance_for("tflite")["max_abs_diff"]
+        (0.95, 0.001)
     """
+    label = ALIASES.get(label, label)
     matches = [fmt for fmt in tolerances if label == fmt or label.startswith(f"{fmt}-")]
     if not matches:
         raise KerasTeamError("artefact", label, f"a label starting with a format: {', '.join(tolerances)}")
@@ -148,9 +150,10 @@ def verify(
 
     Args:
         model: the Keras model or Team the artefacts were exported from.
-        artefacts: label -> path; a label starts with its format (a key of
-            `TOLERANCES`, e.g. "saved_model", "tflite-int8" or
-            "tflite-int8-float-io"); a SavedModel is its version directory.
+        artefacts: label -> path; a label starts with its format, a name of
+            `keras_team.export.FORMATS` ("saved_model", "tflite",
+            "tflite-int8", "tflite-int8-float-io", ...); a SavedModel is its
+            version directory.
         examples: held-out raw examples (as the data holds them, e.g. uint8).
         labels: their labels, for per-artefact test accuracy.
         tolerances: per format overrides of `TOLERANCES` (merged by key).
@@ -162,6 +165,27 @@ def verify(
 
     Example:
         >>> verify(model, {"tflite-float32": "digits.tflite"}, x, y)["passed"]   # doctest: +SKIP
+        True
+    """
+    report = parity_report(model, artefacts, examples, labels, tolerances=tolerances)
+    if report_path is not None:
+        write_text(pathlib.Path(report_path), json.dumps(report, indent=2) + "\n")
+    raise_misses(report)
+    return report
+
+
+def parity_report(
+    model: keras.Model,
+    artefacts: Mapping[str, str | os.PathLike],
+    examples: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    tolerances: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict:
+    """The report of `verify`, without writing it or raising on a miss.
+
+    Example:
+        >>> parity_report(model, {"tflite": "digits.tflite"}, x)["passed"]   # doctest: +SKIP
         True
     """
     limits = {**TOLERANCES, **{fmt: {**TOLERANCES.get(fmt, {}), **tol} for fmt, tol in (tolerances or {}).items()}}
@@ -195,10 +219,16 @@ def verify(
         report["artefacts"][label] = {"path": str(path), "size_bytes": size, "tolerance": tolerance,
                                       "signatures": signatures, "misses": misses, "passed": not misses}
     report["passed"] = all(entry["passed"] for entry in report["artefacts"].values())
-    if report_path is not None:
-        write_text(pathlib.Path(report_path), json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def raise_misses(report: dict) -> None:
+    """Raise `KerasTeamError` for the first artefact of `report` that missed its tolerance.
+
+    Example:
+        >>> raise_misses({"artefacts": {}})
+    """
     for label, entry in report["artefacts"].items():
         if entry["misses"]:
             raise KerasTeamError(f"artefact {label}", "; ".join(entry["misses"][:3]),
                                  f"within its tolerance {entry['tolerance']} (figures in the export report)")
-    return report

@@ -23,6 +23,9 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import os
+
 import keras
 import tensorflow as tf
 
@@ -127,4 +130,19 @@ def write_archive(model: keras.Model, path, spec: tf.TensorSpec, *, default: boo
     archive.track(model)
     for name, function in serving_functions(model, spec, default=default).items():
         archive.add_endpoint(name, function)
-    archive.write_out(str(path), verbose=False)
+    try:
+        archive.write_out(str(path), verbose=False)
+    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as error:
+        refused = _refused_write(error)
+        if refused is None:
+            raise
+        raise OSError(refused, os.strerror(refused), str(path)) from error
+
+
+# What TensorFlow's file writers say (its message ends with strerror) for a write the disk refused.
+_REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def _refused_write(error: tf.errors.OpError) -> int | None:
+    """The errno of a full, read-only or forbidden disk behind a TensorFlow error, else None."""
+    return next((code for code in _REFUSED_WRITES if os.strerror(code) in error.message), None)

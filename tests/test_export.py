@@ -282,7 +282,7 @@ class _Erfinv(keras.layers.Layer):
     [
         ({"quantization": "int4"}, "quantization='int4'"),
         ({"quantization": "int8"}, "representative_data=None"),
-        ({"quantization": "int8", "io": "uint8", "representative_data": np.zeros((2, 4))}, "io='uint8'"),
+        ({"quantization": "int8-uint8-io", "representative_data": np.zeros((2, 4))}, "quantization='int8-uint8-io'"),
         ({"quantization": "int8", "representative_data": np.zeros((2, 5))}, "representative_data='shape"),
     ],
 )
@@ -290,3 +290,18 @@ def test_tflite_argument_errors(kwargs, phrase, tmp_path):
     with pytest.raises(KerasTeamError, match=phrase.replace("(", r"\(").replace("[", r"\[")):
         export.tflite(_tiny(4), tmp_path / "t.tflite", **kwargs)
 
+
+
+def test_one_format_vocabulary_in_python_and_on_the_command_line(tmp_path):
+    model = _tiny(4)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    io_types = {}
+    for quantization in ("int8", "int8-float-io"):
+        path = export.tflite(model, tmp_path / f"tiny.{quantization}.tflite", quantization=quantization, representative_data=x)
+        runner = Interpreter(model_path=str(path)).get_signature_runner("tiny")
+        io_types[quantization] = (runner.get_input_details()["inputs"]["dtype"], runner.get_output_details()["tiny"]["dtype"])
+    assert io_types == {"int8": (np.int8, np.int8), "int8-float-io": (np.float32, np.float32)}  # as tflite-int8 on the CLI
+    assert export.FORMATS["tflite-int8"] == "int8" and export.FORMATS["tflite"] == "float32"
+    float32 = export.tflite(model, tmp_path / "tiny.tflite")
+    report = export.verify(model, {"tflite": float32, "tflite-int8": tmp_path / "tiny.int8.tflite"}, x)  # the README's names
+    assert report["passed"] and report["artefacts"]["tflite"]["tolerance"] == export.TOLERANCES["tflite-float32"]

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import pathlib
 import shutil
 
 import keras
@@ -337,10 +338,14 @@ def test_an_output_dir_below_a_file_is_refused_before_anything_runs(tmp_path, ca
 
 
 def test_an_output_dir_that_is_not_writable_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as root, chmod would not stop writes
+    def refused(path, data):  # as root, chmod would not stop writes
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", refused)
     config = load_config(overrides=[f"output_dir={tmp_path / 'run'}"])
-    with pytest.raises(KerasTeamError, match="not writable"):
+    with pytest.raises(KerasTeamError, match="may create and write to .*Permission denied"):
         workspace.Workspace.prepare(tmp_path / "run", config)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_target_of_one_class_is_refused():

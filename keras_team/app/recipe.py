@@ -161,11 +161,13 @@ def leader_field(config: Config, index: int, field: str) -> str:
     return field if field.startswith("transfer") else f"leader.{field}"
 
 
-def load_leader(path: str, task: Task, field: str = "leader.path") -> keras.Model:
-    """The leader saved at `path`, checked to take one input shaped like `task`'s; errors name `field`."""
+def load_leader(path: str, task: Task | None, field: str = "leader.path") -> keras.Model:
+    """The leader saved at `path`, checked to take one input (shaped like `task`'s, if given); errors name `field`."""
     leader = load_model(path, field)
     if len(leader.inputs) != 1:
         raise KerasTeamError(field, path, f"a leader with one input, got {len(leader.inputs)} inputs")
+    if task is None:
+        return leader
     expected = (None, *task.input_shape)
     if tuple(leader.inputs[0].shape) != expected:
         raise KerasTeamError(field, path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
