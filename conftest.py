@@ -34,13 +34,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _doctest_names(request):
-    is_doctest = request.node.__class__.__name__ == "DoctestItem"
-    if is_doctest:
-        from tests.doctest_names import names
+    if request.node.__class__.__name__ != "DoctestItem":
+        yield
+        return
+    from tests.doctest_names import mocked_tfds, names
 
-        tmp = request.getfixturevalue("tmp_path")
-        request.getfixturevalue("doctest_namespace").update(names(tmp))
-        keras.utils.set_random_seed(0)
-    yield
-    if is_doctest:
-        keras.backend.clear_session(free_memory=False)  # a gc pass costs ~1 s once the tests hold many models
+    tmp = request.getfixturevalue("tmp_path")
+    source = "".join(example.source for example in request.node.dtest.examples)
+    request.getfixturevalue("doctest_namespace").update(names(tmp, source))
+    with mocked_tfds(source, tmp):
+        yield
+    keras.backend.clear_session(free_memory=False)  # a gc pass costs ~1 s once the tests hold many models
