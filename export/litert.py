@@ -8,9 +8,9 @@ or float I/O (a raw integer input such as uint8 pixels stays as it is).
 Files run with the `ai-edge-litert` interpreter (`predict`).
 
 Example:
-    >>> path = tflite(model, "digits.tflite", quantization="float16")   # doctest: +SKIP
-    >>> predict(path, x, "digits")["digits"].shape                       # doctest: +SKIP
-    (n, 5)
+    >>> path = tflite(model, f"{tmp}/digits.tflite", quantization="float16")
+    >>> predict(path, x, "digits")["digits"].shape
+    (25, 5)
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def tflite(
         `path`.
 
     Example:
-        >>> tflite(model, "digits-int8.tflite", quantization="int8",
-        ...        representative_data=task.splits["train"][0])        # doctest: +SKIP
+        >>> tflite(model, f"{tmp}/digits-int8.tflite", quantization="int8",
+        ...        representative_data=task.splits["train"][0]).name
+        'digits-int8.tflite'
     """
     return tflite_files(model, {path: (quantization, io)}, representative_data=representative_data,
                         input_dtype=input_dtype, calibration_examples=calibration_examples, seed=seed)[0]
@@ -88,9 +89,10 @@ def tflite_files(
     The model is traced and saved once for all of them.
 
     Example:
-        >>> tflite_files(model, {"m.tflite": ("float32", "float"),
-        ...                      "m-int8.tflite": ("int8", "int8")},
-        ...              representative_data=x_train)                  # doctest: +SKIP
+        >>> [path.name for path in tflite_files(model, {f"{tmp}/m.tflite": ("float32", "float"),
+        ...                                             f"{tmp}/m-int8.tflite": ("int8", "int8")},
+        ...                                     representative_data=x_train)]
+        ['m.tflite', 'm-int8.tflite']
     """
     for quantization, io in files.values():
         if quantization not in QUANTIZATIONS:
@@ -187,8 +189,9 @@ def predict(path: str | os.PathLike, examples: np.ndarray, signature: str | None
     int8 outputs are dequantized.
 
     Example:
-        >>> predict("digits.tflite", x, "digits")["digits"].shape   # doctest: +SKIP
-        (n, 5)
+        >>> path = tflite(model, f"{tmp}/digits.tflite")
+        >>> predict(path, x, "digits")["digits"].shape
+        (25, 5)
     """
     runner = Interpreter(model_path=str(path)).get_signature_runner(signature)
     (name, detail), = runner.get_input_details().items()
