@@ -376,6 +376,7 @@ for name in ("team", "transferred", "follower_graph"):
 """
 
 
+@pytest.mark.large
 def test_saved_team_follower_graph_and_transferred_model_load_after_a_plain_import(tmp_path, source):
     x, _ = blobs(n=6, seed=7)
     leader = transferred(source=source)
