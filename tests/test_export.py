@@ -106,7 +106,7 @@ def test_litert_files_have_the_quantization_asked_for(exported):
 @pytest.mark.large
 def test_saved_model_cli_shows_the_documented_names(exported):
     out, _ = exported
-    shown = subprocess.run([pathlib.Path(sys.executable).parent / "saved_model_cli", "show", "--all", "--dir",
+    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all", "--dir",
                             str(out / "serving" / "digits" / "1")], capture_output=True, text=True, check=True,
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
     for signature in ["serving_default", "leader", "mlp", "student"]:
