@@ -11,10 +11,12 @@ the report is written as JSON, then any miss raises `KerasTeamError`
 naming the artefact, the output and the figure.
 
 Example:
-    >>> report = verify(model, {"saved_model": "exports/digits/1",
-    ...                         "tflite-int8": "digits-int8.tflite"},
-    ...                 x_test, y_test, report_path="export_report.json")   # doctest: +SKIP
-    >>> report["passed"]                                                    # doctest: +SKIP
+    >>> from keras_team.export import saved_model, tflite
+    >>> version = saved_model(model, f"{tmp}/exports", name="digits", input_dtype="uint8")
+    >>> int8 = tflite(model, f"{tmp}/digits-int8.tflite", quantization="int8", representative_data=x_train)
+    >>> report = verify(model, {"saved_model": version, "tflite-int8": int8},
+    ...                 x_test, y_test, report_path=f"{tmp}/export_report.json")
+    >>> report["passed"]
     True
 """
 
@@ -63,8 +65,8 @@ def keras_outputs(model: keras.Model, examples: np.ndarray, *, batch_size: int =
     """Output name -> float32 logits of `model` in inference mode (a single model's output is named after it).
 
     Example:
-        >>> keras_outputs(model, x)["digits"].shape   # doctest: +SKIP
-        (n, 5)
+        >>> keras_outputs(model, x)["digits"].shape
+        (25, 5)
     """
     outputs = [o for owned in members(model).values() for o in owned]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
@@ -81,8 +83,10 @@ def saved_model_outputs(path: str | os.PathLike, examples: np.ndarray, *, batch_
     """Signature -> output name -> logits, running every signature of a reloaded SavedModel.
 
     Example:
-        >>> saved_model_outputs("exports/digits/1", x)["serving_default"]["digits"].shape   # doctest: +SKIP
-        (n, 5)
+        >>> from keras_team.export import saved_model
+        >>> version = saved_model(model, f"{tmp}/exports", name="digits", input_dtype="uint8")
+        >>> saved_model_outputs(version, x)["serving_default"]["digits"].shape
+        (25, 5)
     """
     loaded = tf.saved_model.load(str(path))
     results = {}
@@ -101,8 +105,9 @@ def tflite_outputs(path: str | os.PathLike, examples: np.ndarray) -> dict[str, d
     """Signature -> output name -> logits, running every signature of a LiteRT file.
 
     Example:
-        >>> tflite_outputs("digits.tflite", x)["digits"]["digits"].shape   # doctest: +SKIP
-        (n, 5)
+        >>> path = litert.tflite(model, f"{tmp}/digits.tflite")
+        >>> tflite_outputs(path, x)["digits"]["digits"].shape
+        (25, 5)
     """
     from ai_edge_litert.interpreter import Interpreter
 
@@ -164,7 +169,8 @@ def verify(
         size, tolerance, figures per signature and output, misses and `passed`.
 
     Example:
-        >>> verify(model, {"tflite-float32": "digits.tflite"}, x, y)["passed"]   # doctest: +SKIP
+        >>> path = litert.tflite(model, f"{tmp}/digits.tflite")
+        >>> verify(model, {"tflite-float32": path}, x, y)["passed"]
         True
     """
     report = parity_report(model, artefacts, examples, labels, tolerances=tolerances)

@@ -10,8 +10,8 @@ never replaced unless asked to.
 
 Example:
     >>> model = keras_team.zoo.seed_cnn((8, 8, 1), 5, name="digits")
-    >>> path = saved_model(model, tmp, name="digits", input_dtype="uint8")   # doctest: +SKIP
-    >>> path.name                                                             # doctest: +SKIP
+    >>> path = saved_model(model, tmp, name="digits", input_dtype="uint8")
+    >>> path.name
     '1'
 """
 
@@ -74,8 +74,8 @@ def saved_model(
         The version directory, `base_dir/name/version`.
 
     Example:
-        >>> saved_model(model, "exports", name="digits", input_dtype="uint8")   # doctest: +SKIP
-        PosixPath('exports/digits/1')
+        >>> saved_model(model, f"{tmp}/exports", name="digits", input_dtype="uint8")
+        PosixPath('.../exports/digits/1')
     """
     target = version_dir(base_dir, name, version, force=force)
     try:

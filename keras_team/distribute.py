@@ -55,8 +55,12 @@ def choose_strategy(name: str = "auto", *, devices: Sequence[str] | None = None)
         devices: the devices of `"mirrored"`, e.g. `["/cpu:0", "/cpu:1"]`.
 
     Example:
-        >>> choose_strategy("auto").num_replicas_in_sync >= 1
-        True
+        >>> choose_strategy("default").num_replicas_in_sync
+        1
+        >>> choose_strategy("tpu")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: strategy='tpu' is not valid: expected one of auto, default, mirrored, multi_worker
     """
     if name not in STRATEGIES:
         raise KerasTeamError("strategy", name, f"one of {', '.join(STRATEGIES)}")

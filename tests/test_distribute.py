@@ -54,6 +54,7 @@ def test_auto_is_the_default_strategy_without_several_gpus():
     assert distribute.choose_strategy("auto").num_replicas_in_sync == 1
 
 
+@pytest.mark.large
 def test_mirrored_on_two_logical_cpus_matches_one_device_and_runs_every_recipe_stage(tmp_path):
     tiny = ["leader.architecture=seed_cnn", "leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1",
             "baseline.epochs=1", "team.epochs=1", "transfer.keep=3", "data.target.shots=3"]
@@ -114,6 +115,7 @@ def _cluster(out_dir: pathlib.Path, epochs: int) -> list[dict]:
     return [_finish(p) for p in processes]
 
 
+@pytest.mark.large
 def test_two_workers_train_identically_chief_writes_and_a_restart_resumes(tmp_path):
     first = _cluster(tmp_path, epochs=2)
     assert first[0]["epochs"] == first[1]["epochs"] == [0, 1]

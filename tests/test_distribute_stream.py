@@ -58,6 +58,7 @@ def test_streamed_without_shots_splits_every_example_once(generated_cifar100):
         data.tfds_stream("cifar100", shots=0)
 
 
+@pytest.mark.large
 def test_streamed_task_peak_memory_stays_under_half_a_split():
     examples = 20000  # 61 MB of pixels per split; the cap is half of one split
     out = subprocess.run(

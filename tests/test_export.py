@@ -59,6 +59,7 @@ def _keras_logits(model, x):
     return {name: np.asarray(value) for name, value in model(x.astype("float32"), training=False).items()}
 
 
+@pytest.mark.large
 def test_every_format_is_verified_and_matches_keras(exported, team, digits):
     out, report = exported
     assert report["passed"] and set(report["artefacts"]) == {
@@ -83,6 +84,7 @@ def test_every_format_is_verified_and_matches_keras(exported, team, digits):
     np.testing.assert_allclose(got, reference["mlp"][:16], atol=1e-4)
 
 
+@pytest.mark.large
 def test_litert_files_have_the_quantization_asked_for(exported):
     _, report = exported
     paths = {label: entry["path"] for label, entry in report["artefacts"].items() if label != "saved_model"}
@@ -102,9 +104,10 @@ def test_litert_files_have_the_quantization_asked_for(exported):
         assert runner.get_output_details()["leader"]["dtype"] == output_type
 
 
+@pytest.mark.large
 def test_saved_model_cli_shows_the_documented_names(exported):
     out, _ = exported
-    shown = subprocess.run([pathlib.Path(sys.executable).parent / "saved_model_cli", "show", "--all", "--dir",
+    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all", "--dir",
                             str(out / "serving" / "digits" / "1")], capture_output=True, text=True, check=True,
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
     for signature in ["serving_default", "leader", "mlp", "student"]:
@@ -190,7 +193,8 @@ def test_a_failed_export_leaves_no_version_directory(tmp_path, monkeypatch):
     assert list((tmp_path / "tiny").iterdir()) == []
 
 
-def test_serving_config_parses_back_with_the_serving_protos(exported, tmp_path):
+@pytest.mark.large
+def test_export_writes_a_serving_config_that_parses_with_the_serving_protos(exported):
     out, _ = exported
     config = model_server_config_pb2.ModelServerConfig()
     text_format.Parse((out / "serving" / "models.config").read_text(), config)
@@ -198,6 +202,8 @@ def test_serving_config_parses_back_with_the_serving_protos(exported, tmp_path):
     assert (entry.name, entry.base_path, entry.model_platform) == ("digits", "/models/digits", "tensorflow")
     assert entry.model_version_policy.latest.num_versions == 1
 
+
+def test_serving_config_version_policies_parse_with_the_serving_protos(tmp_path):
     for version in (1, 2):
         export.saved_model(_tiny(4), tmp_path, name="tiny", version=version)
     path = export.serving_config(tmp_path, version_policy=[2], mount="/srv")
@@ -211,6 +217,7 @@ def test_serving_config_parses_back_with_the_serving_protos(exported, tmp_path):
         export.serving_config(tmp_path, version_policy=[3])
 
 
+@pytest.mark.large
 def test_warmup_records_are_prediction_logs_the_model_answers(exported, digits):
     out, _ = exported
     version = out / "serving" / "digits" / "1"
@@ -227,6 +234,7 @@ def test_warmup_records_are_prediction_logs_the_model_answers(exported, digits):
         assert set(serve["serving_default"](inputs=tf.constant(example))) == {"leader", "mlp", "student"}
 
 
+@pytest.mark.large
 def test_rest_and_grpc_requests_reach_the_signatures(exported, team, digits):
     out, _ = exported
     x = digits.splits["test"][0][:4]

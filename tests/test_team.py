@@ -357,12 +357,6 @@ def test_out_of_range_label_is_one_line_naming_the_label_and_the_range(label, wh
     assert str(error.value) == f"{where}={label} is not valid: expected class labels in [0, 4] ('leader' has 5 classes)"
 
 
-def test_regression_is_not_offered_by_the_heads():
-    # The Team, its cache, ensemble and report are built for classification.
-    with pytest.raises(TypeError, match="task"):
-        keras_team.heads.dense(2, task="regression")
-
-
 def test_team_keeps_its_name_through_save_and_load(tmp_path):
     team = Team(transferred(), [Follower(mlp())], name="my_team")
     assert team.name == "my_team"
@@ -382,6 +376,7 @@ for name in ("team", "transferred", "follower_graph"):
 """
 
 
+@pytest.mark.large
 def test_saved_team_follower_graph_and_transferred_model_load_in_a_fresh_process(tmp_path, source):
     x, _ = blobs(n=6, seed=7)
     leader = transferred(source=source)

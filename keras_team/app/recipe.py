@@ -286,7 +286,13 @@ def make_plan(config: Config) -> Plan:
     """Load the tasks and build every model of the run once, untrained; raise the first mistake.
 
     Example:
-        >>> print(make_plan(load_config()).describe())                  # doctest: +SKIP
+        >>> from keras_team.app.config import load_config
+        >>> print(make_plan(load_config()).describe())
+        source  digits: 5 classes, 504 training examples, inputs (8, 8, 1)
+        target  digits: 5 classes, 25 training examples (121 validation, 269 test)
+        cut     pool1 (depth 3, features (None, 4, 4, 16))
+        ...
+          5. evaluate   members, team ensemble and baseline on the target's test split
     """
     source, target = load_tasks(config)
     leaders, cuts, students, stages = {}, {}, {}, {}
