@@ -20,16 +20,17 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "large: slow end-to-end test, skipped unless `-m large` or `--large`")
+    config.addinivalue_line("markers", "large: slow end-to-end test, deselected unless `-m large` or `--large`")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--large") or "large" in (config.getoption("-m") or ""):
+    """Plain `pytest` deselects the large tests (they are not skipped work: `pytest -m large` runs them)."""
+    if config.getoption("--large") or config.getoption("-m"):
         return
-    skip = pytest.mark.skip(reason="large: run with `pytest -m large` or `pytest --large`")
-    for item in items:
-        if "large" in item.keywords:
-            item.add_marker(skip)
+    large = [item for item in items if "large" in item.keywords]
+    if large:
+        config.hook.pytest_deselected(items=large)
+        items[:] = [item for item in items if "large" not in item.keywords]
 
 
 @pytest.fixture(autouse=True)

@@ -191,7 +191,8 @@ def parity_report(
     """The report of `verify`, without writing it or raising on a miss.
 
     Example:
-        >>> parity_report(model, {"tflite": "digits.tflite"}, x)["passed"]   # doctest: +SKIP
+        >>> path = litert.tflite(model, f"{tmp}/digits.tflite", input_dtype="uint8")
+        >>> parity_report(model, {"tflite": path}, x)["passed"]
         True
     """
     limits = {**TOLERANCES, **{fmt: {**TOLERANCES.get(fmt, {}), **tol} for fmt, tol in (tolerances or {}).items()}}

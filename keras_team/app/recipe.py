@@ -24,9 +24,8 @@ interrupted stage continues from its last epoch (`BackupAndRestore`), and a
 resumed run gives the numbers of an uninterrupted one. A stage whose loss or
 weights become NaN/inf stops with an error and saves nothing.
 
-Example:
-    >>> report = run(load_config(overrides=["leader.epochs=2"]))   # doctest: +SKIP
-    >>> report["ensemble"]["test_accuracy"]                         # doctest: +SKIP
+Example (what `keras-team run --set leader.epochs=2` does; a run takes a minute):
+    $ python -c "from keras_team.app import config, recipe; recipe.run(config.load_config(overrides=['leader.epochs=2']))"
 """
 
 from __future__ import annotations
@@ -340,8 +339,8 @@ def _finite(model: keras.Model) -> bool:
 class Recipe:
     """Runs the stages of one config in one started workspace.
 
-    Example:
-        >>> Recipe(config, workspace, make_plan(config)).run()   # doctest: +SKIP
+    Example (inside `run`, which prepares the workspace and the plan):
+        $ keras-team run --config my.yaml
     """
 
     def __init__(self, config: Config, workspace: Workspace, plan: Plan, *, output: Output | None = None):
@@ -570,8 +569,8 @@ def run(config: Config, *, output: Output | None = None) -> dict:
     The output directory and the plan are checked first; the directory is
     created (or a replaced run moved aside) only when both pass.
 
-    Example:
-        >>> report = run(load_config(overrides=["output_dir=/tmp/run"]))  # doctest: +SKIP
+    Example (a run takes a minute; `keras-team run` calls this):
+        $ python -c "from keras_team.app import config, recipe; recipe.run(config.load_config())"
     """
     workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
     if config.deterministic:

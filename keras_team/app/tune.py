@@ -104,7 +104,9 @@ class TuneJob:
     new one's tuner is built, just before its first trial.
 
     Example:
-        >>> TuneJob(config).run(workers=2)   # doctest: +SKIP
+        >>> job = TuneJob(load_config(overrides=["tune.max_trials=2"]))
+        >>> job.root, job.tune.max_trials         # job.run(workers=2): a chief and two workers
+        (PosixPath('runs/digits-tune'), 2)
     """
 
     def __init__(self, config: Config):
