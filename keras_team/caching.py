@@ -284,7 +284,8 @@ def fit_follower(
         optimizer=optimizer,
         loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * outputs,
         loss_weights=[defaults[out] for out in follower.output_names(list(follower.leaders or team.leaders))],
-        metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]] * outputs,
+        # A metric object holds state: one per output, or every output reports the pooled figure.
+        metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for _ in range(outputs)],
     )
     def batches(cache, **kwargs):  # a batch size every replica of the strategy can share
         return CachedBatches(cache, outputs=outputs, batch_size=replica_batch_size(batch_size, len(cache.labels)), **kwargs)
