@@ -464,7 +464,9 @@ class StreamTask:
     """A task whose splits stream from TFDS: nothing is held in memory but a shuffle buffer.
 
     Built by `tfds_stream`; `dataset(split, training=)` serves batches like
-    `Task.dataset`.
+    `Task.dataset`: `batch_size` is the global batch, shared by the replicas
+    of a strategy by the same rule (`distribute.replica_batch_size`), which
+    knows a split's length only from `sizes` (the k-shot train split).
 
     Example:
         >>> task = tfds_stream("cifar100", shots=5, data_dir="~/tensorflow_datasets")  # doctest: +SKIP
@@ -477,6 +479,7 @@ class StreamTask:
     input_shape: tuple[int, ...]
     batch_size: int = 32
     seed: int = 0
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> examples, where known
 
     @property
     def num_classes(self) -> int:
@@ -496,7 +499,8 @@ class StreamTask:
         ds = self.sources[split]()
         if training:
             ds = ds.shuffle(STREAM_SHUFFLE_BUFFER, seed=self.seed, reshuffle_each_iteration=True)
-        return shard_by_data(ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE))
+        batch_size = replica_batch_size(self.batch_size, self.sizes.get(split))
+        return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def tfds_stream(
@@ -580,7 +584,8 @@ def tfds_stream(
 
     shape = tuple(builder.info.features["image"].shape)
     return StreamTask(name, {"train": train, "validation": valid, "test": lambda: read("test")},
-                      tuple(str(names[c]) for c in chosen), shape, batch_size, seed)
+                      tuple(str(names[c]) for c in chosen), shape, batch_size, seed,
+                      sizes={} if shots is None else {"train": shots * len(chosen)})
 
 
 # Fields of the pooled stream: (x, y, in_train, in_validation, unfinished).

@@ -98,7 +98,7 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def replica_batch_size(batch_size: int, examples: int) -> int:
+def replica_batch_size(batch_size: int, examples: int | None = None) -> int:
     """The global batch size to serve `examples` with, so that every replica gets a fair share.
 
     Under a mirrored strategy, Keras 3 fails when the replicas' shares of a
@@ -107,7 +107,8 @@ def replica_batch_size(batch_size: int, examples: int) -> int:
     operation AddN ... must have the same size") or when one replica gets
     none of a last, partial batch. So the global batch must be a multiple
     of the replicas, and it is lowered (by multiples of the replicas) until
-    the last batch leaves no replica empty. One device: unchanged.
+    the last batch leaves no replica empty. One device: unchanged. A split
+    of unknown length (`examples=None`, a stream) is only checked.
 
     Example:
         >>> replica_batch_size(32, 15)   # one device
@@ -118,6 +119,8 @@ def replica_batch_size(batch_size: int, examples: int) -> int:
         return batch_size
     if batch_size % replicas:
         raise KerasTeamError("data.batch_size", batch_size, f"a multiple of the {replicas} replicas (it is the global batch)")
+    if examples is None:
+        return batch_size
     for size in range(min(batch_size, examples - examples % replicas), 0, -replicas):
         if examples % size == 0 or examples % size >= replicas:
             return size
