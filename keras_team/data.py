@@ -539,7 +539,7 @@ def tfds_stream(
         if download:
             builder.download_and_prepare()
     except tfds.core.registered.DatasetNotFoundError as error:
-        raise KerasTeamError("data.name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
+        raise KerasTeamError("name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
     names = builder.info.features["label"].names
     chosen = _check_classes(classes, np.arange(len(names)))
     lookup = np.full(len(names), -1, np.int32)
@@ -551,7 +551,7 @@ def tfds_stream(
             ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=True,
                                     read_config=tfds.ReadConfig(shuffle_seed=seed))
         except AssertionError as error:  # tfds: not prepared in data_dir
-            raise KerasTeamError("data.data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True") from error
+            raise KerasTeamError("data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True") from error
         ds = ds.map(lambda x, y: (x, tf.gather(lookup, tf.cast(y, tf.int32))))
         return ds.filter(lambda x, y: y >= 0)
 

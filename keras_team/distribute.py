@@ -118,7 +118,7 @@ def replica_batch_size(batch_size: int, examples: int | None = None) -> int:
     if replicas == 1:
         return batch_size
     if batch_size % replicas:
-        raise KerasTeamError("data.batch_size", batch_size, f"a multiple of the {replicas} replicas (it is the global batch)")
+        raise KerasTeamError("batch_size", batch_size, f"a multiple of the {replicas} replicas (it is the global batch)")
     if examples is None:
         return batch_size
     for size in range(min(batch_size, examples - examples % replicas), 0, -replicas):

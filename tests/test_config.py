@@ -501,3 +501,20 @@ def test_followers_name_the_leaders_they_read():
 )
 def test_several_leaders_mistakes(overrides, field, in_message):
     assert_error(error_of(overrides=overrides), field, in_message)
+
+
+class _TwoReplicas:
+    num_replicas_in_sync = 2
+
+
+@pytest.mark.parametrize("override, field", [
+    ("data.batch_size=5", "data.batch_size"),  # raised by the core as its argument `batch_size`
+    ("data.target.name=no_such_dataset_xyz", "data.target.name"),  # ... as `name`
+])
+def test_core_data_errors_are_mapped_to_the_config_path_when_the_tasks_load(override, field, monkeypatch):
+    from keras_team.app import recipe
+
+    monkeypatch.setattr(recipe.distribute.tf.distribute, "get_strategy", lambda: _TwoReplicas())
+    with pytest.raises(KerasTeamError) as info:
+        recipe.load_tasks(load_config(overrides=[override]))
+    assert info.value.field == field

@@ -87,5 +87,15 @@ def test_streamed_and_in_memory_tasks_serve_the_same_global_batches_under_a_stra
     # 7 examples on 2 replicas: batches of 6 would leave one replica nothing of the last example.
     assert sizes == [[4, 3], [4, 3]]
     for task in (dataclasses.replace(streamed, batch_size=5), dataclasses.replace(in_memory, batch_size=5)):
-        with pytest.raises(KerasTeamError, match="multiple of the 2 replicas"):
+        with pytest.raises(KerasTeamError, match="multiple of the 2 replicas") as error:
             task.dataset("train")
+        assert error.value.field == "batch_size"  # the argument of the core function, not a config path
+
+
+def test_stream_errors_name_the_functions_own_arguments(tmp_path):
+    with pytest.raises(KerasTeamError) as error:
+        data.tfds_stream("no_such_dataset_xyz")
+    assert error.value.field == "name"
+    with pytest.raises(KerasTeamError) as error:
+        data.tfds_stream("cifar100", data_dir=str(tmp_path)).dataset("train")  # nothing prepared there
+    assert error.value.field == "data_dir"

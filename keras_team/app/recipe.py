@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_team import distribute, heads, zoo
-from keras_team.app.config import Config, DataConfig, TeamLeaderConfig, TransferConfig, stage_suffix
+from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace, atomic_path, load_model
 from keras_team.caching import fit_follower
@@ -59,26 +59,28 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def config_field(task: str, field: str) -> str:
-    """The config path of a field the data module names: `shots` of the target is `data.target.shots`.
+    """The config path of an argument the data functions name: `shots` of the target is `data.target.shots`.
 
     Example:
-        >>> config_field("target", "shots"), config_field("source", "validation")
-        ('data.target.shots', 'data.validation')
+        >>> config_field("target", "shots"), config_field("source", "batch_size")
+        ('data.target.shots', 'data.batch_size')
     """
-    leaf = field.rsplit(".", 1)[-1]
-    if leaf in ("name", "classes", "shots"):
-        return f"data.{task}.{leaf}"
-    return f"data.{leaf}" if leaf in DataConfig.model_fields else field
+    if field in TaskConfig.model_fields:
+        return f"data.{task}.{field}"
+    return f"data.{field}" if field in DataConfig.model_fields else field
 
 
 def _load_task(config: Config, task: str, **kwargs) -> Task:
     data, spec = config.data, getattr(config.data, task)
     try:
-        return load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
-                         batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
-                         download=data.download, **kwargs)
+        loaded = load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
+                           batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
+                           download=data.download, **kwargs)
+        # The global batch the current strategy's replicas share: checked now, not at the first stage.
+        distribute.replica_batch_size(loaded.batch_size, len(loaded.splits["train"][1]))
     except KerasTeamError as error:
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
+    return loaded
 
 
 def load_tasks(config: Config) -> tuple[Task, Task]:
