@@ -127,6 +127,7 @@ class Follower:
                 inputs[f"{leader}_{key}"] = keras.Input(
                     shape=tensor.shape[1:], dtype=tensor.dtype, name=f"{leader}_{key}"
                 )
+        self._check_model_name(leaders, inputs)
         fed = [inputs[f"{leader}_{tap_key(self.tap)}"] for leader in leaders]
         if self.tap == "probs":
             soften = TemperatureSoftmax(self.temperature, name="probs")
@@ -163,6 +164,22 @@ class Follower:
             else:
                 outputs = [Distillation(self.distill.temperature, self.distill.alpha, name="distill")([outputs[0], *teachers])]
         return keras.Model(inputs, outputs, name=f"{self.name}_graph")
+
+    def _check_model_name(self, leaders: list[str], inputs: dict) -> None:
+        """The model's name must not be a name of the graph's own layers (Keras refuses a name used twice)."""
+        own = {name: "an input of the follower's graph" for name in inputs}
+        if self.tap == "probs":
+            own["probs"] = "the temperature softmax of its 'probs' tap"
+        if self.combine == "concat" and len(leaders) > 1:
+            own["concat"] = "the layer joining its leaders' taps"
+        if self.distill:
+            own.update({name: "its distillation layer" for name in
+                        ([f"distill_{leader}" for leader in leaders] if self.combine == "each" else ["distill"])})
+        if self.model.name in own:
+            field, value = ("followers", self.name) if self.model.name == self.name else (
+                f"followers[{self.name}].model", self.model.name)
+            raise KerasTeamError(field, value, f"a name that is not a layer of the follower's own graph "
+                                               f"({own[self.model.name]})")
 
     def _apply(self, x):
         built_shape = getattr(self.model, "input_shape", None) if self.model.built else None

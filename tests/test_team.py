@@ -308,6 +308,14 @@ ERRORS = {
         lambda: Team(transferred(), [Follower(mlp()), Follower(mlp(name="g"), name="mlp_graph")]),
         "followers", ["'mlp_graph'", "sub-model of follower 'mlp'"],
     ),
+    "follower named like a layer of its own graph": (
+        lambda: Team(transferred(), [Follower(mlp(name="probs"), tap="probs")]),
+        "followers", ["'probs'", "temperature softmax"],
+    ),
+    "follower model named like an input of its graph": (
+        lambda: Team(transferred(), [Follower(mlp(name="leader_logits"), name="f", tap="logits")]),
+        "followers[f].model", ["'leader_logits'", "an input of the follower's graph"],
+    ),
     "leader named like a stop-gradient layer": (
         lambda: Team({"a": transferred(), "a_logits_stop": transferred()}),
         "leaders", ["'a_logits_stop'", "stop-gradient"],

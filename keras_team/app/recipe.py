@@ -203,9 +203,6 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
         return Team(students, followers)
     except KerasTeamError as error:
         raise KerasTeamError(_follower_field(config, error), error.value, error.allowed) from error
-    except ValueError as error:  # Keras: a layer name used twice in the team's graph
-        names = [f.name for f in config.followers]
-        raise KerasTeamError("followers", names, f"follower names that clash with no layer of the team ({error})") from error
 
 
 def _follower_field(config: Config, error: KerasTeamError) -> str:
