@@ -185,7 +185,12 @@ def build_student(config: Config, index: int, leader: keras.Model, target: Task)
     try:
         return transfer(leader, spec.keep, head, name=f"transfer{stage_suffix(config.team_leaders[index].name)}")
     except KerasTeamError as error:
-        raise KerasTeamError(f"{field}.head.kind", spec.head.kind, error.allowed) from error
+        path = config.team_leaders[index].path
+        if error.field == "head":  # the head does not take the features at the cut
+            raise KerasTeamError(f"{field}.head.kind", spec.head.kind, error.allowed) from error
+        if error.field == "leader" and path:  # a given leader whose kept layers cannot be copied
+            raise KerasTeamError(leader_field(config, index, "path"), path, error.allowed) from error
+        raise
 
 
 def build_team(config: Config, students: dict[str, keras.Model], target: Task) -> Team:
