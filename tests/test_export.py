@@ -289,3 +289,27 @@ def test_tflite_argument_errors(kwargs, phrase, tmp_path):
     with pytest.raises(KerasTeamError, match=phrase.replace("(", r"\(").replace("[", r"\[")):
         export.tflite(_tiny(4), tmp_path / "t.tflite", **kwargs)
 
+
+
+def test_a_converter_refusal_is_said_whole_and_any_other_failure_is_not_blamed_on_the_model(tmp_path, monkeypatch):
+    from tensorflow.lite.python.convert_phase import ConverterError
+
+    from keras_team.export import litert
+
+    said = "the converter's first line\n" + "x" * 300 + "\nand what it says last"
+
+    def refuses(*args):
+        raise ConverterError(said)
+
+    monkeypatch.setattr(litert, "_convert", refuses)
+    with pytest.raises(KerasTeamError) as caught:
+        export.tflite(_tiny(4), tmp_path / "t.tflite")
+    assert "and what it says last" in str(caught.value) and "\n" not in str(caught.value)
+
+    def crashes(*args):
+        raise RuntimeError("a bug, not the model")
+
+    monkeypatch.setattr(litert, "_convert", crashes)
+    with pytest.raises(RuntimeError, match="a bug, not the model"):
+        export.tflite(_tiny(4), tmp_path / "t.tflite")
+    assert not (tmp_path / "t.tflite").exists()
