@@ -324,6 +324,14 @@ ERRORS = {
         lambda: keras_team.heads.dense(3, hidden=(8,), activation="relux"),
         "activation", ["'relux'", "gelu", "relu", "softmax"],
     ),
+    "unknown follower activation": (
+        lambda: keras_team.zoo.mlp(3, activation="relux"),
+        "activation", ["'relux'", "gelu", "relu"],
+    ),
+    "follower dropout out of range": (
+        lambda: keras_team.zoo.mlp(3, dropout=1.5),
+        "dropout", ["1.5", "[0, 1)"],
+    ),
     "unknown loss weight": (
         lambda: Team({"a": transferred(), "b": transferred()}, [Follower(mlp(name="f"), combine="each")]).compile(
             loss_weights={"g": 1.0}
