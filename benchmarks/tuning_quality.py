@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import keras_team  # noqa: E402
 from keras_team import heads, zoo  # noqa: E402
 from keras_team.tuning import TransferHyperModel, cap_per_class, make_tuner  # noqa: E402
-from keras_team.tuning.hypermodel import LOSS  # noqa: E402
+from keras_team.heads import LOSS  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "tuning_quality"

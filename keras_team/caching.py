@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from keras_team.distribute import replica_batch_size
 from keras_team.errors import KerasTeamError
+from keras_team.heads import LOSS
 from keras_team.taps import tap_key
 from keras_team.team import Team
 
@@ -282,7 +283,7 @@ def fit_follower(
 
     graph.compile(
         optimizer=optimizer,
-        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * outputs,
+        loss=[LOSS] * outputs,
         loss_weights=[defaults[out] for out in follower.output_names(list(follower.leaders or team.leaders))],
         # A metric object holds state: one per output, or every output reports the pooled figure.
         metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for _ in range(outputs)],

@@ -20,6 +20,9 @@ from keras import layers
 
 from keras_team.errors import KerasTeamError
 
+# The loss of every classifier keras-team builds or trains: they end in logits.
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
 
 def activation_names() -> list[str]:
     """The activation names Keras knows, e.g. for a head's hidden layers.

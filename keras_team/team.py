@@ -23,6 +23,7 @@ from keras import ops
 
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Follower, check_name
+from keras_team.heads import LOSS
 from keras_team.layers import PACKAGE, LeaderTaps, StopGradient
 from keras_team.taps import tap_key, tap_model, tap_tensor
 
@@ -240,7 +241,7 @@ class Team(keras.Model):
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(1e-3)
         if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            loss = LOSS
         if not isinstance(loss, dict):
             loss = {name: loss for name in outputs}
         missing = [name for name in outputs if name not in loss]

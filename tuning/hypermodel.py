@@ -34,10 +34,10 @@ from keras_team import heads
 from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
 from keras_team.freezing import unfreeze
+from keras_team.heads import LOSS
 from keras_team.transfers import transfer
 from keras_team.tuning.feature_cache import FeatureCache
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CACHE_OFF_NOTE = (
     "feature cache: OFF for this search: the training data is a tf.data.Dataset "
     "(augmented or streamed), so every epoch runs the frozen kept layers"

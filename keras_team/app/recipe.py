@@ -51,11 +51,11 @@ from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
+from keras_team.heads import LOSS
 from keras_team.team import Team
 from keras_team.transfers import transfer
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def config_field(task: str, field: str) -> str:
