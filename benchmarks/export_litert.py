@@ -31,8 +31,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
-import statistics
 import tempfile
 import time
 
@@ -43,21 +41,17 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
+from _common import RESULTS, load_average, machine, median_latencies, write_json  # noqa: E402
 from keras_team import data, export, zoo  # noqa: E402
 from keras_team.errors import KerasTeamError  # noqa: E402
 from keras_team.export.parity import compare, keras_outputs, tflite_outputs  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "export_litert"
 TARGET_SIZE_RATIO = 0.35
 TARGET_AGREEMENT = 0.99
 TARGET_SPEEDUP = 5.0
 QUANTIZATIONS = {"float32": ("float32", "float"), "dynamic": ("dynamic", "float"),
                  "float16": ("float16", "float"), "int8": ("int8", "int8")}
-
-
-def load() -> dict:
-    return {"cpu_count": os.cpu_count(), "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]}
 
 
 def train(epochs: int, seed: int) -> tuple[keras.Model, data.Task]:
@@ -70,20 +64,6 @@ def train(epochs: int, seed: int) -> tuple[keras.Model, data.Task]:
     return model, task
 
 
-def median_latencies(calls: dict, rounds: int, warmup: int = 10) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
@@ -91,7 +71,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args()
-    load_before = load()
+    load_before = load_average()
     start = time.perf_counter()
     model, task = train(args.epochs, args.seed)
     x_train = task.splits["train"][0]
@@ -164,14 +144,10 @@ def main() -> None:
             "int8_agreement": files["int8"]["top1_agreement_with_keras"] >= TARGET_AGREEMENT,
             "litert_speedup": latency["keras_call"] / latency["litert_float32"] >= TARGET_SPEEDUP,
         },
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "tensorflow": tf.__version__, "keras": keras.__version__},
-        "load_before": load_before,
-        "load_after": load(),
+        "machine": machine(load_before),
         "seconds": time.perf_counter() - start,
     }
-    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.output, results)
     for q, figures in files.items():
         print(f"{q:8s} {figures['size_bytes'] / 1024:7.1f} KiB ({figures['size_vs_float32']:.2f}x)  "
               f"validation: |diff| {figures['validation']['max_range_diff']:.2%} of the logit range "

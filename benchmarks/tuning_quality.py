@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import tempfile
 import time
 
@@ -37,11 +36,11 @@ import keras_tuner as kt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_team  # noqa: E402
+from _common import RESULTS, load_average, machine, write_json  # noqa: E402
 from keras_team import heads, zoo  # noqa: E402
-from keras_team.tuning import TransferHyperModel, cap_per_class, make_tuner  # noqa: E402
 from keras_team.heads import LOSS  # noqa: E402
+from keras_team.tuning import TransferHyperModel, cap_per_class, make_tuner  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "tuning_quality"
 TARGET_GAIN = {1: 5.0, 5: 3.0}
 
@@ -101,7 +100,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     shots_list = [int(s) for s in args.shots.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     space = dict(run_eagerly=True)  # one or two batches per epoch: tracing would cost more than training
 
     per_seed = {shots: [] for shots in shots_list}
@@ -149,11 +148,9 @@ def main(argv=None) -> dict:
         "budget": {"trials": args.trials, "epochs_per_trial": args.epochs, "tuner": "random",
                    "validation_per_class": args.validation_per_class, "leader_epochs": args.leader_epochs},
         "summary": summary, "per_seed": {str(k): v for k, v in per_seed.items()},
-        "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-                    "python": platform.python_version(), "keras": keras.__version__},
+        "machine": machine(load_before),
     }
-    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
     return result
 
 
