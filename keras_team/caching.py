@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team.distribute import replica_batch_size
+from keras_team.distribute import global_batch_size
 from keras_team.errors import KerasTeamError
 from keras_team.heads import LOSS
 from keras_team.taps import tap_key
@@ -289,7 +289,7 @@ def fit_follower(
         metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for _ in range(outputs)],
     )
     def batches(cache, **kwargs):  # a batch size every replica of the strategy can share
-        return CachedBatches(cache, outputs=outputs, batch_size=replica_batch_size(batch_size, len(cache.labels)), **kwargs)
+        return CachedBatches(cache, outputs=outputs, batch_size=global_batch_size(batch_size, len(cache.labels)), **kwargs)
 
     train_batches = batches(cached(train, "train", views=views), seed=seed)
     validation_batches = None

@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from keras_team.distribute import replica_batch_size, shard_by_data
+from keras_team.distribute import global_batch_size, shard_by_data
 from keras_team.errors import KerasTeamError
 
 AUGMENTATIONS = ("flip", "crop")
@@ -109,7 +109,7 @@ class Task:
                 # sequential, so the layers' seed state advances in order.
                 ds = ds.map(lambda image, label: (augment(image), label))
         # batch_size is the global batch; several workers each take a share of it.
-        batch_size = replica_batch_size(self.batch_size, len(x))
+        batch_size = global_batch_size(self.batch_size, len(x))
         return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def _augmenter(self):
@@ -487,7 +487,7 @@ class StreamTask:
 
     Built by `tfds_stream`; `dataset(split, training=)` serves batches like
     `Task.dataset`: `batch_size` is the global batch, shared by the replicas
-    of a strategy by the same rule (`distribute.replica_batch_size`), which
+    of a strategy by the same rule (`distribute.global_batch_size`), which
     knows a split's length only from `sizes` (the k-shot train split).
 
     Example:
@@ -521,7 +521,7 @@ class StreamTask:
         ds = self.sources[split]()
         if training:
             ds = ds.shuffle(STREAM_SHUFFLE_BUFFER, seed=self.seed, reshuffle_each_iteration=True)
-        batch_size = replica_batch_size(self.batch_size, self.sizes.get(split))
+        batch_size = global_batch_size(self.batch_size, self.sizes.get(split))
         return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 

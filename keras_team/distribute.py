@@ -98,7 +98,7 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def replica_batch_size(batch_size: int, examples: int | None = None) -> int:
+def global_batch_size(batch_size: int, examples: int | None = None) -> int:
     """The global batch size to serve `examples` with, so that every replica gets a fair share.
 
     Under a mirrored strategy, Keras 3 fails when the replicas' shares of a
@@ -111,7 +111,7 @@ def replica_batch_size(batch_size: int, examples: int | None = None) -> int:
     of unknown length (`examples=None`, a stream) is only checked.
 
     Example:
-        >>> replica_batch_size(32, 15)   # one device
+        >>> global_batch_size(32, 15)   # one device
         32
     """
     replicas = tf.distribute.get_strategy().num_replicas_in_sync

@@ -77,7 +77,7 @@ def _load_task(config: Config, task: str, **kwargs) -> Task:
                            batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
                            download=data.download, **kwargs)
         # The global batch the current strategy's replicas share: checked now, not at the first stage.
-        distribute.replica_batch_size(loaded.batch_size, len(loaded.splits["train"][1]))
+        distribute.global_batch_size(loaded.batch_size, len(loaded.splits["train"][1]))
     except KerasTeamError as error:
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
     return loaded
