@@ -27,24 +27,31 @@ NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclasses.dataclass(frozen=True)
 class Distill:
-    """Distillation to the leaders' softened probabilities.
+    """Distillation to the leaders' softened probabilities, named as `keras.distillation.Distiller`.
 
-    Adds ``alpha * T**2 * KL(p_leader(T) || p_follower(T))`` to the team loss;
-    the follower's label loss gets weight ``1 - alpha`` by default.
+    The follower's label loss gets weight ``student_loss_weight`` (by
+    default) and ``(1 - student_loss_weight) * T**2 * KL(p_leader(T) ||
+    p_follower(T))`` is added to the team loss, as Keras' `Distiller` with
+    `LogitsDistillation(temperature)` weighs them.
 
     Example:
-        >>> Distill(temperature=4.0, alpha=0.5).alpha
-        0.5
+        >>> Distill(temperature=4.0, student_loss_weight=0.75).kl_weight
+        0.25
     """
 
     temperature: float = 4.0
-    alpha: float = 0.5
+    student_loss_weight: float = 0.5
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise KerasTeamError("distill.temperature", self.temperature, "a float > 0")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise KerasTeamError("distill.alpha", self.alpha, "a float in [0, 1]")
+        if not 0.0 <= self.student_loss_weight <= 1.0:
+            raise KerasTeamError("distill.student_loss_weight", self.student_loss_weight, "a float in [0, 1]")
+
+    @property
+    def kl_weight(self) -> float:
+        """The weight of the distillation term: ``1 - student_loss_weight``."""
+        return 1.0 - self.student_loss_weight
 
 
 def check_name(field: str, name: str) -> str:
@@ -158,11 +165,11 @@ class Follower:
             teachers = [inputs[f"{leader}_logits"] for leader in leaders]
             if self.combine == "each":
                 outputs = [
-                    Distillation(self.distill.temperature, self.distill.alpha, name=f"distill_{leader}")([out, teacher])
+                    Distillation(self.distill.temperature, self.distill.kl_weight, name=f"distill_{leader}")([out, teacher])
                     for out, teacher, leader in zip(outputs, teachers, leaders)
                 ]
             else:
-                outputs = [Distillation(self.distill.temperature, self.distill.alpha, name="distill")([outputs[0], *teachers])]
+                outputs = [Distillation(self.distill.temperature, self.distill.kl_weight, name="distill")([outputs[0], *teachers])]
         return keras.Model(inputs, outputs, name=f"{self.name}_graph")
 
     def _check_model_name(self, leaders: list[str], inputs: dict) -> None:
@@ -224,6 +231,10 @@ class Follower:
         """Rebuild a follower from `get_config`."""
         config = dict(config)
         model = keras.saving.deserialize_keras_object(config.pop("model"))
+        distill = dict(config.get("distill") or {})
+        if "alpha" in distill:  # saved before Distill took Keras' `student_loss_weight` (1 - alpha)
+            distill["student_loss_weight"] = 1.0 - distill.pop("alpha")
+            config["distill"] = distill
         return cls(model, **config)
 
     def __repr__(self) -> str:

@@ -219,10 +219,10 @@ class Team(keras.Model):
         return cls(leaders, config.pop("followers"), **config)
 
     def loss_weight_defaults(self) -> dict[str, float]:
-        """1 per output; (1 - alpha) for the label loss of a distilled follower."""
+        """1 per output; `student_loss_weight` for the label loss of a distilled follower."""
         weights = {name: 1.0 for name in self.leaders}
         for follower in self.followers:
-            weight = 1.0 - follower.distill.alpha if follower.distill else 1.0
+            weight = follower.distill.student_loss_weight if follower.distill else 1.0
             for output in follower.output_names(list(follower.leaders or self.leaders)):
                 weights[output] = weight
         return weights

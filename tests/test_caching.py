@@ -31,7 +31,7 @@ FOLLOWERS = {
     "logits": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits"),
     "probs": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="probs", temperature=2.0),
     "distilled": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits",
-                                  distill=Distill(temperature=2.0, alpha=0.5)),
+                                  distill=Distill(temperature=2.0, student_loss_weight=0.5)),
 }
 
 

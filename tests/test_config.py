@@ -217,15 +217,15 @@ def test_override_applies_after_file(tmp_path):
 
 
 def test_override_inside_null_distill():
-    config = load_config(overrides=["followers.0.distill={temperature: 2, alpha: 0.5}"])
-    assert config.followers[0].distill == DistillConfig(temperature=2.0, alpha=0.5)
+    config = load_config(overrides=["followers.0.distill={temperature: 2, student_loss_weight: 0.5}"])
+    assert config.followers[0].distill == DistillConfig(temperature=2.0, student_loss_weight=0.5)
 
 
 def test_to_yaml_round_trips(tmp_path):
     config = load_config(
         overrides=[
             "transfer.keep=fc1", "data.augment=[flip, crop]", "data.data_dir=/tmp/tfds",
-            "followers.0.distill={temperature: 3, alpha: 0.7}", "transfer.learning_rate=1e-5",
+            "followers.0.distill={temperature: 3, student_loss_weight: 0.3}", "transfer.learning_rate=1e-5",
         ]
     )
     path = write(tmp_path, config.to_yaml(), "resolved.yaml")
@@ -346,7 +346,7 @@ def test_out_of_range_number(override, field, allowed):
 def test_errors_deep_in_a_file_name_the_full_path(tmp_path):
     path = write(tmp_path, "data:\n  target:\n    shots: 0\n")
     assert_error(error_of(path), "data.target.shots", "null or an int >= 1")
-    path = write(tmp_path, "followers:\n  - {name: a}\n  - {name: b, distill: {temperature: .inf, alpha: 0.5}}\n")
+    path = write(tmp_path, "followers:\n  - {name: a}\n  - {name: b, distill: {temperature: .inf, student_loss_weight: 0.5}}\n")
     assert_error(error_of(path), "followers[1].distill.temperature", "a finite number > 0")
 
 
@@ -396,13 +396,13 @@ def test_duplicate_follower_names(tmp_path):
 
 
 def test_distill_needs_both_fields():
-    error = error_of(overrides=["followers.0.distill.alpha=0.5"])
+    error = error_of(overrides=["followers.0.distill.student_loss_weight=0.5"])
     assert_error(error, "followers[0].distill", "temperature")
 
 
-def test_distill_alpha_range():
-    error = error_of(overrides=["followers.0.distill={temperature: 2, alpha: 1.5}"])
-    assert_error(error, "followers[0].distill.alpha", "a number in [0, 1]")
+def test_distill_student_loss_weight_range():
+    error = error_of(overrides=["followers.0.distill={temperature: 2, student_loss_weight: 1.5}"])
+    assert_error(error, "followers[0].distill.student_loss_weight", "a number in [0, 1]")
 
 
 def test_from_dict_fills_omitted_fields_from_defaults():

@@ -37,7 +37,7 @@ def team(digits):
     leader.fit(*digits.splits["train"], epochs=4, verbose=0)
     followers = [
         Follower(zoo.mlp(5, dropout=0.5), name="mlp"),
-        Follower(zoo.mlp(5), name="student", tap="probs", temperature=2.0, distill={"temperature": 2.0, "alpha": 0.5}),
+        Follower(zoo.mlp(5), name="student", tap="probs", temperature=2.0, distill={"temperature": 2.0, "student_loss_weight": 0.5}),
     ]
     team = Team({"leader": leader}, followers)
     team.compile()

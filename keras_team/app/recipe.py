@@ -201,7 +201,7 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
             followers.append(Follower(
                 zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
-                distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None))
+                distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
         except KerasTeamError as error:
             raise KerasTeamError(f"followers[{i}].{error.field.rsplit('.', 1)[-1]}", error.value, error.allowed) from error
     try:
