@@ -52,7 +52,7 @@ class ScratchHyperModel(TransferHyperModel):
         super().__init__(leader, num_classes, max_unfreeze=0, cache=False, **kwargs)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        chosen = self.declare(hp)
+        chosen = self.declare_hyperparameters(hp)
         keras.utils.set_random_seed(self.seed)
         fresh = keras.models.clone_model(self.leader)  # new weights, same architecture
         kept = keras_team.body(fresh, chosen["cut"], share=True)

@@ -49,7 +49,7 @@ class EpochLog(keras.callbacks.Callback):
 
 def _values(hypermodel, **values):
     hp = kt.HyperParameters()
-    hypermodel.declare(hp)
+    hypermodel.declare_hyperparameters(hp)
     hp.values.update(values)
     return hp
 
@@ -64,14 +64,15 @@ def test_cut_choice_is_the_valid_cut_names_without_the_output(seed_leader, resid
     assert "logits" not in residual_cuts and "pool1" in residual_cuts
     assert not any("conv1" in name or "bn1" in name for name in residual_cuts if name.startswith("block"))
     hp = kt.HyperParameters()
-    TransferHyperModel(residual_leader, 5, cuts=["pool1", "block2_out"]).declare(hp)
-    assert hp.get("cut") in ("pool1", "block2_out") and hp._hps["cut"][0].values == ["pool1", "block2_out"]
+    TransferHyperModel(residual_leader, 5, cuts=["pool1", "block2_out"]).declare_hyperparameters(hp)
+    by_name = {h.name: h for h in hp.space}
+    assert hp.get("cut") in ("pool1", "block2_out") and by_name["cut"].values == ["pool1", "block2_out"]
 
 
 def test_unfreeze_depth_is_conditional_on_the_cut_and_never_exceeds_it(seed_leader):
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["conv1", "fc1"], max_unfreeze=2)
     hp = kt.HyperParameters()
-    hypermodel.declare(hp)
+    hypermodel.declare_hyperparameters(hp)  # KerasTuner's hook: the space without building a model
     by_name = {h.name: h for h in hp.space}
     assert by_name[unfreeze_name(1)].max_value == 1 and by_name[unfreeze_name(3)].max_value == 2
     assert by_name[unfreeze_name(1)].conditions[0].values == ["conv1"]

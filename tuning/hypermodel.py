@@ -238,8 +238,8 @@ class TransferHyperModel(kt.HyperModel):
         names = ["loss", *[m if isinstance(m, str) else m.name for m in self.metrics]]
         return names + [f"val_{name}" for name in names]
 
-    def declare(self, hp: kt.HyperParameters) -> dict:
-        """Declare the search space on `hp`; return this trial's values, resolved."""
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> dict:
+        """Declare the search space on `hp` (KerasTuner's hook); return this trial's values, resolved."""
         cut = hp.Choice("cut", [c.name for c in self.cuts])
         depth = {c.name: c.depth for c in self.cuts}
         layers = hp.Choice("head_layers", self.head_layers)
@@ -277,11 +277,11 @@ class TransferHyperModel(kt.HyperModel):
         """
         hp = kt.HyperParameters()
         hp.values.update(values)
-        return self.declare(hp)
+        return self.declare_hyperparameters(hp)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         """The leader cut at `hp`'s cut (copied, frozen) plus a new dense head, compiled."""
-        chosen = self.declare(hp)
+        chosen = self.declare_hyperparameters(hp)
         keras.utils.set_random_seed(self.seed)
         head = heads.dense(
             self.num_classes,
@@ -313,7 +313,7 @@ class TransferHyperModel(kt.HyperModel):
         `epochs`/`initial_epoch` (Hyperband sets them per round) bound both
         phases together. Returns one `History` over both phases.
         """
-        chosen = self.declare(hp)
+        chosen = self.declare_hyperparameters(hp)
         split = epoch_split(initial_epoch, epochs, chosen["unfreeze"], self.fine_tune_fraction)
         common = dict(batch_size=batch_size, callbacks=list(callbacks), verbose=verbose, **kwargs)
         histories = []
