@@ -50,14 +50,17 @@ class ScratchHyperModel(TransferHyperModel):
 
     def __init__(self, leader, num_classes, **kwargs):
         super().__init__(leader, num_classes, max_unfreeze=0, cache=False, **kwargs)
+        # New weights, same architecture: drawn once, so every build starts from the same ones
+        # (KerasTuner builds more than once per trial; the global seed is not reset here).
+        self.fresh_weights = keras.models.clone_model(leader).get_weights()
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         chosen = self.declare_hyperparameters(hp)
-        keras.utils.set_random_seed(self.seed)
-        fresh = keras.models.clone_model(self.leader)  # new weights, same architecture
+        fresh = keras.models.clone_model(self.leader)
+        fresh.set_weights(self.fresh_weights)
         kept = keras_team.body(fresh, chosen["cut"], share=True)
         head = heads.dense(self.num_classes, hidden=(chosen["head_units"],) * chosen["head_layers"],
-                           dropout=chosen["dropout"])
+                           dropout=chosen["dropout"], seed=self.seed)
         model = keras.Model(kept.inputs, head(kept.outputs[0]), name=f"scratch_{chosen['cut']}")
         model.compile(keras.optimizers.Adam(chosen["learning_rate"]), LOSS, metrics=self.metrics,
                       run_eagerly=self.run_eagerly)
@@ -113,6 +116,7 @@ def main(argv=None) -> dict:
                 root = pathlib.Path(tmp) / f"s{seed}_k{shots}"
                 team = tuned(TransferHyperModel(leader, target.num_classes, seed=seed, **space),
                              target, validation, root / "transfer", args)
+                keras.utils.set_random_seed(seed)  # the scratch side's initial weights, drawn once
                 scratch = tuned(ScratchHyperModel(leader, target.num_classes, seed=seed, **space),
                                 target, validation, root / "scratch", args)
                 gain = 100 * (team["test_accuracy"] - scratch["test_accuracy"])

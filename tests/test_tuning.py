@@ -81,6 +81,21 @@ def test_unfreeze_depth_is_conditional_on_the_cut_and_never_exceeds_it(seed_lead
     assert hypermodel.chosen({"cut": "conv1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 1
 
 
+def test_build_is_seeded_without_resetting_the_global_random_state(seed_leader):
+    """KerasTuner builds more than once per trial: each build starts alike, and the user's seed stays theirs."""
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], head_layers=[1], head_units=[8], dropout=[0.25])
+    hp = _values(hypermodel)
+    keras.utils.set_random_seed(7)
+    expected = np.random.random()
+    keras.utils.set_random_seed(7)
+    first = hypermodel.build(hp)
+    assert np.random.random() == expected  # the global state goes on from the user's seed 7
+    np.random.random(), keras.random.normal((2,))  # whatever else draws in between
+    second = hypermodel.build(hp)
+    for a, b in zip(first.head.get_weights(), second.head.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_epoch_budget_is_shared_by_both_phases():
     assert epoch_split(0, 10, unfreeze_top=2, fine_tune_fraction=0.5) == 5
     assert epoch_split(0, 10, unfreeze_top=0, fine_tune_fraction=0.5) == 10  # nothing to fine-tune

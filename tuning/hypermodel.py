@@ -282,11 +282,13 @@ class TransferHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         """The leader cut at `hp`'s cut (copied, frozen) plus a new dense head, compiled."""
         chosen = self.declare_hyperparameters(hp)
-        keras.utils.set_random_seed(self.seed)
+        # Seeded by its initializers: KerasTuner builds more than once per trial, and the
+        # global random state (the user's, the oracle's) is not ours to reset.
         head = heads.dense(
             self.num_classes,
             hidden=(chosen["head_units"],) * chosen["head_layers"],
             dropout=chosen["dropout"],
+            seed=self.seed,
         )
         model = transfer(self.leader, chosen["cut"], head, name=f"{self.name}_{chosen['cut']}")
         model.compile(keras.optimizers.Adam(chosen["learning_rate"]), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
