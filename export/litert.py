@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+from tensorflow.lite.python.convert_phase import ConverterError  # what `convert()` raises for a model it refuses
 
 from keras_team.errors import KerasTeamError
 from keras_team.export.formats import QUANTIZATIONS
@@ -108,7 +109,7 @@ def tflite_files(
         for path, quantization in files.items():
             try:
                 flatbuffer = _convert(tmp, keys, quantization, sample)
-            except Exception as error:  # the converter raises ConverterError, RuntimeError, ...
+            except ConverterError as error:
                 raise _conversion_error(tmp, keys, error) from error
             write_bytes(path, flatbuffer)
             written.append(pathlib.Path(path))
@@ -146,12 +147,12 @@ def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample) -
         return converter.convert()
 
 
-def _conversion_error(saved_model_dir: str, keys: list[str], error: Exception) -> KerasTeamError:
-    """A one-line error naming the member and the op TFLite lacks (not the converter's dump)."""
+def _conversion_error(saved_model_dir: str, keys: list[str], error: ConverterError) -> KerasTeamError:
+    """A one-line error naming the member and the op TFLite lacks, else the converter's message."""
     ops = sorted(set(_UNSUPPORTED_OP.findall(str(error))))
-    if not ops:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return KerasTeamError("model", "not convertible", f"a model the TFLite converter accepts ({first[:200]})")
+    if not ops:  # the converter's whole message, on one line
+        said = "; ".join(dict.fromkeys(line.strip() for line in str(error).splitlines() if line.strip()))
+        return KerasTeamError("model", "not convertible", f"a model the TFLite converter accepts ({said})")
     failing = [key for key in keys if _fails_alone(saved_model_dir, key)] if len(keys) > 1 else keys
     return KerasTeamError(f"member {', '.join(failing) or ', '.join(keys)}", f"op {', '.join(ops)}",
                           "only ops with a TFLite builtin kernel (https://ai.google.dev/edge/litert/models/ops_compatibility)")
@@ -160,7 +161,7 @@ def _conversion_error(saved_model_dir: str, keys: list[str], error: Exception) -
 def _fails_alone(saved_model_dir: str, key: str) -> bool:
     try:
         _convert(saved_model_dir, [key], "float32", None)
-    except Exception:  # noqa: BLE001 - any failure counts
+    except ConverterError:
         return True
     return False
 

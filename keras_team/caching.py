@@ -38,9 +38,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team.distribute import replica_batch_size
+from keras_team.distribute import global_batch_size
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, is_out_of_space, needing, remove_temporaries
+from keras_team.heads import LOSS
 from keras_team.taps import tap_key
 from keras_team.team import Team
 
@@ -324,12 +325,13 @@ def fit_follower(
 
     graph.compile(
         optimizer=optimizer,
-        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * outputs,
+        loss=[LOSS] * outputs,
         loss_weights=[defaults[out] for out in follower.output_names(list(follower.leaders or team.leaders))],
-        metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]] * outputs,
+        # A metric object holds state: one per output, or every output reports the pooled figure.
+        metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for _ in range(outputs)],
     )
     def batches(cache, **kwargs):  # a batch size every replica of the strategy can share
-        return CachedBatches(cache, outputs=outputs, batch_size=replica_batch_size(batch_size, len(cache.labels)), **kwargs)
+        return CachedBatches(cache, outputs=outputs, batch_size=global_batch_size(batch_size, len(cache.labels)), **kwargs)
 
     train_batches = batches(cached(train, "train", views=views), seed=seed)
     validation_batches = None

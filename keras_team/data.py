@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from keras_team.distribute import replica_batch_size, shard_by_data
+from keras_team.distribute import global_batch_size, shard_by_data
 from keras_team.errors import KerasTeamError
 
 AUGMENTATIONS = ("flip", "crop")
@@ -109,7 +109,7 @@ class Task:
                 # sequential, so the layers' seed state advances in order.
                 ds = ds.map(lambda image, label: (augment(image), label))
         # batch_size is the global batch; several workers each take a share of it.
-        batch_size = replica_batch_size(self.batch_size, len(x))
+        batch_size = global_batch_size(self.batch_size, len(x))
         return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def _augmenter(self):
@@ -286,23 +286,34 @@ def tfds_task(
         >>> target.num_classes, target.input_shape, int(np.bincount(target.splits["train"][1]).max())
         (100, (32, 32, 3), 3)
     """
+    builder, names, _ = _tfds_builder(name, classes, shots, validation, data_dir, download)
     try:
-        (train, test), info = tfds.load(
-            name, split=["train", "test"], as_supervised=True, batch_size=-1,
-            data_dir=data_dir, download=download, with_info=True,
-        )
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise KerasTeamError("name", name, "'digits' or a TFDS dataset name, e.g. 'cifar10'") from error
+        train, test = builder.as_dataset(split=["train", "test"], as_supervised=True, batch_size=-1)
     except AssertionError as error:  # tfds: not prepared in data_dir, no download
-        raise KerasTeamError(
-            "data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True"
-        ) from error
-    names = info.features["label"].names
+        raise _not_prepared(name, data_dir) from error
     return _make_task(
         name, tfds.as_numpy(train), tfds.as_numpy(test), class_names=names,
         classes=classes, available=np.arange(len(names)), shots=shots,
         validation=validation, seed=seed, batch_size=batch_size, augment=augment,
     )
+
+
+def _tfds_builder(name: str, classes: Sequence[int] | None, shots: int | None, validation: float,
+                  data_dir: str | None, download: bool) -> tuple[tfds.core.DatasetBuilder, list[str], list[int]]:
+    """The TFDS builder of `name`, its class names and the classes kept: all checked before any download."""
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise KerasTeamError("name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
+    names = builder.info.features["label"].names
+    chosen = _check_selection(classes, shots, validation, np.arange(len(names)))
+    if download:
+        builder.download_and_prepare()
+    return builder, names, chosen
+
+
+def _not_prepared(name: str, data_dir: str | None) -> KerasTeamError:
+    return KerasTeamError("data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True")
 
 
 def load_task(name: str, *, data_dir: str | None = None, download: bool = False, **kwargs: Any) -> Task:
@@ -316,7 +327,12 @@ def load_task(name: str, *, data_dir: str | None = None, download: bool = False,
     """
     if name == "digits":
         return digits(**kwargs)
-    return tfds_task(name, data_dir=data_dir, download=download, **kwargs)
+    try:
+        return tfds_task(name, data_dir=data_dir, download=download, **kwargs)
+    except KerasTeamError as error:
+        if error.field != "name":
+            raise
+        raise KerasTeamError("name", name, f"'digits' or {error.allowed}") from error
 
 
 def _make_task(
@@ -334,11 +350,10 @@ def _make_task(
     augment: Sequence[str],
 ) -> Task:
     """The one splitter: class subset, k-shot train, stratified validation."""
-    _check_fraction("validation", validation)
+    classes = _check_selection(classes, shots, validation, available)
     _check_augment(augment)
     _check_finite(train[0])
     _check_finite(test[0])
-    classes = _check_classes(classes, available)
     x, y = _select(*train, classes)
     if shots is not None:
         _check_shots(y, shots, validation, [class_names[c] for c in classes])
@@ -387,10 +402,17 @@ def _validation_holds_every_class(counts: np.ndarray, validation: float) -> bool
     return len(np.unique(held)) == len(counts)
 
 
+def _check_selection(classes: Sequence[int] | None, shots: int | None, validation: float,
+                     available: np.ndarray) -> list[int]:
+    """The class subset, k-shot count and validation fraction every source takes; the classes kept."""
+    _check_fraction("validation", validation)
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1):
+        raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
+    return _check_classes(classes, available)
+
+
 def _check_shots(y: np.ndarray, shots: int, validation: float, names: Sequence[str]) -> None:
     """`shots` per class must leave every class examples for validation; else name the limit."""
-    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
-        raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
     counts = np.bincount(y, minlength=len(names))
     if shots <= counts.min() and _validation_holds_every_class(counts - shots, validation):
         return
@@ -466,7 +488,9 @@ class StreamTask:
     """A task whose splits stream from TFDS: nothing is held in memory but a shuffle buffer.
 
     Built by `tfds_stream`; `dataset(split, training=)` serves batches like
-    `Task.dataset`.
+    `Task.dataset`: `batch_size` is the global batch, shared by the replicas
+    of a strategy by the same rule (`distribute.global_batch_size`), which
+    knows a split's length only from `sizes` (the k-shot train split).
 
     Example:
         >>> task = tfds_stream("cifar100", shots=5, data_dir="~/tensorflow_datasets")
@@ -482,6 +506,7 @@ class StreamTask:
     input_shape: tuple[int, ...]
     batch_size: int = 32
     seed: int = 0
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> examples, where known
 
     @property
     def num_classes(self) -> int:
@@ -501,7 +526,8 @@ class StreamTask:
         ds = self.sources[split]()
         if training:
             ds = ds.shuffle(STREAM_SHUFFLE_BUFFER, seed=self.seed, reshuffle_each_iteration=True)
-        return shard_by_data(ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE))
+        batch_size = global_batch_size(self.batch_size, self.sizes.get(split))
+        return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def tfds_stream(
@@ -532,17 +558,7 @@ def tfds_stream(
         >>> task.class_names
         ('3', '1')
     """
-    _check_fraction("validation", validation)
-    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1):
-        raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-        if download:
-            builder.download_and_prepare()
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise KerasTeamError("data.name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
-    names = builder.info.features["label"].names
-    chosen = _check_classes(classes, np.arange(len(names)))
+    builder, names, chosen = _tfds_builder(name, classes, shots, validation, data_dir, download)
     lookup = np.full(len(names), -1, np.int32)
     lookup[chosen] = np.arange(len(chosen), dtype=np.int32)
     lookup = tf.constant(lookup)
@@ -552,7 +568,7 @@ def tfds_stream(
             ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=True,
                                     read_config=tfds.ReadConfig(shuffle_seed=seed))
         except AssertionError as error:  # tfds: not prepared in data_dir
-            raise KerasTeamError("data.data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True") from error
+            raise _not_prepared(name, data_dir) from error
         ds = ds.map(lambda x, y: (x, tf.gather(lookup, tf.cast(y, tf.int32))))
         return ds.filter(lambda x, y: y >= 0)
 
@@ -585,7 +601,8 @@ def tfds_stream(
 
     shape = tuple(builder.info.features["image"].shape)
     return StreamTask(name, {"train": train, "validation": valid, "test": lambda: read("test")},
-                      tuple(str(names[c]) for c in chosen), shape, batch_size, seed)
+                      tuple(str(names[c]) for c in chosen), shape, batch_size, seed,
+                      sizes={} if shots is None else {"train": shots * len(chosen)})
 
 
 # Fields of the pooled stream: (x, y, in_train, in_validation, unfinished).

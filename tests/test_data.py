@@ -141,6 +141,21 @@ def test_tfds_download_path_gets_as_far_as_the_network(tmp_path, monkeypatch):
         data.tfds_task("cifar10", data_dir=str(tmp_path), download=True)
 
 
+@pytest.mark.parametrize("load", [data.tfds_task, data.tfds_stream])
+@pytest.mark.parametrize("kwargs, field", [({"classes": [10]}, "classes"), ({"shots": 0}, "shots"),
+                                           ({"validation": 1.5}, "validation")])
+def test_both_tfds_sources_check_classes_and_shots_alike_before_anything_downloads(load, kwargs, field, tmp_path,
+                                                                                   monkeypatch):
+    def network(self, *args, **kwargs):
+        raise DownloadReached
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", network)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", network)
+    with pytest.raises(KerasTeamError) as caught:
+        load("cifar10", data_dir=str(tmp_path), download=True, **kwargs)
+    assert caught.value.field == field
+
+
 @pytest.fixture(scope="module")
 def mock_tfds(tmp_path_factory):
     """Mocked cifar10/cifar100 with known split sizes; nothing downloads.

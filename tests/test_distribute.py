@@ -50,6 +50,21 @@ def test_unknown_strategy_and_precision_are_clear_errors():
             pass
 
 
+class _TwoReplicas:
+    num_replicas_in_sync = 2
+
+
+def test_global_batch_size_is_a_multiple_of_the_replicas_that_leaves_no_replica_empty(monkeypatch):
+    assert distribute.global_batch_size(32, 15) == 32  # one device: as given
+    monkeypatch.setattr(distribute.tf.distribute, "get_strategy", lambda: _TwoReplicas())
+    assert distribute.global_batch_size(32, 15) == 12  # 15 = 12 + 3: both replicas get some of the last batch
+    assert distribute.global_batch_size(32, 64) == 32
+    assert distribute.global_batch_size(32) == 32  # a stream of unknown length: checked only
+    with pytest.raises(KerasTeamError) as error:
+        distribute.global_batch_size(5, 15)
+    assert error.value.field == "batch_size"
+
+
 def test_auto_is_the_default_strategy_without_several_gpus():
     assert distribute.choose_strategy("auto").num_replicas_in_sync == 1
 

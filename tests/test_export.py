@@ -38,7 +38,7 @@ def team(digits):
     leader.fit(*digits.splits["train"], epochs=4, verbose=0)
     followers = [
         Follower(zoo.mlp(5, dropout=0.5), name="mlp"),
-        Follower(zoo.mlp(5), name="student", tap="probs", temperature=2.0, distill={"temperature": 2.0, "alpha": 0.5}),
+        Follower(zoo.mlp(5), name="student", tap="probs", temperature=2.0, distill={"temperature": 2.0, "student_loss_weight": 0.5}),
     ]
     team = Team({"leader": leader}, followers)
     team.compile()
@@ -313,3 +313,53 @@ def test_one_format_vocabulary_in_python_and_on_the_command_line(tmp_path):
     float32 = export.tflite(model, tmp_path / "tiny.tflite")
     report = export.verify(model, {"tflite": float32, "tflite-int8": tmp_path / "tiny.int8.tflite"}, x)  # the README's names
     assert report["passed"] and report["artefacts"]["tflite"]["tolerance"] == export.TOLERANCES["tflite-float32"]
+
+
+def test_a_converter_refusal_is_said_whole_and_any_other_failure_is_not_blamed_on_the_model(tmp_path, monkeypatch):
+    from tensorflow.lite.python.convert_phase import ConverterError
+
+    from keras_team.export import litert
+
+    said = "the converter's first line\n" + "x" * 300 + "\nand what it says last"
+
+    def refuses(*args):
+        raise ConverterError(said)
+
+    monkeypatch.setattr(litert, "_convert", refuses)
+    with pytest.raises(KerasTeamError) as caught:
+        export.tflite(_tiny(4), tmp_path / "t.tflite")
+    assert "and what it says last" in str(caught.value) and "\n" not in str(caught.value)
+
+    def crashes(*args):
+        raise RuntimeError("a bug, not the model")
+
+    monkeypatch.setattr(litert, "_convert", crashes)
+    with pytest.raises(RuntimeError, match="a bug, not the model"):
+        export.tflite(_tiny(4), tmp_path / "t.tflite")
+    assert not (tmp_path / "t.tflite").exists()
+
+
+def _scaled(scale, shift=0.0):
+    """A small classifier whose logits span about `scale` (plus `shift` on every logit: the same top-1)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,), name="features")
+    hidden = keras.layers.Dense(32, activation="relu")(inputs)
+    logits = keras.layers.Dense(5, kernel_initializer=keras.initializers.RandomNormal(stddev=scale),
+                                bias_initializer=keras.initializers.Constant(shift))(hidden)
+    return keras.Model(inputs, logits, name="tiny")
+
+
+def test_quantized_files_are_held_to_a_fraction_of_the_logit_range(tmp_path):
+    x = np.random.default_rng(0).normal(size=(200, 16)).astype("float32")
+    calibration, checked = x[:100], x[100:]  # calibrate on one half, check on the other
+    large = _scaled(100.0)  # logits span ~1700: int8 rounding alone moves them by more than a few units
+    export.tflite(large, tmp_path / "large.tflite", quantization="int8", representative_data=calibration)
+    report = export.verify(large, {"tflite-int8": tmp_path / "large.tflite"}, checked)
+    assert report["passed"]
+    figures = report["artefacts"]["tflite-int8"]["signatures"]["tiny"]["tiny"]
+    assert figures["max_abs_diff"] > 2.5 and figures["max_range_diff"] < 0.1
+
+    small = _scaled(0.05)  # logits span ~1: a file off by 1 on every logit is off by their whole range
+    export.tflite(_scaled(0.05, shift=1.0), tmp_path / "shifted.tflite", quantization="dynamic")
+    with pytest.raises(KerasTeamError, match="max_range_diff="):
+        export.verify(small, {"tflite-dynamic": tmp_path / "shifted.tflite"}, checked)

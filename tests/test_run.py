@@ -302,7 +302,7 @@ def test_given_leader_fine_tuning_distillation_and_team_stage(finished_run, tmp_
         tmp_path / "second", f"leader.path={out / 'leader.keras'}", "transfer.unfreeze=1",
         "transfer.fine_tune_epochs=1", "team.epochs=1", "transfer.keep=block1_out", "transfer.head.kind=conv",
         "followers=[{name: soft, tap: probs, temperature: 2.0, hidden: [8], dropout: 0.0, "
-        "distill: {temperature: 2.0, alpha: 0.5}, epochs: 1, learning_rate: 0.001}]",
+        "distill: {temperature: 2.0, student_loss_weight: 0.5}, epochs: 1, learning_rate: 0.001}]",
     )
     assert cli.main(args) == 0
     stages = json.loads((tmp_path / "second" / "state.json").read_text())["stages"]

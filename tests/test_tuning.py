@@ -49,7 +49,7 @@ class EpochLog(keras.callbacks.Callback):
 
 def _values(hypermodel, **values):
     hp = kt.HyperParameters()
-    hypermodel.declare(hp)
+    hypermodel.declare_hyperparameters(hp)
     hp.values.update(values)
     return hp
 
@@ -64,21 +64,36 @@ def test_cut_choice_is_the_valid_cut_names_without_the_output(seed_leader, resid
     assert "logits" not in residual_cuts and "pool1" in residual_cuts
     assert not any("conv1" in name or "bn1" in name for name in residual_cuts if name.startswith("block"))
     hp = kt.HyperParameters()
-    TransferHyperModel(residual_leader, 5, cuts=["pool1", "block2_out"]).declare(hp)
-    (cut,) = [h for h in hp.space if h.name == "cut"]
-    assert hp.get("cut") in ("pool1", "block2_out") and cut.values == ["pool1", "block2_out"]
+    TransferHyperModel(residual_leader, 5, cuts=["pool1", "block2_out"]).declare_hyperparameters(hp)
+    by_name = {h.name: h for h in hp.space}
+    assert hp.get("cut") in ("pool1", "block2_out") and by_name["cut"].values == ["pool1", "block2_out"]
 
 
 def test_unfreeze_depth_is_conditional_on_the_cut_and_never_exceeds_it(seed_leader):
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["conv1", "fc1"], max_unfreeze=2)
     hp = kt.HyperParameters()
-    hypermodel.declare(hp)
+    hypermodel.declare_hyperparameters(hp)  # KerasTuner's hook: the space without building a model
     by_name = {h.name: h for h in hp.space}
     assert by_name[unfreeze_name(1)].max_value == 1 and by_name[unfreeze_name(3)].max_value == 2
     assert by_name[unfreeze_name(1)].conditions[0].values == ["conv1"]
     assert by_name[unfreeze_name(3)].conditions[0].values == ["fc1"]
     assert hypermodel.chosen({"cut": "fc1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 2
     assert hypermodel.chosen({"cut": "conv1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 1
+
+
+def test_build_is_seeded_without_resetting_the_global_random_state(seed_leader):
+    """KerasTuner builds more than once per trial: each build starts alike, and the user's seed stays theirs."""
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], head_layers=[1], head_units=[8], dropout=[0.25])
+    hp = _values(hypermodel)
+    keras.utils.set_random_seed(7)
+    expected = np.random.random()
+    keras.utils.set_random_seed(7)
+    first = hypermodel.build(hp)
+    assert np.random.random() == expected  # the global state goes on from the user's seed 7
+    np.random.random(), keras.random.normal((2,))  # whatever else draws in between
+    second = hypermodel.build(hp)
+    for a, b in zip(first.head.get_weights(), second.head.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_epoch_budget_is_shared_by_both_phases():

@@ -300,10 +300,12 @@ class TransferConfig(Section):
 
 
 class DistillConfig(Section):
-    """Distillation: KL to the leader's probabilities at ``temperature``, weight ``alpha``."""
+    """Distillation: KL to the leader's probabilities at ``temperature`` (named as keras.distillation.Distiller)."""
 
     temperature: Rate = Field(description="softmax temperature of both distributions")
-    alpha: float = Field(ge=0, le=1, description="weight of the KL term (1 - alpha: the label loss)")
+    student_loss_weight: float = Field(
+        ge=0, le=1, description="weight of the label loss (1 - student_loss_weight: the KL term)"
+    )
 
 
 class FollowerConfig(Section):

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_team import distribute, heads, zoo
-from keras_team.app.config import Config, DataConfig, TeamLeaderConfig, TransferConfig, stage_suffix
+from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace
 from keras_team.caching import fit_follower
@@ -51,34 +51,36 @@ from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, load_model
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
+from keras_team.heads import LOSS
 from keras_team.team import Team
 from keras_team.transfers import transfer
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def config_field(task: str, field: str) -> str:
-    """The config path of a field the data module names: `shots` of the target is `data.target.shots`.
+    """The config path of an argument the data functions name: `shots` of the target is `data.target.shots`.
 
     Example:
-        >>> config_field("target", "shots"), config_field("source", "validation")
-        ('data.target.shots', 'data.validation')
+        >>> config_field("target", "shots"), config_field("source", "batch_size")
+        ('data.target.shots', 'data.batch_size')
     """
-    leaf = field.rsplit(".", 1)[-1]
-    if leaf in ("name", "classes", "shots"):
-        return f"data.{task}.{leaf}"
-    return f"data.{leaf}" if leaf in DataConfig.model_fields else field
+    if field in TaskConfig.model_fields:
+        return f"data.{task}.{field}"
+    return f"data.{field}" if field in DataConfig.model_fields else field
 
 
 def _load_task(config: Config, task: str, **kwargs) -> Task:
     data, spec = config.data, getattr(config.data, task)
     try:
-        return load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
-                         batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
-                         download=data.download, **kwargs)
+        loaded = load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
+                           batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
+                           download=data.download, **kwargs)
+        # The global batch the current strategy's replicas share: checked now, not at the first stage.
+        distribute.global_batch_size(loaded.batch_size, len(loaded.splits["train"][1]))
     except KerasTeamError as error:
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
+    return loaded
 
 
 def load_tasks(config: Config) -> tuple[Task, Task]:
@@ -186,7 +188,12 @@ def build_student(config: Config, index: int, leader: keras.Model, target: Task)
     try:
         return transfer(leader, spec.keep, head, name=f"transfer{stage_suffix(config.team_leaders[index].name)}")
     except KerasTeamError as error:
-        raise KerasTeamError(f"{field}.head.kind", spec.head.kind, error.allowed) from error
+        path = config.team_leaders[index].path
+        if error.field == "head":  # the head does not take the features at the cut
+            raise KerasTeamError(f"{field}.head.kind", spec.head.kind, error.allowed) from error
+        if error.field == "leader" and path:  # a given leader whose kept layers cannot be copied
+            raise KerasTeamError(leader_field(config, index, "path"), path, error.allowed) from error
+        raise
 
 
 def build_team(config: Config, students: dict[str, keras.Model], target: Task) -> Team:
@@ -197,16 +204,13 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
             followers.append(Follower(
                 zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
-                distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None))
+                distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
         except KerasTeamError as error:
             raise KerasTeamError(f"followers[{i}].{error.field.rsplit('.', 1)[-1]}", error.value, error.allowed) from error
     try:
         return Team(students, followers)
     except KerasTeamError as error:
         raise KerasTeamError(_follower_field(config, error), error.value, error.allowed) from error
-    except ValueError as error:  # Keras: a layer name used twice in the team's graph
-        names = [f.name for f in config.followers]
-        raise KerasTeamError("followers", names, f"follower names that clash with no layer of the team ({error})") from error
 
 
 def _follower_field(config: Config, error: KerasTeamError) -> str:

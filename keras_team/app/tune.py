@@ -29,8 +29,9 @@ import time
 import keras
 
 from keras_team.app.config import Config, load_config
-from keras_team.app.recipe import ARCHITECTURES, LOSS, load_leader, load_tasks
+from keras_team.app.recipe import ARCHITECTURES, load_leader, load_tasks
 from keras_team.errors import KerasTeamError
+from keras_team.heads import LOSS
 from keras_team.files import TEMPORARY_PREFIX, atomic_path, load_model, remove_temporaries, write_text
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
