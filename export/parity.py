@@ -14,8 +14,8 @@ naming the artefact, the output and the figure.
 Example:
     >>> from keras_team.export import saved_model, tflite
     >>> version = saved_model(model, f"{tmp}/exports", name="digits", input_dtype="uint8")
-    >>> int8 = tflite(model, f"{tmp}/digits-int8.tflite", quantization="int8", representative_data=x_train)
-    >>> report = verify(model, {"saved_model": version, "tflite-int8": int8},
+    >>> dynamic = tflite(model, f"{tmp}/digits-dynamic.tflite", quantization="dynamic")
+    >>> report = verify(model, {"saved_model": version, "tflite-dynamic": dynamic},
     ...                 x_test, y_test, report_path=f"{tmp}/export_report.json")
     >>> report["passed"]
     True

@@ -62,7 +62,7 @@ def _failing_conversion(monkeypatch, fail_on="int8"):
 
     def convert(saved_model_dir, keys, quantization, *rest):
         if quantization == fail_on:
-            raise RuntimeError("converter crashed")
+            raise litert.ConverterError("the converter refused the model")
         return original(saved_model_dir, keys, quantization, *rest)
 
     monkeypatch.setattr(litert, "_convert", convert)
@@ -75,7 +75,7 @@ def test_a_failed_conversion_publishes_nothing_and_removes_the_old_report(run_di
     before = (out / "litert" / "team.float32.tflite").read_bytes()
     _failing_conversion(monkeypatch)
     assert cli.main(argv + ["--force"]) == cli.USER_ERROR
-    assert "converter crashed" in _error_line(capsys)
+    assert "the converter refused the model" in _error_line(capsys)
     assert not (out / "export_report.json").exists()  # the old report described the old files
     assert _loadable_versions(out / "serving" / "team") == ["1"]  # the old version, untouched
     assert (out / "litert" / "team.float32.tflite").read_bytes() == before
