@@ -106,7 +106,7 @@ def test_from_dataset_and_load_task_match_from_arrays():
 @pytest.mark.parametrize(
     "make, field, words",
     [
-        (lambda: data.digits(classes=[3, 12]), "classes", "available classes [0, 1"),
+        (lambda: data.digits(classes=[3, 12]), "classes", "available classes: 0, 1, 2"),
         (lambda: data.digits(classes=[5], shots=1000), "shots", "class '5' has the fewest"),
         (lambda: data.digits(shots=0), "shots", ">= 1"),
         (lambda: data.digits(validation=0.0), "validation", "between 0 and 1"),

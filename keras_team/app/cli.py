@@ -254,7 +254,7 @@ def _evaluate(args) -> None:
     config = load_config(run_dir / "config.yaml")
     _start_tensorflow()
     from keras_team.app.recipe import load_tasks
-    from keras_team.app.report import evaluate_team, format_table
+    from keras_team.app.report import evaluate_team, format_table, per_class_table
     from keras_team.team import Team
 
     _, target = load_tasks(config)
@@ -263,7 +263,10 @@ def _evaluate(args) -> None:
         raise KerasTeamError("run_dir", str(run_dir), f"a run whose team.keras holds a keras_team Team, not a {type(team).__name__}")
     baseline_path = run_dir / "baseline.keras"
     baseline = load_model(baseline_path, "run_dir") if baseline_path.is_file() else None
-    print(format_table(evaluate_team(team, target, split=args.split, baseline=baseline)))
+    report = evaluate_team(team, target, split=args.split, baseline=baseline)
+    print(format_table(report))
+    print()
+    print(per_class_table(report))
 
 
 def _export(args) -> None:
