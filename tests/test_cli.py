@@ -182,3 +182,15 @@ def unusable_leaders(tmp_path_factory):
 def test_cuts_refuses_what_run_refuses_in_one_line(argv, phrase, unusable_leaders, capsys):
     assert cli.main([arg.format(dir=unusable_leaders) for arg in argv]) == cli.USER_ERROR
     assert phrase in _error_line(capsys)
+
+
+def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert cli.main(["schema"]) == 0  # e.g. `keras-team schema | head`

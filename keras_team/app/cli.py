@@ -311,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KerasTeamError as error:
         print(f"keras-team: error: {error}", file=sys.stderr)
         return USER_ERROR
+    except BrokenPipeError:  # e.g. `keras-team cuts ... | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")
     except OSError as error:
         if error.errno not in REFUSED_WRITES:
             raise
@@ -319,8 +321,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nkeras-team: interrupted; run the same command again to resume", file=sys.stderr)
         return INTERRUPTED
-    except BrokenPipeError:  # e.g. `keras-team cuts ... | head`: the reader has what it wanted
-        sys.stdout = open(os.devnull, "w")
     return 0
 
 
