@@ -1,5 +1,7 @@
 """User mistakes on the command line: one line on stderr, exit 2, nothing lost."""
 
+import sys
+
 import pytest
 
 from keras_team.app import cli
