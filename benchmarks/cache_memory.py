@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import resource
 import subprocess
 import sys
@@ -41,7 +40,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from _common import RESULTS, load_average, machine, write_json  # noqa: E402
 NAME = "cache_memory"
 WAYS = ("baseline", "auto", "float16", "disk")
 BATCH = 32  # the follower's training batch
@@ -120,6 +119,7 @@ def main() -> None:
         print(json.dumps(child(args.child, args.examples, args.cut)))
         return
 
+    load_before = load_average()
     root = pathlib.Path(__file__).resolve().parents[1]
     runs = {}
     for way in args.ways:
@@ -138,13 +138,9 @@ def main() -> None:
             way: round(runs["baseline"]["peak_increase_mib"] / max(run["peak_increase_mib"], 1.0), 2)
             for way, run in runs.items() if "baseline" in runs
         },
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": machine(load_before),
     }
-    output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, output)
+    output = write_json(args.output, result)
     print(f"wrote {output}")
     for way, ratio in result["peak_increase_ratio_vs_baseline"].items():
         print(f"  {way:8s} peak increase {runs[way]['peak_increase_mib']:7.0f} MiB  (baseline / this = {ratio:.2f})")

@@ -4,8 +4,10 @@ A digits classifier (`keras_team.zoo.residual_cnn`, filters 32 and 64, all
 ten digits, the bundled 8x8 images as uint8) is trained briefly, then
 exported with `keras_team.export` as float32, dynamic-range, float16 and
 int8 LiteRT files (int8 calibrated on 200 unaugmented training examples) and
-as a SavedModel. On the digits test split, each file's top-1 agreement with
-the Keras model and its accuracy are measured.
+as a SavedModel. Each file is checked with `keras_team.export.verify` on the
+validation split (its tolerance: a fraction of the Keras logits' range there,
+`keras_team.export.TOLERANCES`); the test split only reports each file's
+top-1 agreement with the Keras model, its logit difference and its accuracy.
 
 Latency of one example (batch 1), for: calling the Keras model
 (`model(x, training=False)`, eager, as an application would without a
@@ -29,8 +31,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
-import statistics
 import tempfile
 import time
 
@@ -41,20 +41,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
+from _common import RESULTS, load_average, machine, median_latencies, write_json  # noqa: E402
 from keras_team import data, export, zoo  # noqa: E402
-from keras_team.export.parity import keras_outputs, tflite_outputs  # noqa: E402
+from keras_team.errors import KerasTeamError  # noqa: E402
+from keras_team.export.parity import compare, keras_outputs, tflite_outputs  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "export_litert"
 TARGET_SIZE_RATIO = 0.35
 TARGET_AGREEMENT = 0.99
 TARGET_SPEEDUP = 5.0
-QUANTIZATIONS = {"float32": ("float32", "float"), "dynamic": ("dynamic", "float"),
-                 "float16": ("float16", "float"), "int8": ("int8", "int8")}
-
-
-def load() -> dict:
-    return {"cpu_count": os.cpu_count(), "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]}
+QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")
 
 
 def train(epochs: int, seed: int) -> tuple[keras.Model, data.Task]:
@@ -67,20 +63,6 @@ def train(epochs: int, seed: int) -> tuple[keras.Model, data.Task]:
     return model, task
 
 
-def median_latencies(calls: dict, rounds: int, warmup: int = 10) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
@@ -88,7 +70,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args()
-    load_before = load()
+    load_before = load_average()
     start = time.perf_counter()
     model, task = train(args.epochs, args.seed)
     x_train = task.splits["train"][0]
@@ -96,19 +78,35 @@ def main() -> None:
     reference = keras_outputs(model, x_test)["digits"]
     out = pathlib.Path(tempfile.mkdtemp(prefix="export_litert."))
     paths = {q: out / f"digits.{q}.tflite" for q in QUANTIZATIONS}
-    export.tflite_files(model, {paths[q]: spec for q, spec in QUANTIZATIONS.items()},
+    export.tflite_files(model, {paths[q]: q for q in QUANTIZATIONS},
                         representative_data=x_train, input_dtype="uint8", seed=args.seed)
     version = export.saved_model(model, out / "serving", name="digits", input_dtype="uint8")
 
+    # The check: verify on validation, as an export would be checked before the test split is read.
+    x_val, y_val = task.splits["validation"]
+    labels = {paths[q]: f"tflite-{q}" for q in QUANTIZATIONS}
+    try:
+        export.verify(model, {label: path for path, label in labels.items()}, x_val, y_val,
+                      report_path=out / "validation_report.json")
+    except KerasTeamError:
+        pass  # recorded in the report: "within_tolerance" below says which file missed
+    checked = json.loads((out / "validation_report.json").read_text())["artefacts"]
+
     files = {}
     for q, path in paths.items():
-        logits = tflite_outputs(path, x_test)["digits"]["digits"]
+        entry = checked[f"tflite-{q}"]
+        test = compare(reference, tflite_outputs(path, x_test)["digits"]["digits"], y_test)  # reported only
         files[q] = {
             "size_bytes": path.stat().st_size,
             "size_vs_float32": path.stat().st_size / paths["float32"].stat().st_size,
-            "top1_agreement_with_keras": float(np.mean(logits.argmax(-1) == reference.argmax(-1))),
-            "max_abs_logit_diff": float(np.max(np.abs(logits - reference))),
-            "test_accuracy": float(np.mean(logits.argmax(-1) == y_test)),
+            "tolerance": entry["tolerance"],
+            "validation": {("accuracy" if key == "test_accuracy" else key): value
+                           for key, value in entry["signatures"]["digits"]["digits"].items()},
+            "within_tolerance": entry["passed"],
+            "top1_agreement_with_keras": test["top1_agreement"],
+            "max_abs_logit_diff": test["max_abs_diff"],
+            "max_logit_diff_of_range": test["max_range_diff"],
+            "test_accuracy": test["test_accuracy"],
         }
 
     one = x_test[:1]
@@ -145,17 +143,15 @@ def main() -> None:
             "int8_agreement": files["int8"]["top1_agreement_with_keras"] >= TARGET_AGREEMENT,
             "litert_speedup": latency["keras_call"] / latency["litert_float32"] >= TARGET_SPEEDUP,
         },
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "tensorflow": tf.__version__, "keras": keras.__version__},
-        "load_before": load_before,
-        "load_after": load(),
+        "machine": machine(load_before),
         "seconds": time.perf_counter() - start,
     }
-    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.output, results)
     for q, figures in files.items():
         print(f"{q:8s} {figures['size_bytes'] / 1024:7.1f} KiB ({figures['size_vs_float32']:.2f}x)  "
-              f"agreement {figures['top1_agreement_with_keras']:.4f}  accuracy {figures['test_accuracy']:.4f}")
+              f"validation: |diff| {figures['validation']['max_range_diff']:.2%} of the logit range "
+              f"(within tolerance: {figures['within_tolerance']})  test: agreement "
+              f"{figures['top1_agreement_with_keras']:.4f}  accuracy {figures['test_accuracy']:.4f}")
     for name, ms in results["median_latency_ms_batch1"].items():
         print(f"{name:22s} {ms:8.3f} ms  ({results['speedup_vs_keras_call'][name]:.1f}x vs Keras call)")
     print(f"met: {results['met']}  -> {args.output}")

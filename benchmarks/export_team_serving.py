@@ -34,11 +34,8 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
-import platform
-import statistics
 import tempfile
 import time
 
@@ -48,16 +45,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _common import RESULTS, load_average, machine, median_latencies, write_json  # noqa: E402
 from keras_team import Follower, Team, data, export, zoo  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "export_team_serving"
 TARGET_RATIO = 1.5
 BATCHES = (1, 64)
-
-
-def load() -> dict:
-    return {"cpu_count": os.cpu_count(), "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]}
 
 
 def followers() -> list[Follower]:
@@ -104,16 +97,7 @@ def measure(setup: dict, x: np.ndarray, rounds: int, out: pathlib.Path) -> dict:
             "leader_alone": lambda e=examples: leader_signatures["leader"](inputs=e),
             "four_separate_saved_models": lambda e=examples: [f(inputs=e) for f in separate.values()],
         }
-        for call in calls.values():
-            for _ in range(5):
-                call()
-        times = {name: [] for name in calls}
-        for _ in range(rounds if batch == 1 else max(10, rounds // 10)):
-            for name, call in calls.items():
-                begin = time.perf_counter()
-                call()
-                times[name].append(time.perf_counter() - begin)
-        medians = {name: statistics.median(values) for name, values in times.items()}
+        medians = median_latencies(calls, rounds if batch == 1 else max(10, rounds // 10), warmup=5)
         timings[str(batch)] = {
             "median_ms": {name: round(seconds * 1e3, 4) for name, seconds in medians.items()},
             "team_vs_leader_alone": medians["team_one_saved_model"] / medians["leader_alone"],
@@ -131,7 +115,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args()
-    load_before = load()
+    load_before = load_average()
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
     x = data.digits(seed=args.seed).splits["test"][0]
@@ -147,14 +131,10 @@ def main() -> None:
         "target": f"team_vs_leader_alone <= {TARGET_RATIO}",
         "met": {name: {batch: t["team_vs_leader_alone"] <= TARGET_RATIO for batch, t in setup["by_batch_size"].items()}
                 for name, setup in setups.items()},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "tensorflow": tf.__version__, "keras": keras.__version__},
-        "load_before": load_before,
-        "load_after": load(),
+        "machine": machine(load_before),
         "seconds": time.perf_counter() - start,
     }
-    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.output, results)
     for name, setup in setups.items():
         for batch, figures in setup["by_batch_size"].items():
             ms = figures["median_ms"]

@@ -31,10 +31,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pathlib
-import platform
 import sys
 import time
 
@@ -45,11 +42,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_team  # noqa: E402
+from _common import RESULTS, load_average, machine, write_json  # noqa: E402
 from keras_team import heads, zoo  # noqa: E402
 from keras_team.caching import fit_follower  # noqa: E402
 from keras_team.data import Task, digits  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "follower_cache"
 SIZE = 32
 TARGET_SPEEDUP = 5.0
@@ -120,7 +117,7 @@ def main(argv=None) -> dict:
     filters = tuple(int(f) for f in args.filters.split(","))
 
     verbose = 1 if sys.stdout.isatty() else 2  # progress bars on a terminal, a line per epoch in a log
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     keras.utils.set_random_seed(args.seed)
     source = image_task(range(5), seed=args.seed, batch_size=args.batch_size)
     target = image_task(range(5, 10), seed=args.seed, batch_size=args.batch_size, copies=args.copies)
@@ -240,14 +237,9 @@ def main(argv=None) -> dict:
         "accuracy_difference_points": round(100 * (cached_accuracy - uncached_accuracy), 2),
         "leader_weights_unchanged": unchanged,
         "target": {"speedup_at_least": TARGET_SPEEDUP, "met": speedup >= TARGET_SPEEDUP},
-        "machine": {"load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                    "cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-                    "gpus": len(tf.config.list_physical_devices("GPU")),
-                    "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__},
+        "machine": {**machine(load_before), "gpus": len(tf.config.list_physical_devices("GPU"))},
     }
-    output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    output = write_json(args.output, result)
     print(f"\n{NAME}: cached {cached_seconds:.1f} s ({cached_runs['examples']} leader passes) vs "
           f"recompute {uncached_seconds:.1f} s ({uncached_runs} leader passes): {speedup:.1f}x faster "
           f"(target >= {TARGET_SPEEDUP:g}x: {'met' if speedup >= TARGET_SPEEDUP else 'NOT met'})")

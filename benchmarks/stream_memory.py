@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "stream_memory.json"
+from _common import RESULTS, load_average, machine, write_json
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHAPE, CLASSES = (32, 32, 3), 100
 
@@ -106,17 +106,16 @@ def main(argv=None) -> None:
     if args.print:
         print(json.dumps(measure(args.examples, args.mode, args.shots, args.classes)), flush=True)
         return
+    load_before = load_average()
     runs = {mode: in_subprocess(args.examples, mode, args.shots, args.classes) for mode in ("streamed", "materialised")}
     result = {
         "what": "peak resident memory above the start of a k-shot task's build and one pass over its splits",
-        "load_average_1min": os.getloadavg()[0],
         "shots": args.shots, "classes": args.classes, **runs,
         "materialised_over_streamed_peak": round(
             runs["materialised"]["peak_bytes_above_start"] / max(runs["streamed"]["peak_bytes_above_start"], 1), 2),
+        "machine": machine(load_before),
     }
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(RESULTS)
+    write_json(RESULTS / "stream_memory.json", result)
     print(json.dumps(result, indent=2))
 
 

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -44,8 +43,8 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import keras_team  # noqa: E402
+from _common import RESULTS, load_average, machine, write_json  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "throughput.json"
 SHAPE, SOURCE_CLASSES, TARGET_CLASSES = (32, 32, 3), 10, 100
 VARIANTS = {
     "keras_default": {},
@@ -140,7 +139,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--examples", type=int, default=4000, help="examples per epoch")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant (median counts)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 100, 256])
-    parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--output", default=str(RESULTS / "throughput.json"))
     args = parser.parse_args(argv)
     try:
         import torch
@@ -151,14 +150,11 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.examples, *SHAPE), dtype=np.uint8)
     y = rng.integers(0, TARGET_CLASSES, args.examples).astype(np.int32)
-    started = time.time()
+    started, load_before = time.time(), load_average()
     result = {
         "what": "team training throughput, examples/s (median epoch), CIFAR-shaped inputs; ratios vs the PyTorch loop",
         "device": "CPU",
-        "cpu_count": os.cpu_count(),
-        "load_average_1min_at_start": os.getloadavg()[0],
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-                     "torch": torch.__version__ if torch else None},
+        "torch": torch.__version__ if torch else None,
         "examples_per_epoch": args.examples,
         "repeats": args.repeats,
         "batch_sizes": {},
@@ -166,13 +162,9 @@ def main(argv=None) -> dict:
     for batch_size in args.batch_sizes:
         result["batch_sizes"][str(batch_size)] = measure(batch_size, x, y, args.repeats, torch is not None)
         print(batch_size, json.dumps(result["batch_sizes"][str(batch_size)]["variants"]), flush=True)
-    result["load_average_1min_at_end"] = os.getloadavg()[0]
+    result["machine"] = machine(load_before)
     result["seconds"] = round(time.time() - started, 1)
-    path = pathlib.Path(args.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(args.output, result)
     return result
 
 

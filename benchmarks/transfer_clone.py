@@ -20,13 +20,12 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import resource
 import subprocess
 import sys
 import time
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from _common import RESULTS, load_average, machine, write_json  # noqa: E402
 NAME = "transfer_clone"
 CUT = "pool1_pool"
 
@@ -73,6 +72,7 @@ def main() -> None:
     if args.way:
         print(json.dumps(measure(args.way)))
         return
+    load_before = load_average()
     ways = {}
     for way in ("whole", "kept"):
         done = subprocess.run([sys.executable, __file__, "--way", way], check=True, capture_output=True, text=True)
@@ -87,13 +87,9 @@ def main() -> None:
         "parameter_ratio_whole_over_kept": round(
             ways["whole"]["parameters_created"] / ways["kept"]["parameters_created"], 1
         ),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "load_average": [round(load, 2) for load in os.getloadavg()],
+        "machine": machine(load_before),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.output.with_name(f".{args.output.name}.tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n")
-    temporary.replace(args.output)
+    write_json(args.output, result)
     print(json.dumps(result, indent=2))
 
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
-import platform
 import shutil
 import sys
 import tempfile
@@ -33,12 +31,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _common import RESULTS, load_average, machine, write_json  # noqa: E402
 from keras_team.app.config import load_config  # noqa: E402
 from keras_team.errors import KerasTeamError  # noqa: E402
 from keras_team.app.progress import Output  # noqa: E402
 from keras_team.app.recipe import run  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "transfer_gain"
 SHOTS = 5
 TARGET_GAIN_POINTS = 5.0
@@ -87,6 +85,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    load_before = load_average()
     load_config(overrides=[f"data.target.shots={SHOTS}", *args.set])  # a bad --set fails now, not after a run
 
     progress = keras.utils.Progbar(len(seeds), unit_name="seed", stateful_metrics=["ensemble", "baseline", "gain"])
@@ -112,11 +111,9 @@ def main(argv=None) -> dict:
         "test_accuracy": {name: summary([r["test_accuracy"][name] for r in runs]) for name in names},
         "gain_points": {name: summary([r["gain_points"][name] for r in runs]) for name in gains},
         "target": {"mean_ensemble_gain_points_at_least": TARGET_GAIN_POINTS, "met": mean_gain >= TARGET_GAIN_POINTS},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "keras": keras.__version__},
+        "machine": machine(load_before),
     }
-    output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    output = write_json(args.output, result)
 
     print(f"\n{NAME} over seeds {seeds} ({SHOTS} shots{', ' + ' '.join(args.set) if args.set else ''}):")
     for name, figures in result["test_accuracy"].items():

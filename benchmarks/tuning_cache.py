@@ -25,24 +25,22 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 
+from _common import RESULTS, load_average, machine, stopwatch, write_json  # noqa: E402
 from follower_cache import image_task  # noqa: E402
 from keras_team import zoo  # noqa: E402
+from keras_team.heads import LOSS  # noqa: E402
 from keras_team.tuning import FeatureCache, TransferHyperModel, make_tuner, trial_table  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "tuning_cache"
 TARGET_SPEEDUP = 3.0
 CUTS = ("stem_relu", "pool1", "block2_out", "block3_out")
@@ -52,10 +50,10 @@ def search(leader, target, cache, directory, args) -> tuple[float, float, list[d
     hypermodel = TransferHyperModel(leader, target.num_classes, cuts=list(CUTS), head_layers=[0], dropout=[0.0],
                                     learning_rate=[1e-3, 3e-3], max_unfreeze=0, cache=cache, seed=args.seed)
     tuner = make_tuner(hypermodel, max_trials=args.trials, directory=directory, seed=args.seed)
-    wall, cpu = time.perf_counter(), time.process_time()
-    tuner.search(*target.splits["train"], validation_data=target.splits["validation"], epochs=args.epochs,
-                 batch_size=args.batch_size, verbose=0)
-    return time.perf_counter() - wall, time.process_time() - cpu, trial_table(tuner)
+    with stopwatch() as took:
+        tuner.search(*target.splits["train"], validation_data=target.splits["validation"], epochs=args.epochs,
+                     batch_size=args.batch_size, verbose=0)
+    return took["wall_seconds"], took["cpu_seconds"], trial_table(tuner)
 
 
 def cut_ranking(rows: list[dict]) -> list[str]:
@@ -76,13 +74,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)
     filters = tuple(int(f) for f in args.filters.split(","))
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
 
     keras.utils.set_random_seed(args.seed)
     source = image_task(range(5), seed=args.seed, batch_size=args.batch_size)
     target = image_task(range(5, 10), seed=args.seed, batch_size=args.batch_size, copies=args.copies)
     leader = zoo.residual_cnn(target.input_shape, source.num_classes, filters=filters, name="leader")
-    leader.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    leader.compile("adam", LOSS)
     leader.fit(source.dataset("train", training=True), epochs=1, verbose=0, shuffle=False)
     sizes = {"train": len(target.splits["train"][1]), "validation": len(target.splits["validation"][1])}
     print(f"target: {sizes['train']} train, {sizes['validation']} validation images of {target.input_shape}")
@@ -108,11 +106,9 @@ def main(argv=None) -> dict:
         "same_trials": same_trials,
         "same_cut_ranking": runs["cached"]["cut_ranking"] == runs["uncached"]["cut_ranking"],
         "runs": runs,
-        "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-                    "python": platform.python_version(), "keras": keras.__version__},
+        "machine": machine(load_before),
     }
-    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
     print(f"speedup {speedup:.2f}x wall (target >= {TARGET_SPEEDUP}x); same ranking: {result['same_cut_ranking']}")
     return result
 

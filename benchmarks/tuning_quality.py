@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import tempfile
 import time
 
@@ -37,11 +36,11 @@ import keras_tuner as kt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_team  # noqa: E402
+from _common import RESULTS, load_average, machine, write_json  # noqa: E402
 from keras_team import heads, zoo  # noqa: E402
+from keras_team.heads import LOSS  # noqa: E402
 from keras_team.tuning import TransferHyperModel, cap_per_class, make_tuner  # noqa: E402
-from keras_team.tuning.hypermodel import LOSS  # noqa: E402
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 NAME = "tuning_quality"
 TARGET_GAIN = {1: 5.0, 5: 3.0}
 
@@ -51,14 +50,17 @@ class ScratchHyperModel(TransferHyperModel):
 
     def __init__(self, leader, num_classes, **kwargs):
         super().__init__(leader, num_classes, max_unfreeze=0, cache=False, **kwargs)
+        # New weights, same architecture: drawn once, so every build starts from the same ones
+        # (KerasTuner builds more than once per trial; the global seed is not reset here).
+        self.fresh_weights = keras.models.clone_model(leader).get_weights()
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        chosen = self.declare(hp)
-        keras.utils.set_random_seed(self.seed)
-        fresh = keras.models.clone_model(self.leader)  # new weights, same architecture
+        chosen = self.declare_hyperparameters(hp)
+        fresh = keras.models.clone_model(self.leader)
+        fresh.set_weights(self.fresh_weights)
         kept = keras_team.body(fresh, chosen["cut"], share=True)
         head = heads.dense(self.num_classes, hidden=(chosen["head_units"],) * chosen["head_layers"],
-                           dropout=chosen["dropout"])
+                           dropout=chosen["dropout"], seed=self.seed)
         model = keras.Model(kept.inputs, head(kept.outputs[0]), name=f"scratch_{chosen['cut']}")
         model.compile(keras.optimizers.Adam(chosen["learning_rate"]), LOSS, metrics=self.metrics,
                       run_eagerly=self.run_eagerly)
@@ -101,7 +103,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     shots_list = [int(s) for s in args.shots.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     space = dict(run_eagerly=True)  # one or two batches per epoch: tracing would cost more than training
 
     per_seed = {shots: [] for shots in shots_list}
@@ -114,6 +116,7 @@ def main(argv=None) -> dict:
                 root = pathlib.Path(tmp) / f"s{seed}_k{shots}"
                 team = tuned(TransferHyperModel(leader, target.num_classes, seed=seed, **space),
                              target, validation, root / "transfer", args)
+                keras.utils.set_random_seed(seed)  # the scratch side's initial weights, drawn once
                 scratch = tuned(ScratchHyperModel(leader, target.num_classes, seed=seed, **space),
                                 target, validation, root / "scratch", args)
                 gain = 100 * (team["test_accuracy"] - scratch["test_accuracy"])
@@ -149,11 +152,9 @@ def main(argv=None) -> dict:
         "budget": {"trials": args.trials, "epochs_per_trial": args.epochs, "tuner": "random",
                    "validation_per_class": args.validation_per_class, "leader_epochs": args.leader_epochs},
         "summary": summary, "per_seed": {str(k): v for k, v in per_seed.items()},
-        "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-                    "python": platform.python_version(), "keras": keras.__version__},
+        "machine": machine(load_before),
     }
-    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
     return result
 
 

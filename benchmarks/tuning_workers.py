@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 import yaml
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from _common import RESULTS, load_average, machine, stopwatch, write_json
+
 NAME = "tuning_workers"
 
 
@@ -39,7 +37,7 @@ def train_leader(path: pathlib.Path) -> None:
         "source, _ = keras_team.data.digits_tasks()\n"
         "keras.utils.set_random_seed(0)\n"
         "leader = keras_team.zoo.residual_cnn(source.input_shape, source.num_classes, name='leader')\n"
-        "leader.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
+        "leader.compile('adam', keras_team.heads.LOSS)\n"
         "leader.fit(*source.splits['train'], epochs=5, verbose=0)\n"
         "leader.save(sys.argv[1])\n"
     )
@@ -52,7 +50,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
@@ -65,10 +63,10 @@ def main(argv=None) -> dict:
             }
             path = root / f"config{workers}.yaml"
             path.write_text(yaml.safe_dump(config))
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "keras_team.app.cli", "tune", "--config", str(path),
-                            "--workers", str(workers)], check=True)
-            seconds = time.perf_counter() - start
+            with stopwatch() as took:  # wall time: the work runs in the subprocesses
+                subprocess.run([sys.executable, "-m", "keras_team.app.cli", "tune", "--config", str(path),
+                                "--workers", str(workers)], check=True)
+            seconds = took["wall_seconds"]
             table = json.loads((root / f"tune{workers}" / "trials.json").read_text())
             runs[str(workers)] = {"wall_seconds": round(seconds, 1), "trials": len(table["trials"]),
                                   "trial_seconds": [t["seconds"] for t in table["trials"]],
@@ -80,11 +78,9 @@ def main(argv=None) -> dict:
         "what": "one fixed keras-team tune search (chief + K local workers, loopback oracle), wall time",
         "trials": args.trials, "epochs": args.epochs, "runs": runs,
         "speedup_two_workers": round(ratio, 2),
-        "machine": {"cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-                    "python": platform.python_version()},
+        "machine": machine(load_before),
     }
-    pathlib.Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.output, result)
     print(f"1 worker / 2 workers wall time: {ratio:.2f}x")
     return result
 

@@ -4,7 +4,14 @@
 - `serving_config`, `write_warmup`, `rest_request`, `grpc_request`: TF Serving's
   ``models.config``, warmup records and requests (tensorflow-serving-api protos);
 - `tflite`: a LiteRT file, float32, dynamic-range, float16 or int8;
-- `verify`: parity of every artefact with the Keras model, `export_report.json`;
+- `verify`: parity of every artefact with the Keras model, `export_report.json`.
+
+One vocabulary names the formats everywhere (`FORMATS`): ``saved_model``,
+``tflite`` (= ``tflite-float32``), ``tflite-dynamic``, ``tflite-float16``,
+``tflite-int8`` (int8 input and output) and ``tflite-int8-float-io``. The
+command line's ``--formats``, the config's ``export.formats`` and the labels
+`verify` takes are these names; `tflite(quantization=q)` writes format
+``tflite-q`` (``quantization="int8"`` is ``tflite-int8``, int8 I/O).
 
 Signature and tensor names are described in `keras_team.export.signatures`.
 
@@ -18,7 +25,7 @@ Example:
     >>> version.name
     '1'
     >>> litert_file = export.tflite(model, f"{root}/digits.tflite", input_dtype="uint8")
-    >>> report = export.verify(model, {"saved_model": version, "tflite-float32": litert_file}, x)
+    >>> report = export.verify(model, {"saved_model": version, "tflite": litert_file}, x)
     >>> report["passed"], sorted(report["artefacts"]["saved_model"]["signatures"])
     (True, ['digits', 'serving_default'])
 
@@ -39,7 +46,7 @@ _EXPORTS = {
     "grpc_request": "predict_requests",
     "tflite": "litert",
     "tflite_files": "litert",
-    "QUANTIZATIONS": "litert",
+    "QUANTIZATIONS": "formats",
     "verify": "parity",
     "TOLERANCES": "parity",
     "FORMATS": "formats",

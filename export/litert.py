@@ -1,16 +1,17 @@
-"""LiteRT (TFLite) files: float32, dynamic-range, float16 or full-integer int8.
+"""LiteRT (TFLite) files: float32, dynamic-range, float16 or full-integer int8 (`keras_team.export.formats`).
 
 The TFLite converter reads a SavedModel holding one signature per member
 (see `keras_team.export.signatures`), so a Team's file has one signature per
 member, with the same ``inputs`` and output names as the SavedModel. int8
-is calibrated on a sample of the unaugmented training examples, with int8
-or float I/O (a raw integer input such as uint8 pixels stays as it is).
+is calibrated on a sample of the unaugmented training examples; its input
+and output are int8 (``"int8"``) or float (``"int8-float-io"``), a raw
+integer input such as uint8 pixels stays as it is.
 Files run with the `ai-edge-litert` interpreter (`predict`).
 
 Example:
-    >>> path = tflite(model, "digits.tflite", quantization="float16")   # doctest: +SKIP
-    >>> predict(path, x, "digits")["digits"].shape                       # doctest: +SKIP
-    (n, 5)
+    >>> path = tflite(model, f"{tmp}/digits.tflite", quantization="float16")
+    >>> predict(path, x, "digits")["digits"].shape
+    (25, 5)
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+from tensorflow.lite.python.convert_phase import ConverterError  # what `convert()` raises for a model it refuses
 
 from keras_team.errors import KerasTeamError
-from keras_team.files import atomic_path
+from keras_team.export.formats import QUANTIZATIONS
 from keras_team.export.signatures import input_spec, members, write_archive
-
-QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")
-IO_TYPES = ("float", "int8")
+from keras_team.files import TEMPORARY_PREFIX, write_bytes
 CALIBRATION_EXAMPLES = 200
 _UNSUPPORTED_OP = re.compile(r"'(?:tf|tfl)\.(\w+)' op is neither a custom op nor a flex op")
 
@@ -43,7 +43,6 @@ def tflite(
     *,
     quantization: str = "float32",
     representative_data: np.ndarray | None = None,
-    io: str = "float",
     input_dtype: str | None = None,
     calibration_examples: int = CALIBRATION_EXAMPLES,
     seed: int = 0,
@@ -54,11 +53,11 @@ def tflite(
         model: the Keras model or Team.
         path: the `.tflite` file to write.
         quantization: "float32" (none), "dynamic" (int8 weights), "float16"
-            (float16 weights) or "int8" (weights and activations).
+            (float16 weights), "int8" (weights, activations, input and
+            output) or "int8-float-io" (float input and output): the format
+            ``tflite-<quantization>`` of `keras-team export`.
         representative_data: raw, unaugmented training examples (int8 only);
             a seeded sample of `calibration_examples` of them calibrates it.
-        io: int8 only: "float" keeps float input/output tensors, "int8"
-            quantizes them (a raw integer input such as uint8 stays as it is).
         input_dtype: dtype of the raw examples (e.g. "uint8"); default the model input's.
         calibration_examples: how many examples calibrate int8.
         seed: seeds the calibration sample.
@@ -67,51 +66,52 @@ def tflite(
         `path`.
 
     Example:
-        >>> tflite(model, "digits-int8.tflite", quantization="int8",
-        ...        representative_data=task.splits["train"][0])        # doctest: +SKIP
+        >>> tflite(model, f"{tmp}/digits-int8.tflite", quantization="int8",
+        ...        representative_data=task.splits["train"][0]).name
+        'digits-int8.tflite'
     """
-    return tflite_files(model, {path: (quantization, io)}, representative_data=representative_data,
+    return tflite_files(model, {path: quantization}, representative_data=representative_data,
                         input_dtype=input_dtype, calibration_examples=calibration_examples, seed=seed)[0]
 
 
 def tflite_files(
     model: keras.Model,
-    files: Mapping[str | os.PathLike, tuple[str, str]],
+    files: Mapping[str | os.PathLike, str],
     *,
     representative_data: np.ndarray | None = None,
     input_dtype: str | None = None,
     calibration_examples: int = CALIBRATION_EXAMPLES,
     seed: int = 0,
 ) -> list[pathlib.Path]:
-    """Several LiteRT files of one model: path -> (quantization, io), arguments as `tflite`.
+    """Several LiteRT files of one model: path -> quantization, arguments as `tflite`.
 
-    The model is traced and saved once for all of them.
+    The model is traced and saved once for all of them (in a temporary
+    folder next to the first file).
 
     Example:
-        >>> tflite_files(model, {"m.tflite": ("float32", "float"),
-        ...                      "m-int8.tflite": ("int8", "int8")},
-        ...              representative_data=x_train)                  # doctest: +SKIP
+        >>> [path.name for path in tflite_files(model, {f"{tmp}/m.tflite": "float32", f"{tmp}/m-int8.tflite": "int8"},
+        ...                                     representative_data=x_train)]
+        ['m.tflite', 'm-int8.tflite']
     """
-    for quantization, io in files.values():
+    for quantization in files.values():
         if quantization not in QUANTIZATIONS:
             raise KerasTeamError("quantization", quantization, f"one of {', '.join(QUANTIZATIONS)}")
-        if io not in IO_TYPES:
-            raise KerasTeamError("io", io, f"one of {', '.join(IO_TYPES)}")
     spec = input_spec(model, input_dtype)
     sample = None
-    if any(quantization == "int8" for quantization, _ in files.values()):
+    if any(quantization.startswith("int8") for quantization in files.values()):
         sample = _calibration_sample(representative_data, spec, calibration_examples, seed)
     keys = list(members(model))
     written = []
-    with tempfile.TemporaryDirectory() as tmp:
+    folder = pathlib.Path(next(iter(files))).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=folder) as tmp:
         write_archive(model, tmp, spec, default=False)
-        for path, (quantization, io) in files.items():
+        for path, quantization in files.items():
             try:
-                flatbuffer = _convert(tmp, keys, quantization, sample, io)
-            except Exception as error:  # the converter raises ConverterError, RuntimeError, ...
+                flatbuffer = _convert(tmp, keys, quantization, sample)
+            except ConverterError as error:
                 raise _conversion_error(tmp, keys, error) from error
-            with atomic_path(pathlib.Path(path)) as target:
-                target.write_bytes(flatbuffer)
+            write_bytes(path, flatbuffer)
             written.append(pathlib.Path(path))
     return written
 
@@ -126,13 +126,13 @@ def _calibration_sample(data, spec: tf.TensorSpec, count: int, seed: int) -> np.
     return data[np.sort(chosen)].astype(spec.dtype.as_numpy_dtype)
 
 
-def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample, io: str) -> bytes:
+def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=keys)
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantization == "int8":
+    if quantization.startswith("int8"):
         def calibration():
             for key in keys:
                 for example in sample:
@@ -140,19 +140,19 @@ def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample, i
 
         converter.representative_dataset = calibration
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io == "int8":
+        if quantization == "int8":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     with _quiet_stderr():
         return converter.convert()
 
 
-def _conversion_error(saved_model_dir: str, keys: list[str], error: Exception) -> KerasTeamError:
-    """A one-line error naming the member and the op TFLite lacks (not the converter's dump)."""
+def _conversion_error(saved_model_dir: str, keys: list[str], error: ConverterError) -> KerasTeamError:
+    """A one-line error naming the member and the op TFLite lacks, else the converter's message."""
     ops = sorted(set(_UNSUPPORTED_OP.findall(str(error))))
-    if not ops:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return KerasTeamError("model", "not convertible", f"a model the TFLite converter accepts ({first[:200]})")
+    if not ops:  # the converter's whole message, on one line
+        said = "; ".join(dict.fromkeys(line.strip() for line in str(error).splitlines() if line.strip()))
+        return KerasTeamError("model", "not convertible", f"a model the TFLite converter accepts ({said})")
     failing = [key for key in keys if _fails_alone(saved_model_dir, key)] if len(keys) > 1 else keys
     return KerasTeamError(f"member {', '.join(failing) or ', '.join(keys)}", f"op {', '.join(ops)}",
                           "only ops with a TFLite builtin kernel (https://ai.google.dev/edge/litert/models/ops_compatibility)")
@@ -160,8 +160,8 @@ def _conversion_error(saved_model_dir: str, keys: list[str], error: Exception) -
 
 def _fails_alone(saved_model_dir: str, key: str) -> bool:
     try:
-        _convert(saved_model_dir, [key], "float32", None, "float")
-    except Exception:  # noqa: BLE001 - any failure counts
+        _convert(saved_model_dir, [key], "float32", None)
+    except ConverterError:
         return True
     return False
 
@@ -187,8 +187,9 @@ def predict(path: str | os.PathLike, examples: np.ndarray, signature: str | None
     int8 outputs are dequantized.
 
     Example:
-        >>> predict("digits.tflite", x, "digits")["digits"].shape   # doctest: +SKIP
-        (n, 5)
+        >>> path = tflite(model, f"{tmp}/digits.tflite")
+        >>> predict(path, x, "digits")["digits"].shape
+        (25, 5)
     """
     runner = Interpreter(model_path=str(path)).get_signature_runner(signature)
     (name, detail), = runner.get_input_details().items()

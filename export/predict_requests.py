@@ -64,7 +64,8 @@ def write_warmup(
     """Write one warmup `PredictionLog` per example into `version_dir/assets.extra/`.
 
     Example:
-        >>> write_warmup("exports/digits/1", x[:10], name="digits")   # doctest: +SKIP
+        >>> write_warmup(tmp, x[:10], name="digits").name
+        'tf_serving_warmup_requests'
     """
     examples = np.asarray(examples)
     if not 1 <= len(examples) <= MAX_WARMUP_RECORDS:

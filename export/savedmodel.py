@@ -1,23 +1,25 @@
 """SavedModels in TF Serving's layout: ``base_dir/<name>/<version>/``.
 
-TF Serving loads any numbered directory that appears under a model's base
-path, so a version is built in a hidden temporary sibling (``.<version>.*``,
-which TF Serving ignores) and renamed into place only once complete; an
-existing version is never replaced unless asked to.
+TF Serving loads every child of a model's base path whose name parses as a
+number (``strtoll``: digits, an optional sign, spaces around), so a version is
+built in a temporary sibling named ``.tmp-<random>-<version>`` (a leading dot
+never parses) and renamed into place only once complete and synced
+(`keras_team.files.atomic_dir`): a process killed at any moment leaves no
+version directory TF Serving could load half-written. An existing version is
+never replaced unless asked to.
 
 Example:
     >>> model = keras_team.zoo.seed_cnn((8, 8, 1), 5, name="digits")
-    >>> path = saved_model(model, tmp, name="digits", input_dtype="uint8")   # doctest: +SKIP
-    >>> path.name                                                             # doctest: +SKIP
+    >>> path = saved_model(model, tmp, name="digits", input_dtype="uint8")
+    >>> path.name
     '1'
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -25,6 +27,7 @@ import numpy as np
 from keras_team.errors import KerasTeamError
 from keras_team.export.predict_requests import write_warmup
 from keras_team.export.signatures import input_spec, write_archive
+from keras_team.files import atomic_dir
 from keras_team.followers import check_name
 
 
@@ -71,8 +74,27 @@ def saved_model(
         The version directory, `base_dir/name/version`.
 
     Example:
-        >>> saved_model(model, "exports", name="digits", input_dtype="uint8")   # doctest: +SKIP
-        PosixPath('exports/digits/1')
+        >>> saved_model(model, f"{tmp}/exports", name="digits", input_dtype="uint8")
+        PosixPath('.../exports/digits/1')
+    """
+    target = version_dir(base_dir, name, version, force=force)
+    try:
+        with atomic_dir(target, replace=force) as building:
+            write_version(model, building, name=name, input_dtype=input_dtype, warmup=warmup)
+    except OSError as error:
+        if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        # another export took this version meanwhile
+        raise KerasTeamError("version", int(target.name), f"a version nobody else is writing ({error})") from error
+    return target
+
+
+def version_dir(base_dir: str | os.PathLike, name: str, version: int | None = None, *, force: bool = False) -> pathlib.Path:
+    """Where version `version` (default: the next free) of model `name` goes; refused if present unless `force`.
+
+    Example:
+        >>> version_dir("/nonexistent", "digits")
+        PosixPath('/nonexistent/digits/1')
     """
     check_name("name", name)
     model_dir = pathlib.Path(base_dir) / name
@@ -84,31 +106,19 @@ def saved_model(
     target = model_dir / str(version)
     if target.exists() and not force:
         raise KerasTeamError("version", version, f"a version not in {model_dir} yet (present: {present}), or force=True")
-    spec = input_spec(model, input_dtype)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    building = pathlib.Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir))
-    try:
-        write_archive(model, building, spec)
-        if warmup is not None:
-            write_warmup(building, warmup, name=name, dtype=spec.dtype.name)
-        _move_into_place(building, target, replace=force)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
     return target
 
 
-def _move_into_place(building: pathlib.Path, target: pathlib.Path, *, replace: bool) -> None:
-    """Rename `building` to `target`; with `replace`, an old `target` is swapped out first."""
-    old = None
-    if replace and target.exists():
-        old = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "version")
-    try:
-        os.rename(building, target)
-    except OSError as error:  # another export took this version meanwhile
-        if old is not None:
-            os.replace(old / "version", target)
-        raise KerasTeamError("version", int(target.name), f"a version nobody else is writing ({error})") from error
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+def write_version(model: keras.Model, directory: str | os.PathLike, *, name: str, input_dtype: str | None = None,
+                  warmup: np.ndarray | None = None) -> None:
+    """Write the SavedModel (and its warmup requests) into `directory`, in place: `saved_model` makes it atomic.
+
+    Example:
+        >>> write_version(model, f"{tmp}/staging", name="digits", input_dtype="uint8")
+        >>> (pathlib.Path(tmp) / "staging" / "saved_model.pb").is_file()
+        True
+    """
+    spec = input_spec(model, input_dtype)
+    write_archive(model, directory, spec)
+    if warmup is not None:
+        write_warmup(directory, warmup, name=name, dtype=spec.dtype.name)

@@ -5,7 +5,11 @@ models under an export root, each with a version policy, for
 ``tensorflow_model_server --model_config_file``.
 
 Example:
-    >>> path = serving_config("exports", version_policy="latest", num_latest=2)   # doctest: +SKIP
+    >>> from keras_team.export import saved_model
+    >>> version = saved_model(model, tmp, name="digits")
+    >>> print(serving_config(tmp, version_policy="latest", num_latest=2).read_text())
+    model_config_list {
+    ...
 """
 
 from __future__ import annotations
@@ -47,8 +51,11 @@ def serving_config(
         The path of the written config.
 
     Example:
-        >>> serving_config("exports", version_policy=[1, 2])   # doctest: +SKIP
-        PosixPath('exports/models.config')
+        >>> from keras_team.export import saved_model
+        >>> for version in (1, 2):
+        ...     path = saved_model(model, tmp, name="digits", version=version)
+        >>> serving_config(tmp, version_policy=[1, 2])
+        PosixPath('.../models.config')
     """
     base_dir = pathlib.Path(base_dir)
     if names is None:

@@ -23,6 +23,9 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import os
+
 import keras
 import tensorflow as tf
 
@@ -37,8 +40,8 @@ def members(model: keras.Model) -> dict[str, list[str]]:
     """Member name -> the output names it owns (a Team's members, or the model itself).
 
     Example:
-        >>> members(keras_team.zoo.mlp(3, name="head"))   # doctest: +SKIP
-        {'head': ['head']}
+        >>> members(model)
+        {'digits': ['digits']}
     """
     if not isinstance(model, keras.Model):
         raise KerasTeamError("model", type(model).__name__, "a keras.Model or keras_team.Team")
@@ -93,8 +96,8 @@ def serving_functions(model: keras.Model, spec: tf.TensorSpec, *, default: bool 
     """Signature name -> `tf.function` over `spec`: `serving_default` (if `default`) and one per member.
 
     Example:
-        >>> fns = serving_functions(model, input_spec(model, "uint8"))   # doctest: +SKIP
-        >>> sorted(fns)                                                  # doctest: +SKIP
+        >>> fns = serving_functions(model, input_spec(model, "uint8"))
+        >>> sorted(fns)
         ['digits', 'serving_default']
     """
     owned = members(model)
@@ -121,10 +124,25 @@ def write_archive(model: keras.Model, path, spec: tf.TensorSpec, *, default: boo
     """Write a SavedModel of `model` at `path` with the signatures of `serving_functions`.
 
     Example:
-        >>> write_archive(model, "/tmp/digits/1", input_spec(model, "uint8"))   # doctest: +SKIP
+        >>> write_archive(model, f"{tmp}/digits/1", input_spec(model, "uint8"))
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, function in serving_functions(model, spec, default=default).items():
         archive.add_endpoint(name, function)
-    archive.write_out(str(path), verbose=False)
+    try:
+        archive.write_out(str(path), verbose=False)
+    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as error:
+        refused = _refused_write(error)
+        if refused is None:
+            raise
+        raise OSError(refused, os.strerror(refused), str(path)) from error
+
+
+# What TensorFlow's file writers say (its message ends with strerror) for a write the disk refused.
+_REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def _refused_write(error: tf.errors.OpError) -> int | None:
+    """The errno of a full, read-only or forbidden disk behind a TensorFlow error, else None."""
+    return next((code for code in _REFUSED_WRITES if os.strerror(code) in error.message), None)

@@ -28,16 +28,20 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import pathlib
 from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team.distribute import replica_batch_size
+from keras_team.distribute import global_batch_size
 from keras_team.errors import KerasTeamError
+from keras_team.files import atomic_path, is_out_of_space, needing, remove_temporaries
+from keras_team.heads import LOSS
 from keras_team.taps import tap_key
 from keras_team.team import Team
 
@@ -81,7 +85,13 @@ def _tap_reader(team: Team, leaders: list[str], keys: list[str]) -> keras.Model:
 
 
 class _Store:
-    """Appends chunks of taps, in memory (float32, float16 past a size) or as files under a directory."""
+    """Appends chunks of taps, in memory (float32, float16 past a size) or as files under a directory.
+
+    Files are written to temporary siblings (``.tmp-*``) and renamed into
+    place by `finish` only once whole, so a kill mid-write never leaves a
+    half ``<input>.bin`` or ``labels.npy``; the next cache into the directory
+    removes the leftovers. `discard` drops the temporaries of a failed pass.
+    """
 
     def __init__(self, keys: list[str], directory: str | None, dtype: str, field: str):
         self.directory, self.dtype, self.field = directory, dtype, field
@@ -90,9 +100,16 @@ class _Store:
         self.shapes: dict[str, tuple] = {}
         self.labels: list[np.ndarray] = []
         self.float32_bytes = 0
+        self.written = 0
         if directory is not None:
             os.makedirs(directory, exist_ok=True)
-            self.files = {key: open(os.path.join(directory, f"{key}.bin"), "wb") for key in keys}
+            remove_temporaries(directory)  # what a killed cache left
+            self.writing = contextlib.ExitStack()  # each file's atomic write, committed by `finish`
+            self.files = {key: open(self.writing.enter_context(atomic_path(self._path(f"{key}.bin"))), "wb")
+                          for key in keys}
+
+    def _path(self, name: str) -> pathlib.Path:
+        return pathlib.Path(self.directory) / name
 
     def _narrow(self, array: np.ndarray) -> np.ndarray:
         half = array.astype(np.float16)
@@ -113,19 +130,40 @@ class _Store:
             if self.directory is None:
                 self.chunks[key].append(array)
             else:
-                self.files[key].write(np.ascontiguousarray(array).tobytes())
+                self._write(self.files[key], np.ascontiguousarray(array).tobytes())
+
+    def _write(self, file, data: bytes) -> None:
+        try:
+            file.write(data)
+        except OSError as error:
+            if not is_out_of_space(error):
+                raise
+            error.filename = self.directory
+            raise needing(error, self.written + len(data), at_least=True) from error
+        self.written += len(data)
+
+    def discard(self, error: BaseException) -> None:
+        """Drop the temporary files of a pass that failed with `error`."""
+        if self.directory is not None:
+            for file in self.files.values():
+                file.close()
+            self.writing.__exit__(type(error), error, error.__traceback__)
 
     def finish(self) -> TapCache:
         labels = np.concatenate(self.labels)
         if self.directory is None:
             return TapCache({key: _join(chunks) for key, chunks in self.chunks.items()}, labels)
+        for file in self.files.values():
+            file.close()
+        with atomic_path(self._path("labels.npy")) as tmp:
+            np.save(tmp, labels)
+        self.writing.close()  # every file synced and renamed into place
         inputs = {}
         dtype = np.float16 if self.half else np.float32
-        for key, file in self.files.items():
-            file.close()
+        for key in self.files:
             shape = (len(labels), *self.shapes.get(key, ()))
-            inputs[key] = np.memmap(file.name, dtype=dtype, mode="r", shape=shape) if len(labels) else np.zeros(shape, dtype)
-        np.save(os.path.join(self.directory, "labels.npy"), labels)
+            path = self._path(f"{key}.bin")
+            inputs[key] = np.memmap(path, dtype=dtype, mode="r", shape=shape) if len(labels) else np.zeros(shape, dtype)
         return TapCache(inputs, labels)
 
 
@@ -158,8 +196,9 @@ def cache_taps(
         dataset: batched `(x, y)`; its order is kept.
         views: passes over `dataset` (each pass of an augmenting dataset is
             a new augmented view); the cache holds ``views * len`` examples.
-        directory: write the taps there (``<input>.bin``, ``labels.npy``)
-            and return them memory-mapped; None keeps them in memory.
+        directory: write the taps there (``<input>.bin``, ``labels.npy``,
+            each renamed into place once whole) and return them
+            memory-mapped; None keeps them in memory.
         dtype: "float32", "float16", or "auto" (float16 for an in-memory
             cache larger than `FLOAT16_ABOVE_BYTES` as float32).
         verbose: 1 shows a progress bar, 2 one line at the end, 0 nothing.
@@ -187,15 +226,19 @@ def cache_taps(
                    dtype, "dtype")
     progress = keras.utils.Progbar(None, verbose=verbose, unit_name="example")
     seen = 0
-    for _ in range(views):
-        for x, y in dataset.unbatch().batch(CHUNK_EXAMPLES):
-            store.add(reader.predict(x, batch_size=CACHE_BATCH, verbose=0), np.asarray(y))
-            seen += len(y)
-            progress.update(seen)
-    if not seen:
-        raise KerasTeamError("dataset", "0 examples", f"at least one example to cache for follower {name!r}")
-    progress.update(seen, finalize=True)
-    return store.finish()
+    try:
+        for _ in range(views):
+            for x, y in dataset.unbatch().batch(CHUNK_EXAMPLES):
+                store.add(reader.predict(x, batch_size=CACHE_BATCH, verbose=0), np.asarray(y))
+                seen += len(y)
+                progress.update(seen)
+        if not seen:
+            raise KerasTeamError("dataset", "0 examples", f"at least one example to cache for follower {name!r}")
+        progress.update(seen, finalize=True)
+        return store.finish()
+    except BaseException as error:
+        store.discard(error)
+        raise
 
 
 class CachedBatches(keras.utils.PyDataset):
@@ -282,12 +325,13 @@ def fit_follower(
 
     graph.compile(
         optimizer=optimizer,
-        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * outputs,
+        loss=[LOSS] * outputs,
         loss_weights=[defaults[out] for out in follower.output_names(list(follower.leaders or team.leaders))],
-        metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]] * outputs,
+        # A metric object holds state: one per output, or every output reports the pooled figure.
+        metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for _ in range(outputs)],
     )
     def batches(cache, **kwargs):  # a batch size every replica of the strategy can share
-        return CachedBatches(cache, outputs=outputs, batch_size=replica_batch_size(batch_size, len(cache.labels)), **kwargs)
+        return CachedBatches(cache, outputs=outputs, batch_size=global_batch_size(batch_size, len(cache.labels)), **kwargs)
 
     train_batches = batches(cached(train, "train", views=views), seed=seed)
     validation_batches = None

@@ -17,9 +17,11 @@
   which rewrites it in place; a damaged disk) is moved aside to
   ``<backup_dir>.unreadable-<time>`` with a one-line warning, and the fit
   starts from its first epoch with the model's own weights.
-- A write that fails for lack of space raises `KerasTeamError` on
-  ``backup_dir``, naming the directory and the bytes it needed; the previous
-  checkpoint is left intact, so the same fit continues once space is freed.
+- A write that fails for lack of space (or would: the free space is checked
+  first, as h5py may crash on a full disk) raises `OSError` ENOSPC naming
+  the file and the bytes it needed (`keras_team.files.needing`); the
+  previous checkpoint is left intact, so the same fit continues once space
+  is freed.
 
 A resumed fit gives the weights of an uninterrupted one when its training
 data continue where they stopped: `restore` says the epoch, and a seeded,
@@ -48,6 +50,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -60,8 +63,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_team.errors import KerasTeamError
-from keras_team.files import atomic_path, is_out_of_space, remove_temporaries, write_text
+from keras_team.files import atomic_path, is_out_of_space, needing, remove_temporaries, write_text
 
 METADATA = "training_metadata.json"
 EVERY_SECONDS = 5.0
@@ -200,9 +202,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         name = f"epoch-{self._current_epoch}.weights.h5"
         target = self.directory / name
         need = self._bytes_needed(previous)
-        free = shutil.disk_usage(self.directory).free
-        if free < need:
-            raise self._no_space(need, free)
+        if shutil.disk_usage(self.directory).free < need:  # h5py may crash on a full disk: do not start
+            raise needing(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)), need, at_least=True)
         try:
             with atomic_path(target) as tmp:
                 self.model.save_weights(tmp)
@@ -211,12 +212,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             write_text(self.directory / METADATA, json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen,
                                                               "weights": name, "bytes": size, "seeds": seeds}))
         except OSError as error:
-            free = shutil.disk_usage(self.directory).free
-            if is_out_of_space(error) or free < need:
-                if previous is None or previous.get("weights") != name:
-                    target.unlink(missing_ok=True)
-                raise self._no_space(need, free) from None
-            raise
+            full = is_out_of_space(error) or shutil.disk_usage(self.directory).free < need  # h5py may drop errno
+            if not full:
+                raise
+            if previous is None or previous.get("weights") != name:
+                target.unlink(missing_ok=True)  # new weights that no metadata names
+            raise needing(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)), need, at_least=True) from error
         _remove_uncommitted(self.directory, target)
         self._last_save = time.monotonic()
 
@@ -226,11 +227,6 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             return int(previous["bytes"])
         variables = [*self.model.variables, *(self.model.optimizer.variables if self.model.optimizer else ())]
         return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
-
-    def _no_space(self, need: int, free: int) -> KerasTeamError:
-        return KerasTeamError("backup_dir", str(self.directory),
-                              f"a disk with room for the checkpoint (it needs {need:,} bytes, {free:,} are free; "
-                              "the last checkpoint is intact: free some space and rerun to continue)")
 
 
 def _seed_states(model: keras.Model) -> list:

@@ -3,9 +3,11 @@
 A `Task` holds `train`, `validation` and `test` splits of `(x, y)` numpy
 arrays. Images stay uint8 pixels 0..255 (models scale their own raw inputs);
 labels are int32 `0..num_classes-1`, remapped from the chosen class subset in
-the order given. Every source (`digits`, `tfds_task`, `from_arrays`,
-`from_dataset`) supports a class subset (`classes=`) and stratified k-shot
-sampling of the train split (`shots=`), all seeded.
+the order given. Every source (`digits`, `tfds_task`, a user's `.npz` file
+(`from_npz`) or folder of class subfolders of images (`from_folder`),
+`from_arrays`, `from_dataset`) supports a class subset (`classes=`, by label
+or class name) and stratified k-shot sampling of the train split (`shots=`),
+all seeded. `load_task` picks the source a name means.
 
 Example:
     >>> source, target = digits_tasks(shots=5)
@@ -16,7 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
+import pathlib
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,10 +33,12 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from keras_team.distribute import replica_batch_size, shard_by_data
+from keras_team.distribute import global_batch_size, shard_by_data
 from keras_team.errors import KerasTeamError
 
 AUGMENTATIONS = ("flip", "crop")
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what keras.utils.image_dataset_from_directory reads
+PROGRESS_ABOVE = 2000  # images: checking a folder this large shows a progress bar
 SPLITS = ("train", "validation", "test")
 CROP_PADDING = 4
 
@@ -109,7 +117,7 @@ class Task:
                 # sequential, so the layers' seed state advances in order.
                 ds = ds.map(lambda image, label: (augment(image), label))
         # batch_size is the global batch; several workers each take a share of it.
-        batch_size = replica_batch_size(self.batch_size, len(x))
+        batch_size = global_batch_size(self.batch_size, len(x))
         return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
     def _augmenter(self):
@@ -137,7 +145,7 @@ def from_arrays(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    classes: Sequence[int] | None = None,
+    classes: Sequence[int | str] | None = None,
     shots: int | None = None,
     validation: float = 0.2,
     test: float = 0.3,
@@ -157,8 +165,8 @@ def from_arrays(
     Args:
         x: examples, first axis the example index.
         y: integer labels, one per example.
-        classes: the labels to keep, remapped to `0..len(classes)-1` in this
-            order; default all labels.
+        classes: the labels (or class names) to keep, remapped to
+            `0..len(classes)-1` in this order; default all labels.
         shots: examples per class in train (k-shot); default all.
         validation, test: fractions in (0, 1).
         class_names: the name of each original label; default `str(label)`.
@@ -214,7 +222,7 @@ def from_dataset(dataset: tf.data.Dataset, **kwargs: Any) -> Task:
 
 def digits(
     *,
-    classes: Sequence[int] | None = None,
+    classes: Sequence[int | str] | None = None,
     shots: int | None = None,
     validation: float = 0.2,
     test: float = 0.3,
@@ -266,7 +274,7 @@ def digits_tasks(
 def tfds_task(
     name: str,
     *,
-    classes: Sequence[int] | None = None,
+    classes: Sequence[int | str] | None = None,
     shots: int | None = None,
     validation: float = 0.1,
     seed: int = 0,
@@ -281,21 +289,16 @@ def tfds_task(
     (stratified) from train after k-shot sampling, as in `from_arrays`.
 
     Example:
-        >>> target = tfds_task("cifar100", shots=5, augment=("flip", "crop"),  # doctest: +SKIP
+        >>> target = tfds_task("cifar100", shots=3, augment=("flip", "crop"),
         ...                    data_dir="~/tensorflow_datasets", download=True)
+        >>> target.num_classes, target.input_shape, int(np.bincount(target.splits["train"][1]).max())
+        (100, (32, 32, 3), 3)
     """
+    builder, names, _ = _tfds_builder(name, classes, shots, validation, data_dir, download)
     try:
-        (train, test), info = tfds.load(
-            name, split=["train", "test"], as_supervised=True, batch_size=-1,
-            data_dir=data_dir, download=download, with_info=True,
-        )
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise KerasTeamError("name", name, "'digits' or a TFDS dataset name, e.g. 'cifar10'") from error
+        train, test = builder.as_dataset(split=["train", "test"], as_supervised=True, batch_size=-1)
     except AssertionError as error:  # tfds: not prepared in data_dir, no download
-        raise KerasTeamError(
-            "data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True"
-        ) from error
-    names = info.features["label"].names
+        raise _not_prepared(name, data_dir) from error
     return _make_task(
         name, tfds.as_numpy(train), tfds.as_numpy(test), class_names=names,
         classes=classes, available=np.arange(len(names)), shots=shots,
@@ -303,10 +306,29 @@ def tfds_task(
     )
 
 
-def load_task(name: str, *, data_dir: str | None = None, download: bool = False, **kwargs: Any) -> Task:
-    """`"digits"` -> `digits(**kwargs)`; any other name -> `tfds_task(name, ...)`.
+def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | None, validation: float,
+                  data_dir: str | None, download: bool) -> tuple[tfds.core.DatasetBuilder, list[str], list[int]]:
+    """The TFDS builder of `name`, its class names and the classes kept: all checked before any download."""
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise KerasTeamError("name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
+    names = builder.info.features["label"].names
+    chosen = _check_selection(classes, shots, validation, np.arange(len(names)), names)
+    if download:
+        builder.download_and_prepare()
+    return builder, names, chosen
 
-    `data_dir` and `download` only concern TFDS: the digits are bundled.
+
+def _not_prepared(name: str, data_dir: str | None) -> KerasTeamError:
+    return KerasTeamError("data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True")
+
+
+def load_task(name: str, *, data_dir: str | None = None, download: bool = False, **kwargs: Any) -> Task:
+    """The task a name means: `"digits"`, a `.npz` file, a folder of class subfolders, else a TFDS name.
+
+    `data_dir` and `download` only concern TFDS: the digits are bundled and
+    a user's files are read where they are.
 
     Example:
         >>> load_task("digits", classes=[0, 1]).num_classes
@@ -314,7 +336,174 @@ def load_task(name: str, *, data_dir: str | None = None, download: bool = False,
     """
     if name == "digits":
         return digits(**kwargs)
-    return tfds_task(name, data_dir=data_dir, download=download, **kwargs)
+    if name.endswith(".npz") or os.sep in name or pathlib.Path(name).exists():
+        path = pathlib.Path(name).expanduser()
+        if path.is_dir():
+            return from_folder(path, **kwargs)
+        if path.suffix == ".npz" and path.is_file():
+            return from_npz(path, **kwargs)
+        raise KerasTeamError("name", name, "an existing .npz file or folder of class subfolders "
+                             f"({'no such file or folder' if not path.exists() else 'neither a folder nor a .npz file'})")
+    kwargs.pop("test", None)  # TFDS datasets bring their own test split
+    try:
+        return tfds_task(name, data_dir=data_dir, download=download, **kwargs)
+    except KerasTeamError as error:
+        if error.field != "name":
+            raise
+        raise KerasTeamError("name", name, f"'digits', a .npz file, a folder of class subfolders, or {error.allowed}") from error
+
+
+def from_npz(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) -> Task:
+    """A task from a `.npz` file of arrays `x` and `y` (optional: `x_test`, `y_test`, `class_names`).
+
+    With `x_test`/`y_test` those are the test split; otherwise a stratified
+    `test` fraction is held out. Labels are integers `0..n-1` (named by
+    `class_names` when given), or strings: then their sorted distinct values
+    are the class names. Other keyword arguments as in `from_arrays`.
+
+    Example:
+        >>> path = pathlib.Path(getfixture("tmp_path")) / "pets.npz"
+        >>> np.savez(path, x=np.zeros((40, 4, 4, 3), np.uint8), y=np.array(["cat", "dog"] * 20))
+        >>> from_npz(path, classes=["dog", "cat"], shots=5).class_names
+        ('dog', 'cat')
+    """
+    path = pathlib.Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise KerasTeamError("name", str(path), f"a readable .npz file of arrays x and y ({error})") from None
+    missing = [key for key in ("x", "y") if key not in arrays]
+    if missing or ("x_test" in arrays) != ("y_test" in arrays):
+        raise KerasTeamError("name", str(path), "a .npz file holding arrays x and y (and x_test with y_test, or "
+                             f"neither); it holds {', '.join(sorted(arrays)) or 'nothing'}")
+    given_names = arrays.get("class_names")
+    labels = [arrays["y"], *([arrays["y_test"]] if "y_test" in arrays else [])]
+    class_names, labels = _named_labels(labels, None if given_names is None else [str(n) for n in given_names], path)
+    name = kwargs.pop("name", path.stem)
+    if "x_test" not in arrays:
+        return from_arrays(arrays["x"], labels[0], test=test, class_names=class_names, name=name, **kwargs)
+    for key, x, y in (("x", arrays["x"], labels[0]), ("x_test", arrays["x_test"], labels[1])):
+        _check_pairs(key, x, y, class_names)
+    return _make_task(name, (arrays["x"], labels[0]), (arrays["x_test"], labels[1]), class_names=class_names,
+                      available=np.unique(labels[0]), **_split_options(kwargs))
+
+
+def from_folder(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) -> Task:
+    """A task from a folder of class subfolders of images (jpg, png, bmp, gif), read into memory.
+
+    The subfolder names are the class names (sorted). When the folder has
+    `train/` and `test/` subfolders (each of class subfolders), they are the
+    splits; otherwise a stratified `test` fraction is held out. Images are
+    read by `keras.utils.image_dataset_from_directory` as uint8, at the most
+    common image size and colour mode of the folder (others are resized and
+    converted). Other keyword arguments as in `from_arrays`.
+
+    Example:
+        >>> from PIL import Image
+        >>> root = pathlib.Path(getfixture("tmp_path")) / "shapes"
+        >>> for label in ("circle", "square"):
+        ...     (root / label).mkdir(parents=True)
+        ...     for i in range(12):
+        ...         Image.new("RGB", (6, 5), (40 * i, 0, 0)).save(root / label / f"{i}.png")
+        >>> task = from_folder(root, shots=4)
+        >>> task.class_names, task.input_shape
+        (('circle', 'square'), (5, 6, 3))
+    """
+    root = pathlib.Path(path)
+    name = kwargs.pop("name", root.name)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train_files = _image_files(root / "train")
+        test_files = _image_files(root / "test", class_names=sorted(train_files))
+        class_names = sorted(train_files)
+        size, mode = _common_format([*train_files.values(), *test_files.values()])
+        train, test_split = (_read_images(root / split, class_names, size, mode) for split in ("train", "test"))
+        return _make_task(name, train, test_split, class_names=class_names,
+                          available=np.unique(train[1]), **_split_options(kwargs))
+    files = _image_files(root)
+    x, y = _read_images(root, sorted(files), *_common_format(files.values()))
+    return from_arrays(x, y, test=test, class_names=sorted(files), name=name, **kwargs)
+
+
+def _split_options(kwargs: dict) -> dict:
+    """`from_arrays`' keyword arguments as `_make_task` takes them."""
+    options = dict(classes=None, shots=None, validation=0.2, seed=0, batch_size=32, augment=())
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(unknown)}")
+    return {**options, **kwargs}
+
+
+def _named_labels(labels: list[np.ndarray], class_names: list[str] | None,
+                  path: pathlib.Path) -> tuple[list[str] | None, list[np.ndarray]]:
+    """String labels -> int labels and their sorted names; int labels are kept."""
+    if not any(y.dtype.kind in "USO" for y in labels):
+        return class_names, labels
+    if class_names is not None:
+        lookup = {n: i for i, n in enumerate(class_names)}
+        unknown = sorted({str(v) for y in labels for v in y} - set(lookup))
+        if unknown:
+            raise KerasTeamError("name", str(path), f"labels that are in its class_names; {unknown[:5]} are not")
+    else:
+        class_names = sorted({str(v) for y in labels for v in y})
+        lookup = {n: i for i, n in enumerate(class_names)}
+    return class_names, [np.array([lookup[str(v)] for v in y], np.int32) for y in labels]
+
+
+def _check_pairs(field: str, x: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None) -> None:
+    if len(x) != len(y) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise KerasTeamError(field, f"{len(x)} examples, labels {y.dtype}{y.shape}", "one integer label per example")
+    if class_names is not None and len(y) and (y.min() < 0 or y.max() >= len(class_names)):
+        raise KerasTeamError(field, f"labels in {y.min()}..{y.max()}", f"labels in 0..{len(class_names) - 1} "
+                             "(one per class name)")
+
+
+def _image_files(folder: pathlib.Path, class_names: Sequence[str] | None = None) -> dict[str, list[pathlib.Path]]:
+    """Class name -> its image files (sorted); every class folder must hold images."""
+    if not folder.is_dir():
+        raise KerasTeamError("name", str(folder), "a folder of class subfolders of images")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise KerasTeamError("name", str(folder), "a folder of class subfolders of images (it has no subfolders)")
+    if class_names is not None and set(found) - set(class_names):
+        raise KerasTeamError("name", str(folder), f"class folders that train/ also has ({sorted(class_names)}); "
+                             f"{sorted(set(found) - set(class_names))} are not")
+    files = {}
+    for label in found:
+        images = sorted(p for p in (folder / label).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
+            raise KerasTeamError("name", str(folder / label), f"a class folder holding images ({', '.join(IMAGE_EXTENSIONS)})")
+        files[label] = images
+    return files
+
+
+def _common_format(groups) -> tuple[tuple[int, int], str]:
+    """The most common (height, width) and colour mode ("rgb" or "grayscale") of the images; names a corrupt one."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = [file for group in groups for file in group]
+    bar = keras.utils.Progbar(len(files), unit_name="image") if len(files) >= PROGRESS_ABOVE else None
+    sizes, modes = collections.Counter(), collections.Counter()
+    for i, file in enumerate(files, 1):
+        if bar is not None and (i % 500 == 0 or i == len(files)):
+            bar.update(i)
+        try:
+            with Image.open(file) as image:
+                image.verify()  # reads the whole file: a truncated or corrupt image fails here
+                sizes[image.size[::-1]] += 1
+                modes["grayscale" if image.mode in ("1", "L", "I;16", "I", "F") else "rgb"] += 1
+        except (OSError, UnidentifiedImageError, SyntaxError) as error:
+            raise KerasTeamError("name", str(file), f"a readable image ({type(error).__name__}: {error})") from None
+    return sizes.most_common(1)[0][0], modes.most_common(1)[0][0]
+
+
+def _read_images(folder: pathlib.Path, class_names: Sequence[str], size: tuple[int, int], mode: str) -> Split:
+    """(uint8 images, int32 labels) of `folder`'s class subfolders, read by Keras at `size` in `mode`."""
+    dataset = keras.utils.image_dataset_from_directory(
+        folder, labels="inferred", label_mode="int", class_names=list(class_names), color_mode=mode,
+        batch_size=None, image_size=size, shuffle=False, interpolation="bilinear", verbose=False)
+    images, labels = zip(*dataset.as_numpy_iterator())
+    return np.round(np.stack(images)).astype(np.uint8), np.asarray(labels, np.int32)
 
 
 def _make_task(
@@ -323,7 +512,7 @@ def _make_task(
     test: Split,
     *,
     class_names: Sequence[str],
-    classes: Sequence[int] | None,
+    classes: Sequence[int | str] | None,
     available: np.ndarray,
     shots: int | None,
     validation: float,
@@ -332,11 +521,10 @@ def _make_task(
     augment: Sequence[str],
 ) -> Task:
     """The one splitter: class subset, k-shot train, stratified validation."""
-    _check_fraction("validation", validation)
+    classes = _check_selection(classes, shots, validation, available, class_names)
     _check_augment(augment)
     _check_finite(train[0])
     _check_finite(test[0])
-    classes = _check_classes(classes, available)
     x, y = _select(*train, classes)
     if shots is not None:
         _check_shots(y, shots, validation, [class_names[c] for c in classes])
@@ -385,10 +573,17 @@ def _validation_holds_every_class(counts: np.ndarray, validation: float) -> bool
     return len(np.unique(held)) == len(counts)
 
 
+def _check_selection(classes: Sequence[int | str] | None, shots: int | None, validation: float,
+                     available: np.ndarray, class_names: Sequence[str]) -> list[int]:
+    """The class subset, k-shot count and validation fraction every source takes; the classes kept."""
+    _check_fraction("validation", validation)
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1):
+        raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
+    return _check_classes(classes, available, class_names)
+
+
 def _check_shots(y: np.ndarray, shots: int, validation: float, names: Sequence[str]) -> None:
     """`shots` per class must leave every class examples for validation; else name the limit."""
-    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
-        raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
     counts = np.bincount(y, minlength=len(names))
     if shots <= counts.min() and _validation_holds_every_class(counts - shots, validation):
         return
@@ -438,18 +633,19 @@ def _check_augment(augment: Sequence[str]) -> None:
         raise KerasTeamError("augment", unknown[0], f"one of {AUGMENTATIONS}")
 
 
-def _check_classes(classes: Sequence[int] | None, available: np.ndarray) -> list[int]:
-    """The classes to keep, as plain ints; all available when `None`."""
+def _check_classes(classes: Sequence[int | str] | None, available: np.ndarray,
+                   class_names: Sequence[str]) -> list[int]:
+    """The labels to keep, as plain ints (a class given by name becomes its label); all available when `None`."""
     available = [int(c) for c in available]
     if classes is None:
         return available
-    chosen = [int(c) for c in classes]
+    lookup = {str(name): label for label, name in enumerate(class_names)}
+    chosen = [lookup.get(c, c) if isinstance(c, str) else int(c) for c in classes]
     unknown = [c for c in chosen if c not in available]
     if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise KerasTeamError(
-            "classes", list(classes),
-            f"distinct labels from the available classes {available}",
-        )
+        offered = ", ".join(f"{label} ({class_names[label]})" if str(class_names[label]) != str(label) else str(label)
+                            for label in available)
+        raise KerasTeamError("classes", list(classes), f"distinct labels or class names from the available classes: {offered}")
     return chosen
 
 
@@ -464,11 +660,16 @@ class StreamTask:
     """A task whose splits stream from TFDS: nothing is held in memory but a shuffle buffer.
 
     Built by `tfds_stream`; `dataset(split, training=)` serves batches like
-    `Task.dataset`.
+    `Task.dataset`: `batch_size` is the global batch, shared by the replicas
+    of a strategy by the same rule (`distribute.global_batch_size`), which
+    knows a split's length only from `sizes` (the k-shot train split).
 
     Example:
-        >>> task = tfds_stream("cifar100", shots=5, data_dir="~/tensorflow_datasets")  # doctest: +SKIP
-        >>> for x, y in task.dataset("train", training=True): ...                      # doctest: +SKIP
+        >>> task = tfds_stream("cifar100", shots=5, data_dir="~/tensorflow_datasets")
+        >>> for x, y in task.dataset("train", training=True):
+        ...     pass  # a training step
+        >>> x.shape[1:]
+        TensorShape([32, 32, 3])
     """
 
     name: str
@@ -477,6 +678,7 @@ class StreamTask:
     input_shape: tuple[int, ...]
     batch_size: int = 32
     seed: int = 0
+    sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> examples, where known
 
     @property
     def num_classes(self) -> int:
@@ -487,7 +689,7 @@ class StreamTask:
         """Batched, prefetched `(x, y)` of one split, streamed; shuffled (seeded) with `training=True`.
 
         Example:
-            >>> x, y = next(iter(task.dataset("validation")))   # doctest: +SKIP
+            >>> x, y = next(iter(task.dataset("validation")))
         """
         if split not in self.sources:
             raise KerasTeamError("split", split, f"one of {sorted(self.sources)}")
@@ -496,13 +698,14 @@ class StreamTask:
         ds = self.sources[split]()
         if training:
             ds = ds.shuffle(STREAM_SHUFFLE_BUFFER, seed=self.seed, reshuffle_each_iteration=True)
-        return shard_by_data(ds.batch(self.batch_size).prefetch(tf.data.AUTOTUNE))
+        batch_size = global_batch_size(self.batch_size, self.sizes.get(split))
+        return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def tfds_stream(
     name: str,
     *,
-    classes: Sequence[int] | None = None,
+    classes: Sequence[int | str] | None = None,
     shots: int | None = None,
     validation: float = 0.1,
     seed: int = 0,
@@ -523,21 +726,11 @@ def tfds_stream(
     TFDS's `test` split, class subset only.
 
     Example:
-        >>> task = tfds_stream("cifar100", classes=[3, 1], shots=5, data_dir="~/tfds")  # doctest: +SKIP
-        >>> task.class_names                                                           # doctest: +SKIP
+        >>> task = tfds_stream("cifar100", classes=[3, 1], shots=5, data_dir="~/tfds")
+        >>> task.class_names
         ('3', '1')
     """
-    _check_fraction("validation", validation)
-    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1):
-        raise KerasTeamError("shots", shots, "an integer >= 1, or None for all examples")
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-        if download:
-            builder.download_and_prepare()
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise KerasTeamError("data.name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
-    names = builder.info.features["label"].names
-    chosen = _check_classes(classes, np.arange(len(names)))
+    builder, names, chosen = _tfds_builder(name, classes, shots, validation, data_dir, download)
     lookup = np.full(len(names), -1, np.int32)
     lookup[chosen] = np.arange(len(chosen), dtype=np.int32)
     lookup = tf.constant(lookup)
@@ -547,7 +740,7 @@ def tfds_stream(
             ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=True,
                                     read_config=tfds.ReadConfig(shuffle_seed=seed))
         except AssertionError as error:  # tfds: not prepared in data_dir
-            raise KerasTeamError("data.data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True") from error
+            raise _not_prepared(name, data_dir) from error
         ds = ds.map(lambda x, y: (x, tf.gather(lookup, tf.cast(y, tf.int32))))
         return ds.filter(lambda x, y: y >= 0)
 
@@ -580,7 +773,8 @@ def tfds_stream(
 
     shape = tuple(builder.info.features["image"].shape)
     return StreamTask(name, {"train": train, "validation": valid, "test": lambda: read("test")},
-                      tuple(str(names[c]) for c in chosen), shape, batch_size, seed)
+                      tuple(str(names[c]) for c in chosen), shape, batch_size, seed,
+                      sizes={} if shots is None else {"train": shots * len(chosen)})
 
 
 # Fields of the pooled stream: (x, y, in_train, in_validation, unfinished).

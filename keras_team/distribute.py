@@ -56,8 +56,12 @@ def choose_strategy(name: str = "auto", *, devices: Sequence[str] | None = None)
         devices: the devices of `"mirrored"`, e.g. `["/cpu:0", "/cpu:1"]`.
 
     Example:
-        >>> choose_strategy("auto").num_replicas_in_sync >= 1
-        True
+        >>> choose_strategy("default").num_replicas_in_sync
+        1
+        >>> choose_strategy("tpu")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: strategy='tpu' is not valid: expected one of auto, default, mirrored, multi_worker
     """
     if name not in STRATEGIES:
         raise KerasTeamError("strategy", name, f"one of {', '.join(STRATEGIES)}")
@@ -99,7 +103,7 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def replica_batch_size(batch_size: int, examples: int) -> int:
+def global_batch_size(batch_size: int, examples: int | None = None) -> int:
     """The global batch size to serve `examples` with, so that every replica gets a fair share.
 
     Under a mirrored strategy, Keras 3 fails when the replicas' shares of a
@@ -108,17 +112,20 @@ def replica_batch_size(batch_size: int, examples: int) -> int:
     operation AddN ... must have the same size") or when one replica gets
     none of a last, partial batch. So the global batch must be a multiple
     of the replicas, and it is lowered (by multiples of the replicas) until
-    the last batch leaves no replica empty. One device: unchanged.
+    the last batch leaves no replica empty. One device: unchanged. A split
+    of unknown length (`examples=None`, a stream) is only checked.
 
     Example:
-        >>> replica_batch_size(32, 15)   # one device
+        >>> global_batch_size(32, 15)   # one device
         32
     """
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     if replicas == 1:
         return batch_size
     if batch_size % replicas:
-        raise KerasTeamError("data.batch_size", batch_size, f"a multiple of the {replicas} replicas (it is the global batch)")
+        raise KerasTeamError("batch_size", batch_size, f"a multiple of the {replicas} replicas (it is the global batch)")
+    if examples is None:
+        return batch_size
     for size in range(min(batch_size, examples - examples % replicas), 0, -replicas):
         if examples % size == 0 or examples % size >= replicas:
             return size

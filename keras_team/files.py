@@ -72,6 +72,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
         _fsync(path.parent)
+    except OSError as error:
+        if error.filename is None:  # a write() that failed (e.g. a full disk) names no file: say which
+            error.filename = str(tmp)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -95,27 +99,52 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[pa
     path.parent.mkdir(parents=True, exist_ok=True)
     building = _sibling(path)
     building.mkdir()
-    old = None
     try:
         yield building
-        for file in building.rglob("*"):
-            if file.is_file():
-                _fsync(file)
-        if replace and path.exists():
-            old = _sibling(path)
-            os.replace(path, old)
-        try:
-            os.rename(building, path)
-        except OSError:
-            if old is not None:
-                os.replace(old, path)
-                old = None
-            raise
-        _fsync(path.parent)
+        move_into_place(building, path, replace=replace)
     finally:
         shutil.rmtree(building, ignore_errors=True)
+
+
+def move_into_place(source: str | os.PathLike, path: str | os.PathLike, *, replace: bool = False) -> None:
+    """Sync the file or directory `source` and rename it to `path` (on the same file system).
+
+    A file replaces `path`. A directory `path` must not exist unless
+    `replace`; then the old one is swapped out only once `source` is
+    complete, and deleted after. On failure `path` is as it was.
+
+    Example:
+        >>> root = pathlib.Path(getfixture("tmp_path"))
+        >>> _ = (root / ".tmp-1234abcd-a.txt").write_text("new")
+        >>> move_into_place(root / ".tmp-1234abcd-a.txt", root / "a.txt")
+        >>> (root / "a.txt").read_text()
+        'new'
+    """
+    source, path = pathlib.Path(source), pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not source.is_dir():
+        _fsync(source)
+        os.replace(source, path)
+        _fsync(path.parent)
+        return
+    for file in source.rglob("*"):
+        if file.is_file():
+            _fsync(file)
+    old = None
+    if replace and path.exists():
+        old = _sibling(path)
+        os.replace(path, old)
+    try:
+        os.rename(source, path)  # never onto a non-empty directory: a version someone else wrote stays
+    except OSError:
+        if old is not None:
+            os.replace(old, path)
+            old = None
+        raise
+    finally:
         if old is not None:
             shutil.rmtree(old)
+    _fsync(path.parent)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -126,6 +155,31 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically; on a full disk the error says how many bytes it needed.
+
+    Example:
+        >>> write_bytes(pathlib.Path(getfixture("tmp_path")) / "a.bin", b"x")
+    """
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as error:
+        if not is_out_of_space(error):
+            raise
+        raise needing(error, len(data)) from error
+
+
+def needing(error: OSError, needed: int, *, at_least: bool = False) -> OSError:
+    """`error` (a full disk) restated with the bytes the write needed.
+
+    Example:
+        >>> needing(OSError(errno.ENOSPC, "No space left on device", "/data/x"), 2048)
+        OSError(28, 'No space left on device; 2,048 bytes needed')
+    """
+    return OSError(error.errno, f"{error.strerror}; {'at least ' if at_least else ''}{needed:,} bytes needed", error.filename)
 
 
 def remove_temporaries(directory: str | os.PathLike) -> list[pathlib.Path]:

@@ -27,24 +27,31 @@ NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 @dataclasses.dataclass(frozen=True)
 class Distill:
-    """Distillation to the leaders' softened probabilities.
+    """Distillation to the leaders' softened probabilities, named as `keras.distillation.Distiller`.
 
-    Adds ``alpha * T**2 * KL(p_leader(T) || p_follower(T))`` to the team loss;
-    the follower's label loss gets weight ``1 - alpha`` by default.
+    The follower's label loss gets weight ``student_loss_weight`` (by
+    default) and ``(1 - student_loss_weight) * T**2 * KL(p_leader(T) ||
+    p_follower(T))`` is added to the team loss, as Keras' `Distiller` with
+    `LogitsDistillation(temperature)` weighs them.
 
     Example:
-        >>> Distill(temperature=4.0, alpha=0.5).alpha
-        0.5
+        >>> Distill(temperature=4.0, student_loss_weight=0.75).kl_weight
+        0.25
     """
 
     temperature: float = 4.0
-    alpha: float = 0.5
+    student_loss_weight: float = 0.5
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise KerasTeamError("distill.temperature", self.temperature, "a float > 0")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise KerasTeamError("distill.alpha", self.alpha, "a float in [0, 1]")
+        if not 0.0 <= self.student_loss_weight <= 1.0:
+            raise KerasTeamError("distill.student_loss_weight", self.student_loss_weight, "a float in [0, 1]")
+
+    @property
+    def kl_weight(self) -> float:
+        """The weight of the distillation term: ``1 - student_loss_weight``."""
+        return 1.0 - self.student_loss_weight
 
 
 def check_name(field: str, name: str) -> str:
@@ -127,6 +134,7 @@ class Follower:
                 inputs[f"{leader}_{key}"] = keras.Input(
                     shape=tensor.shape[1:], dtype=tensor.dtype, name=f"{leader}_{key}"
                 )
+        self._check_model_name(leaders, inputs)
         fed = [inputs[f"{leader}_{tap_key(self.tap)}"] for leader in leaders]
         if self.tap == "probs":
             soften = TemperatureSoftmax(self.temperature, name="probs")
@@ -157,12 +165,28 @@ class Follower:
             teachers = [inputs[f"{leader}_logits"] for leader in leaders]
             if self.combine == "each":
                 outputs = [
-                    Distillation(self.distill.temperature, self.distill.alpha, name=f"distill_{leader}")([out, teacher])
+                    Distillation(self.distill.temperature, self.distill.kl_weight, name=f"distill_{leader}")([out, teacher])
                     for out, teacher, leader in zip(outputs, teachers, leaders)
                 ]
             else:
-                outputs = [Distillation(self.distill.temperature, self.distill.alpha, name="distill")([outputs[0], *teachers])]
+                outputs = [Distillation(self.distill.temperature, self.distill.kl_weight, name="distill")([outputs[0], *teachers])]
         return keras.Model(inputs, outputs, name=f"{self.name}_graph")
+
+    def _check_model_name(self, leaders: list[str], inputs: dict) -> None:
+        """The model's name must not be a name of the graph's own layers (Keras refuses a name used twice)."""
+        own = {name: "an input of the follower's graph" for name in inputs}
+        if self.tap == "probs":
+            own["probs"] = "the temperature softmax of its 'probs' tap"
+        if self.combine == "concat" and len(leaders) > 1:
+            own["concat"] = "the layer joining its leaders' taps"
+        if self.distill:
+            own.update({name: "its distillation layer" for name in
+                        ([f"distill_{leader}" for leader in leaders] if self.combine == "each" else ["distill"])})
+        if self.model.name in own:
+            field, value = ("followers", self.name) if self.model.name == self.name else (
+                f"followers[{self.name}].model", self.model.name)
+            raise KerasTeamError(field, value, f"a name that is not a layer of the follower's own graph "
+                                               f"({own[self.model.name]})")
 
     def _apply(self, x):
         built_shape = getattr(self.model, "input_shape", None) if self.model.built else None
@@ -207,6 +231,10 @@ class Follower:
         """Rebuild a follower from `get_config`."""
         config = dict(config)
         model = keras.saving.deserialize_keras_object(config.pop("model"))
+        distill = dict(config.get("distill") or {})
+        if "alpha" in distill:  # saved before Distill took Keras' `student_loss_weight` (1 - alpha)
+            distill["student_loss_weight"] = 1.0 - distill.pop("alpha")
+            config["distill"] = distill
         return cls(model, **config)
 
     def __repr__(self) -> str:

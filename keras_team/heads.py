@@ -20,6 +20,9 @@ from keras import layers
 
 from keras_team.errors import KerasTeamError
 
+# The loss of every classifier keras-team builds or trains: they end in logits.
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
 
 def activation_names() -> list[str]:
     """The activation names Keras knows, e.g. for a head's hidden layers.
@@ -50,6 +53,7 @@ def dense(
     dropout: float = 0.0,
     activation: str = "relu",
     name: str = "head",
+    seed: int | None = None,
 ) -> keras.Sequential:
     """Flatten, then `hidden` Dense layers, dropout, then the logits layer.
 
@@ -59,18 +63,27 @@ def dense(
         dropout: dropout rate before the logits layer.
         activation: activation of the hidden layers (see `activation_names`).
         name: layer name of the head.
+        seed: seeds the head's own initial weights and dropout (the global
+            random state is left alone); None draws them from it.
 
     Example:
         >>> tuple(dense(3, hidden=(8,))(keras.ops.zeros((2, 84))).shape)
         (2, 3)
+        >>> a, b = dense(3, seed=1), dense(3, seed=1)
+        >>> bool(np.array_equal(a(np.ones((1, 4))), b(np.ones((1, 4)))))
+        True
     """
     _check(num_classes, dropout, activation)
+
+    def kernel(index: int):  # a seed per layer: layers of one shape must not start equal
+        return "glorot_uniform" if seed is None else keras.initializers.GlorotUniform(seed=seed + index)
+
     stack = [layers.Flatten(name="flatten")]
     for index, units in enumerate(hidden, start=1):
-        stack.append(layers.Dense(units, activation=activation, name=f"hidden{index}"))
+        stack.append(layers.Dense(units, activation=activation, kernel_initializer=kernel(index), name=f"hidden{index}"))
     if dropout:
-        stack.append(layers.Dropout(dropout, name="dropout"))
-    stack.append(layers.Dense(num_classes, name="logits", dtype="float32"))
+        stack.append(layers.Dropout(dropout, seed=seed, name="dropout"))
+    stack.append(layers.Dense(num_classes, kernel_initializer=kernel(0), name="logits", dtype="float32"))
     return keras.Sequential(stack, name=name)
 
 

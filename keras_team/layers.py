@@ -43,7 +43,7 @@ class TemperatureSoftmax(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class Distillation(keras.layers.Layer):
-    """Adds alpha * T^2 * KL(teacher_T || student_T) to the model's losses.
+    """Adds alpha * T^2 * KL(teacher_T || student_T) to the model's losses (alpha: `Distill.kl_weight`).
 
     Called on ``[student_logits, teacher_logits_1, ...]``; the teacher is the
     mean of the teachers' softened probabilities. Returns the student logits.

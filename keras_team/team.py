@@ -23,6 +23,7 @@ from keras import ops
 
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Follower, check_name
+from keras_team.heads import LOSS
 from keras_team.layers import PACKAGE, LeaderTaps, StopGradient
 from keras_team.taps import tap_key, tap_model, tap_tensor
 
@@ -218,10 +219,10 @@ class Team(keras.Model):
         return cls(leaders, config.pop("followers"), **config)
 
     def loss_weight_defaults(self) -> dict[str, float]:
-        """1 per output; (1 - alpha) for the label loss of a distilled follower."""
+        """1 per output; `student_loss_weight` for the label loss of a distilled follower."""
         weights = {name: 1.0 for name in self.leaders}
         for follower in self.followers:
-            weight = 1.0 - follower.distill.alpha if follower.distill else 1.0
+            weight = follower.distill.student_loss_weight if follower.distill else 1.0
             for output in follower.output_names(list(follower.leaders or self.leaders)):
                 weights[output] = weight
         return weights
@@ -240,7 +241,7 @@ class Team(keras.Model):
         if optimizer == "auto":
             optimizer = keras.optimizers.Adam(1e-3)
         if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            loss = LOSS
         if not isinstance(loss, dict):
             loss = {name: loss for name in outputs}
         missing = [name for name in outputs if name not in loss]

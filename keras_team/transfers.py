@@ -41,7 +41,9 @@ def _copy(kept: keras.Model) -> keras.Model:
     _refuse_tied_weights(kept)
     try:
         clone = keras.models.clone_model(kept)
-    except Exception as error:  # clone_model raises many types for unclonable layers
+    # Keras' two ways to fail on a layer it cannot rebuild: `get_config` refuses
+    # (NotImplementedError), `from_config` does not take the config (TypeError).
+    except (NotImplementedError, TypeError) as error:
         raise KerasTeamError(
             "leader", kept.name, f"a model whose kept layers can be rebuilt from their configs ({error})"
         ) from error

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from keras_team import heads
+
 # Small datasets give few steps: moving statistics must settle within them.
 BN_MOMENTUM = 0.9
 
@@ -74,18 +76,15 @@ def mlp(
 ) -> keras.Sequential:
     """An MLP follower (the write-up's SimpleFNN), unbuilt: its width comes from its input.
 
+    The stack of `keras_team.heads.dense` (flatten, hidden Dense layers,
+    dropout, logits), with the write-up's 50 hidden units by default.
+
     Example:
         >>> follower = mlp(5)
         >>> tuple(follower(keras.ops.zeros((2, 84))).shape)
         (2, 5)
     """
-    stack = [layers.Flatten(name="flatten")]
-    for index, units in enumerate(hidden, start=1):
-        stack.append(layers.Dense(units, activation=activation, name=f"fc{index}"))
-        if dropout:
-            stack.append(layers.Dropout(dropout, name=f"dropout{index}"))
-    stack.append(layers.Dense(num_classes, name="logits", dtype="float32"))
-    return keras.Sequential(stack, name=name)
+    return heads.dense(num_classes, hidden=hidden, dropout=dropout, activation=activation, name=name)
 
 
 def _residual_block(x, filters: int, name: str):

@@ -1,5 +1,7 @@
 """Tiny learnable data and leaders shared by the core tests."""
 
+import functools
+
 import keras
 import numpy as np
 
@@ -18,12 +20,20 @@ def blobs(n=96, classes=5, shape=(8, 8, 1), seed=0):
     return x.astype("uint8"), y.astype("int32")
 
 
-def trained_leader(classes=5, architecture=keras_team.zoo.seed_cnn, epochs=3, seed=0):
+@functools.cache
+def _trained_weights(classes, architecture, epochs, seed):
     keras.utils.set_random_seed(seed)
     leader = architecture((8, 8, 1), classes)
     leader.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = blobs(classes=classes, seed=seed)
     leader.fit(x, y, epochs=epochs, verbose=0)
+    return leader.get_weights()
+
+
+def trained_leader(classes=5, architecture=keras_team.zoo.seed_cnn, epochs=3, seed=0):
+    """A fresh leader with trained weights (trained once per set of arguments, then copied)."""
+    leader = architecture((8, 8, 1), classes)
+    leader.set_weights(_trained_weights(classes, architecture, epochs, seed))
     return leader
 
 

@@ -31,7 +31,7 @@ FOLLOWERS = {
     "logits": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits"),
     "probs": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="probs", temperature=2.0),
     "distilled": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits",
-                                  distill=Distill(temperature=2.0, alpha=0.5)),
+                                  distill=Distill(temperature=2.0, student_loss_weight=0.5)),
 }
 
 
@@ -150,3 +150,18 @@ def test_cache_errors_name_the_field(call, field):
     with pytest.raises(KerasTeamError) as error:
         call(team, dataset(x, y))
     assert error.value.field == field
+
+
+def test_each_output_of_a_follower_reports_its_own_accuracy():
+    x, y = blobs(n=48, seed=8)
+    leaders = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        keras.utils.set_random_seed(seed)
+        leaders[name] = leader_with_dropout_head()
+    team = Team(leaders, [Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits", combine="each")])
+    history = fit_follower(team, "mlp", dataset(x, y), dataset(x, y), epochs=1, verbose=0).history
+    predicted = team.predict(x, verbose=0)
+    accuracies = [np.mean(predicted[out].argmax(-1) == y) for out in ("mlp_a", "mlp_b")]
+    assert accuracies[0] != accuracies[1]  # the two outputs differ, so a pooled figure would show
+    reported = [history[key][-1] for key in history if key.startswith("val_") and "accuracy" in key]
+    assert sorted(reported) == pytest.approx(sorted(accuracies))

@@ -1,5 +1,7 @@
 """User mistakes on the command line: one line on stderr, exit 2, nothing lost."""
 
+import sys
+
 import pytest
 
 from keras_team.app import cli
@@ -135,3 +137,62 @@ def test_tensorflow_says_nothing_unless_asked():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "fc1" in done.stdout
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--output-dir", "/proc/keras_team_out"],
+        ["run", "--output-dir", "/proc/keras_team_out"],
+        ["check", "--output-dir", "/sys/kernel/keras_team_out"],
+    ],
+)
+def test_an_output_dir_that_cannot_be_created_is_one_line(argv, capsys):
+    assert cli.main(argv) == cli.USER_ERROR
+    assert "expected a directory you may create and write to" in _error_line(capsys)
+
+
+def test_check_leaves_no_folder_it_made_to_probe(tmp_path, capsys):
+    assert cli.main(["check", "--output-dir", str(tmp_path / "a" / "b" / "run")]) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def unusable_leaders(tmp_path_factory):
+    import keras
+
+    from keras_team import Follower, Team, zoo
+
+    path = tmp_path_factory.mktemp("leaders")
+    a, b = keras.Input((4,)), keras.Input((4,))
+    keras.Model([a, b], keras.layers.Dense(3)(keras.layers.Concatenate()([a, b]))).save(path / "two.keras")
+    Team({"leader": zoo.seed_cnn((8, 8, 1), 5, name="leader")}, [Follower(zoo.mlp(5))]).save(path / "team.keras")
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["cuts", "{dir}/two.keras"], "a leader with one input, got 2 inputs"),
+        (["cuts", "{dir}/team.keras"], "expected a model with a cut point"),
+        (["cuts", "residual_cnn", "--input-shape", "1,1,1"], "height and width at least 2 for residual_cnn"),
+        (["cuts", "residual_cnn", "--input-shape", "0,0,1"], "height and width at least 2 for residual_cnn"),
+        (["cuts", "seed_cnn", "--input-shape", "3,3,1"], "height and width at least 4 for seed_cnn"),
+        (["cuts", "seed_cnn", "--input-shape", "8,8"], "three positive ints"),
+    ],
+)
+def test_cuts_refuses_what_run_refuses_in_one_line(argv, phrase, unusable_leaders, capsys):
+    assert cli.main([arg.format(dir=unusable_leaders) for arg in argv]) == cli.USER_ERROR
+    assert phrase in _error_line(capsys)
+
+
+def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert cli.main(["schema"]) == 0  # e.g. `keras-team schema | head`

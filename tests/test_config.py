@@ -46,31 +46,16 @@ def assert_error(error: KerasTeamError, field: str, *in_message: str):
 # --- defaults ----------------------------------------------------------------
 
 
-def test_defaults_load():
+def test_defaults_are_the_run_the_readme_describes():
+    """`keras-team run` with no config: a ResNet leader on digits 0-4 cut after pool1, a new head and an
+    MLP follower on the cut's features learn 5-9 from 5 images per class, next to a scratch baseline."""
     config = load_config()
-    assert isinstance(config, Config)
-    assert config.seed == 0 and config.output_dir == "runs/digits"
-    assert config.overwrite is False and config.deterministic is False
-    assert config.data.source.classes == (0, 1, 2, 3, 4) and config.data.source.shots is None
-    assert config.data.target.classes == (5, 6, 7, 8, 9) and config.data.target.shots == 5
-    assert config.data.validation == 0.2 and config.data.batch_size == 32
-    assert config.data.augment == () and config.data.data_dir is None
-    assert config.leader.path is None and config.leader.architecture == "residual_cnn"
-    assert config.transfer.keep == "pool1" and config.transfer.head.hidden == (64,)
-    assert config.transfer.fine_tune_learning_rate == 0.0001
-    assert config.followers == (
-        FollowerConfig(
-            name="mlp", tap="features", temperature=1.0, hidden=(50,), dropout=0.0,
-            distill=None, epochs=100, learning_rate=0.003,
-        ),
-    )
-    assert config.baseline.epochs == 100 and config.team.epochs == 0
-
-
-def test_config_is_frozen():
-    config = load_config()
-    with pytest.raises(pydantic.ValidationError):
-        config.seed = 1
+    assert (config.data.source.classes, config.data.source.shots) == ((0, 1, 2, 3, 4), None)
+    assert (config.data.target.classes, config.data.target.shots) == ((5, 6, 7, 8, 9), 5)
+    assert (config.leader.path, config.leader.architecture, config.transfer.keep) == (None, "residual_cnn", "pool1")
+    assert [(f.name, f.tap, f.distill) for f in config.followers] == [("mlp", "features", None)]
+    assert config.baseline.epochs > 0 and config.team.epochs == 0  # the baseline is trained; joint fine-tuning is off
+    assert config.output_dir == "runs/digits" and config.overwrite is False
 
 
 def test_default_text_comments_every_field():
@@ -217,15 +202,15 @@ def test_override_applies_after_file(tmp_path):
 
 
 def test_override_inside_null_distill():
-    config = load_config(overrides=["followers.0.distill={temperature: 2, alpha: 0.5}"])
-    assert config.followers[0].distill == DistillConfig(temperature=2.0, alpha=0.5)
+    config = load_config(overrides=["followers.0.distill={temperature: 2, student_loss_weight: 0.5}"])
+    assert config.followers[0].distill == DistillConfig(temperature=2.0, student_loss_weight=0.5)
 
 
 def test_to_yaml_round_trips(tmp_path):
     config = load_config(
         overrides=[
             "transfer.keep=fc1", "data.augment=[flip, crop]", "data.data_dir=/tmp/tfds",
-            "followers.0.distill={temperature: 3, alpha: 0.7}", "transfer.learning_rate=1e-5",
+            "followers.0.distill={temperature: 3, student_loss_weight: 0.3}", "transfer.learning_rate=1e-5",
         ]
     )
     path = write(tmp_path, config.to_yaml(), "resolved.yaml")
@@ -346,7 +331,7 @@ def test_out_of_range_number(override, field, allowed):
 def test_errors_deep_in_a_file_name_the_full_path(tmp_path):
     path = write(tmp_path, "data:\n  target:\n    shots: 0\n")
     assert_error(error_of(path), "data.target.shots", "null or an int >= 1")
-    path = write(tmp_path, "followers:\n  - {name: a}\n  - {name: b, distill: {temperature: .inf, alpha: 0.5}}\n")
+    path = write(tmp_path, "followers:\n  - {name: a}\n  - {name: b, distill: {temperature: .inf, student_loss_weight: 0.5}}\n")
     assert_error(error_of(path), "followers[1].distill.temperature", "a finite number > 0")
 
 
@@ -396,13 +381,13 @@ def test_duplicate_follower_names(tmp_path):
 
 
 def test_distill_needs_both_fields():
-    error = error_of(overrides=["followers.0.distill.alpha=0.5"])
+    error = error_of(overrides=["followers.0.distill.student_loss_weight=0.5"])
     assert_error(error, "followers[0].distill", "temperature")
 
 
-def test_distill_alpha_range():
-    error = error_of(overrides=["followers.0.distill={temperature: 2, alpha: 1.5}"])
-    assert_error(error, "followers[0].distill.alpha", "a number in [0, 1]")
+def test_distill_student_loss_weight_range():
+    error = error_of(overrides=["followers.0.distill={temperature: 2, student_loss_weight: 1.5}"])
+    assert_error(error, "followers[0].distill.student_loss_weight", "a number in [0, 1]")
 
 
 def test_from_dict_fills_omitted_fields_from_defaults():
@@ -501,3 +486,20 @@ def test_followers_name_the_leaders_they_read():
 )
 def test_several_leaders_mistakes(overrides, field, in_message):
     assert_error(error_of(overrides=overrides), field, in_message)
+
+
+class _TwoReplicas:
+    num_replicas_in_sync = 2
+
+
+@pytest.mark.parametrize("override, field", [
+    ("data.batch_size=5", "data.batch_size"),  # raised by the core as its argument `batch_size`
+    ("data.target.name=no_such_dataset_xyz", "data.target.name"),  # ... as `name`
+])
+def test_core_data_errors_are_mapped_to_the_config_path_when_the_tasks_load(override, field, monkeypatch):
+    from keras_team.app import recipe
+
+    monkeypatch.setattr(recipe.distribute.tf.distribute, "get_strategy", lambda: _TwoReplicas())
+    with pytest.raises(KerasTeamError) as info:
+        recipe.load_tasks(load_config(overrides=[override]))
+    assert info.value.field == field

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,6 @@ import pytest
 import tensorflow as tf
 
 from keras_team import checkpoints
-from keras_team.errors import KerasTeamError
 from keras_team.files import load_model
 from tests.helpers import same_weights, weights_of
 
@@ -140,10 +140,10 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so_in_one_line(tmp_path,
 
     with monkeypatch.context() as patch:
         patch.setattr(keras.Model, "save_weights", half_then_full)
-        with pytest.raises(KerasTeamError) as error:
+        with pytest.raises(OSError) as error:
             _fit(backup)
-    assert error.value.field == "backup_dir" and error.value.value == str(backup)
-    assert "\n" not in str(error.value) and "bytes" in error.value.allowed and "rerun to continue" in error.value.allowed
+    assert error.value.errno == errno.ENOSPC and os.path.dirname(error.value.filename) == str(backup)
+    assert re.search(r"at least [\d,]+ bytes needed", error.value.strerror)  # what the CLI's one line says
     assert _metadata(backup)["epoch"] == 2
     assert sorted(p.name for p in backup.iterdir()) == ["epoch-2.weights.h5", checkpoints.METADATA]
     resumed, start = _fit(backup)  # space freed: the same fit continues
@@ -152,8 +152,9 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so_in_one_line(tmp_path,
 
 def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10))
-    with pytest.raises(KerasTeamError, match=r"it needs [\d,]+ bytes, 10 are free"):
+    with pytest.raises(OSError, match=r"No space left on device; at least [\d,]+ bytes needed") as error:
         _fit(tmp_path / "b")
+    assert error.value.errno == errno.ENOSPC
     assert not list((tmp_path / "b").glob("*.h5"))
 
 
@@ -226,7 +227,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_rerun_continues(uni
     assert full.returncode == 2, full.stderr
     assert "Traceback" not in full.stderr, full.stderr
     last = full.stderr.strip().splitlines()[-1]  # (TensorFlow's start-up lines come before)
-    assert last.startswith(f"keras-team: error: output_dir='{out / 'backup' / 'transfer'}'") and "bytes" in last
+    assert last.startswith(f"keras-team: error: out of space in {out / 'backup' / 'transfer'} ") and "bytes needed" in last
     assert json.loads((out / "backup" / "transfer" / checkpoints.METADATA).read_text())["epoch"] == 2
     done = _run(out)
     assert done.returncode == 0, done.stderr

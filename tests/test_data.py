@@ -106,7 +106,7 @@ def test_from_dataset_and_load_task_match_from_arrays():
 @pytest.mark.parametrize(
     "make, field, words",
     [
-        (lambda: data.digits(classes=[3, 12]), "classes", "available classes [0, 1"),
+        (lambda: data.digits(classes=[3, 12]), "classes", "available classes: 0, 1, 2"),
         (lambda: data.digits(classes=[5], shots=1000), "shots", "class '5' has the fewest"),
         (lambda: data.digits(shots=0), "shots", ">= 1"),
         (lambda: data.digits(validation=0.0), "validation", "between 0 and 1"),
@@ -139,6 +139,21 @@ def test_tfds_download_path_gets_as_far_as_the_network(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", network)
     with pytest.raises(DownloadReached):
         data.tfds_task("cifar10", data_dir=str(tmp_path), download=True)
+
+
+@pytest.mark.parametrize("load", [data.tfds_task, data.tfds_stream])
+@pytest.mark.parametrize("kwargs, field", [({"classes": [10]}, "classes"), ({"shots": 0}, "shots"),
+                                           ({"validation": 1.5}, "validation")])
+def test_both_tfds_sources_check_classes_and_shots_alike_before_anything_downloads(load, kwargs, field, tmp_path,
+                                                                                   monkeypatch):
+    def network(self, *args, **kwargs):
+        raise DownloadReached
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", network)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", network)
+    with pytest.raises(KerasTeamError) as caught:
+        load("cifar10", data_dir=str(tmp_path), download=True, **kwargs)
+    assert caught.value.field == field
 
 
 @pytest.fixture(scope="module")

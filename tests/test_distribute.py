@@ -50,10 +50,26 @@ def test_unknown_strategy_and_precision_are_clear_errors():
             pass
 
 
+class _TwoReplicas:
+    num_replicas_in_sync = 2
+
+
+def test_global_batch_size_is_a_multiple_of_the_replicas_that_leaves_no_replica_empty(monkeypatch):
+    assert distribute.global_batch_size(32, 15) == 32  # one device: as given
+    monkeypatch.setattr(distribute.tf.distribute, "get_strategy", lambda: _TwoReplicas())
+    assert distribute.global_batch_size(32, 15) == 12  # 15 = 12 + 3: both replicas get some of the last batch
+    assert distribute.global_batch_size(32, 64) == 32
+    assert distribute.global_batch_size(32) == 32  # a stream of unknown length: checked only
+    with pytest.raises(KerasTeamError) as error:
+        distribute.global_batch_size(5, 15)
+    assert error.value.field == "batch_size"
+
+
 def test_auto_is_the_default_strategy_without_several_gpus():
     assert distribute.choose_strategy("auto").num_replicas_in_sync == 1
 
 
+@pytest.mark.large
 def test_mirrored_on_two_logical_cpus_matches_one_device_and_runs_every_recipe_stage(tmp_path):
     tiny = ["leader.architecture=seed_cnn", "leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1",
             "baseline.epochs=1", "team.epochs=1", "transfer.keep=3", "data.target.shots=3"]
@@ -114,6 +130,7 @@ def _cluster(out_dir: pathlib.Path, epochs: int) -> list[dict]:
     return [_finish(p) for p in processes]
 
 
+@pytest.mark.large
 def test_two_workers_train_identically_chief_writes_and_a_restart_resumes(tmp_path):
     first = _cluster(tmp_path, epochs=2)
     assert first[0]["epochs"] == first[1]["epochs"] == [0, 1]

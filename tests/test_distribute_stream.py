@@ -1,5 +1,6 @@
 """Data larger than memory: TFDS splits streamed, k-shot and validation on the tf.data pipeline."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,6 +59,7 @@ def test_streamed_without_shots_splits_every_example_once(generated_cifar100):
         data.tfds_stream("cifar100", shots=0)
 
 
+@pytest.mark.large
 def test_streamed_task_peak_memory_stays_under_half_a_split():
     examples = 20000  # 61 MB of pixels per split; the cap is half of one split
     out = subprocess.run(
@@ -70,3 +72,31 @@ def test_streamed_task_peak_memory_stays_under_half_a_split():
     assert result["examples_served"]["test"] == examples  # the whole split went through
     assert result["examples_served"]["train"] == 5 * 100
     assert result["peak_bytes_above_start"] < result["dataset_bytes_per_split"] / 2, result
+
+
+class _TwoReplicas:
+    num_replicas_in_sync = 2
+
+
+def test_streamed_and_in_memory_tasks_serve_the_same_global_batches_under_a_strategy(generated_cifar100,
+                                                                                     monkeypatch):
+    streamed = data.tfds_stream("cifar100", classes=range(7), shots=1, batch_size=6)
+    x, y = np.zeros((7, 32, 32, 3), np.uint8), np.arange(7, dtype=np.int32)
+    in_memory = data.Task("toy", {"train": (x, y)}, streamed.class_names, batch_size=6)
+    monkeypatch.setattr(data.tf.distribute, "get_strategy", lambda: _TwoReplicas())
+    sizes = [[len(y) for _, y in task.dataset("train").as_numpy_iterator()] for task in (streamed, in_memory)]
+    # 7 examples on 2 replicas: batches of 6 would leave one replica nothing of the last example.
+    assert sizes == [[4, 3], [4, 3]]
+    for task in (dataclasses.replace(streamed, batch_size=5), dataclasses.replace(in_memory, batch_size=5)):
+        with pytest.raises(KerasTeamError, match="multiple of the 2 replicas") as error:
+            task.dataset("train")
+        assert error.value.field == "batch_size"  # the argument of the core function, not a config path
+
+
+def test_stream_errors_name_the_functions_own_arguments(tmp_path):
+    with pytest.raises(KerasTeamError) as error:
+        data.tfds_stream("no_such_dataset_xyz")
+    assert error.value.field == "name"
+    with pytest.raises(KerasTeamError) as error:
+        data.tfds_stream("cifar100", data_dir=str(tmp_path)).dataset("train")  # nothing prepared there
+    assert error.value.field == "data_dir"

@@ -1,17 +1,17 @@
 """The docstring examples of keras_team.tuning and keras_team.export run (keras_team's own run
-through `--doctest-modules`; these two folders install under other names, so they run here)."""
+through `--doctest-modules`; these two folders install under other names, so they run here),
+with the names of `tests/doctest_names.py`, as in the root conftest."""
 
 import doctest
 import importlib
 import pkgutil
 
 import keras
-import numpy as np
 import pytest
 
-import keras_team
 import keras_team.export
 import keras_team.tuning
+from tests.doctest_names import names
 
 MODULES = sorted(
     info.name
@@ -21,14 +21,13 @@ MODULES = sorted(
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples_run(name):
-    module = importlib.import_module(name)
-    keras.utils.set_random_seed(0)
-    result = doctest.testmod(
-        module,
-        extraglobs={"keras": keras, "keras_team": keras_team, "np": np},
-        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-        report=True,
-    )
-    keras.backend.clear_session()  # free the layer names the examples took
+def test_docstring_examples_run(name, tmp_path):
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for index, test in enumerate(doctest.DocTestFinder().find(importlib.import_module(name))):
+        if test.examples:
+            (tmp_path / str(index)).mkdir()
+            test.globs.update(names(tmp_path / str(index), "".join(example.source for example in test.examples)))
+            runner.run(test)
+            keras.backend.clear_session(free_memory=False)  # free the layer names the examples took
+    result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed (see the output above)"

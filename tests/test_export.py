@@ -38,7 +38,7 @@ def team(digits):
     leader.fit(*digits.splits["train"], epochs=4, verbose=0)
     followers = [
         Follower(zoo.mlp(5, dropout=0.5), name="mlp"),
-        Follower(zoo.mlp(5), name="student", tap="probs", temperature=2.0, distill={"temperature": 2.0, "alpha": 0.5}),
+        Follower(zoo.mlp(5), name="student", tap="probs", temperature=2.0, distill={"temperature": 2.0, "student_loss_weight": 0.5}),
     ]
     team = Team({"leader": leader}, followers)
     team.compile()
@@ -59,6 +59,7 @@ def _keras_logits(model, x):
     return {name: np.asarray(value) for name, value in model(x.astype("float32"), training=False).items()}
 
 
+@pytest.mark.large
 def test_every_format_is_verified_and_matches_keras(exported, team, digits):
     out, report = exported
     assert report["passed"] and set(report["artefacts"]) == {
@@ -83,6 +84,7 @@ def test_every_format_is_verified_and_matches_keras(exported, team, digits):
     np.testing.assert_allclose(got, reference["mlp"][:16], atol=1e-4)
 
 
+@pytest.mark.large
 def test_litert_files_have_the_quantization_asked_for(exported):
     _, report = exported
     paths = {label: entry["path"] for label, entry in report["artefacts"].items() if label != "saved_model"}
@@ -102,9 +104,10 @@ def test_litert_files_have_the_quantization_asked_for(exported):
         assert runner.get_output_details()["leader"]["dtype"] == output_type
 
 
+@pytest.mark.large
 def test_saved_model_cli_shows_the_documented_names(exported):
     out, _ = exported
-    shown = subprocess.run([pathlib.Path(sys.executable).parent / "saved_model_cli", "show", "--all", "--dir",
+    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all", "--dir",
                             str(out / "serving" / "digits" / "1")], capture_output=True, text=True, check=True,
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
     for signature in ["serving_default", "leader", "mlp", "student"]:
@@ -190,7 +193,8 @@ def test_a_failed_export_leaves_no_version_directory(tmp_path, monkeypatch):
     assert list((tmp_path / "tiny").iterdir()) == []
 
 
-def test_serving_config_parses_back_with_the_serving_protos(exported, tmp_path):
+@pytest.mark.large
+def test_export_writes_a_serving_config_that_parses_with_the_serving_protos(exported):
     out, _ = exported
     config = model_server_config_pb2.ModelServerConfig()
     text_format.Parse((out / "serving" / "models.config").read_text(), config)
@@ -198,6 +202,8 @@ def test_serving_config_parses_back_with_the_serving_protos(exported, tmp_path):
     assert (entry.name, entry.base_path, entry.model_platform) == ("digits", "/models/digits", "tensorflow")
     assert entry.model_version_policy.latest.num_versions == 1
 
+
+def test_serving_config_version_policies_parse_with_the_serving_protos(tmp_path):
     for version in (1, 2):
         export.saved_model(_tiny(4), tmp_path, name="tiny", version=version)
     path = export.serving_config(tmp_path, version_policy=[2], mount="/srv")
@@ -211,6 +217,7 @@ def test_serving_config_parses_back_with_the_serving_protos(exported, tmp_path):
         export.serving_config(tmp_path, version_policy=[3])
 
 
+@pytest.mark.large
 def test_warmup_records_are_prediction_logs_the_model_answers(exported, digits):
     out, _ = exported
     version = out / "serving" / "digits" / "1"
@@ -227,6 +234,7 @@ def test_warmup_records_are_prediction_logs_the_model_answers(exported, digits):
         assert set(serve["serving_default"](inputs=tf.constant(example))) == {"leader", "mlp", "student"}
 
 
+@pytest.mark.large
 def test_rest_and_grpc_requests_reach_the_signatures(exported, team, digits):
     out, _ = exported
     x = digits.splits["test"][0][:4]
@@ -282,7 +290,7 @@ class _Erfinv(keras.layers.Layer):
     [
         ({"quantization": "int4"}, "quantization='int4'"),
         ({"quantization": "int8"}, "representative_data=None"),
-        ({"quantization": "int8", "io": "uint8", "representative_data": np.zeros((2, 4))}, "io='uint8'"),
+        ({"quantization": "int8-uint8-io", "representative_data": np.zeros((2, 4))}, "quantization='int8-uint8-io'"),
         ({"quantization": "int8", "representative_data": np.zeros((2, 5))}, "representative_data='shape"),
     ],
 )
@@ -290,3 +298,68 @@ def test_tflite_argument_errors(kwargs, phrase, tmp_path):
     with pytest.raises(KerasTeamError, match=phrase.replace("(", r"\(").replace("[", r"\[")):
         export.tflite(_tiny(4), tmp_path / "t.tflite", **kwargs)
 
+
+
+def test_one_format_vocabulary_in_python_and_on_the_command_line(tmp_path):
+    model = _tiny(4)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    io_types = {}
+    for quantization in ("int8", "int8-float-io"):
+        path = export.tflite(model, tmp_path / f"tiny.{quantization}.tflite", quantization=quantization, representative_data=x)
+        runner = Interpreter(model_path=str(path)).get_signature_runner("tiny")
+        io_types[quantization] = (runner.get_input_details()["inputs"]["dtype"], runner.get_output_details()["tiny"]["dtype"])
+    assert io_types == {"int8": (np.int8, np.int8), "int8-float-io": (np.float32, np.float32)}  # as tflite-int8 on the CLI
+    assert export.FORMATS["tflite-int8"] == "int8" and export.FORMATS["tflite"] == "float32"
+    float32 = export.tflite(model, tmp_path / "tiny.tflite")
+    report = export.verify(model, {"tflite": float32, "tflite-int8": tmp_path / "tiny.int8.tflite"}, x)  # the README's names
+    assert report["passed"] and report["artefacts"]["tflite"]["tolerance"] == export.TOLERANCES["tflite-float32"]
+
+
+def test_a_converter_refusal_is_said_whole_and_any_other_failure_is_not_blamed_on_the_model(tmp_path, monkeypatch):
+    from tensorflow.lite.python.convert_phase import ConverterError
+
+    from keras_team.export import litert
+
+    said = "the converter's first line\n" + "x" * 300 + "\nand what it says last"
+
+    def refuses(*args):
+        raise ConverterError(said)
+
+    monkeypatch.setattr(litert, "_convert", refuses)
+    with pytest.raises(KerasTeamError) as caught:
+        export.tflite(_tiny(4), tmp_path / "t.tflite")
+    assert "and what it says last" in str(caught.value) and "\n" not in str(caught.value)
+
+    def crashes(*args):
+        raise RuntimeError("a bug, not the model")
+
+    monkeypatch.setattr(litert, "_convert", crashes)
+    with pytest.raises(RuntimeError, match="a bug, not the model"):
+        export.tflite(_tiny(4), tmp_path / "t.tflite")
+    assert not (tmp_path / "t.tflite").exists()
+
+
+def _scaled(scale, shift=0.0):
+    """A small classifier whose logits span about `scale` (plus `shift` on every logit: the same top-1)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,), name="features")
+    hidden = keras.layers.Dense(32, activation="relu")(inputs)
+    logits = keras.layers.Dense(5, kernel_initializer=keras.initializers.RandomNormal(stddev=scale),
+                                bias_initializer=keras.initializers.Constant(shift))(hidden)
+    return keras.Model(inputs, logits, name="tiny")
+
+
+def test_quantized_files_are_held_to_a_fraction_of_the_logit_range(tmp_path):
+    x = np.random.default_rng(0).normal(size=(200, 16)).astype("float32")
+    calibration, checked = x[:100], x[100:]  # calibrate on one half, check on the other
+    large = _scaled(100.0)  # logits span ~1700: int8 rounding alone moves them by more than a few units
+    export.tflite(large, tmp_path / "large.tflite", quantization="int8", representative_data=calibration)
+    report = export.verify(large, {"tflite-int8": tmp_path / "large.tflite"}, checked)
+    assert report["passed"]
+    figures = report["artefacts"]["tflite-int8"]["signatures"]["tiny"]["tiny"]
+    assert figures["max_abs_diff"] > 2.5 and figures["max_range_diff"] < 0.1
+
+    small = _scaled(0.05)  # logits span ~1: a file off by 1 on every logit is off by their whole range
+    export.tflite(_scaled(0.05, shift=1.0), tmp_path / "shifted.tflite", quantization="dynamic")
+    with pytest.raises(KerasTeamError, match="max_range_diff="):
+        export.verify(small, {"tflite-dynamic": tmp_path / "shifted.tflite"}, checked)

@@ -23,20 +23,32 @@ def _error_line(capsys):
     return err
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A run directory as `keras-team run` leaves it: config.yaml and a trained team.keras (augmented target)."""
-    path = tmp_path_factory.mktemp("run")
+def _run_dir(path, epochs):
+    """A run directory as `keras-team run` leaves it: config.yaml and a team.keras (augmented target)."""
     (path / "config.yaml").write_text("data:\n  target: {shots: 40}\n  augment: [crop]\n")
     _, target = load_tasks(load_config(path / "config.yaml"))
     keras.utils.set_random_seed(0)
     team = Team({"leader": zoo.seed_cnn((8, 8, 1), 5, name="leader")}, [Follower(zoo.mlp(5), name="mlp")])
     team.compile()
-    team.fit(target.dataset("train", training=True), epochs=10, verbose=0)
+    if epochs:
+        team.fit(target.dataset("train", training=True), epochs=epochs, verbose=0)
     team.save(path / "team.keras")
     return path
 
 
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory with a trained team: int8 parity needs learnt logits."""
+    return _run_dir(tmp_path_factory.mktemp("run"), epochs=10)
+
+
+@pytest.fixture(scope="module")
+def untrained_run_dir(tmp_path_factory):
+    """A run directory whose team never trained: enough to be refused."""
+    return _run_dir(tmp_path_factory.mktemp("untrained"), epochs=0)
+
+
+@pytest.mark.large
 def test_export_of_a_run_writes_verified_artefacts_calibrated_on_unaugmented_data(run_dir, monkeypatch, capsys):
     calibrated = []
     original = litert._calibration_sample
@@ -59,15 +71,16 @@ def test_export_of_a_run_writes_verified_artefacts_calibrated_on_unaugmented_dat
     assert "version=1" in _error_line(capsys)
 
 
-def test_export_of_a_keras_model_file(run_dir, tmp_path):
+def test_export_of_a_keras_model_file(untrained_run_dir, tmp_path):
     model = zoo.seed_cnn((8, 8, 1), 5, name="digits")
     model.save(tmp_path / "digits.keras")
     assert cli.main(["export", str(tmp_path / "digits.keras"), "--formats", "tflite-float16",
-                     "--config", str(run_dir / "config.yaml")]) == 0
+                     "--config", str(untrained_run_dir / "config.yaml")]) == 0
     report = json.loads((tmp_path / "export" / "export_report.json").read_text())
     assert list(report["artefacts"]["tflite-float16"]["signatures"]) == ["digits"]
 
 
+@pytest.mark.large
 def test_export_is_a_stage_of_a_run_when_the_config_asks(run_dir, tmp_path, capsys):
     config = load_config(run_dir / "config.yaml", [f"output_dir={tmp_path / 'run'}", "export.name=digits",
                                                      "export.formats=[saved_model,tflite-float16]"])
@@ -85,10 +98,10 @@ def test_export_is_a_stage_of_a_run_when_the_config_asks(run_dir, tmp_path, caps
     assert "export" not in make_plan(load_config(run_dir / "config.yaml")).stages  # off by default
 
 
-def test_a_model_that_does_not_fit_the_data_is_a_one_line_error(run_dir, tmp_path, capsys):
+def test_a_model_that_does_not_fit_the_data_is_a_one_line_error(untrained_run_dir, tmp_path, capsys):
     inputs = keras.Input((4,))
     keras.Model(inputs, keras.layers.Dense(5)(inputs)).save(tmp_path / "wide.keras")
-    argv = ["export", str(tmp_path / "wide.keras"), "--config", str(run_dir / "config.yaml")]
+    argv = ["export", str(tmp_path / "wide.keras"), "--config", str(untrained_run_dir / "config.yaml")]
     assert cli.main(argv) == cli.USER_ERROR
     assert "like the model input (4,)" in _error_line(capsys)
     assert not (tmp_path / "export").exists()
@@ -104,7 +117,7 @@ def test_a_model_that_does_not_fit_the_data_is_a_one_line_error(run_dir, tmp_pat
         (["run", "--set", "export.formats=[saved_model,onnx]"], "export.formats[1]='onnx'"),
     ],
 )
-def test_export_mistakes_print_one_line_and_exit_2(argv, phrase, run_dir, capsys):
-    argv = [arg.format(run=run_dir) for arg in argv]
+def test_export_mistakes_print_one_line_and_exit_2(argv, phrase, untrained_run_dir, capsys):
+    argv = [arg.format(run=untrained_run_dir) for arg in argv]
     assert cli.main(argv) == cli.USER_ERROR
     assert phrase in _error_line(capsys)

@@ -34,6 +34,7 @@ def two_leader_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.large
 def test_each_leader_is_trained_and_transferred_with_its_own_settings(two_leader_run):
     out = two_leader_run
     stages = json.loads((out / "state.json").read_text())["stages"]
@@ -45,6 +46,7 @@ def test_each_leader_is_trained_and_transferred_with_its_own_settings(two_leader
         assert keras.models.load_model(out / "stages" / f"transfer_{name}.keras").cut.depth == kept
 
 
+@pytest.mark.large
 def test_the_team_holds_every_leader_and_followers_read_them(two_leader_run):
     out = two_leader_run
     report = json.loads((out / "report.json").read_text())
@@ -58,6 +60,7 @@ def test_the_team_holds_every_leader_and_followers_read_them(two_leader_run):
     assert "| small (transfer)" in table and "| lenet (transfer)" in table
 
 
+@pytest.mark.large
 def test_evaluate_scores_a_saved_two_leader_team(two_leader_run, capsys):
     assert cli.main(["evaluate", str(two_leader_run)]) == 0
     table = capsys.readouterr().out

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import pathlib
 import shutil
 
 import keras
@@ -116,6 +117,7 @@ def resumed(tmp_path_factory):
     return out, follower_a, printed
 
 
+@pytest.mark.large
 def test_run_writes_models_report_plots_and_logs(finished_run):
     out, _, _ = finished_run
     for name in ("leader.keras", "team.keras", "baseline.keras", "config.yaml", "report.json", "report.md",
@@ -128,6 +130,7 @@ def test_run_writes_models_report_plots_and_logs(finished_run):
     assert "| team ensemble" in (out / "report.md").read_text()
 
 
+@pytest.mark.large
 def test_report_records_config_seed_cut_and_versions(finished_run):
     out, _, _ = finished_run
     report = json.loads((out / "report.json").read_text())
@@ -146,6 +149,7 @@ def keras_team_cut(leader, keep):
     return resolve_cut(leader, keep)
 
 
+@pytest.mark.large
 def test_saved_team_reproduces_the_reported_accuracy(finished_run):
     out, _, _ = finished_run
     config = cli.load_config(out / "config.yaml")
@@ -157,6 +161,7 @@ def test_saved_team_reproduces_the_reported_accuracy(finished_run):
     assert accuracy == pytest.approx(report["members"]["b"]["test_accuracy"])
 
 
+@pytest.mark.large
 def test_resume_skips_finished_stages_and_continues_the_interrupted_one(finished_run):
     out, leader_written, _ = finished_run
     assert (out / "leader.keras").stat().st_mtime_ns == leader_written
@@ -164,12 +169,14 @@ def test_resume_skips_finished_stages_and_continues_the_interrupted_one(finished
     assert _epochs(out / "logs" / "baseline.csv") == ["0", "1"]  # continued at epoch 1
 
 
+@pytest.mark.large
 def test_quiet_prints_only_the_table(finished_run):
     _, _, printed = finished_run
     lines = printed.strip().splitlines()
     assert lines and all(line.startswith("|") for line in lines), printed
 
 
+@pytest.mark.large
 def test_default_output_is_a_line_per_stage_and_the_table(resumed):
     _, _, printed = resumed
     lines = printed.strip().splitlines()
@@ -180,6 +187,7 @@ def test_default_output_is_a_line_per_stage_and_the_table(resumed):
     assert len(lines) < 25, printed
 
 
+@pytest.mark.large
 def test_overlapping_classes_are_said_on_screen_and_in_the_report(resumed):
     out, _, printed = resumed
     assert "warning: target classes [4] are also source classes" in printed
@@ -187,6 +195,7 @@ def test_overlapping_classes_are_said_on_screen_and_in_the_report(resumed):
     assert any("[4]" in warning for warning in report["warnings"])
 
 
+@pytest.mark.large
 def test_resumed_run_gives_the_weights_of_an_uninterrupted_one(finished_run, resumed):
     """Up to the team stage, finished_run ran without interruption; resumed was stopped twice."""
     (whole, _, _), (again, _, _) = finished_run, resumed
@@ -197,6 +206,7 @@ def test_resumed_run_gives_the_weights_of_an_uninterrupted_one(finished_run, res
     assert reports[0]["members"] == reports[1]["members"]
 
 
+@pytest.mark.large
 def test_resuming_the_followers_stage_keeps_finished_followers(resumed):
     out, follower_a, _ = resumed
     assert (out / "stages" / "followers" / "a.weights.h5").stat().st_mtime_ns == follower_a  # not retrained
@@ -207,6 +217,7 @@ def test_resuming_the_followers_stage_keeps_finished_followers(resumed):
     assert set(stages["followers"]) == {"a", "b"}
 
 
+@pytest.mark.large
 def test_finished_run_is_not_overwritten_unless_asked(finished_run, capsys):
     out, _, _ = finished_run
     before = (out / "report.json").read_text()
@@ -216,6 +227,7 @@ def test_finished_run_is_not_overwritten_unless_asked(finished_run, capsys):
     assert (out / "report.json").read_text() == before
 
 
+@pytest.mark.large
 def test_overwrite_with_a_mistake_keeps_the_finished_run(finished_run, capsys):
     out, _, _ = finished_run
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
@@ -224,6 +236,7 @@ def test_overwrite_with_a_mistake_keeps_the_finished_run(finished_run, capsys):
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
+@pytest.mark.large
 def test_overwrite_never_deletes_the_leader_it_reads(finished_run, capsys):
     out, _, _ = finished_run
     leader = out / "leader.keras"
@@ -248,6 +261,7 @@ def test_a_run_failing_its_checks_leaves_nothing_behind(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.large
 def test_evaluate_prints_every_member(finished_run, capsys):
     out, _, _ = finished_run
     assert cli.main(["evaluate", str(out)]) == 0
@@ -256,6 +270,7 @@ def test_evaluate_prints_every_member(finished_run, capsys):
         assert label in table
 
 
+@pytest.mark.large
 def test_evaluate_says_what_is_wrong_with_a_run_file(finished_run, tmp_path, capsys):
     out, _, _ = finished_run
     copy = tmp_path / "copy"
@@ -281,13 +296,14 @@ def test_nan_stops_the_stage_saves_nothing_and_the_corrected_command_runs(tmp_pa
     assert not workspace.Workspace.prepare(out, corrected).state["stages"]
 
 
+@pytest.mark.large
 def test_given_leader_fine_tuning_distillation_and_team_stage(finished_run, tmp_path):
     out, _, _ = finished_run
     args = _args(
         tmp_path / "second", f"leader.path={out / 'leader.keras'}", "transfer.unfreeze=1",
         "transfer.fine_tune_epochs=1", "team.epochs=1", "transfer.keep=block1_out", "transfer.head.kind=conv",
         "followers=[{name: soft, tap: probs, temperature: 2.0, hidden: [8], dropout: 0.0, "
-        "distill: {temperature: 2.0, alpha: 0.5}, epochs: 1, learning_rate: 0.001}]",
+        "distill: {temperature: 2.0, student_loss_weight: 0.5}, epochs: 1, learning_rate: 0.001}]",
     )
     assert cli.main(args) == 0
     stages = json.loads((tmp_path / "second" / "state.json").read_text())["stages"]
@@ -338,10 +354,14 @@ def test_an_output_dir_below_a_file_is_refused_before_anything_runs(tmp_path, ca
 
 
 def test_an_output_dir_that_is_not_writable_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as root, chmod would not stop writes
+    def refused(path, data):  # as root, chmod would not stop writes
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", refused)
     config = load_config(overrides=[f"output_dir={tmp_path / 'run'}"])
-    with pytest.raises(KerasTeamError, match="not writable"):
+    with pytest.raises(KerasTeamError, match="may create and write to .*Permission denied"):
         workspace.Workspace.prepare(tmp_path / "run", config)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_target_of_one_class_is_refused():

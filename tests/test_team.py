@@ -150,7 +150,7 @@ def test_loss_weights_scale_the_members_and_a_follower_name_sets_all_its_outputs
 def test_save_and_load_round_trips_every_member_and_stays_compiled(tmp_path, source):
     x, y = blobs(n=48, seed=3)
     followers = [
-        Follower(mlp(name="dist"), distill=Distill(temperature=2.0, alpha=0.3)),
+        Follower(mlp(name="dist"), distill=Distill(temperature=2.0, student_loss_weight=0.7)),
         Follower(mlp(name="soft"), leaders=["a"], tap="probs", temperature=3.0),
         Follower(mlp(name="each"), tap="logits", combine="each"),
     ]
@@ -202,10 +202,12 @@ def test_follower_gradients_never_reach_the_leader(source):
 
 
 @pytest.mark.parametrize("tap", ["features", "probs"])
-def test_distillation_adds_alpha_t2_kl_while_training_only(source, tap):
+def test_distillation_weighs_labels_and_t2_kl_as_keras_distiller_while_training_only(source, tap):
     x, y = blobs(n=32, seed=4)
-    t, alpha = 3.0, 0.4
-    team = Team(source, [Follower(mlp(name="student"), tap=tap, distill=Distill(temperature=t, alpha=alpha))])
+    t, student_loss_weight = 3.0, 0.6
+    alpha = 1 - student_loss_weight  # Keras' Distiller: (1 - student_loss_weight) * T^2 * KL
+    team = Team(source, [Follower(mlp(name="student"), tap=tap,
+                                  distill=Distill(temperature=t, student_loss_weight=student_loss_weight))])
     predicted = {name: np.array(value) for name, value in team(x).items()}
     assert team.losses == []  # inference and serving: no teacher softmax, no KL
     team(x, training=True)
@@ -216,11 +218,11 @@ def test_distillation_adds_alpha_t2_kl_while_training_only(source, tap):
     assert expected > 1e-3
     assert float(added) == pytest.approx(expected, rel=1e-4)
 
-    assert team.loss_weight_defaults() == {"leader": 1.0, "student": pytest.approx(1 - alpha)}
+    assert team.loss_weight_defaults() == {"leader": 1.0, "student": pytest.approx(student_loss_weight)}
     team.compile(keras.optimizers.SGD(0.0))  # a training step that changes nothing
     result = team.evaluate(x, y, batch_size=len(x), return_dict=True, verbose=0)
     assert result["student_loss"] == pytest.approx(reference_loss(y, predicted["student"]), rel=1e-5)
-    label_losses = result["leader_loss"] + (1 - alpha) * result["student_loss"]
+    label_losses = result["leader_loss"] + student_loss_weight * result["student_loss"]
     assert result["loss"] == pytest.approx(label_losses, rel=1e-5)  # evaluate adds no distillation
     history = team.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
     assert history.history["loss"][0] == pytest.approx(label_losses + expected, rel=1e-4)
@@ -228,10 +230,16 @@ def test_distillation_adds_alpha_t2_kl_while_training_only(source, tap):
 
 def test_distillation_with_each_adds_one_term_per_leader():
     team = Team({"a": transferred(), "b": transferred()},
-                [Follower(mlp(name="f"), combine="each", distill=Distill(alpha=0.25))])
+                [Follower(mlp(name="f"), combine="each", distill=Distill(student_loss_weight=0.75))])
     team(blobs(n=4)[0], training=True)
     assert len(team.losses) == 2
     assert team.loss_weight_defaults() == {"a": 1.0, "b": 1.0, "f_a": 0.75, "f_b": 0.75}
+
+
+def test_a_follower_saved_with_distill_alpha_loads_with_the_same_weights():
+    config = Follower(mlp(name="f"), distill=Distill(temperature=2.0)).get_config()
+    config["distill"] = {"temperature": 2.0, "alpha": 0.25}  # as teams were saved before student_loss_weight
+    assert Follower.from_config(config).distill == Distill(temperature=2.0, student_loss_weight=0.75)
 
 
 # --- 9: clear errors --------------------------------------------------------------------------------
@@ -308,6 +316,14 @@ ERRORS = {
         lambda: Team(transferred(), [Follower(mlp()), Follower(mlp(name="g"), name="mlp_graph")]),
         "followers", ["'mlp_graph'", "sub-model of follower 'mlp'"],
     ),
+    "follower named like a layer of its own graph": (
+        lambda: Team(transferred(), [Follower(mlp(name="probs"), tap="probs")]),
+        "followers", ["'probs'", "temperature softmax"],
+    ),
+    "follower model named like an input of its graph": (
+        lambda: Team(transferred(), [Follower(mlp(name="leader_logits"), name="f", tap="logits")]),
+        "followers[f].model", ["'leader_logits'", "an input of the follower's graph"],
+    ),
     "leader named like a stop-gradient layer": (
         lambda: Team({"a": transferred(), "a_logits_stop": transferred()}),
         "leaders", ["'a_logits_stop'", "stop-gradient"],
@@ -315,6 +331,14 @@ ERRORS = {
     "unknown head activation": (
         lambda: keras_team.heads.dense(3, hidden=(8,), activation="relux"),
         "activation", ["'relux'", "gelu", "relu", "softmax"],
+    ),
+    "unknown follower activation": (
+        lambda: keras_team.zoo.mlp(3, activation="relux"),
+        "activation", ["'relux'", "gelu", "relu"],
+    ),
+    "follower dropout out of range": (
+        lambda: keras_team.zoo.mlp(3, dropout=1.5),
+        "dropout", ["1.5", "[0, 1)"],
     ),
     "unknown loss weight": (
         lambda: Team({"a": transferred(), "b": transferred()}, [Follower(mlp(name="f"), combine="each")]).compile(
@@ -357,12 +381,6 @@ def test_out_of_range_label_is_one_line_naming_the_label_and_the_range(label, wh
     assert str(error.value) == f"{where}={label} is not valid: expected class labels in [0, 4] ('leader' has 5 classes)"
 
 
-def test_regression_is_not_offered_by_the_heads():
-    # The Team, its cache, ensemble and report are built for classification.
-    with pytest.raises(TypeError, match="task"):
-        keras_team.heads.dense(2, task="regression")
-
-
 def test_team_keeps_its_name_through_save_and_load(tmp_path):
     team = Team(transferred(), [Follower(mlp())], name="my_team")
     assert team.name == "my_team"
@@ -382,6 +400,7 @@ for name in ("team", "transferred", "follower_graph"):
 """
 
 
+@pytest.mark.large
 def test_saved_team_follower_graph_and_transferred_model_load_in_a_fresh_process(tmp_path, source):
     x, _ = blobs(n=6, seed=7)
     leader = transferred(source=source)

@@ -170,6 +170,29 @@ def test_layers_after_the_cut_are_never_rebuilt():
         keras_team.transfer(leader, keep="out", head=keras_team.heads.dense(2))  # the cut keeps _Scale
 
 
+class _Holder(keras.layers.Layer):  # holds an object get_config cannot serialise
+    def __init__(self, thing, **kwargs):
+        super().__init__(**kwargs)
+        self.thing = thing
+
+    def call(self, x):
+        return x
+
+
+def test_an_unclonable_layer_is_a_clear_error_and_a_bug_in_the_copy_is_not_blamed_on_the_leader(monkeypatch):
+    inputs = keras.Input((6,))
+    leader = keras.Model(inputs, keras.layers.Dense(3, name="out")(_Holder(object(), name="held")(inputs)))
+    with pytest.raises(keras_team.KerasTeamError, match="rebuilt from their configs"):
+        keras_team.transfer(leader, keep="out", head=keras_team.heads.dense(2))
+
+    def broken(model):
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setattr(keras.models, "clone_model", broken)
+    with pytest.raises(KeyError, match="a bug of ours"):  # not "leader ... is not valid"
+        keras_team.transfer(leader, keep="out", head=keras_team.heads.dense(2))
+
+
 class _TiedProjection(keras.layers.Layer):  # uses another layer's kernel: tied weights
     def __init__(self, kernel, **kwargs):
         super().__init__(**kwargs)

@@ -49,7 +49,7 @@ class EpochLog(keras.callbacks.Callback):
 
 def _values(hypermodel, **values):
     hp = kt.HyperParameters()
-    hypermodel.declare(hp)
+    hypermodel.declare_hyperparameters(hp)
     hp.values.update(values)
     return hp
 
@@ -64,20 +64,36 @@ def test_cut_choice_is_the_valid_cut_names_without_the_output(seed_leader, resid
     assert "logits" not in residual_cuts and "pool1" in residual_cuts
     assert not any("conv1" in name or "bn1" in name for name in residual_cuts if name.startswith("block"))
     hp = kt.HyperParameters()
-    TransferHyperModel(residual_leader, 5, cuts=["pool1", "block2_out"]).declare(hp)
-    assert hp.get("cut") in ("pool1", "block2_out") and hp._hps["cut"][0].values == ["pool1", "block2_out"]
+    TransferHyperModel(residual_leader, 5, cuts=["pool1", "block2_out"]).declare_hyperparameters(hp)
+    by_name = {h.name: h for h in hp.space}
+    assert hp.get("cut") in ("pool1", "block2_out") and by_name["cut"].values == ["pool1", "block2_out"]
 
 
 def test_unfreeze_depth_is_conditional_on_the_cut_and_never_exceeds_it(seed_leader):
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["conv1", "fc1"], max_unfreeze=2)
     hp = kt.HyperParameters()
-    hypermodel.declare(hp)
+    hypermodel.declare_hyperparameters(hp)  # KerasTuner's hook: the space without building a model
     by_name = {h.name: h for h in hp.space}
     assert by_name[unfreeze_name(1)].max_value == 1 and by_name[unfreeze_name(3)].max_value == 2
     assert by_name[unfreeze_name(1)].conditions[0].values == ["conv1"]
     assert by_name[unfreeze_name(3)].conditions[0].values == ["fc1"]
     assert hypermodel.chosen({"cut": "fc1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 2
     assert hypermodel.chosen({"cut": "conv1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 1
+
+
+def test_build_is_seeded_without_resetting_the_global_random_state(seed_leader):
+    """KerasTuner builds more than once per trial: each build starts alike, and the user's seed stays theirs."""
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], head_layers=[1], head_units=[8], dropout=[0.25])
+    hp = _values(hypermodel)
+    keras.utils.set_random_seed(7)
+    expected = np.random.random()
+    keras.utils.set_random_seed(7)
+    first = hypermodel.build(hp)
+    assert np.random.random() == expected  # the global state goes on from the user's seed 7
+    np.random.random(), keras.random.normal((2,))  # whatever else draws in between
+    second = hypermodel.build(hp)
+    for a, b in zip(first.head.get_weights(), second.head.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_epoch_budget_is_shared_by_both_phases():
@@ -164,10 +180,24 @@ def test_feature_cache_hits_misses_and_invalidation(seed_leader, digits, tmp_pat
 # --- tuners -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband", "grid"])
-def test_each_tuner_searches_and_keeps_full_models_that_take_raw_pixels(kind, seed_leader, residual_leader, digits, tmp_path):
+@pytest.mark.parametrize("kind, oracle", [("random", kt.oracles.RandomSearchOracle),
+                                          ("bayesian", kt.oracles.BayesianOptimizationOracle),
+                                          ("hyperband", kt.oracles.HyperbandOracle), ("grid", kt.oracles.GridSearchOracle)])
+def test_each_tuner_is_keras_tuners_own_with_the_budget_asked_for(kind, oracle, seed_leader, tmp_path):
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2", "fc1"])
+    tuner = make_tuner(hypermodel, tuner=kind, max_trials=3, directory=tmp_path, progress=False)
+    assert isinstance(tuner.oracle, oracle) and tuner.oracle.max_trials == 3
+    assert tuner.oracle.objective.name == "val_accuracy" and tuner.oracle.objective.direction == "max"
+    trial = tuner.oracle.create_trial("tuner0")
+    assert trial.hyperparameters.get("cut") in ("pool2", "fc1")
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("kind", ["hyperband"])
+def test_each_tuner_searches_and_keeps_full_models_that_take_raw_pixels(kind, residual_leader, digits, tmp_path):
+    """One tuner searches end to end (Hyperband: its own epoch budgets); the others share its code path."""
     _, (x, y), validation = digits
-    leader, cuts = (residual_leader, ["pool1", "block2_out"]) if kind in ("random", "hyperband") else (seed_leader, ["pool2", "fc1"])
+    leader, cuts = residual_leader, ["pool1", "block2_out"]
     hypermodel = TransferHyperModel(leader, 5, cuts=cuts, max_unfreeze=1, head_layers=[0], dropout=[0.0],
                                     learning_rate=[1e-2], fine_tune_learning_rate=[1e-4], run_eagerly=True)
     tuner = make_tuner(hypermodel, tuner=kind, max_trials=3, max_epochs=3, directory=tmp_path, seed=1)
@@ -188,6 +218,7 @@ def test_each_tuner_searches_and_keeps_full_models_that_take_raw_pixels(kind, se
     assert best.evaluate(*validation, verbose=0)[1] == pytest.approx(best_trial.score, abs=1e-6)
 
 
+@pytest.mark.large
 def test_rerun_resumes_the_search_without_repeating_trials(seed_leader, digits, tmp_path):
     _, (x, y), validation = digits
 
@@ -239,8 +270,13 @@ def test_clear_errors_for_bad_searches(seed_leader, tmp_path):
 
 def test_seed_zero_gives_the_same_trials_every_time(seed_leader, tmp_path):
     """KerasTuner reads seed 0 as "unseeded"; make_tuner's seed 0 is a seed like any other."""
-    seeds = set()
-    for run in ("a", "b"):
-        hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2", "fc1"])
-        seeds.add(make_tuner(hypermodel, seed=0, directory=tmp_path / run, progress=False).oracle.seed)
-    assert len(seeds) == 1
+
+    def trials(seed, run):
+        hypermodel = TransferHyperModel(seed_leader, 5, cuts=["conv1", "pool2", "fc1"], max_unfreeze=1,
+                                        head_layers=[0, 1, 2], dropout=[0.0, 0.2, 0.5])
+        tuner = make_tuner(hypermodel, seed=seed, max_trials=4, directory=tmp_path / run, progress=False)
+        return [tuner.oracle.create_trial(f"tuner{i}").hyperparameters.values for i in range(4)]
+
+    first = trials(0, "a")
+    assert trials(0, "b") == first
+    assert trials(1, "c") != first

@@ -12,11 +12,13 @@ stop condition; it only polls them every fraction of a second (KerasTuner's
 `start_server` sleeps 20 s between checks once a worker has been told to
 stop) and gives up when every worker has exited without finishing.
 
-Example (one machine, a chief and two workers):
-    >>> port = free_port()                                                # doctest: +SKIP
-    >>> workers = [subprocess.Popen(cmd, env=worker_env(i, LOOPBACK, port)) for i in range(2)]  # doctest: +SKIP
-    >>> with chief_env(LOOPBACK, port):                                     # doctest: +SKIP
-    ...     serve(make_tuner(hypermodel, ...), alive=lambda: any(w.poll() is None for w in workers))
+On one machine, a chief and two workers (what `keras-team tune --workers 2`
+does; tests/test_tuning_cli.py runs it)::
+
+    port = free_port()
+    workers = [subprocess.Popen(cmd, env=worker_env(i, LOOPBACK, port)) for i in range(2)]
+    with chief_env(LOOPBACK, port):
+        serve(make_tuner(hypermodel, ...), alive=lambda: any(w.poll() is None for w in workers))
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ def role() -> str | None:
     """"chief" or "worker" as KerasTuner's environment variables say; None when not distributed.
 
     Example:
-        >>> role() is None or role() in ("chief", "worker")
-        True
+        >>> print(role())  # KerasTuner's variables unset
+        None
+        >>> with chief_env(LOOPBACK, 8000):
+        ...     role()
+        'chief'
     """
     tuner_id = os.environ.get(TUNER_ID)
     if tuner_id is None:
@@ -57,12 +62,43 @@ def free_port(ip: str = LOOPBACK) -> int:
     """A TCP port nobody listens on at `ip` right now.
 
     Example:
-        >>> 0 < free_port() < 65536
-        True
+        >>> port = free_port()
+        >>> with socket.socket() as server:
+        ...     server.bind((LOOPBACK, port))  # free: this process can take it
     """
     with socket.socket() as probe:
         probe.bind((ip, 0))
         return probe.getsockname()[1]
+
+
+def check_port(ip: str, port: int, field: str) -> None:
+    """Raise a `KerasTeamError` on `field` unless this process can listen on `ip:port` now (as gRPC binds it).
+
+    Example:
+        >>> with socket.socket() as taken:
+        ...     taken.bind((LOOPBACK, 0)); taken.listen()
+        ...     check_port(LOOPBACK, taken.getsockname()[1], "tune.oracle_port")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: tune.oracle_port=... is not valid: expected a port free at 127.0.0.1 (...)
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC: a port in TIME_WAIT is free
+        try:
+            probe.bind((ip, port))
+        except OSError as error:
+            raise KerasTeamError(field, port, f"a port free at {ip} ({error.strerror or error}; "
+                                 "choose another, or leave it unset for a free one)") from None
+
+
+def max_local_workers() -> int:
+    """The most workers `--workers` starts on this machine: the CPU cores this process may use.
+
+    Example:
+        >>> 1 <= max_local_workers() <= (os.cpu_count() or 1)
+        True
+    """
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def worker_env(index: int, ip: str, port: int) -> dict[str, str]:
@@ -105,8 +141,9 @@ def serve(tuner, *, alive: Callable[[], bool] = lambda: True, poll_seconds: floa
             False before the oracle is done, the search failed.
         poll_seconds: how often to check.
 
-    Example:
-        >>> serve(tuner, alive=lambda: any(w.poll() is None for w in workers))  # doctest: +SKIP
+    Usage (see the module's)::
+
+        serve(tuner, alive=lambda: any(w.poll() is None for w in workers))
     """
     import grpc
     from keras_tuner.src import protos
@@ -117,8 +154,12 @@ def serve(tuner, *, alive: Callable[[], bool] = lambda: True, poll_seconds: floa
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     address = f"{os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]}"
-    if not server.add_insecure_port(address):
-        raise KerasTeamError("oracle address", address, "a free ip:port this machine can bind")
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # gRPC's "Failed to bind to address"
+        bound = 0
+    if not bound:
+        raise KerasTeamError(ORACLE_PORT, address, "a free ip:port this machine can bind (another process holds it)")
     server.start()
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):

@@ -28,6 +28,8 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_team.files import atomic_path
+
 # Inference batch of the caching pass (a frozen body's outputs do not depend on it).
 PREDICT_BATCH = 256
 
@@ -94,13 +96,8 @@ class FeatureCache:
         else:
             self.misses += 1
             values = body.predict(x, batch_size=PREDICT_BATCH, verbose=0).astype(self.dtype)
-            handle, tmp = tempfile.mkstemp(prefix=".features.", suffix=".npy", dir=path.parent)
-            try:
-                with os.fdopen(handle, "wb") as f:
-                    np.save(f, values)
-                os.replace(tmp, path)  # atomic: concurrent workers never read half a file
-            finally:
-                pathlib.Path(tmp).unlink(missing_ok=True)
+            with atomic_path(path) as tmp:  # written whole: concurrent workers never read half a file
+                np.save(tmp, values)
         return np.load(path, mmap_mode="r")
 
     def _root(self) -> pathlib.Path:

@@ -15,9 +15,11 @@ Example:
     >>> import keras_tuner as kt
     >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
     >>> hypermodel = TransferHyperModel(leader, 5, cuts=["pool2", "fc1"])
-    >>> tuner = kt.RandomSearch(hypermodel, "val_accuracy", max_trials=2,
-    ...                         directory=tmp, project_name="demo")  # doctest: +SKIP
-    >>> tuner.search(x, y, validation_data=(xv, yv), epochs=4)      # doctest: +SKIP
+    >>> tuner = kt.RandomSearch(hypermodel, "val_accuracy", max_trials=1,
+    ...                         directory=tmp, project_name="demo")
+    >>> tuner.search(x, y, validation_data=(xv, yv), epochs=1, verbose=0)
+    >>> tuner.get_best_hyperparameters()[0].get("cut") in ("pool2", "fc1")
+    True
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from keras_team import heads
 from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
 from keras_team.freezing import unfreeze
+from keras_team.heads import LOSS
 from keras_team.transfers import transfer
 from keras_team.tuning.feature_cache import FeatureCache
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CACHE_OFF_NOTE = (
     "feature cache: OFF for this search: the training data is a tf.data.Dataset "
     "(augmented or streamed), so every epoch runs the frozen kept layers"
@@ -238,8 +240,8 @@ class TransferHyperModel(kt.HyperModel):
         names = ["loss", *[m if isinstance(m, str) else m.name for m in self.metrics]]
         return names + [f"val_{name}" for name in names]
 
-    def declare(self, hp: kt.HyperParameters) -> dict:
-        """Declare the search space on `hp`; return this trial's values, resolved."""
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> dict:
+        """Declare the search space on `hp` (KerasTuner's hook); return this trial's values, resolved."""
         cut = hp.Choice("cut", [c.name for c in self.cuts])
         depth = {c.name: c.depth for c in self.cuts}
         layers = hp.Choice("head_layers", self.head_layers)
@@ -277,16 +279,18 @@ class TransferHyperModel(kt.HyperModel):
         """
         hp = kt.HyperParameters()
         hp.values.update(values)
-        return self.declare(hp)
+        return self.declare_hyperparameters(hp)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         """The leader cut at `hp`'s cut (copied, frozen) plus a new dense head, compiled."""
-        chosen = self.declare(hp)
-        keras.utils.set_random_seed(self.seed)
+        chosen = self.declare_hyperparameters(hp)
+        # Seeded by its initializers: KerasTuner builds more than once per trial, and the
+        # global random state (the user's, the oracle's) is not ours to reset.
         head = heads.dense(
             self.num_classes,
             hidden=(chosen["head_units"],) * chosen["head_layers"],
             dropout=chosen["dropout"],
+            seed=self.seed,
         )
         model = transfer(self.leader, chosen["cut"], head, name=f"{self.name}_{chosen['cut']}")
         model.compile(keras.optimizers.Adam(chosen["learning_rate"]), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
@@ -313,7 +317,7 @@ class TransferHyperModel(kt.HyperModel):
         `epochs`/`initial_epoch` (Hyperband sets them per round) bound both
         phases together. Returns one `History` over both phases.
         """
-        chosen = self.declare(hp)
+        chosen = self.declare_hyperparameters(hp)
         split = epoch_split(initial_epoch, epochs, chosen["unfreeze"], self.fine_tune_fraction)
         common = dict(batch_size=batch_size, callbacks=list(callbacks), verbose=verbose, **kwargs)
         histories = []

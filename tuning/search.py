@@ -8,24 +8,30 @@ each trial's seconds and cache use. `trial_table` reads every trial back
 as CSV and JSON with a plot of the validation metric against the cut.
 
 Example:
-    >>> tuner = make_tuner(hypermodel, tuner="random", max_trials=4, directory="runs/tune")  # doctest: +SKIP
-    >>> tuner.search(x, y, validation_data=cap_per_class(xv, yv, 10), epochs=6)           # doctest: +SKIP
-    >>> write_results(tuner, "runs/tune")                                                  # doctest: +SKIP
+    >>> tuner = make_tuner(hypermodel, tuner="random", max_trials=2, directory=tmp, progress=False)
+    >>> tuner.search(x, y, validation_data=cap_per_class(xv, yv, 10), epochs=1, verbose=0)
+    >>> sorted(p.name for p in write_results(tuner, f"{tmp}/results").iterdir())
+    ['score_by_cut.png', 'trials.csv', 'trials.json']
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import pathlib
+import shutil
 import time
 
 import keras_tuner as kt
 import numpy as np
+from keras_tuner.src import utils as kt_utils
+from keras_tuner.src.engine import tuner_utils
 
 from keras_team.errors import KerasTeamError
+from keras_team.files import atomic_path, is_out_of_space, write_text
 from keras_team.tuning.hypermodel import TransferHyperModel
 
 TUNERS = {
@@ -49,10 +55,15 @@ class _RecordsTrials:
 
     def run_trial(self, trial, *args, **kwargs):
         start = time.perf_counter()
-        results = super().run_trial(trial, *args, **kwargs)
-        record = {"seconds": round(time.perf_counter() - start, 3), "cache": self.hypermodel.last_cache,
-                  "tuner_id": self.tuner_id}
-        _write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / TRIAL_RECORD, record)
+        try:
+            results = super().run_trial(trial, *args, **kwargs)
+            record = {"seconds": round(time.perf_counter() - start, 3), "cache": self.hypermodel.last_cache,
+                      "tuner_id": self.tuner_id}
+            _write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / TRIAL_RECORD, record)
+        except OSError as error:
+            if is_out_of_space(error):  # KerasTuner would retry the trial on the same full disk
+                raise DiskFull(error.errno, error.strerror, error.filename) from error
+            raise
         if self.progress:
             print(progress_line(self, trial, results, record), flush=True)
         return results
@@ -74,15 +85,43 @@ def progress_line(tuner: kt.Tuner, trial, histories: list, record: dict) -> str:
     )
 
 
+class DiskFull(kt.errors.FatalError, OSError):
+    """A full disk during a trial: an `OSError` (ENOSPC) that stops the search (KerasTuner retries other errors)."""
+
+
 def _write_json(path: pathlib.Path, data) -> None:
-    _atomic_text(path, json.dumps(data, indent=2))
+    write_text(path, json.dumps(data, indent=2))
 
 
-def _atomic_text(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _save_json_whole(path: str, obj) -> str:
+    """KerasTuner's `utils.save_json`, written whole (temporary sibling, fsync, rename)."""
+    text = json.dumps(obj)
+    write_text(path, text)
+    return text
+
+
+# Room kept free beyond a checkpoint's weights (its HDF5 structure).
+CHECKPOINT_OVERHEAD = 1 << 20
+
+
+def _save_checkpoint_whole(self) -> None:
+    """KerasTuner's `SaveBestEpoch._save_model` (a trial's best weights), written whole; a disk without room
+    for them is an ENOSPC `OSError` before h5py starts (h5py can crash the process when the disk fills)."""
+    path = pathlib.Path(self.filepath)
+    needed = CHECKPOINT_OVERHEAD + sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in self.model.weights)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device ({needed:,} bytes needed, {free:,} free)", str(path.parent))
+    with atomic_path(path) as tmp:
+        self.model.save_weights(tmp)
+
+
+# KerasTuner 1.4.8 writes its state (oracle.json, tuner0.json, trial_*/trial.json, build_config.json) through
+# `utils.save_json` and a trial's checkpoint through `SaveBestEpoch._save_model`, both in place: a kill or a
+# full disk mid-write leaves a torn file (a JSON its reload cannot parse). Searches of this package write them
+# whole.
+kt_utils.save_json = _save_json_whole
+tuner_utils.SaveBestEpoch._save_model = _save_checkpoint_whole
 
 
 def make_tuner(
@@ -171,9 +210,9 @@ def trial_table(tuner: kt.Tuner) -> list[dict]:
     """One row per trial: its resolved settings, score, seconds and cache use.
 
     Example:
-        >>> rows = trial_table(tuner)          # doctest: +SKIP
-        >>> rows[0]["cut"], rows[0]["score"]   # doctest: +SKIP
-        ('pool1', 0.92)
+        >>> rows = trial_table(tuner)
+        >>> [row["status"] for row in rows], list(rows[0])[:4]
+        (['COMPLETED', 'COMPLETED'], ['trial', 'status', 'cut', 'depth'])
     """
     hypermodel = tuner.hypermodel
     depth = {c.name: c.depth for c in hypermodel.cuts}
@@ -201,8 +240,8 @@ def best_settings(tuner: kt.Tuner) -> dict:
     """The best trial's resolved settings (cut, head, rates, unfreeze).
 
     Example:
-        >>> best_settings(tuner)["cut"]        # doctest: +SKIP
-        'pool1'
+        >>> best_settings(tuner)["cut"] == tuner.get_best_hyperparameters()[0].get("cut")
+        True
     """
     best = tuner.oracle.get_best_trials(1)
     if not best:
@@ -214,7 +253,9 @@ def write_results(tuner: kt.Tuner, output_dir: str | os.PathLike, *, extra: dict
     """Write `trials.csv`, `trials.json` (rows plus `extra`) and `score_by_cut.png` to `output_dir`.
 
     Example:
-        >>> write_results(tuner, "runs/tune", extra={"validation_examples": 50})  # doctest: +SKIP
+        >>> out = write_results(tuner, tmp, extra={"validation_examples": 50})
+        >>> json.loads((out / "trials.json").read_text())["validation_examples"]
+        50
     """
     out = pathlib.Path(output_dir)
     rows = trial_table(tuner)
@@ -222,7 +263,7 @@ def write_results(tuner: kt.Tuner, output_dir: str | os.PathLike, *, extra: dict
     writer = csv.DictWriter(text, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_text(out / "trials.csv", text.getvalue())
+    write_text(out / "trials.csv", text.getvalue())
     objective = tuner.oracle.objective
     _write_json(out / "trials.json", {"objective": objective.name, "direction": objective.direction,
                                        **(extra or {}), "trials": rows})
@@ -238,7 +279,7 @@ def plot_by_cut(
 
     Example:
         >>> plot_by_cut([{"cut": "fc1", "score": 0.9}], ["pool2", "fc1"], "val_accuracy",
-        ...             pathlib.Path(tmp) / "plot.png")  # doctest: +SKIP
+        ...             pathlib.Path(tmp) / "plot.png")
     """
     import matplotlib
 
@@ -261,8 +302,8 @@ def plot_by_cut(
     axes.set_ylabel(metric)
     axes.legend(loc="lower left")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(figure)

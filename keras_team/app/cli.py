@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import pathlib
@@ -28,11 +29,14 @@ from collections.abc import Sequence
 
 from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import KerasTeamError
-from keras_team.files import load_model
+from keras_team.files import is_out_of_space, load_model
 
 USER_ERROR = 2
 INTERRUPTED = 130
-ZOO = ("seed_cnn", "residual_cnn")
+# Zoo architecture -> the smallest height and width it takes (each 2x2 pooling halves them).
+ZOO = {"seed_cnn": 4, "residual_cnn": 2}
+# What a disk says when it refuses a write: full, over quota, read-only, not this user's.
+REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 DEFAULT_EXPORT_FORMATS = "saved_model,tflite,tflite-int8"
 # absl's INFO lines and its notice, written before TensorFlow reads TF_CPP_MIN_LOG_LEVEL.
 START_UP_NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\))")
@@ -199,31 +203,41 @@ def _run(args) -> None:
         print(f"\nreport, plots and models in {config.output_dir}/")
 
 
+def _zoo_leader(name: str, input_shape: str | None, classes: int):
+    """A zoo architecture built for `--input-shape`, with the shape rule as the error."""
+    rule = f"height,width,channels: three positive ints, height and width at least {ZOO[name]} for {name}, e.g. 32,32,3"
+    if not input_shape:
+        raise KerasTeamError("--input-shape", None, rule)
+    try:
+        shape = tuple(int(s) for s in input_shape.split(","))
+    except ValueError:
+        raise KerasTeamError("--input-shape", input_shape, rule) from None
+    if len(shape) != 3 or min(shape) < 1 or min(shape[:2]) < ZOO[name]:
+        raise KerasTeamError("--input-shape", input_shape, rule)
+    from keras_team import zoo
+
+    return getattr(zoo, name)(shape, classes)
+
+
 def _cuts(args) -> None:
     _start_tensorflow()
     from keras_team import graph
+    from keras_team.app.recipe import load_leader
     from keras_team.cuts import cut_points
 
     if args.leader in ZOO:
-        if not args.input_shape:
-            raise KerasTeamError("--input-shape", None, f"the input shape of {args.leader}, e.g. --input-shape 32,32,3")
-        try:
-            shape = tuple(int(s) for s in args.input_shape.split(","))
-        except ValueError:
-            raise KerasTeamError("--input-shape", args.input_shape, "comma-separated ints, e.g. 32,32,3") from None
-        from keras_team import zoo
-
-        try:
-            leader = getattr(zoo, args.leader)(shape, args.classes)
-        except ValueError as error:
-            raise KerasTeamError("--input-shape", args.input_shape, f"a shape {args.leader} accepts ({error})") from None
+        leader = _zoo_leader(args.leader, args.input_shape, args.classes)
     elif args.leader.endswith(".keras"):
-        leader = load_model(args.leader, "leader")
+        leader = load_leader(args.leader, None, "leader")  # the rules `run` applies to leader.path
     else:
         raise KerasTeamError("leader", args.leader, f"a .keras file or one of {', '.join(ZOO)}")
+    cuts = cut_points(leader)
+    if not cuts:
+        raise KerasTeamError("leader", args.leader, f"a model with a cut point (every layer of {leader.name!r} "
+                             "has a branch around it, as a team's members or a model with several outputs have)")
     calls = graph.layer_calls(leader)
     rows = [("keep (name)", "keep (depth)", "output shape", "parameters kept")]
-    for cut in cut_points(leader):
+    for cut in cuts:
         kept = {id(call.operation): call.operation for call in calls[: cut.position + 1]}  # a layer called twice counts once
         weights = sum(math.prod(w.shape) for op in kept.values() for w in getattr(op, "weights", ()))
         rows.append((cut.name, str(cut.depth), str(cut.output_shape), f"{weights:,}"))
@@ -240,7 +254,7 @@ def _evaluate(args) -> None:
     config = load_config(run_dir / "config.yaml")
     _start_tensorflow()
     from keras_team.app.recipe import load_tasks
-    from keras_team.app.report import evaluate_team, format_table
+    from keras_team.app.report import evaluate_team, format_table, per_class_table
     from keras_team.team import Team
 
     _, target = load_tasks(config)
@@ -249,7 +263,10 @@ def _evaluate(args) -> None:
         raise KerasTeamError("run_dir", str(run_dir), f"a run whose team.keras holds a keras_team Team, not a {type(team).__name__}")
     baseline_path = run_dir / "baseline.keras"
     baseline = load_model(baseline_path, "run_dir") if baseline_path.is_file() else None
-    print(format_table(evaluate_team(team, target, split=args.split, baseline=baseline)))
+    report = evaluate_team(team, target, split=args.split, baseline=baseline)
+    print(format_table(report))
+    print()
+    print(per_class_table(report))
 
 
 def _export(args) -> None:
@@ -266,6 +283,22 @@ def _tune(args) -> None:
     handle(args)
 
 
+def refused_write(error: OSError) -> str:
+    """One line for a write the disk refused: the directory and why (with the bytes needed, where known).
+
+    Example:
+        >>> refused_write(OSError(errno.EROFS, "Read-only file system", "/proc/x"))
+        'cannot write in /proc (Read-only file system): choose another --output-dir, one you may write to'
+    """
+    path = pathlib.Path(error.filename) if error.filename else None
+    directory = path if path is not None and path.is_dir() else path.parent if path is not None else None
+    where = f" in {directory}" if directory is not None else ""
+    if not is_out_of_space(error):
+        return f"cannot write{where} ({error.strerror}): choose another --output-dir, one you may write to"
+    return (f"out of space{where} ({error.strerror}): free some space or choose another --output-dir, "
+            "then run the same command again")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-team` console script."""
     args = _parser().parse_args(argv)
@@ -278,11 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KerasTeamError as error:
         print(f"keras-team: error: {error}", file=sys.stderr)
         return USER_ERROR
+    except BrokenPipeError:  # e.g. `keras-team cuts ... | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")
+    except OSError as error:
+        if error.errno not in REFUSED_WRITES:
+            raise
+        print(f"keras-team: error: {refused_write(error)}", file=sys.stderr)
+        return USER_ERROR
     except KeyboardInterrupt:
         print("\nkeras-team: interrupted; run the same command again to resume", file=sys.stderr)
         return INTERRUPTED
-    except BrokenPipeError:  # e.g. `keras-team cuts ... | head`: the reader has what it wanted
-        sys.stdout = open(os.devnull, "w")
     return 0
 
 

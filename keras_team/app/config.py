@@ -231,9 +231,11 @@ def _item_of(annotation: Any) -> Any:
 class TaskConfig(Section):
     """One task's data: a dataset name, a class subset and k-shot sampling."""
 
-    name: Text = Field("digits", description="dataset: digits (bundled, offline) or a TFDS name such as cifar10")
-    classes: Optional[Annotated[DistinctListOf[Count], Field(min_length=1)]] = Field(
-        None, description="labels to keep (null: all)"
+    name: Text = Field("digits", description="dataset: digits (bundled, offline), a TFDS name such as cifar10, "
+                       "a .npz file (arrays x, y; optional x_test, y_test, class_names) or a folder of class "
+                       "subfolders of images (train/ and test/ subfolders are the splits when present)")
+    classes: Optional[Annotated[DistinctListOf[Union[Count, Text]], Field(min_length=1)]] = Field(
+        None, description="labels or class names to keep, in this order (null: all)"
     )
     shots: Optional[Positive] = Field(None, description="labelled examples per class (null: all)")
 
@@ -300,10 +302,12 @@ class TransferConfig(Section):
 
 
 class DistillConfig(Section):
-    """Distillation: KL to the leader's probabilities at ``temperature``, weight ``alpha``."""
+    """Distillation: KL to the leader's probabilities at ``temperature`` (named as keras.distillation.Distiller)."""
 
     temperature: Rate = Field(description="softmax temperature of both distributions")
-    alpha: float = Field(ge=0, le=1, description="weight of the KL term (1 - alpha: the label loss)")
+    student_loss_weight: float = Field(
+        ge=0, le=1, description="weight of the label loss (1 - student_loss_weight: the KL term)"
+    )
 
 
 class FollowerConfig(Section):

@@ -9,7 +9,7 @@ Layout under `out_dir`:
 
 - ``serving/<name>/<version>/``: the SavedModel (TF Serving layout, with warmup
   requests) and ``serving/models.config``;
-- ``litert/<name>.<format>.tflite``: one LiteRT file per TFLite format;
+- ``litert/<name>.<quantization>.tflite``: one LiteRT file per format ``tflite-<quantization>``;
 - ``export_report.json``: the parity report of `keras_team.export.verify`.
 
 Example:
@@ -20,24 +20,30 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import json
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
 
 from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks
+from keras_team.app.workspace import check_writable
 from keras_team.errors import KerasTeamError
 from keras_team.export.formats import FORMATS, check_formats
 from keras_team.export.litert import tflite_files
-from keras_team.export.parity import verify
-from keras_team.export.savedmodel import saved_model
+from keras_team.export.parity import parity_report, raise_misses
+from keras_team.export.savedmodel import version_dir, write_version
 from keras_team.export.serving import serving_config
-from keras_team.files import load_model
+from keras_team.files import TEMPORARY_PREFIX, load_model, move_into_place, remove_temporaries, write_text
 
 REPORT = "export_report.json"
+LOCK = ".lock"
 WARMUP_EXAMPLES = 10
 RUN_MODEL = "team.keras"
 RUN_CONFIG = "config.yaml"
@@ -77,6 +83,13 @@ def export_model(
     Returns:
         The parity report (also in `out_dir/export_report.json`), with the
         artefact paths; raises `KerasTeamError` when an artefact misses its tolerance.
+
+    Every artefact is written and verified in a temporary folder inside
+    `out_dir` (``.tmp-*``), and only then renamed into place: an artefact
+    that misses its tolerance is never published (``"passed": false`` in the
+    report), and an export killed at any moment leaves published artefacts
+    whole and verified, no report describing other files, and a temporary
+    folder the next export into `out_dir` removes (saying so).
     """
     formats = check_formats(formats)
     expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs or ()) == 1 else None
@@ -86,18 +99,62 @@ def export_model(
                                  f"examples shaped like the model input {expected} (data from another config?)")
     out_dir = pathlib.Path(out_dir)
     input_dtype = input_dtype or np.asarray(train_examples).dtype.name
-    artefacts, litert_files = {}, {}
-    for fmt in formats:
-        if FORMATS[fmt] is None:
-            artefacts[fmt] = saved_model(model, out_dir / "serving", name=name, version=version, force=force,
-                                         input_dtype=input_dtype, warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]))
+    final = {fmt: out_dir / "litert" / f"{name}.{FORMATS[fmt]}.tflite" for fmt in formats if FORMATS[fmt]}
+    if "saved_model" in formats:
+        final["saved_model"] = version_dir(out_dir / "serving", name, version, force=force)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(out_dir):
+        _remove_leftovers(out_dir, name)
+        (out_dir / REPORT).unlink(missing_ok=True)  # a report never describes files it did not check
+        with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out_dir) as staging:
+            staged = {fmt: pathlib.Path(staging) / path.relative_to(out_dir) for fmt, path in final.items()}
+            try:
+                if "saved_model" in staged:
+                    write_version(model, staged["saved_model"], name=name, input_dtype=input_dtype,
+                                  warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]))
+                litert_files = {staged[fmt]: FORMATS[fmt] for fmt in formats if FORMATS[fmt]}
+                if litert_files:
+                    tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype,
+                                 seed=seed)
+            except OSError as error:  # a full disk: name the output directory, not the temporary one
+                if error.filename and pathlib.Path(error.filename).is_relative_to(staging):
+                    error.filename = str(out_dir)
+                raise
+            report = parity_report(model, {fmt: staged[fmt] for fmt in formats}, test_examples, test_labels,
+                                   tolerances=tolerances)
+            for fmt, entry in report["artefacts"].items():
+                entry["path"] = str(final[fmt])
+                if entry["passed"]:  # only a verified artefact is published
+                    move_into_place(staged[fmt], final[fmt], replace=force or fmt != "saved_model")
+        if "saved_model" in formats and report["artefacts"]["saved_model"]["passed"]:
             serving_config(out_dir / "serving", names=[name])
-        else:
-            artefacts[fmt] = out_dir / "litert" / f"{name}.{fmt.removeprefix('tflite-')}.tflite"
-            litert_files[artefacts[fmt]] = FORMATS[fmt]
-    if litert_files:
-        tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype, seed=seed)
-    return verify(model, artefacts, test_examples, test_labels, tolerances=tolerances, report_path=out_dir / REPORT)
+        write_text(out_dir / REPORT, json.dumps(report, indent=2) + "\n")
+    raise_misses(report)
+    return report
+
+
+@contextlib.contextmanager
+def _locked(out_dir: pathlib.Path) -> Iterator[None]:
+    """Hold `out_dir`'s lock: two exports never write (or clean) one directory at once."""
+    handle = os.open(out_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KerasTeamError("output_dir", str(out_dir), "a directory no other export is writing "
+                                 "(another keras-team export holds its lock)") from None
+        yield
+    finally:
+        os.close(handle)
+
+
+def _remove_leftovers(out_dir: pathlib.Path, name: str) -> None:
+    """Delete what an export killed midway left (never published), saying so in one line."""
+    removed = [path for folder in (out_dir, out_dir / "litert", out_dir / "serving", out_dir / "serving" / name)
+               for path in remove_temporaries(folder)]
+    if removed:
+        print(f"keras-team: removed what an interrupted export left unpublished in {out_dir}: "
+              f"{', '.join(str(path.relative_to(out_dir)) for path in removed)}", flush=True)
 
 
 def summary(report: dict) -> dict:
@@ -137,11 +194,12 @@ def handle(args: argparse.Namespace) -> None:
     """Run `keras-team export` (errors are `KerasTeamError`s, printed by the caller)."""
     formats = check_formats([fmt.strip() for fmt in args.formats.split(",") if fmt.strip()])
     model_file, config_file, out_dir, name = _sources(pathlib.Path(args.path), args.config)
+    out_dir = pathlib.Path(args.output_dir or out_dir)
+    check_writable(out_dir, "--output-dir")
     config = load_config(config_file)
     model = load_model(model_file, "path")
     _, target = load_tasks(config)
     x_test, y_test = target.splits["test"]
-    out_dir = pathlib.Path(args.output_dir or out_dir)
     report = export_model(model, out_dir, name=args.name or name, formats=formats,
                           train_examples=target.splits["train"][0], test_examples=x_test, test_labels=y_test,
                           version=args.version, force=args.force, seed=config.seed)

@@ -35,7 +35,11 @@ class EpochBar(keras.callbacks.Callback):
     """A progress bar over epochs (not batches): the metrics of the last epoch, time left.
 
     Example:
-        >>> model.fit(x, y, epochs=50, verbose=0, callbacks=[EpochBar(50)])   # doctest: +SKIP
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stdout(io.StringIO()) as shown:
+        ...     history = model.fit(x, y, epochs=2, verbose=0, callbacks=[EpochBar(2)])
+        >>> "2/2" in shown.getvalue() and "loss:" in shown.getvalue()  # the bar, after the last epoch
+        True
     """
 
     def __init__(self, epochs: int):

@@ -24,14 +24,12 @@ interrupted stage continues from its last epoch (`BackupAndRestore`), and a
 resumed run gives the numbers of an uninterrupted one. A stage whose loss or
 weights become NaN/inf stops with an error and saves nothing.
 
-Example:
-    >>> report = run(load_config(overrides=["leader.epochs=2"]))   # doctest: +SKIP
-    >>> report["ensemble"]["test_accuracy"]                         # doctest: +SKIP
+Example (what `keras-team run --set leader.epochs=2` does; a run takes a minute):
+    $ python -c "from keras_team.app import config, recipe; recipe.run(config.load_config(overrides=['leader.epochs=2']))"
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import shutil
@@ -43,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_team import checkpoints, distribute, heads, zoo
-from keras_team.app.config import Config, DataConfig, TeamLeaderConfig, TransferConfig, stage_suffix
+from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace
 from keras_team.caching import fit_follower
@@ -53,35 +51,37 @@ from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, load_model
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
+from keras_team.heads import LOSS
 from keras_team.team import Team
 from keras_team.transfers import transfer
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CHECKPOINT_SECONDS = 5.0  # the least time between two checkpoints of a stage (a kill loses at most this much)
 
 
 def config_field(task: str, field: str) -> str:
-    """The config path of a field the data module names: `shots` of the target is `data.target.shots`.
+    """The config path of an argument the data functions name: `shots` of the target is `data.target.shots`.
 
     Example:
-        >>> config_field("target", "shots"), config_field("source", "validation")
-        ('data.target.shots', 'data.validation')
+        >>> config_field("target", "shots"), config_field("source", "batch_size")
+        ('data.target.shots', 'data.batch_size')
     """
-    leaf = field.rsplit(".", 1)[-1]
-    if leaf in ("name", "classes", "shots"):
-        return f"data.{task}.{leaf}"
-    return f"data.{leaf}" if leaf in DataConfig.model_fields else field
+    if field in TaskConfig.model_fields:
+        return f"data.{task}.{field}"
+    return f"data.{field}" if field in DataConfig.model_fields else field
 
 
 def _load_task(config: Config, task: str, **kwargs) -> Task:
     data, spec = config.data, getattr(config.data, task)
     try:
-        return load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
-                         batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
-                         download=data.download, **kwargs)
+        loaded = load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
+                           batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
+                           download=data.download, **kwargs)
+        # The global batch the current strategy's replicas share: checked now, not at the first stage.
+        distribute.global_batch_size(loaded.batch_size, len(loaded.splits["train"][1]))
     except KerasTeamError as error:
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
+    return loaded
 
 
 def load_tasks(config: Config) -> tuple[Task, Task]:
@@ -163,11 +163,13 @@ def leader_field(config: Config, index: int, field: str) -> str:
     return field if field.startswith("transfer") else f"leader.{field}"
 
 
-def load_leader(path: str, task: Task, field: str = "leader.path") -> keras.Model:
-    """The leader saved at `path`, checked to take one input shaped like `task`'s; errors name `field`."""
+def load_leader(path: str, task: Task | None, field: str = "leader.path") -> keras.Model:
+    """The leader saved at `path`, checked to take one input (shaped like `task`'s, if given); errors name `field`."""
     leader = load_model(path, field)
     if len(leader.inputs) != 1:
         raise KerasTeamError(field, path, f"a leader with one input, got {len(leader.inputs)} inputs")
+    if task is None:
+        return leader
     expected = (None, *task.input_shape)
     if tuple(leader.inputs[0].shape) != expected:
         raise KerasTeamError(field, path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
@@ -187,7 +189,12 @@ def build_student(config: Config, index: int, leader: keras.Model, target: Task)
     try:
         return transfer(leader, spec.keep, head, name=f"transfer{stage_suffix(config.team_leaders[index].name)}")
     except KerasTeamError as error:
-        raise KerasTeamError(f"{field}.head.kind", spec.head.kind, error.allowed) from error
+        path = config.team_leaders[index].path
+        if error.field == "head":  # the head does not take the features at the cut
+            raise KerasTeamError(f"{field}.head.kind", spec.head.kind, error.allowed) from error
+        if error.field == "leader" and path:  # a given leader whose kept layers cannot be copied
+            raise KerasTeamError(leader_field(config, index, "path"), path, error.allowed) from error
+        raise
 
 
 def build_team(config: Config, students: dict[str, keras.Model], target: Task) -> Team:
@@ -198,16 +205,13 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
             followers.append(Follower(
                 zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
-                distill=Distill(f.distill.temperature, f.distill.alpha) if f.distill else None))
+                distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
         except KerasTeamError as error:
             raise KerasTeamError(f"followers[{i}].{error.field.rsplit('.', 1)[-1]}", error.value, error.allowed) from error
     try:
         return Team(students, followers)
     except KerasTeamError as error:
         raise KerasTeamError(_follower_field(config, error), error.value, error.allowed) from error
-    except ValueError as error:  # Keras: a layer name used twice in the team's graph
-        names = [f.name for f in config.followers]
-        raise KerasTeamError("followers", names, f"follower names that clash with no layer of the team ({error})") from error
 
 
 def _follower_field(config: Config, error: KerasTeamError) -> str:
@@ -286,7 +290,13 @@ def make_plan(config: Config) -> Plan:
     """Load the tasks and build every model of the run once, untrained; raise the first mistake.
 
     Example:
-        >>> print(make_plan(load_config()).describe())                  # doctest: +SKIP
+        >>> from keras_team.app.config import load_config
+        >>> print(make_plan(load_config()).describe())
+        source  digits: 5 classes, 504 training examples, inputs (8, 8, 1)
+        target  digits: 5 classes, 25 training examples (121 validation, 269 test)
+        cut     pool1 (depth 3, features (None, 4, 4, 16))
+        ...
+          5. evaluate   members, team ensemble and baseline on the target's test split
     """
     source, target = load_tasks(config)
     leaders, cuts, students, stages = {}, {}, {}, {}
@@ -334,8 +344,8 @@ def _finite(model: keras.Model) -> bool:
 class Recipe:
     """Runs the stages of one config in one started workspace.
 
-    Example:
-        >>> Recipe(config, workspace, make_plan(config)).run()   # doctest: +SKIP
+    Example (inside `run`, which prepares the workspace and the plan):
+        $ keras-team run --config my.yaml
     """
 
     def __init__(self, config: Config, workspace: Workspace, plan: Plan, *, output: Output | None = None):
@@ -384,10 +394,9 @@ class Recipe:
         """
         checkpoint = self._checkpoint(stage)
         train, steps = _from_epoch(task.dataset("train", training=True), checkpoint.restore(model))
-        with _output_dir_errors():
-            return model.fit(train, steps_per_epoch=steps, validation_data=task.dataset("validation"), epochs=epochs,
-                             callbacks=self._callbacks(stage, epochs, checkpoint), verbose=self.out.fit_verbose,
-                             shuffle=False)  # the training dataset shuffles itself, seeded
+        return model.fit(train, steps_per_epoch=steps, validation_data=task.dataset("validation"), epochs=epochs,
+                         callbacks=self._callbacks(stage, epochs, checkpoint), verbose=self.out.fit_verbose,
+                         shuffle=False)  # the training dataset shuffles itself, seeded
 
     def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str) -> dict:
         model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"], **self._compile_options())
@@ -468,12 +477,11 @@ class Recipe:
                 read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
                 self.out.stage(f"  {f.name}", f"follower on {read}'s {f.tap!r} (taps cached)")
                 start = time.perf_counter()
-                with _output_dir_errors():
-                    history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
-                                           epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
-                                           batch_size=target.batch_size, seed=self.config.seed,
-                                           callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
-                                           verbose=self.out.fit_verbose)
+                history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                                       epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
+                                       batch_size=target.batch_size, seed=self.config.seed,
+                                       callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
+                                       verbose=self.out.fit_verbose)
                 self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
                 self.ws.save_model(graph, weights)
                 self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
@@ -583,17 +591,6 @@ def _from_epoch(train: tf.data.Dataset, epoch: int) -> tuple[tf.data.Dataset, in
     return train.repeat().skip(epoch * steps), steps
 
 
-@contextlib.contextmanager
-def _output_dir_errors():
-    """A checkpoint's error on its directory (e.g. a full disk) is an error on the config's `output_dir`."""
-    try:
-        yield
-    except KerasTeamError as error:
-        if error.field != "backup_dir":
-            raise
-        raise KerasTeamError("output_dir", error.value, error.allowed) from None
-
-
 def _replicas(model: keras.Model) -> int:
     """How many replicas of the model's distribution strategy trained it."""
     return model.distribute_strategy.num_replicas_in_sync
@@ -620,8 +617,8 @@ def run(config: Config, *, output: Output | None = None) -> dict:
     The output directory and the plan are checked first; the directory is
     created (or a replaced run moved aside) only when both pass.
 
-    Example:
-        >>> report = run(load_config(overrides=["output_dir=/tmp/run"]))  # doctest: +SKIP
+    Example (a run takes a minute; `keras-team run` calls this):
+        $ python -c "from keras_team.app import config, recipe; recipe.run(config.load_config())"
     """
     workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
     if config.deterministic:

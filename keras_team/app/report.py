@@ -1,8 +1,12 @@
 """Scores, the results table, `report.json`/`report.md` and the plots of a run.
 
 Example:
-    >>> report = evaluate_team(team, target, baseline=baseline)   # doctest: +SKIP
-    >>> print(format_table(report))                                 # doctest: +SKIP
+    >>> report = evaluate_team(team, target, baseline=baseline)
+    >>> print(format_table(report))
+    | member            | test accuracy | train time (s) |
+    |-------------------|---------------|----------------|
+    | scratch baseline  |         ... |              - |
+    ...
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
 
 from keras_team.app.config import Config  # noqa: E402
 from keras_team.data import Task  # noqa: E402
@@ -31,21 +36,33 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: keras.Model | None = None) -> dict:
-    """Accuracy of every member, of the team ensemble and of a baseline on one split.
+    """Accuracy of every member, of the team ensemble and of a baseline on one split; per class for the ensemble.
+
+    The ensemble's per-class accuracy and confusion matrix are keyed and
+    ordered by the task's class names.
 
     Example:
-        >>> evaluate_team(team, target)["members"]["leader"]["test_accuracy"]   # doctest: +SKIP
+        >>> evaluate_team(team, target)["members"]["leader"]["test_accuracy"]
+        0...
     """
     x, y = task.splits[split]
     predictions = team.predict(x, verbose=0)
     key = f"{split}_accuracy"
+    ensemble = np.argmax(np.asarray(Team.ensemble(predictions)), axis=-1)
+    confusion = confusion_matrix(y, ensemble, labels=range(task.num_classes))
     report = {
         "task": task.name,
         "split": split,
         "examples": int(len(y)),
+        "class_names": list(task.class_names),
         "leaders": list(team.leaders),
         "members": {name: {key: _accuracy(p, y)} for name, p in predictions.items()},
-        "ensemble": {key: _accuracy(np.asarray(Team.ensemble(predictions)), y)},
+        "ensemble": {
+            key: float(np.mean(ensemble == y)),
+            f"{split}_accuracy_per_class": {name: float(confusion[i, i] / max(confusion[i].sum(), 1))
+                                           for i, name in enumerate(task.class_names)},
+            "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted, in class_names order
+        },
     }
     if baseline is not None:
         report["baseline"] = {key: _accuracy(baseline.predict(x, verbose=0), y)}
@@ -62,7 +79,10 @@ def run_record(config: Config, plan) -> dict:
     """What a report must say about the run itself: config, seed, cuts, package versions, warnings.
 
     Example:
-        >>> run_record(config, make_plan(config))["cut"]                 # doctest: +SKIP
+        >>> from keras_team.app.config import load_config
+        >>> from keras_team.app.recipe import make_plan
+        >>> config = load_config()
+        >>> run_record(config, make_plan(config))["cut"]
         {'name': 'pool1', 'depth': 3, 'output_shape': [None, 4, 4, 16]}
     """
     versions = {}
@@ -150,6 +170,35 @@ def plot_accuracy(report: dict, path) -> None:
     _save_figure(figure, path)
 
 
+def plot_confusion(report: dict, path) -> None:
+    """The team ensemble's confusion matrix, rows and columns named by class."""
+    names = report["class_names"]
+    figure, axes = plt.subplots(figsize=(0.5 * len(names) + 3, 0.5 * len(names) + 2.5))
+    display = ConfusionMatrixDisplay(np.asarray(report["ensemble"]["confusion_matrix"]), display_labels=names)
+    display.plot(ax=axes, colorbar=False, xticks_rotation=45 if len(names) > 6 else "horizontal")
+    axes.set_title(f"{report['task']}: team ensemble, {report['split']} split")
+    _save_figure(figure, path)
+
+
+def per_class_table(report: dict) -> str:
+    """The ensemble's accuracy per class, as a markdown table.
+
+    Example:
+        >>> print(per_class_table({"split": "test", "ensemble": {"test_accuracy_per_class": {"cat": 0.5, "dog": 1.0}}}))
+        | class | test accuracy (team ensemble) |
+        |-------|-------------------------------|
+        | cat   |                         0.500 |
+        | dog   |                         1.000 |
+    """
+    scores = report["ensemble"][f"{report['split']}_accuracy_per_class"]
+    header = ("class", f"{report['split']} accuracy (team ensemble)")
+    body = [(name, f"{value:.3f}") for name, value in scores.items()]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(2)]
+    lines = [f"| {a.ljust(widths[0])} | {b.rjust(widths[1])} |" for a, b in [header, *body]]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
 def _read_log(path) -> dict[str, list[float]]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -178,7 +227,7 @@ def plot_learning_curves(ws: Workspace, path) -> None:
 
 
 def write_report(ws: Workspace, report: dict) -> None:
-    """`report.json`, `report.md`, `accuracy.png` and `learning_curves.png` in the run directory."""
+    """`report.json`, `report.md`, `accuracy.png`, `confusion.png` and `learning_curves.png` in the run directory."""
     write_text(ws.path("report.json"), json.dumps(report, indent=2, sort_keys=True))
     markdown = "\n".join([
         f"# keras-team run: {report['task']}",
@@ -191,9 +240,14 @@ def write_report(ws: Workspace, report: dict) -> None:
         "",
         "![accuracy](accuracy.png)",
         "",
+        per_class_table(report),
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
         "![learning curves](learning_curves.png)",
         "",
     ])
     write_text(ws.path("report.md"), markdown)
     plot_accuracy(report, ws.path("accuracy.png"))
+    plot_confusion(report, ws.path("confusion.png"))
     plot_learning_curves(ws, ws.path("learning_curves.png"))

@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import keras
 
 from keras_team.app.config import Config, load_config
-from keras_team.app.recipe import ARCHITECTURES, LOSS, load_leader, load_tasks
+from keras_team.app.recipe import ARCHITECTURES, load_leader, load_tasks
 from keras_team.errors import KerasTeamError
-from keras_team.files import atomic_path, load_model, write_text
+from keras_team.heads import LOSS
+from keras_team.files import TEMPORARY_PREFIX, atomic_path, load_model, remove_temporaries, write_text
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
 from keras_team.tuning.search import best_settings, cap_per_class, make_tuner, trial_table, write_results
@@ -39,8 +42,11 @@ CONFIG = "config.yaml"
 BEST = "best_config.yaml"
 LEADER = "leader.keras"
 PROJECT = "search"
+RUN_STATE = "state.json"  # a `keras-team run` directory: never replaced by a search
 # Fields that say where or how to write, or how long to go on: a rerun may change them.
-NOT_COMPARED = {"tune": ("output_dir", "overwrite", "max_trials")}
+NOT_COMPARED = {"tune": ("output_dir", "overwrite", "max_trials", "oracle_ip", "oracle_port")}
+# KerasTuner's own state files: a search resumes from them.
+TUNER_STATE = ("oracle.json", "tuner*.json", "trial_*/trial.json", "trial_*/build_config.json")
 
 
 def _compared(config: Config) -> dict:
@@ -51,11 +57,57 @@ def _compared(config: Config) -> dict:
     return data
 
 
+def _read_state(root: pathlib.Path) -> dict | None:
+    """The search's state, or None when `root` holds no keras-team search."""
+    try:
+        state = json.loads((root / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("config"), dict) else None
+
+
+def _check_writable(root: pathlib.Path) -> None:
+    """`root` is a directory this process may create and write: no file on the way, and a probe file
+    can be made (and is removed) in it or in its nearest existing parent."""
+    for ancestor in [root, *root.parents]:
+        if ancestor.exists():
+            break
+    if not ancestor.is_dir():
+        why = "this is a file" if ancestor == root else f"{ancestor} is a file"
+        raise KerasTeamError("tune.output_dir", str(root), f"a directory path ({why})")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=ancestor)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise KerasTeamError("tune.output_dir", str(root),
+                             f"a directory you may write to ({ancestor}: {error.strerror})") from None
+
+
+def _unreadable_tuner_state(project: pathlib.Path) -> str | None:
+    """The first KerasTuner state file under `project` that is not whole JSON (a torn write), or None."""
+    for pattern in TUNER_STATE:
+        for path in sorted(project.glob(pattern)):
+            try:
+                json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                return f"{path.relative_to(project.parent)}: {type(error).__name__}"
+    return None
+
+
 class TuneJob:
     """One search directory: prepare it, run the chief/worker/single role, write the results.
 
+    Opening the directory is two steps, as for a run (`keras_team.app.workspace`):
+    `prepare` decides (new, resume or replace) and writes nothing; once every
+    check of the search has passed, `start` moves a replaced search aside and
+    writes the new one's config and state. The old search is deleted once the
+    new one's tuner is built, just before its first trial.
+
     Example:
-        >>> TuneJob(config).run(workers=2)   # doctest: +SKIP
+        >>> job = TuneJob(load_config(overrides=["tune.max_trials=2"]))
+        >>> job.root, job.tune.max_trials         # job.run(workers=2): a chief and two workers
+        (PosixPath('runs/digits-tune'), 2)
     """
 
     def __init__(self, config: Config):
@@ -65,27 +117,80 @@ class TuneJob:
         self.config = config
         self.tune = config.tune
         self.root = pathlib.Path(config.tune.output_dir)
+        self.action = "new"
 
     # --- the directory -------------------------------------------------------
-    def open(self) -> None:
-        """Create or resume the search directory; refuse a finished or foreign one unless overwrite."""
-        state_path = self.root / STATE
-        if self.root.exists() and any(self.root.iterdir()):
-            state = json.loads(state_path.read_text()) if state_path.is_file() else None
-            if state is not None and state["config"] == _compared(self.config) and not state["finished"]:
-                print(f"resuming the search in {self.root}/ ({len(state.get('trials', []))} trials recorded)")
-                return
-            if not self.tune.overwrite:
-                why = ("a finished search" if state and state["finished"] else
-                       "a search of another config" if state else "files that are not a keras-team search")
-                raise KerasTeamError(
-                    "tune.output_dir", str(self.root),
-                    f"a new directory: it holds {why}; choose another --output-dir or pass --overwrite to replace it",
-                )
-            shutil.rmtree(self.root)
+    def prepare(self) -> None:
+        """Decide what to do with the output directory; refuse a finished or foreign one. Writes nothing.
+
+        A search may replace only a search (a finished one, or one of another
+        config that has results, only with overwrite), never a run's or any
+        other directory, nor one holding the leader the config reads.
+        """
+        _check_writable(self.root)
+        if not self.root.exists() or not any(self.root.iterdir()):
+            self.action = "new"
+            return
+        state = _read_state(self.root)
+        if state is None:
+            what = "a keras-team run" if (self.root / RUN_STATE).is_file() else "files that are not a keras-team search"
+            raise KerasTeamError(
+                "tune.output_dir", str(self.root), f"a new or empty directory, or a keras-team search's directory "
+                f"(this one holds {what}; a search never replaces those, even with --overwrite)")
+        if state["config"] == _compared(self.config) and not state.get("finished"):
+            self.action = "resume"
+            return
+        has_results = (self.root / LEADER).exists() or any((self.root / PROJECT).glob("trial_*"))
+        if (state.get("finished") or has_results) and not self.tune.overwrite:
+            why = "a finished search" if state.get("finished") else "a search of another config"
+            raise KerasTeamError(
+                "tune.output_dir", str(self.root),
+                f"a new directory: it holds {why}; choose another --output-dir or pass --overwrite to replace it",
+            )
+        leader = self.config.leader.path
+        if leader and pathlib.Path(leader).resolve().is_relative_to(self.root.resolve()):
+            raise KerasTeamError("leader.path", leader, f"a file outside {self.root}: replacing that search would "
+                                 "delete it (copy it elsewhere first, or choose another --output-dir)")
+        self.action = "replace"
+
+    def start(self) -> None:
+        """Create, resume or replace the search directory as `prepare` decided (the search's checks passed)."""
+        if self.action == "resume":
+            started = len(list((self.root / PROJECT).glob("trial_*")))
+            print(f"resuming the search in {self.root}/ ({started} trials started)")
+            for directory in [self.root, *(p for p in self.root.rglob("*") if p.is_dir())]:
+                remove_temporaries(directory)  # what a killed writer left; never read as good
+            self._set_aside_unreadable()
+            return
+        replaces = None
+        if self.action == "replace":
+            replaces = self.root.with_name(f".{self.root.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(self.root, replaces)
+            print(f"keras-team: moved the previous search to {replaces}; it is deleted once this search "
+                  "starts its first trial", flush=True)
         self.root.mkdir(parents=True, exist_ok=True)
         write_text(self.root / CONFIG, self.config.to_yaml())
-        self._save_state(finished=False)
+        self._save_state(finished=False, **({"replaces": str(replaces)} if replaces else {}))
+
+    def _set_aside_unreadable(self) -> None:
+        """A KerasTuner state file that is not whole (torn by a kill or a full disk on a writer that wrote in
+        place) cannot be resumed: move the KerasTuner project aside, say so in one line, and search again."""
+        project = self.root / PROJECT
+        problem = _unreadable_tuner_state(project)
+        if problem is None:
+            return
+        aside = self.root / f"{PROJECT}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(project, aside)
+        print(f"keras-team: set aside the search's trials in {aside} ({problem} is not whole); "
+              "the search starts again", flush=True)
+
+    def _delete_replaced(self) -> None:
+        state = _read_state(self.root) or {}
+        replaced = state.pop("replaces", None)
+        if replaced:
+            if pathlib.Path(replaced).exists():
+                shutil.rmtree(replaced)
+            write_text(self.root / STATE, json.dumps(state, indent=2))
 
     def _save_state(self, *, finished: bool, **figures) -> None:
         state = {"config": _compared(self.config), "finished": finished, **figures}
@@ -139,9 +244,12 @@ class TuneJob:
 
     def tuner(self, leader: keras.Model):
         """The configured KerasTuner tuner over the configured search space."""
-        return make_tuner(self.hypermodel(leader), tuner=self.tune.tuner, objective=self.tune.objective,
-                          max_trials=self.tune.max_trials, max_epochs=self.tune.epochs,
-                          directory=self.root, project_name=PROJECT, seed=self.config.seed)
+        tuner = make_tuner(self.hypermodel(leader), tuner=self.tune.tuner, objective=self.tune.objective,
+                           max_trials=self.tune.max_trials, max_epochs=self.tune.epochs,
+                           directory=self.root, project_name=PROJECT, seed=self.config.seed)
+        if distributed.role() != "worker":
+            self._delete_replaced()  # the new search is ready to run its first trial
+        return tuner
 
     # --- running -------------------------------------------------------------
     def run(self, *, workers: int = 0) -> dict | None:
@@ -154,11 +262,18 @@ class TuneJob:
             raise KerasTeamError("--workers", workers, f"0 when {distributed.TUNER_ID} is set (this process is a {role})")
         source, target = load_tasks(self.config)
         self.num_classes = target.num_classes
-        if not self.config.leader.path:  # a bad search space fails now, not after the leader trained
-            self.hypermodel(ARCHITECTURES[self.config.leader.architecture](source.input_shape, source.num_classes))
+        # Every check before anything is written or trained: a rejected search leaves the directory as it was.
+        leader = load_leader(self.config.leader.path, source) if self.config.leader.path else None
+        self.hypermodel(leader or ARCHITECTURES[self.config.leader.architecture](source.input_shape, source.num_classes))
+        if workers and self.tune.oracle_port:
+            distributed.check_port(self.tune.oracle_ip, self.tune.oracle_port, "tune.oracle_port")
+        elif role == "chief":
+            distributed.check_port(os.environ[distributed.ORACLE_IP], int(os.environ[distributed.ORACLE_PORT]),
+                                   distributed.ORACLE_PORT)
         if role != "worker":
-            self.open()
-        leader = self.leader(source)
+            self.prepare()
+            self.start()
+        leader = leader or self.leader(source)
         (x, y), validation, sizes = self.data(target)
         if target.augment:
             print(f"augmentation configured ({', '.join(target.augment)}): feature cache OFF for this search, "
@@ -240,8 +355,10 @@ def handle(args: argparse.Namespace) -> None:
             overrides.append(f"tune.{field}={value}")
     if args.overwrite:
         overrides.append("tune.overwrite=true")
-    if args.workers < 0:
-        raise KerasTeamError("--workers", args.workers, "an int >= 0")
+    most = distributed.max_local_workers()
+    if not 0 <= args.workers <= most:
+        raise KerasTeamError("--workers", args.workers, f"an int from 0 to {most} (the CPU cores this process may use: "
+                             "each worker is a TensorFlow process of its own)")
     job = TuneJob(load_config(args.config, overrides))
     best = job.run(workers=args.workers)
     if best is None:  # a worker: the chief writes the results

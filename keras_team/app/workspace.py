@@ -4,11 +4,11 @@ The directory holds `config.yaml` (the resolved config), `state.json` (the
 stages finished so far, with their figures), `.lock` and the models. Opening
 one is two steps, so that nothing is touched before every check has passed:
 
-1. `Workspace.prepare` checks the path (a writable directory, not below a
-   file) and decides: a *new* run, a *resume* of the same config, or a
+1. `Workspace.prepare` checks the path (a directory that can be made and
+   written: a probe file is written and removed, see `check_writable`) and decides: a *new* run, a *resume* of the same config, or a
    *replace* (only ever a directory holding a keras-team run: `overwrite=true`
    for one that finished a stage; a run that finished no stage holds nothing
-   and is replaced freely). It writes nothing.
+   and is replaced freely). It leaves nothing behind.
 2. `Workspace.start` takes the directory's lock (two runs never share one),
    moves a replaced run aside and creates the new one. The old run is removed
    only once the new run's first stage is saved.
@@ -33,11 +33,12 @@ import os
 import pathlib
 import shutil
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 
 from keras_team.app.config import Config
 from keras_team.errors import KerasTeamError
-from keras_team.files import atomic_path, write_text
+from keras_team.files import TEMPORARY_PREFIX, atomic_path, write_text
 
 STATE = "state.json"
 CONFIG = "config.yaml"
@@ -63,16 +64,41 @@ def _read_state(root: pathlib.Path) -> dict | None:
     return state if isinstance(state, dict) and isinstance(state.get("stages"), dict) else None
 
 
-def _check_writable(root: pathlib.Path) -> None:
-    """`root` may be created (or written) by this user: no file on the way, write permission."""
+def check_writable(root: str | os.PathLike, field: str = "output_dir") -> None:
+    """`root` can be created and written: no file on the way, and a probe file can be made there.
+
+    The probe (and every folder made for it) is removed, so nothing is left;
+    a directory `os.access` calls writable may still refuse (``/proc``, a
+    read-only mount, a full disk), hence the real write.
+
+    Example:
+        >>> check_writable("/proc/keras_team_out")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: output_dir='/proc/keras_team_out' is not valid: expected a directory you may create and write to ([Errno 2] No such file or directory: '/proc/keras_team_out')
+    """
+    root = pathlib.Path(root)
+    missing = []
     for ancestor in [root, *root.parents]:
         if ancestor.exists():
             if not ancestor.is_dir():
                 why = "this is a file" if ancestor == root else f"{ancestor} is a file"
-                raise KerasTeamError("output_dir", str(root), f"a directory path ({why})")
-            if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise KerasTeamError("output_dir", str(root), f"a directory you may write to ({ancestor} is not writable)")
-            return
+                raise KerasTeamError(field, str(root), f"a directory path ({why})")
+            break
+        missing.append(ancestor)
+    made = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+        probe = root / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:8]}-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:  # whatever stops the probe stops the run: say it now, before any work
+        raise KerasTeamError(field, str(root), f"a directory you may create and write to ({error})") from None
+    finally:
+        for folder in reversed(made):
+            folder.rmdir()
 
 
 def _inside(path: pathlib.Path, root: pathlib.Path) -> bool:
@@ -93,7 +119,7 @@ class Workspace:
     @classmethod
     def prepare(cls, output_dir: str | os.PathLike, config: Config, *,
                 reads: Mapping[str, str | None] = ()) -> Workspace:
-        """Check `output_dir` for this config without touching it.
+        """Check `output_dir` for this config; it is left as it was (a probe file is made and removed).
 
         Args:
             output_dir: the run directory.
@@ -108,7 +134,7 @@ class Workspace:
             (False, {})
         """
         root = pathlib.Path(output_dir)
-        _check_writable(root)
+        check_writable(root)
         fresh = {"config": _compared(config), "stages": {}}
         if not root.exists() or not any(p.name != LOCK for p in root.iterdir()):
             return cls(root, config, fresh, replace=False)

@@ -1,0 +1,55 @@
+"""The plan's builders (keras_team.app.recipe): core errors become config paths, our own bugs stay bugs."""
+
+import keras
+import pytest
+
+from keras_team import data
+from keras_team.app import recipe
+from keras_team.app.config import load_config
+from keras_team.errors import KerasTeamError
+
+FAST = ["leader.architecture=seed_cnn", "transfer.keep=3"]
+
+
+def test_a_follower_named_like_a_layer_of_its_graph_is_named_by_its_config_path():
+    config = load_config(overrides=[*FAST, "followers.0.name=probs", "followers.0.tap=probs"])
+    with pytest.raises(KerasTeamError) as error:
+        recipe.make_plan(config)
+    assert error.value.field == "followers[0].name" and error.value.value == "probs"
+
+
+def test_a_bug_while_building_the_team_is_not_reported_as_a_follower_name_clash(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(recipe, "Team", broken)
+    with pytest.raises(ValueError, match="a bug of ours"):
+        recipe.make_plan(load_config(overrides=FAST))
+
+
+class _Holder(keras.layers.Layer):  # holds an object get_config cannot serialise: the layer cannot be copied
+    def __init__(self, thing=None, **kwargs):
+        super().__init__(**kwargs)
+        self.thing = thing
+
+    def call(self, x):
+        return x
+
+
+def test_a_given_leader_that_cannot_be_copied_is_blamed_on_its_path_not_on_the_head(tmp_path):
+    path = tmp_path / "leader.keras"
+    path.write_bytes(b"")  # the config only checks that the file exists; the model is given below
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(4, name="kept")(_Holder(object(), name="held")(keras.layers.Flatten()(inputs)))
+    leader = keras.Model(inputs, keras.layers.Dense(5, name="logits")(hidden))
+    config = load_config(overrides=[f"leader.path={path}", "transfer.keep=kept"])
+    target = data.digits(classes=[5, 6], shots=2)
+    with pytest.raises(KerasTeamError) as error:
+        recipe.build_student(config, 0, leader, target)
+    assert error.value.field == "leader.path" and "rebuilt from their configs" in str(error.value)
+
+
+def test_a_head_that_does_not_take_the_features_at_the_cut_is_blamed_on_its_kind():
+    with pytest.raises(KerasTeamError) as error:
+        recipe.make_plan(load_config(overrides=[*FAST, "transfer.head.kind=conv"]))  # a flat cut: no conv head
+    assert error.value.field == "transfer.head.kind"

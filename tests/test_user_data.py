@@ -1,0 +1,149 @@
+"""A user's own data: a .npz file or a folder of class subfolders of images is a task."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_team import data
+from keras_team.errors import KerasTeamError
+
+
+def write_folder(root, classes=("cat", "dog", "fox"), per_class=12, size=(10, 12), mode="RGB"):
+    """Images whose class is their brightness, so the pixels say which folder they came from."""
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            value = 60 * label + i
+            colour = value if mode == "L" else (value, value, value)
+            Image.new(mode, size[::-1], colour).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_folder_is_a_task_named_by_its_class_folders(tmp_path):
+    task = data.load_task(str(write_folder(tmp_path / "pets")), shots=4, seed=1)
+    assert task.class_names == ("cat", "dog", "fox") and task.input_shape == (10, 12, 3)
+    x, y = task.splits["train"]
+    assert x.dtype == np.uint8 and np.bincount(y).tolist() == [4, 4, 4]
+    assert np.all(x[..., 0].max(axis=(1, 2)) // 60 == y)  # each image is labelled by its own folder
+    assert sum(len(task.splits[s][1]) for s in ("train", "validation", "test")) <= 36
+
+
+def test_classes_by_folder_name_in_the_order_given(tmp_path):
+    task = data.load_task(str(write_folder(tmp_path / "pets")), classes=["fox", "cat"])
+    assert task.class_names == ("fox", "cat")
+    x, y = task.splits["train"]
+    assert np.all(x[y == 0][..., 0] >= 120) and np.all(x[y == 1][..., 0] < 60)
+
+
+def test_train_and_test_subfolders_are_the_splits(tmp_path):
+    write_folder(tmp_path / "set" / "train", per_class=10)
+    write_folder(tmp_path / "set" / "test", per_class=3)
+    task = data.from_folder(tmp_path / "set")
+    assert len(task.splits["test"][1]) == 9 and len(task.splits["train"][1]) + len(task.splits["validation"][1]) == 30
+
+
+def test_images_of_other_sizes_and_modes_are_brought_to_the_common_one(tmp_path):
+    root = write_folder(tmp_path / "pets", per_class=8)
+    Image.new("L", (20, 30), 7).save(root / "cat" / "odd.png")
+    task = data.from_folder(root)
+    shapes = {x.shape[1:] for x, _ in task.splits.values()}
+    assert shapes == {(10, 12, 3)}
+
+
+def test_grey_folders_read_as_one_channel(tmp_path):
+    task = data.from_folder(write_folder(tmp_path / "g", mode="L"))
+    assert task.input_shape == (10, 12, 1)
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda root: root.mkdir(), "no subfolders"),
+    (lambda root: (write_folder(root), (root / "empty").mkdir()), "empty"),
+    (lambda root: (write_folder(root), (root / "dog" / "3.png").write_bytes(b"not a png")), "3.png"),
+])
+def test_bad_folders_are_one_clear_error_naming_what(tmp_path, make, says):
+    root = tmp_path / "pets"
+    make(root)
+    with pytest.raises(KerasTeamError, match="is not valid") as caught:
+        data.load_task(str(root))
+    assert says in str(caught.value.value) + caught.value.allowed
+
+
+def test_a_npz_with_string_labels_and_its_own_test_split(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "arrays.npz"
+    np.savez(path, x=rng.integers(0, 255, (30, 4, 4, 1), dtype=np.uint8), y=np.array(["b", "a", "c"] * 10),
+             x_test=np.zeros((6, 4, 4, 1), np.uint8), y_test=np.array(["a", "b", "c"] * 2))
+    task = data.load_task(str(path), classes=["c", "a"])
+    assert task.class_names == ("c", "a") and len(task.splits["test"][1]) == 4
+
+
+def test_a_npz_with_class_names(tmp_path):
+    path = tmp_path / "arrays.npz"
+    np.savez(path, x=np.zeros((40, 3)), y=np.arange(40) % 2, class_names=np.array(["no", "yes"]))
+    assert data.load_task(str(path)).class_names == ("no", "yes")
+
+
+@pytest.mark.parametrize("arrays, says", [
+    ({"x": np.zeros((4, 2))}, "holds x"),
+    ({"x": np.zeros((4, 2)), "y": np.zeros(3, int)}, "one per example"),
+    ({"x": np.zeros((40, 2)), "y": np.arange(40) % 2, "class_names": np.array(["only"])}, "0..0"),
+])
+def test_bad_npz_files_are_one_clear_error(tmp_path, arrays, says):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(KerasTeamError) as caught:
+        data.load_task(str(path))
+    assert says in str(caught.value)
+
+
+def test_a_corrupt_npz_and_a_missing_path(tmp_path):
+    (tmp_path / "torn.npz").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(KerasTeamError, match="readable .npz"):
+        data.load_task(str(tmp_path / "torn.npz"))
+    with pytest.raises(KerasTeamError, match="no such file or folder"):
+        data.load_task(str(tmp_path / "nowhere" / "x.npz"))
+
+
+def test_classes_absent_from_the_file_list_what_there_is(tmp_path):
+    with pytest.raises(KerasTeamError, match="cat.*dog.*fox"):
+        data.load_task(str(write_folder(tmp_path / "pets")), classes=["wolf"])
+
+
+def test_the_report_scores_each_class_by_its_name(tmp_path):
+    import keras
+
+    import keras_team
+    from keras_team.app.report import evaluate_team
+
+    task = data.from_folder(write_folder(tmp_path / "pets"), seed=0)
+    keras.utils.set_random_seed(0)
+    leader = keras_team.transfer(keras_team.zoo.seed_cnn(task.input_shape, 3), keep=2, head=keras_team.heads.dense(3))
+    team = keras_team.Team({"leader": leader}, [])
+    report = evaluate_team(team, task)
+    confusion = np.array(report["ensemble"]["confusion_matrix"])
+    assert report["class_names"] == ["cat", "dog", "fox"]
+    assert confusion.sum(axis=1).tolist() == np.bincount(task.splits["test"][1], minlength=3).tolist()
+    per_class = report["ensemble"]["test_accuracy_per_class"]
+    assert list(per_class) == ["cat", "dog", "fox"]
+    assert np.isclose(np.dot(list(per_class.values()), confusion.sum(axis=1)) / confusion.sum(),
+                      report["ensemble"]["test_accuracy"])
+
+
+@pytest.mark.large
+def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
+    from keras_team.app import cli
+
+    root = write_folder(tmp_path / "pets", classes=("ant", "bee", "cat", "dog"), per_class=14)
+    out = tmp_path / "run"
+    code = cli.main(["run", "--quiet", "--output-dir", str(out), "--set", f"data.source.name={root}",
+                     "--set", "data.source.classes=[ant,bee]", "--set", f"data.target.name={root}",
+                     "--set", "data.target.classes=[dog,cat]", "--set", "data.target.shots=3",
+                     *[arg for field in ("leader", "transfer", "followers.0", "baseline")
+                       for arg in ("--set", f"{field}.epochs=2")]])
+    assert code == 0, capsys.readouterr().err
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["class_names"] == ["dog", "cat"] and (out / "confusion.png").is_file()
+    assert sorted(report["ensemble"]["test_accuracy_per_class"]) == ["cat", "dog"]
+    assert "| dog " in (out / "report.md").read_text()
