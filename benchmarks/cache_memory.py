@@ -15,7 +15,7 @@ loaded then, the same for every way):
   (which fills the buffer).
 - ``auto``: `cache_taps` as shipped (chunked `model.predict`, float32 under
   `FLOAT16_ABOVE_BYTES`, float16 above it) and the first batch of
-  `CachedBatches` (batches gathered by index: no copy, no shuffle buffer).
+  `cached_batches` (batches gathered by index: no copy, no shuffle buffer).
 - ``float16``: the same with ``dtype="float16"``.
 - ``disk``: the same with ``directory=`` (memory-mapped files).
 
@@ -63,7 +63,7 @@ def child(way: str, examples: int, cut: str) -> dict:
     import tensorflow as tf
 
     import keras_team
-    from keras_team.caching import CACHE_BATCH, CachedBatches, cache_taps
+    from keras_team.caching import CACHE_BATCH, cache_taps, cached_batches
 
     keras.utils.set_random_seed(0)
     leader = keras_team.zoo.residual_cnn((32, 32, 3), 10)
@@ -90,7 +90,7 @@ def child(way: str, examples: int, cut: str) -> dict:
             cache = cache_taps(team, "mlp", data, verbose=0,
                                dtype="float16" if way == "float16" else "auto",
                                directory=os.path.join(directory, "taps") if way == "disk" else None)
-            CachedBatches(cache, outputs=1, batch_size=BATCH, seed=0)[0]
+            next(iter(cached_batches(cache, outputs=1, batch_size=BATCH, seed=0)))
             stored = {key: str(array.dtype) for key, array in cache.inputs.items()}
     seconds = time.perf_counter() - start
     peak = _rss_mib()

@@ -9,8 +9,8 @@ fitted on them with `model.fit`.
 Memory: taps are stored in memory as float32 up to `FLOAT16_ABOVE_BYTES`
 and as float16 above it (``dtype="auto"``); with ``directory=...`` they are
 written there and read back memory-mapped, so the cache costs disk, not RAM.
-Batches are gathered from the cache by index (`keras.utils.PyDataset`): no
-copy into `tf.data` and no shuffle buffer.
+Batches are gathered from the cache by index (`cached_batches`: only the
+indices go through `tf.data`): no copy of the cache and no shuffle buffer.
 
 Augmentation: the taps of an augmenting dataset hold one augmented view per
 pass; ``views=k`` caches k passes, so the follower sees k augmented views of
@@ -241,36 +241,38 @@ def cache_taps(
         raise
 
 
-class CachedBatches(keras.utils.PyDataset):
-    """Batches of a `TapCache` for `model.fit`, gathered by index (shuffled each epoch when seeded).
+def cached_batches(cache: TapCache, *, outputs: int, batch_size: int, seed: int | None = None) -> tf.data.Dataset:
+    """Batches of a `TapCache` for `model.fit`, gathered by index (reshuffled every epoch when seeded).
 
-    Labels repeat once per output of the follower graph.
+    Only the example indices go through `tf.data` (shuffled there, seeded);
+    each batch's rows are gathered from the cache's arrays (memory-mapped or
+    not): no copy of the cache, no shuffle buffer of examples. Labels repeat
+    once per output of the follower graph.
 
     Example:
         >>> cache = TapCache({"leader_features": np.arange(6.0).reshape(3, 2)}, np.array([0, 1, 2]))
-        >>> x, y = CachedBatches(cache, outputs=1, batch_size=2)[1]
-        >>> x["leader_features"].tolist(), y
-        ([[4.0, 5.0]], (array([2]),))
+        >>> x, y = list(cached_batches(cache, outputs=1, batch_size=2))[1]
+        >>> x["leader_features"].numpy().tolist(), y[0].numpy().tolist()
+        ([[4.0, 5.0]], [2])
     """
+    keys = list(cache.inputs)
+    labels = np.asarray(cache.labels)
 
-    def __init__(self, cache: TapCache, *, outputs: int, batch_size: int, seed: int | None = None):
-        super().__init__()
-        self.cache, self.outputs, self.batch_size = cache, outputs, batch_size
-        self.order = np.arange(len(cache.labels))
-        self.rng = None if seed is None else np.random.default_rng(seed)
-        self.on_epoch_end()
+    def gather(rows: np.ndarray):
+        rows = np.sort(rows)
+        return (*(np.asarray(cache.inputs[key][rows], dtype=np.float32) for key in keys), labels[rows])
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.order) / self.batch_size)
+    def batch(rows):
+        *inputs, y = tf.numpy_function(gather, [rows], [tf.float32] * len(keys) + [tf.as_dtype(labels.dtype)])
+        for key, tensor in zip(keys, inputs):
+            tensor.set_shape((None, *cache.inputs[key].shape[1:]))
+        y.set_shape((None,))
+        return dict(zip(keys, inputs)), (y,) * outputs
 
-    def __getitem__(self, index: int):
-        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
-        inputs = {key: np.asarray(array[rows], dtype=np.float32) for key, array in self.cache.inputs.items()}
-        return inputs, tuple([self.cache.labels[rows]] * self.outputs)
-
-    def on_epoch_end(self) -> None:
-        if self.rng is not None:
-            self.rng.shuffle(self.order)
+    order = tf.data.Dataset.range(len(labels))
+    if seed is not None:
+        order = order.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    return order.batch(batch_size).map(batch).prefetch(tf.data.AUTOTUNE)
 
 
 def fit_follower(
@@ -331,10 +333,11 @@ def fit_follower(
         metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for _ in range(outputs)],
     )
     def batches(cache, **kwargs):  # a batch size every replica of the strategy can share
-        return CachedBatches(cache, outputs=outputs, batch_size=global_batch_size(batch_size, len(cache.labels)), **kwargs)
+        return cached_batches(cache, outputs=outputs, batch_size=global_batch_size(batch_size, len(cache.labels)), **kwargs)
 
     train_batches = batches(cached(train, "train", views=views), seed=seed)
     validation_batches = None
     if validation is not None:
         validation_batches = batches(cached(validation, "validation"))
-    return graph.fit(train_batches, validation_data=validation_batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    return graph.fit(train_batches, validation_data=validation_batches, epochs=epochs, callbacks=callbacks,
+                     verbose=verbose, shuffle=False)  # the batches reshuffle themselves, seeded
