@@ -116,7 +116,8 @@ def test_cuts_lists_name_depth_shape_and_parameters_kept(tmp_path, capsys):
 
     leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
     leader.save(tmp_path / "leader.keras")
-    for argv in (["cuts", "seed_cnn", "--input-shape", "8,8,1", "--classes", "5"], ["cuts", str(tmp_path / "leader.keras")]):
+    for argv in (["cuts", "seed_cnn", "--input-shape", "8,8,1", "--classes", "5", "--all"],
+                 ["cuts", str(tmp_path / "leader.keras"), "--all"]):
         assert cli.main(argv) == 0
         rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
         for cut in keras_team.cut_points(leader):
