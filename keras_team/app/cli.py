@@ -233,9 +233,10 @@ def _application_leader(name: str, input_shape: str | None, classes: int):
     text = input_shape or APPLICATION_SHAPE
     try:
         shape = tuple(int(s) for s in text.split(","))
-        return zoo.application(name, shape, classes, weights=None, application_shape=shape)
     except ValueError:
         raise KerasTeamError("--input-shape", input_shape, rule) from None
+    try:
+        return zoo.application(name, shape, classes, weights=None, application_shape=shape)
     except KerasTeamError as error:
         raise KerasTeamError("--input-shape", input_shape, error.allowed) from error
 
