@@ -47,18 +47,23 @@ def _features(leader):
     return keras.Model(leader.inputs, leader.get_layer("logits").input)
 
 
+def _run_on(model, x):
+    """The model's output on `x`, eagerly (faster than tracing `predict` for one small batch)."""
+    return keras.ops.convert_to_numpy(model(keras.ops.convert_to_tensor(x), training=False))
+
+
 # --- the leader takes raw pixels ---------------------------------------------------------------------
 
 
 def test_images_are_resized_and_made_rgb_inside_the_model(mobilenet, tmp_path):
     assert tuple(mobilenet.inputs[0].shape) == (None, 8, 8, 1)  # what the client has
     grey = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 1)).astype("float32")
-    fitted = keras.Model(mobilenet.inputs, mobilenet.get_layer("fit_images").output).predict(grey, verbose=0)
+    fitted = _run_on(keras.Model(mobilenet.inputs, mobilenet.get_layer("fit_images").output), grey)
     expected = keras.ops.image.resize(np.repeat(grey, 3, axis=-1), (32, 32))
     np.testing.assert_allclose(fitted, keras.ops.convert_to_numpy(expected), atol=1e-4)
     mobilenet.save(tmp_path / "leader.keras")  # the resize travels with the model
     loaded = keras.models.load_model(tmp_path / "leader.keras")
-    np.testing.assert_allclose(loaded.predict(grey, verbose=0), mobilenet.predict(grey, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(_run_on(loaded, grey), _run_on(mobilenet, grey), atol=1e-5)
 
 
 def test_no_resize_when_the_images_fit_and_rgb_becomes_grey_when_asked():
@@ -83,8 +88,7 @@ def test_the_applications_own_preprocessing_is_inside_the_model(name):
     if "preprocess_input" in [layer.name for layer in leader.layers]:  # e.g. ResNet50V2: x / 127.5 - 1
         fed = keras.applications.resnet_v2.preprocess_input(PIXELS.copy())
         assert name == "ResNet50V2"
-    np.testing.assert_allclose(_features(leader).predict(PIXELS, verbose=0), reference.predict(fed, verbose=0),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_run_on(_features(leader), PIXELS), _run_on(reference, fed), rtol=1e-4, atol=1e-4)
 
 
 def test_preprocessing_layer_saves_and_loads(tmp_path):
