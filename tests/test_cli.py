@@ -107,8 +107,10 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     line = next(line for line in plan.splitlines() if line.strip().startswith("transfer ") and "parameters" in line)
     assert f"{reference.count_params():,} parameters" in line
     assert not out.exists()
-    assert cli.main(["run", "--dry-run", "--output-dir", str(out)]) == 0
+    assert cli.main(["run", "--dry-run", "--output-dir", str(out), "--set", "transfer.keep=pool1"]) == 0
     assert capsys.readouterr().out == plan and not out.exists()
+    assert cli.main(["check", "--output-dir", str(out)]) == 0  # pool1 is the default cut, and the plan says so
+    assert "keep 'pool1' (the default: the middle block) frozen" in capsys.readouterr().out
 
 
 def test_cuts_lists_name_depth_shape_and_parameters_kept(tmp_path, capsys):
