@@ -134,6 +134,8 @@ def residual_cnn(
 
 
 WEIGHTS = ("imagenet", None)
+DOWNLOAD_FAILED = "URL fetch failure"
+"""How the message of `keras.utils.get_file`'s failed download starts."""
 SMALLEST_SIDE = 32
 """The side `application` enlarges smaller images to by default: the least most applications take."""
 
@@ -217,6 +219,11 @@ def application(
     except ValueError as error:  # the application's own rule on its input (size, channels)
         reason = " ".join(str(error).split())
         raise KerasTeamError("input_shape", list(shape), f"a shape {application} accepts ({reason})") from error
+    except Exception as error:  # keras.utils.get_file raises a bare Exception when the download fails
+        if not str(error).startswith(DOWNLOAD_FAILED):
+            raise
+        raise KerasTeamError("weights", weights, f"weights Keras can download ({' '.join(str(error).split())}); "
+                             "offline: weights=None, or the file placed in ~/.keras/models") from error
     if weights is None:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):

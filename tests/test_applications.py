@@ -114,6 +114,13 @@ def test_imagenet_weights_come_through_keras_download_of_the_no_top_file(tmp_pat
         np.testing.assert_array_equal(got, want)
 
 
+def test_a_failed_download_is_a_one_line_error_naming_the_weights():
+    failure = Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] no network")
+    with mock.patch.object(file_utils, "get_file", side_effect=failure):
+        with pytest.raises(KerasTeamError, match="weights='imagenet' .*no network.*offline: weights=None"):
+            zoo.application("MobileNetV3Small", (32, 32, 3), 2, weights="imagenet")
+
+
 def test_shapes_and_names_the_application_refuses_are_one_line_errors():
     with pytest.raises(KerasTeamError, match="input_shape=.*at least 32x32"):
         zoo.application("MobileNetV3Small", (8, 8, 1), 5, application_shape=(16, 16, 3))
@@ -127,10 +134,11 @@ def test_shapes_and_names_the_application_refuses_are_one_line_errors():
 def test_config_takes_an_application_its_weights_and_input_shape(tmp_path):
     leader = load_config(overrides=["leader.application=ResNet50V2", "leader.input_shape=[64, 64, 3]"]).leader
     assert (leader.application, leader.weights, leader.input_shape) == ("ResNet50V2", "imagenet", (64, 64, 3))
-    for override, field in (("leader.input_shape=[64, 64]", "leader.input_shape"),
-                            ("leader.weights=random", "leader.weights")):
+    for overrides, field in ((["leader.application=ResNet50V2", "leader.input_shape=[64, 64]"], "leader.input_shape"),
+                             (["leader.application=ResNet50V2", "leader.weights=random"], "leader.weights"),
+                             (["leader.input_shape=[64, 64, 3]"], "leader.input_shape")):  # no application to fit
         with pytest.raises(KerasTeamError) as error:
-            load_config(overrides=["leader.application=ResNet50V2", override])
+            load_config(overrides=overrides)
         assert error.value.field == field
     (tmp_path / "x.keras").write_bytes(b"")
     with pytest.raises(KerasTeamError, match="null when path is given") as error:

@@ -291,6 +291,9 @@ class LeaderConfig(Section):
         if self.path and self.application:
             raise KerasTeamError("application", self.application,
                                  "null when path is given (a loaded leader has its own architecture)")
+        if self.input_shape and not self.application:
+            raise KerasTeamError("input_shape", list(self.input_shape),
+                                 "null unless application is set (architecture takes the data's shape)")
         return self
 
 
