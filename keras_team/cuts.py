@@ -6,6 +6,10 @@ residual block none does. Depth counts *weighted* layers (normalisation
 layers excluded; a nested model counts its own weighted layers), so
 ``keep=3`` on the write-up's CNN keeps conv1, conv2 and fc1.
 
+The block view (`cut_points(model, view="blocks")`) keeps one cut per block
+of the architecture, as a user thinks of a backbone: `expanded_conv_5_add`,
+`block4c_add`, `conv4_block1_out`.
+
 Example:
     >>> import keras_team
     >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), num_classes=5)

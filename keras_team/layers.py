@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import keras
 import numpy as np
 from keras import ops
@@ -251,7 +249,9 @@ class ApplicationPreprocessing(keras.layers.Layer):
 
 
 def _preprocess_input(application: str):
-    return sys.modules[getattr(keras.applications, application).__module__].preprocess_input
+    """The `preprocess_input` of the public `keras.applications` module defining `application`."""
+    module = getattr(keras.applications, application).__module__.rsplit(".", 1)[-1]  # e.g. resnet_v2
+    return getattr(keras.applications, module).preprocess_input
 
 
 def scales_its_own_pixels(application: str) -> bool:
