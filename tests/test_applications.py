@@ -20,7 +20,7 @@ import keras_team
 from keras_team import zoo
 from keras_team.app import cli
 from keras_team.app.config import load_config
-from keras_team.app.recipe import make_plan
+from keras_team.app.recipe import load_tasks, make_plan
 from keras_team.cuts import cut_points, default_cut, is_auto_named, resolve_cut
 from keras_team.errors import KerasTeamError
 from keras_team.layers import ApplicationPreprocessing, FitImages
@@ -55,15 +55,12 @@ def _run_on(model, x):
 # --- the leader takes raw pixels ---------------------------------------------------------------------
 
 
-def test_images_are_resized_and_made_rgb_inside_the_model(mobilenet, tmp_path):
+def test_images_are_resized_and_made_rgb_inside_the_model(mobilenet):
     assert tuple(mobilenet.inputs[0].shape) == (None, 8, 8, 1)  # what the client has
     grey = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 1)).astype("float32")
     fitted = _run_on(keras.Model(mobilenet.inputs, mobilenet.get_layer("fit_images").output), grey)
     expected = keras.ops.image.resize(np.repeat(grey, 3, axis=-1), (32, 32))
     np.testing.assert_allclose(fitted, keras.ops.convert_to_numpy(expected), atol=1e-4)
-    mobilenet.save(tmp_path / "leader.keras")  # the resize travels with the model
-    loaded = keras.models.load_model(tmp_path / "leader.keras")
-    np.testing.assert_allclose(_run_on(loaded, grey), _run_on(mobilenet, grey), atol=1e-5)
 
 
 def test_no_resize_when_the_images_fit_and_rgb_becomes_grey_when_asked():
@@ -231,8 +228,11 @@ def test_run_trains_a_random_application_on_the_digits(tmp_path, capsys):
     assert _run(tmp_path / "run", *settings) == 0
     out = tmp_path / "run"
     assert (out / "logs" / "leader.csv").is_file()  # trained on the source
-    team = keras.models.load_model(out / "team.keras")
+    team = keras.models.load_model(out / "team.keras")  # the resize travels with the saved team
     assert tuple(team.inputs[0].shape) == (None, 8, 8, 1)
+    x_test = load_tasks(load_config(overrides=settings))[1].splits["test"][0][:4]
+    student = keras.models.load_model(out / "stages" / "transfer.keras")
+    np.testing.assert_allclose(team.predict(x_test, verbose=0)["leader"], student.predict(x_test, verbose=0), atol=1e-5)
     report = json.loads((out / "report.json").read_text())
     assert set(report["members"]) == {"leader", "mlp"}
 
