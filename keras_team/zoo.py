@@ -170,8 +170,10 @@ def application(
     `preprocess_input`); the application without its top, average-pooled;
     a new `logits` Dense layer. Keras' auto-named layers (`activation_17`)
     get the same names in every build (`keras_team.graph.fresh_names`).
-    Without weights, batch norm takes the zoo's momentum (`BN_MOMENTUM`),
-    so that its statistics settle within the few steps of a small dataset.
+    Batch norm takes the zoo's momentum (`BN_MOMENTUM`), so that statistics
+    trained from scratch (weights None, or the scratch baseline copying this
+    architecture) settle within the few steps of a small dataset; a frozen
+    pretrained body runs in inference mode, where momentum plays no part.
 
     Args:
         application: a model name of `keras.applications`, e.g.
@@ -224,9 +226,8 @@ def application(
             raise
         raise KerasTeamError("weights", weights, f"weights Keras can download ({' '.join(str(error).split())}); "
                              "offline: weights=None, or the file placed in ~/.keras/models") from error
-    if weights is None:
-        for layer in base.layers:
-            if isinstance(layer, layers.BatchNormalization):
-                layer.momentum = BN_MOMENTUM
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     outputs = layers.Dense(num_classes, name="logits", dtype="float32")(base.output)
     return keras.Model(inputs, outputs, name=name)
