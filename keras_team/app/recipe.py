@@ -335,7 +335,8 @@ def make_plan(config: Config) -> Plan:
             leaders[spec.name] = _new_leader(config, index, source, pretrained=False)
             if is_pretrained(spec):
                 stages[f"leader{suffix}"] = (f"{said}{spec.application} with ImageNet weights: already trained, "
-                                             f"not trained on {source.name} (leader.weights=null trains it there)")
+                                             f"not trained on {source.name} ({leader_field(config, index, 'weights')}=null "
+                                             "trains it there)")
             else:
                 kind = f"{spec.application} (random weights)" if spec.application else spec.architecture
                 stages[f"leader{suffix}"] = f"{said}train {kind} on {source.name} ({spec.epochs} epochs)"
