@@ -19,9 +19,12 @@ Example:
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 
 import keras
+from keras.src.backend.common import global_state
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -118,3 +121,30 @@ def has_graph(model) -> bool:
         return bool(model.outputs)
     except (AttributeError, ValueError):
         return False
+
+
+@contextlib.contextmanager
+def fresh_names():
+    """Keras auto-names layers made inside as in a fresh process (`activation_17` every time).
+
+    Auto-names (`activation`, `add_9`) come from per-process counters, so a
+    model built twice in one process gets two sets; inside this block the
+    counters start from zero, and afterwards continue above both sets.
+
+    Example:
+        >>> with fresh_names():
+        ...     first = keras.layers.Activation("relu").name
+        >>> with fresh_names():
+        ...     second = keras.layers.Activation("relu").name
+        >>> first == second
+        True
+    """
+    outer = global_state.get_global_attribute("object_name_uids", collections.defaultdict(int), set_to_default=True)
+    inner = collections.defaultdict(int)
+    global_state.set_global_attribute("object_name_uids", inner)
+    try:
+        yield
+    finally:
+        for prefix, count in inner.items():
+            outer[prefix] = max(outer[prefix], count)
+        global_state.set_global_attribute("object_name_uids", outer)

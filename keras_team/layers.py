@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 PACKAGE = "keras_team"
@@ -154,3 +155,114 @@ class LeaderTaps(keras.layers.Layer):
         config = dict(config)
         config["taps"] = keras.saving.deserialize_keras_object(config["taps"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class FitImages(keras.layers.Layer):
+    """Resizes images and converts their colour (grey <-> RGB, RGBA -> RGB) to a model's input.
+
+    Put in front of a model whose input differs from the images a client
+    has, so the exported model takes those images as they are. Resizing is
+    `keras.ops.image.resize`; grey becomes RGB by repeating the channel, RGB
+    becomes grey by `keras.ops.image.rgb_to_grayscale`, alpha is dropped.
+
+    Args:
+        height, width, channels: the shape the images are fitted to.
+        interpolation: of the resize, e.g. "bilinear" or "nearest".
+
+    Example:
+        >>> tuple(FitImages(32, 32, 3)(keras.ops.ones((2, 8, 8, 1))).shape)
+        (2, 32, 32, 3)
+    """
+
+    CONVERSIONS = {(1, 3), (3, 1), (4, 3), (4, 1)}
+    """(from, to) channel counts it converts, besides keeping them."""
+
+    def __init__(self, height: int, width: int, channels: int, interpolation: str = "bilinear", **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width, self.channels = int(height), int(width), int(channels)
+        self.interpolation = interpolation
+
+    def build(self, input_shape):
+        have = input_shape[-1]
+        if have != self.channels and (have, self.channels) not in self.CONVERSIONS:
+            raise ValueError(f"cannot convert images of {have} channels to {self.channels}; "
+                             f"conversions: {sorted(self.CONVERSIONS)}")
+        self.built = True
+
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype)
+        have = x.shape[-1]
+        if have == 4 and self.channels != 4:
+            x = x[..., :3]
+        if have == 1 and self.channels == 3:
+            x = ops.repeat(x, 3, axis=-1)
+        elif x.shape[-1] == 3 and self.channels == 1:
+            x = ops.image.rgb_to_grayscale(x)
+        if tuple(x.shape[1:3]) != (self.height, self.width):
+            x = ops.image.resize(x, (self.height, self.width), interpolation=self.interpolation)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-3], self.height, self.width, self.channels)
+
+    def describe(self, input_shape: tuple) -> str:
+        """The step in words, e.g. "resized (8, 8, 1) -> (32, 32, 3), grey -> RGB"."""
+        have, colours = input_shape[-1], {1: "grey", 3: "RGB", 4: "RGBA"}
+        shape = (self.height, self.width, self.channels)
+        converted = (f", {colours.get(have, have)} -> {colours.get(self.channels, self.channels)}"
+                     if have != self.channels else "")
+        return f"resized {tuple(input_shape)} -> {shape} ({self.interpolation}){converted}"
+
+    def get_config(self):
+        return {**super().get_config(), "height": self.height, "width": self.width, "channels": self.channels,
+                "interpolation": self.interpolation}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class ApplicationPreprocessing(keras.layers.Layer):
+    """A `keras.applications` model's own `preprocess_input`, as a layer: the model takes 0..255 pixels.
+
+    Args:
+        application: the name of the model in `keras.applications`, e.g.
+            "ResNet50V2", whose module's `preprocess_input` is applied.
+
+    Example:
+        >>> layer = ApplicationPreprocessing("ResNet50V2")   # scales 0..255 to -1..1
+        >>> keras.ops.convert_to_numpy(layer(keras.ops.convert_to_tensor([[0.0, 255.0, 127.5]]))).tolist()
+        [[-1.0, 1.0, 0.0]]
+    """
+
+    def __init__(self, application: str, **kwargs):
+        super().__init__(**kwargs)
+        self.application = application
+        self.preprocess_input = _preprocess_input(application)
+
+    def call(self, images):
+        return self.preprocess_input(ops.cast(images, self.compute_dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "application": self.application}
+
+
+def _preprocess_input(application: str):
+    """The `preprocess_input` of the public `keras.applications` module defining `application`."""
+    module = getattr(keras.applications, application).__module__.rsplit(".", 1)[-1]  # e.g. resnet_v2
+    return getattr(keras.applications, module).preprocess_input
+
+
+def scales_its_own_pixels(application: str) -> bool:
+    """Whether a `keras.applications` model needs no `preprocess_input` before it.
+
+    Families whose models scale their own pixels (EfficientNet, ConvNeXt,
+    MobileNetV3, RegNet ...) have a `preprocess_input` that changes nothing.
+
+    Example:
+        >>> scales_its_own_pixels("MobileNetV3Small"), scales_its_own_pixels("ResNet50V2")
+        (True, False)
+    """
+    probe = np.array([[[[0.0, 127.0, 255.0]]]], "float32")
+    return bool(np.array_equal(_preprocess_input(application)(probe.copy()), probe))

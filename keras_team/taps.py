@@ -3,7 +3,8 @@
 `features` is the input of the leader's output layer (the cut, for a model
 made by `transfer`), `logits` its output (before a trailing softmax), `probs`
 the softmax of the logits at a temperature (applied by the follower), and any
-other name is the output of that layer of the leader.
+other name is the output of that layer of the leader. `layer:NAME` is always
+the layer NAME, also one named like a tap (MobileNetV3's own `logits`).
 
 Example:
     >>> import keras_team
@@ -23,15 +24,19 @@ from keras_team.transfers import Transferred
 
 TAPS = ("features", "logits", "probs")
 PROBABILITIES = ("softmax", "sigmoid")
+LAYER = "layer:"
+"""Prefix of a tap that names a layer, whatever its name: `layer:logits`."""
 
 
 def tap_key(tap: str) -> str:
-    """The leader tensor a tap reads: `probs` reads the logits.
+    """The leader tensor a tap reads, as a name part: `probs` reads the logits.
 
     Example:
-        >>> tap_key("probs")
-        'logits'
+        >>> tap_key("probs"), tap_key("layer:logits")
+        ('logits', 'layer_logits')
     """
+    if tap.startswith(LAYER):
+        return "layer_" + tap[len(LAYER):]
     return "logits" if tap == "probs" else tap
 
 
@@ -68,6 +73,9 @@ def tap_tensor(leader: keras.Model, tap: str):
         >>> tap_tensor(keras_team.zoo.seed_cnn((8, 8, 1), 5), "logits").shape
         (None, 5)
     """
+    if tap.startswith(LAYER):
+        require_graph(leader)
+        return _layer_output(leader, tap[len(LAYER):], tap)
     call = _output_call(leader)
     if tap == "features" and isinstance(leader, Transferred):
         return leader.features
@@ -85,15 +93,20 @@ def tap_tensor(leader: keras.Model, tap: str):
         return call.outputs[0]
     if tap == "features":
         return call.inputs[0]
+    return _layer_output(leader, tap, tap)
+
+
+def _layer_output(leader: keras.Model, name: str, tap: str):
     calls = graph.layer_calls(leader)
-    named = [c for c in calls if c.operation.name == tap]
+    named = [c for c in calls if c.operation.name == name]
     if len(named) == 1:
         return named[0].outputs[0]
     if named:
         raise KerasTeamError(
-            "tap", tap, f"a layer of {leader.name!r} called once; {tap!r} is called {len(named)} times"
+            "tap", tap, f"a layer of {leader.name!r} called once; {name!r} is called {len(named)} times"
         )
-    names = ", ".join(dict.fromkeys([*TAPS, *(c.operation.name for c in calls)]))
+    layers = (f"{LAYER}{c.operation.name}" if c.operation.name in TAPS else c.operation.name for c in calls)
+    names = ", ".join(dict.fromkeys([*TAPS, *layers]))
     raise KerasTeamError("tap", tap, f"one of the taps or layers of {leader.name!r}: {names}")
 
 

@@ -163,7 +163,7 @@ class Team(keras.Model):
             for leader_name in follower.leaders or leaders:
                 for tap in follower.taps_needed():
                     _check_tap(leaders[leader_name], tap, f"followers[{follower.name}].tap")
-                    needed[leader_name].add(tap_key(tap))
+                    needed[leader_name].add(tap)  # tap_model keys it by tap_key
         taps = {
             leader_name: tap_model(model, sorted(needed[leader_name]), name=f"{leader_name}_tap_model")
             for leader_name, model in leaders.items()

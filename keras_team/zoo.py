@@ -1,4 +1,4 @@
-"""Small reference models: the write-up's CNN, an MLP follower, a residual CNN.
+"""Reference models: the write-up's CNN, an MLP follower, a residual CNN, and any `keras.applications` network.
 
 Every model takes raw pixels (uint8 0..255) and scales them itself; classifiers
 end in logits (no softmax), so `logits` and `probs` taps are exact.
@@ -11,12 +11,15 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import keras
 from keras import layers
 
-from keras_team import heads
+from keras_team import graph, heads
+from keras_team.errors import KerasTeamError
+from keras_team.layers import ApplicationPreprocessing, FitImages, scales_its_own_pixels
 
 # Small datasets give few steps: moving statistics must settle within them.
 BN_MOMENTUM = 0.9
@@ -127,4 +130,104 @@ def residual_cnn(
             x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+WEIGHTS = ("imagenet", None)
+DOWNLOAD_FAILED = "URL fetch failure"
+"""How the message of `keras.utils.get_file`'s failed download starts."""
+SMALLEST_SIDE = 32
+"""The side `application` enlarges smaller images to by default: the least most applications take."""
+
+
+def applications() -> list[str]:
+    """The model names of `keras.applications`, the values `application` takes.
+
+    Example:
+        >>> "MobileNetV3Small" in applications() and "ResNet50V2" in applications()
+        True
+    """
+    return sorted(name for name in dir(keras.applications) if name[0].isupper())
+
+
+def application(
+    application: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    weights: str | None = None,
+    application_shape: Sequence[int] | None = None,
+    name: str = "leader",
+) -> keras.Model:
+    """A `keras.applications` network as a leader: raw pixels in, logits for `num_classes` out.
+
+    The model's layers, all in one graph (so `cut_points` sees the
+    application's own blocks): the `pixels` input; `fit_images`
+    (`keras_team.layers.FitImages`) when the images differ from the
+    application's input, resizing them and converting grey <-> RGB; the
+    application's own pixel scaling, inside the model (its
+    `include_preprocessing`, or its module's `preprocess_input` as the layer
+    `preprocess_input`); the application without its top, average-pooled;
+    a new `logits` Dense layer. Keras' auto-named layers (`activation_17`)
+    get the same names in every build (`keras_team.graph.fresh_names`).
+    Batch norm takes the zoo's momentum (`BN_MOMENTUM`), so that statistics
+    trained from scratch (weights None, or the scratch baseline copying this
+    architecture) settle within the few steps of a small dataset; a frozen
+    pretrained body runs in inference mode, where momentum plays no part.
+
+    Args:
+        application: a model name of `keras.applications`, e.g.
+            "MobileNetV3Small", "EfficientNetV2B0", "ResNet50V2".
+        input_shape: (height, width, channels) of the images the model takes.
+        num_classes: outputs of the `logits` layer.
+        weights: "imagenet" (downloaded once into Keras' cache) or None
+            (random).
+        application_shape: the application's input; default `input_shape`
+            with sides under 32 enlarged to 32 and 3 channels.
+        name: model name.
+
+    Example:
+        >>> leader = application("MobileNetV3Small", (8, 8, 1), num_classes=5)
+        >>> [layer.name for layer in leader.layers[:3]], leader.output_shape
+        (['pixels', 'fit_images', 'rescaling'], (None, 5))
+    """
+    if application not in applications():
+        raise KerasTeamError("application", application, f"a model of keras.applications: {', '.join(applications())}")
+    if weights not in WEIGHTS:
+        raise KerasTeamError("weights", weights, "imagenet or None")
+    images = tuple(int(n) for n in input_shape)
+    if application_shape is None:
+        application_shape = (*(max(side, SMALLEST_SIDE) for side in images[:2]), 3)
+    shape = tuple(int(n) for n in application_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise KerasTeamError("input_shape", list(application_shape), "height, width, channels: three ints >= 1")
+    if images[-1] != shape[-1] and (images[-1], shape[-1]) not in FitImages.CONVERSIONS:
+        raise KerasTeamError("input_shape", list(shape), f"{images[-1]} channels, as the images have, or one of "
+                             f"the conversions {sorted(FitImages.CONVERSIONS)} (from, to)")
+
+    inputs = keras.Input(images, name="pixels")
+    x = inputs
+    if images != shape:
+        x = FitImages(*shape, name="fit_images")(x)
+    constructor = getattr(keras.applications, application)
+    options = {"include_top": False, "weights": weights, "input_tensor": x, "input_shape": shape, "pooling": "avg"}
+    if "include_preprocessing" in inspect.signature(constructor).parameters:
+        options["include_preprocessing"] = True
+    elif not scales_its_own_pixels(application):
+        options["input_tensor"] = ApplicationPreprocessing(application, name="preprocess_input")(x)
+    try:
+        with graph.fresh_names():
+            base = constructor(**options)
+    except ValueError as error:  # the application's own rule on its input (size, channels)
+        reason = " ".join(str(error).split())
+        raise KerasTeamError("input_shape", list(shape), f"a shape {application} accepts ({reason})") from error
+    except Exception as error:  # keras.utils.get_file raises a bare Exception when the download fails
+        if not str(error).startswith(DOWNLOAD_FAILED):
+            raise
+        raise KerasTeamError("weights", weights, f"weights Keras can download ({' '.join(str(error).split())}); "
+                             "offline: weights=None, or the file placed in ~/.keras/models") from error
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
+    outputs = layers.Dense(num_classes, name="logits", dtype="float32")(base.output)
     return keras.Model(inputs, outputs, name=name)

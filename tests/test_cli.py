@@ -109,8 +109,10 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     line = next(line for line in plan.splitlines() if line.strip().startswith("transfer ") and "parameters" in line)
     assert f"{reference.count_params():,} parameters" in line
     assert not out.exists()
-    assert cli.main(["run", "--dry-run", "--output-dir", str(out)]) == 0
+    assert cli.main(["run", "--dry-run", "--output-dir", str(out), "--set", "transfer.keep=pool1"]) == 0
     assert capsys.readouterr().out == plan and not out.exists()
+    assert cli.main(["check", "--output-dir", str(out)]) == 0  # pool1 is the default cut, and the plan says so
+    assert "keep 'pool1' (the default: the middle block) frozen" in capsys.readouterr().out
 
 
 def test_cuts_lists_name_depth_shape_and_parameters_kept(tmp_path, capsys):
@@ -118,7 +120,8 @@ def test_cuts_lists_name_depth_shape_and_parameters_kept(tmp_path, capsys):
 
     leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
     leader.save(tmp_path / "leader.keras")
-    for argv in (["cuts", "seed_cnn", "--input-shape", "8,8,1", "--classes", "5"], ["cuts", str(tmp_path / "leader.keras")]):
+    for argv in (["cuts", "seed_cnn", "--input-shape", "8,8,1", "--classes", "5", "--all"],
+                 ["cuts", str(tmp_path / "leader.keras"), "--all"]):
         assert cli.main(argv) == 0
         rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
         for cut in keras_team.cut_points(leader):

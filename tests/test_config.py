@@ -52,7 +52,7 @@ def test_defaults_are_the_run_the_readme_describes():
     config = load_config()
     assert (config.data.source.classes, config.data.source.shots) == ((0, 1, 2, 3, 4), None)
     assert (config.data.target.classes, config.data.target.shots) == ((5, 6, 7, 8, 9), 5)
-    assert (config.leader.path, config.leader.architecture, config.transfer.keep) == (None, "residual_cnn", "pool1")
+    assert (config.leader.path, config.leader.architecture, config.transfer.keep) == (None, "residual_cnn", None)
     assert [(f.name, f.tap, f.distill) for f in config.followers] == [("mlp", "features", None)]
     assert config.baseline.epochs > 0 and config.team.epochs == 0  # the baseline is trained; joint fine-tuning is off
     assert config.output_dir == "runs/digits" and config.overwrite is False

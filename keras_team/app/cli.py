@@ -9,6 +9,7 @@ Example:
     $ keras-team init my.yaml
     $ keras-team check --config my.yaml
     $ keras-team cuts residual_cnn --input-shape 8,8,1
+    $ keras-team cuts MobileNetV3Small --input-shape 32,32,3 --all
     $ keras-team run --config my.yaml --set transfer.keep=fc1
     $ keras-team evaluate runs/digits
     $ keras-team schema > keras-team.schema.json
@@ -38,6 +39,7 @@ ZOO = {"seed_cnn": 4, "residual_cnn": 2}
 # What a disk says when it refuses a write: full, over quota, read-only, not this user's.
 REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 DEFAULT_EXPORT_FORMATS = "saved_model,tflite,tflite-int8"
+APPLICATION_SHAPE = "224,224,3"  # `keras-team cuts` of a keras.applications name without --input-shape
 # absl's INFO lines and its notice, written before TensorFlow reads TF_CPP_MIN_LOG_LEVEL.
 START_UP_NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\))")
 
@@ -68,10 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     loudness.add_argument("--quiet", action="store_true", help="print only the final table")
     run.add_argument("--strategy", help="overrides distribute.strategy: auto, default or mirrored")
 
-    cuts = commands.add_parser("cuts", help="list the valid cuts of a leader (for transfer.keep)")
-    cuts.add_argument("leader", help=f"a .keras file, or a zoo architecture: {', '.join(ZOO)}")
-    cuts.add_argument("--input-shape", help="for a zoo architecture: the input shape, e.g. 32,32,3")
-    cuts.add_argument("--classes", type=int, default=10, help="for a zoo architecture: outputs (default: %(default)s)")
+    cuts = commands.add_parser("cuts", help="list a leader's block outputs, or with --all every cut (for transfer.keep)")
+    cuts.add_argument("leader", help=f"a .keras file, a zoo architecture ({', '.join(ZOO)}) "
+                                     "or a keras.applications name such as MobileNetV3Small")
+    cuts.add_argument("--input-shape", help="for a zoo architecture (required) or an application "
+                                            f"(default {APPLICATION_SHAPE}): the input shape, e.g. 32,32,3")
+    cuts.add_argument("--classes", type=int, default=10, help="for a zoo architecture or an application: "
+                                                               "outputs (default: %(default)s)")
+    cuts.add_argument("--all", action="store_true", help="every cut, not only the outputs of the blocks")
 
     commands.add_parser("schema", help="print the config's JSON schema (for editors)")
 
@@ -219,9 +225,25 @@ def _zoo_leader(name: str, input_shape: str | None, classes: int):
     return getattr(zoo, name)(shape, classes)
 
 
+def _application_leader(name: str, input_shape: str | None, classes: int):
+    """A keras.applications network as `run` builds it (without weights: listing cuts downloads nothing)."""
+    from keras_team import zoo
+
+    rule = "height,width,channels: three positive ints the application takes, e.g. 224,224,3"
+    text = input_shape or APPLICATION_SHAPE
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise KerasTeamError("--input-shape", input_shape, rule) from None
+    try:
+        return zoo.application(name, shape, classes, weights=None, application_shape=shape)
+    except KerasTeamError as error:
+        raise KerasTeamError("--input-shape", input_shape, error.allowed) from error
+
+
 def _cuts(args) -> None:
     _start_tensorflow()
-    from keras_team import graph
+    from keras_team import graph, zoo
     from keras_team.app.recipe import load_leader
     from keras_team.cuts import cut_points
 
@@ -229,12 +251,17 @@ def _cuts(args) -> None:
         leader = _zoo_leader(args.leader, args.input_shape, args.classes)
     elif args.leader.endswith(".keras"):
         leader = load_leader(args.leader, None, "leader")  # the rules `run` applies to leader.path
+    elif args.leader in zoo.applications():
+        leader = _application_leader(args.leader, args.input_shape, args.classes)
     else:
-        raise KerasTeamError("leader", args.leader, f"a .keras file or one of {', '.join(ZOO)}")
+        raise KerasTeamError("leader", args.leader, f"a .keras file, one of {', '.join(ZOO)} "
+                             f"or a keras.applications name: {', '.join(zoo.applications())}")
     cuts = cut_points(leader)
     if not cuts:
         raise KerasTeamError("leader", args.leader, f"a model with a cut point (every layer of {leader.name!r} "
                              "has a branch around it, as a team's members or a model with several outputs have)")
+    if not args.all:  # the block outputs, unless there are none (a model of one weighted layer)
+        cuts = cut_points(leader, view="blocks") or cuts
     calls = graph.layer_calls(leader)
     rows = [("keep (name)", "keep (depth)", "output shape", "parameters kept")]
     for cut in cuts:

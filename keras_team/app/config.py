@@ -99,6 +99,10 @@ Identifier = Annotated[
 """A name usable as a Keras layer or output name."""
 KerasFile = Annotated[str, AfterValidator(_existing_keras_file), Allowed("a path to an existing file ending in .keras")]
 """A path to an existing ``.keras`` file."""
+ImageShape = Annotated[
+    tuple[Positive, Positive, Positive], BeforeValidator(_as_tuple), Allowed("[height, width, channels]: three ints >= 1")
+]
+"""An image shape: ``[224, 224, 3]``."""
 
 
 class Section(BaseModel):
@@ -260,14 +264,37 @@ class DataConfig(Section):
 
 
 class LeaderConfig(Section):
-    """The leader: loaded from ``path`` or trained from ``architecture``."""
+    """The leader: loaded from ``path``, a ``keras.applications`` network, or trained from ``architecture``."""
 
-    path: Optional[KerasFile] = Field(None, description="an existing trained leader to load (null: train one)")
+    path: Optional[KerasFile] = Field(None, description="an existing trained leader to load (null: build one)")
     architecture: Literal["seed_cnn", "residual_cnn"] = Field(
-        "residual_cnn", description="the leader to train when path is null"
+        "residual_cnn", description="the leader to train when path and application are null"
+    )
+    application: Optional[Text] = Field(
+        None, description="a keras.applications network as the leader, e.g. MobileNetV3Small, EfficientNetV2B0, "
+        "ResNet50V2, ConvNeXtTiny: without its top, average-pooled, with a new classifier for the source classes, "
+        "its own pixel scaling inside (null: architecture)"
+    )
+    weights: Optional[Literal["imagenet"]] = Field(
+        "imagenet", description="the application's weights: imagenet (pretrained, downloaded once: the leader is "
+        "not trained on the source) or null (random: trained on the source as architecture is)"
+    )
+    input_shape: Optional[ImageShape] = Field(
+        None, description="the application's input; images are resized and grey <-> RGB converted to it inside "
+        "the model (null: the data's shape with sides under 32 enlarged to 32, and 3 channels)"
     )
     epochs: Positive = Field(20, description="training epochs on the source task")
     learning_rate: Rate = Field(0.001, description="learning rate on the source task")
+
+    @model_validator(mode="after")
+    def _one_kind_of_leader(self) -> LeaderConfig:
+        if self.path and self.application:
+            raise KerasTeamError("application", self.application,
+                                 "null when path is given (a loaded leader has its own architecture)")
+        if self.input_shape and not self.application:
+            raise KerasTeamError("input_shape", list(self.input_shape),
+                                 "null unless application is set (architecture takes the data's shape)")
+        return self
 
 
 class HeadConfig(Section):
@@ -282,8 +309,9 @@ class HeadConfig(Section):
 class TransferConfig(Section):
     """Where to cut the leader, the head, and the optional fine-tuning."""
 
-    keep: Union[Positive, Text] = Field(
-        "pool1", description="where to cut the leader: the first N weighted layers, or a layer name"
+    keep: Union[Positive, Text, None] = Field(
+        None, description="where to cut the leader: the first N weighted layers, or a cut's layer or block name "
+        "(keras-team cuts); null: the middle block output (pool1 for residual_cnn), a fixed default not chosen on data"
     )
     head: HeadConfig = Field(default_factory=HeadConfig, description="the new task head put on the kept layers")
     epochs: Positive = Field(100, description="epochs training the head on the frozen kept layers")
@@ -508,8 +536,8 @@ class Config(Section):
         """The team's leaders: `leaders`, or the one `leader` and `transfer` describe, named "leader".
 
         Example:
-            >>> [(c.name, c.architecture, c.transfer.keep) for c in load_config().team_leaders]
-            [('leader', 'residual_cnn', 'pool1')]
+            >>> [(c.name, c.architecture, c.transfer.epochs) for c in load_config().team_leaders]
+            [('leader', 'residual_cnn', 100)]
         """
         if self.leaders:
             return self.leaders
@@ -851,6 +879,7 @@ __all__ = [
     "FollowerConfig",
     "HeadConfig",
     "Identifier",
+    "ImageShape",
     "KerasFile",
     "LeaderConfig",
     "ListOf",

@@ -45,13 +45,14 @@ from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConf
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace
 from keras_team.caching import fit_follower
-from keras_team.cuts import CutPoint, resolve_cut
+from keras_team.cuts import CutPoint, default_cut, resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, load_model
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
 from keras_team.heads import LOSS
+from keras_team.layers import FitImages
 from keras_team.team import Team
 from keras_team.transfers import transfer
 
@@ -137,15 +138,17 @@ def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> ke
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
-def check_keep(leader: keras.Model, keep: int | str, field: str = "transfer.keep") -> CutPoint:
-    """The cut `keep` names; a `KerasTeamError` on `field` unless it is a valid cut of `leader`.
+def check_keep(leader: keras.Model, keep: int | str | None, field: str = "transfer.keep") -> CutPoint:
+    """The cut `keep` names (None: the middle block output, `keras_team.cuts.default_cut`), checked.
+
+    A `KerasTeamError` on `field` unless `keep` is a valid cut of `leader`.
 
     Example:
-        >>> check_keep(zoo.seed_cnn((8, 8, 1), 5), 3).name
-        'fc1'
+        >>> check_keep(zoo.seed_cnn((8, 8, 1), 5), 3).name, check_keep(zoo.residual_cnn((8, 8, 1), 5), None).name
+        ('fc1', 'pool1')
     """
     try:
-        return resolve_cut(leader, keep)
+        return default_cut(leader) if keep is None else resolve_cut(leader, keep)
     except KerasTeamError as error:
         raise KerasTeamError(field, keep, error.allowed) from error
 
@@ -176,18 +179,39 @@ def load_leader(path: str, task: Task | None, field: str = "leader.path") -> ker
     return leader
 
 
-def _new_leader(spec: TeamLeaderConfig, source: Task) -> keras.Model:
-    return ARCHITECTURES[spec.architecture](source.input_shape, source.num_classes, name=spec.name)
+def _new_leader(config: Config, index: int, source: Task, *, pretrained: bool = True) -> keras.Model:
+    """The `index`-th leader, untrained (or with its application's weights unless not `pretrained`)."""
+    spec = config.team_leaders[index]
+    if not spec.application:
+        return ARCHITECTURES[spec.architecture](source.input_shape, source.num_classes, name=spec.name)
+    try:
+        return zoo.application(spec.application, source.input_shape, source.num_classes,
+                               weights=spec.weights if pretrained else None, application_shape=spec.input_shape,
+                               name=spec.name)
+    except KerasTeamError as error:
+        raise KerasTeamError(leader_field(config, index, error.field), error.value, error.allowed) from error
+
+
+def is_pretrained(spec: TeamLeaderConfig) -> bool:
+    """Whether a leader comes trained: an application with ImageNet weights (its source stage trains nothing).
+
+    Example:
+        >>> from keras_team.app.config import load_config
+        >>> config = load_config(overrides=["leader.application=MobileNetV3Small"])
+        >>> is_pretrained(config.team_leaders[0]), is_pretrained(load_config().team_leaders[0])
+        (True, False)
+    """
+    return bool(spec.application and spec.weights)
 
 
 def build_student(config: Config, index: int, leader: keras.Model, target: Task) -> keras.Model:
     """The `index`-th leader's kept part, copied and frozen, with a new head for the target task."""
     spec = config.team_leaders[index].transfer
     field = leader_field(config, index, "transfer")
-    check_keep(leader, spec.keep, f"{field}.keep")
+    keep = check_keep(leader, spec.keep, f"{field}.keep")
     head = _head(spec, target.num_classes, field)
     try:
-        return transfer(leader, spec.keep, head, name=f"transfer{stage_suffix(config.team_leaders[index].name)}")
+        return transfer(leader, keep, head, name=f"transfer{stage_suffix(config.team_leaders[index].name)}")
     except KerasTeamError as error:
         path = config.team_leaders[index].path
         if error.field == "head":  # the head does not take the features at the cut
@@ -228,7 +252,7 @@ def build_baseline(config: Config, leader: keras.Model, target: Task) -> keras.M
     """The first leader's architecture up to its cut, freshly initialised, with the same head; nothing frozen."""
     spec = config.team_leaders[0].transfer
     scratch = keras.models.clone_model(leader)
-    return transfer(scratch, spec.keep, _head(spec, target.num_classes), freeze=False,
+    return transfer(scratch, check_keep(scratch, spec.keep), _head(spec, target.num_classes), freeze=False,
                     inference_mode=False, name="baseline")
 
 
@@ -270,6 +294,9 @@ class Plan:
             f"({len(target.splits['validation'][1])} validation, {len(target.splits['test'][1])} test)",
         ]
         several = len(self.cuts) > 1
+        lines += [f"input   {f'{name}: ' if several else ''}{layer.describe(source.input_shape)}, inside the model "
+                  f"({layer.name})" for name, leader in self.leaders.items()
+                  for layer in leader.layers if isinstance(layer, FitImages)]
         lines += [f"cut     {f'{name}: ' if several else ''}{cut.name} (depth {cut.depth}, features {cut.output_shape})"
                   for name, cut in self.cuts.items()]
         team = self.team
@@ -305,14 +332,21 @@ def make_plan(config: Config) -> Plan:
         if spec.path:
             leaders[spec.name] = load_leader(spec.path, source, leader_field(config, index, "path"))
             stages[f"leader{suffix}"] = f"{said}load {spec.path}"
-        else:
-            leaders[spec.name] = _new_leader(spec, source)
-            stages[f"leader{suffix}"] = f"{said}train {spec.architecture} on {source.name} ({spec.epochs} epochs)"
+        else:  # an application's structure: its weights are downloaded by the leader stage
+            leaders[spec.name] = _new_leader(config, index, source, pretrained=False)
+            if is_pretrained(spec):
+                stages[f"leader{suffix}"] = (f"{said}{spec.application} with ImageNet weights: already trained, "
+                                             f"not trained on {source.name} ({leader_field(config, index, 'weights')}=null "
+                                             "trains it there)")
+            else:
+                kind = f"{spec.application} (random weights)" if spec.application else spec.architecture
+                stages[f"leader{suffix}"] = f"{said}train {kind} on {source.name} ({spec.epochs} epochs)"
         cuts[spec.name] = check_keep(leaders[spec.name], spec.transfer.keep, leader_field(config, index, "transfer.keep"))
     for index, spec in enumerate(config.team_leaders):
         suffix, said, t = stage_suffix(spec.name), f"{spec.name}: " if config.leaders else "", spec.transfer
         students[spec.name] = build_student(config, index, leaders[spec.name], target)
-        stages[f"transfer{suffix}"] = f"{said}keep {t.keep!r} frozen, train a new head ({t.epochs} epochs)"
+        keep = f"{cuts[spec.name].name!r} (the default: the middle block)" if t.keep is None else repr(t.keep)
+        stages[f"transfer{suffix}"] = f"{said}keep {keep} frozen, train a new head ({t.epochs} epochs)"
         if t.unfreeze and t.fine_tune_epochs:
             try:
                 unfreeze(build_student(config, index, leaders[spec.name], target), top=t.unfreeze)
@@ -428,7 +462,11 @@ class Recipe:
         def build():
             if spec.path:
                 return self.plan.leaders[spec.name], {"seconds": 0.0, "loaded_from": spec.path}
-            leader = _new_leader(spec, source)
+            if is_pretrained(spec):
+                start = time.perf_counter()
+                leader = _new_leader(self.config, index, source)
+                return leader, {"seconds": time.perf_counter() - start, "weights": spec.weights}
+            leader = _new_leader(self.config, index, source)
             figures = self._fit(stage, leader, source, spec.epochs, spec.learning_rate,
                                 leader_field(self.config, index, "learning_rate"))
             figures["source_test_accuracy"] = _accuracy(leader, source)
