@@ -2,8 +2,8 @@
 
 `make_tuner` builds one of KerasTuner's own tuners (random, bayesian,
 hyperband, grid) around a `TransferHyperModel`, checks the budget and the
-objective, puts the feature cache under the tuner's directory and records
-each trial's seconds and cache use. `trial_table` reads every trial back
+objective, records each trial's seconds and cache use, and fails the search
+when every trial it ran failed. `trial_table` reads every trial back
 (also after a resumed or distributed search) and `write_results` writes it
 as CSV and JSON with a plot of the validation metric against the cut.
 
@@ -32,7 +32,7 @@ from keras_tuner.src.engine import tuner_utils
 
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, is_out_of_space, write_text
-from keras_team.tuning.hypermodel import TransferHyperModel
+from keras_team.tuning.hypermodel import TransferHyperModel, describe
 
 TUNERS = {
     "random": kt.RandomSearch,
@@ -43,15 +43,19 @@ TUNERS = {
 TRIAL_RECORD = "keras_team_trial.json"
 COLUMNS = (
     "trial", "status", "cut", "depth", "head_layers", "head_units", "dropout", "learning_rate",
-    "unfreeze", "fine_tune_learning_rate", "epochs", "score", "seconds", "cache", "tuner_id",
+    "unfreeze", "fine_tune_learning_rate", "epochs", "score", "seconds", "cache", "tuner_id", "error",
 )
 
 
 class _RecordsTrials:
     """Tuner mixin: records each trial's wall time and feature-cache use next to its
-    trial.json, and prints one line per trial."""
+    trial.json, prints one line per trial, and fails a search whose every trial failed."""
 
     progress = True
+
+    def on_search_begin(self):
+        super().on_search_begin()
+        self.ran = {"completed": 0, "failed": 0}
 
     def run_trial(self, trial, *args, **kwargs):
         start = time.perf_counter()
@@ -60,13 +64,34 @@ class _RecordsTrials:
             record = {"seconds": round(time.perf_counter() - start, 3), "cache": self.hypermodel.last_cache,
                       "tuner_id": self.tuner_id}
             _write_json(pathlib.Path(self.get_trial_dir(trial.trial_id)) / TRIAL_RECORD, record)
-        except OSError as error:
-            if is_out_of_space(error):  # KerasTuner would retry the trial on the same full disk
+        except Exception as error:  # counted, then raised again: KerasTuner records the trial as failed
+            self.ran["failed"] += 1
+            self.ran["last"] = f"{type(error).__name__}: {error}"
+            if isinstance(error, OSError) and is_out_of_space(error):  # KerasTuner would retry it on the full disk
                 raise DiskFull(error.errno, error.strerror, error.filename) from error
             raise
+        self.ran["completed"] += 1
         if self.progress:
             print(progress_line(self, trial, results, record), flush=True)
         return results
+
+    def on_search_end(self):
+        super().on_search_end()
+        if self.ran["failed"] and not self.ran["completed"]:
+            raise KerasTeamError("search", str(self.project_dir),
+                                 f"a search with a trial that completes: all {self.ran['failed']} trials it ran "
+                                 f"failed (the last: {self.ran['last']}; each trial's error is in trials.csv)")
+
+
+def error_line(message: str | None) -> str | None:
+    """The exception line of a failed trial's message (KerasTuner keeps the whole traceback).
+
+    Example:
+        >>> error_line("Traceback (most recent call last):\n  ...\nRuntimeError: cannot be reused\n")
+        'RuntimeError: cannot be reused'
+    """
+    lines = [line for line in (message or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None
 
 
 def progress_line(tuner: kt.Tuner, trial, histories: list, record: dict) -> str:
@@ -74,14 +99,10 @@ def progress_line(tuner: kt.Tuner, trial, histories: list, record: dict) -> str:
     objective = tuner.oracle.objective
     best = max if objective.direction == "max" else min
     scores = [best(h.history[objective.name]) for h in histories if objective.name in h.history]
-    chosen = tuner.hypermodel.chosen(trial.hyperparameters.values)
-    head = f"{chosen['head_layers']}x{chosen['head_units']}" if chosen["head_layers"] else "linear"
     score = f"{sum(scores) / len(scores):.4f}" if scores else "n/a"
     return (
-        f"[{tuner.tuner_id}] trial {trial.trial_id}: cut={chosen['cut']} head={head} "
-        f"dropout={chosen['dropout']:g} lr={chosen['learning_rate']:g} unfreeze={chosen['unfreeze']} "
-        f"ft_lr={chosen['fine_tune_learning_rate'] or '-'} -> {objective.name}={score} "
-        f"({record['seconds']:.1f} s, features: {record['cache']})"
+        f"[{tuner.tuner_id}] trial {trial.trial_id}: {describe(tuner.hypermodel.chosen(trial.hyperparameters.values))}"
+        f" -> {objective.name}={score} ({record['seconds']:.1f} s, features: {record['cache']})"
     )
 
 
@@ -168,8 +189,6 @@ def make_tuner(
     name = objective.name if isinstance(objective, kt.Objective) else objective
     if name not in hypermodel.reported_metrics():
         raise KerasTeamError("objective", name, f"a metric the model reports: {', '.join(hypermodel.reported_metrics())}")
-    if hypermodel.cache is not None and hypermodel.cache.directory is None:
-        hypermodel.cache.directory = pathlib.Path(directory) / project_name / "feature_cache"
     direction = "min" if name.endswith("loss") else "max"
     # KerasTuner's oracle reads a seed of 0 as "no seed" (`seed or random.randint(...)`): shift by one.
     common = dict(objective=kt.Objective(name, direction), directory=str(directory),
@@ -207,7 +226,7 @@ def cap_per_class(x: np.ndarray, y: np.ndarray, per_class: int | None, seed: int
 
 
 def trial_table(tuner: kt.Tuner) -> list[dict]:
-    """One row per trial: its resolved settings, score, seconds and cache use.
+    """One row per trial: its settings by the recipe's names, status, score, seconds, cache use and error.
 
     Example:
         >>> rows = trial_table(tuner)
@@ -232,6 +251,7 @@ def trial_table(tuner: kt.Tuner) -> list[dict]:
             "seconds": record.get("seconds"),
             "cache": record.get("cache"),
             "tuner_id": record.get("tuner_id"),
+            "error": error_line(trial.message) if trial.status != "COMPLETED" else None,
         })
     return [{column: row.get(column) for column in COLUMNS} for row in rows]
 
