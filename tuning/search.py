@@ -84,7 +84,7 @@ class _RecordsTrials:
 
 
 def error_line(message: str | None) -> str | None:
-    """The exception line of a failed trial's message (KerasTuner keeps the whole traceback).
+    r"""The exception line of a failed trial's message (KerasTuner keeps the whole traceback).
 
     Example:
         >>> error_line("Traceback (most recent call last):\n  ...\nRuntimeError: cannot be reused\n")
