@@ -190,7 +190,7 @@ def test_trial_trains_head_on_cached_features_then_fine_tunes_only_the_top_k(see
 
 def test_a_built_model_warns_that_its_own_fit_skips_the_fine_tuning(seed_leader, digits):
     _, (x, y), _ = digits
-    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=2, head_layers=[0])
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=2, head_layers=[0], run_eagerly=True)
     fine_tuned = hypermodel.build(_values(hypermodel, cut="fc1", unfreeze=2))
     with pytest.warns(UserWarning, match="fine-tunes the top 2 kept layers .* hypermodel.fit\\(hp, model"):
         fine_tuned.fit(x[:4], y[:4], epochs=1, verbose=0)
@@ -215,7 +215,7 @@ def test_head_phase_on_cached_features_reports_what_the_full_model_scores(residu
 
 def test_the_cache_switches_off_for_the_real_reason_and_says_it(seed_leader, digits, capsys):
     _, (x, y), validation = digits
-    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2"], max_unfreeze=0)
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2"], max_unfreeze=0, run_eagerly=True)
     hp = _values(hypermodel, cut="pool2")
     augmented = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).map(
         lambda images, labels: (tf.image.flip_left_right(images), labels))
@@ -336,7 +336,7 @@ class Recipe(keras.callbacks.Callback):
 
 
 @pytest.mark.large
-def test_tensorboard_in_a_plain_tuner_keeps_every_fine_tuning_trial(seed_leader, digits, tmp_path):
+def test_tensorboard_in_a_plain_tuner_keeps_every_fine_tuning_trial(seed_leader, digits, tmp_path, capsys):
     """KerasTuner adds TensorBoard's hparams callback, which refuses a second `fit`: the phases are one session."""
     _, (x, y), validation = digits
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2", "fc1"], max_unfreeze=1, head_layers=[0],
@@ -352,6 +352,10 @@ def test_tensorboard_in_a_plain_tuner_keeps_every_fine_tuning_trial(seed_leader,
     for trial in trials:  # each trial wrote its hparams session and both phases' epochs
         run = logs / trial.trial_id / "execution0"
         assert list(run.glob("events.out.*")) and list((run / "validation").glob("events.out.*"))
+    capsys.readouterr()
+    tuner.results_summary()  # KerasTuner's own summary reads as the recipe
+    summary = capsys.readouterr().out
+    assert "cut: " in summary and "unfreeze: 1" in summary and "fine_tune_learning_rate: " in summary
 
 
 @pytest.mark.large
