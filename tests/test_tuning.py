@@ -1,6 +1,7 @@
 """keras_team.tuning: the hypermodel over cuts, the feature cache, tuners, resume and errors."""
 
 import csv
+import gc
 import tempfile
 import warnings
 
@@ -391,6 +392,7 @@ def test_a_failed_trial_is_reported_and_a_search_whose_every_trial_fails_fails(s
     tuner = make_tuner(hypermodel, max_trials=2, directory=tmp_path, progress=False)
     with pytest.raises(KerasTeamError, match="all 2 trials it ran failed .*RuntimeError: the disk of the logs is gone"):
         tuner.search(x, y, validation_data=validation, epochs=1, verbose=0, callbacks=[Broken()])
+    assert gc.get_freeze_count() == 0  # make_tuner's search leaves Python's garbage collector as it found it
     out = capsys.readouterr().out
     assert "trial 0 FAILED: cut=fc1" in out and "trial 1 FAILED: cut=fc1" in out
     write_results(tuner, tmp_path / "results")

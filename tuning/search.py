@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import gc
 import io
 import json
 import os
@@ -49,9 +50,21 @@ COLUMNS = (
 
 class _RecordsTrials:
     """Tuner mixin: records each trial's wall time and feature-cache use next to its
-    trial.json, prints one line per trial, and fails a search whose every trial failed."""
+    trial.json, prints one line per trial, fails a search whose every trial failed, and keeps KerasTuner's
+    per-trial garbage collection to what the search made."""
 
     progress = True
+
+    def search(self, *args, **kwargs):
+        # KerasTuner collects garbage before each trial's build; over the leader, TensorFlow and the data that
+        # was a quarter of a cached trial (1.3 of 5.3 s). What exists before the search is left out of those
+        # collections while it runs (Python's `gc.freeze`), and put back after.
+        gc.collect()
+        gc.freeze()
+        try:
+            return super().search(*args, **kwargs)
+        finally:
+            gc.unfreeze()
 
     def on_search_begin(self):
         super().on_search_begin()
