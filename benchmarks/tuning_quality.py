@@ -55,7 +55,7 @@ class ScratchHyperModel(TransferHyperModel):
         self.fresh_weights = keras.models.clone_model(leader).get_weights()
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        chosen = self.declare_hyperparameters(hp)
+        chosen = self.settings(hp)
         fresh = keras.models.clone_model(self.leader)
         fresh.set_weights(self.fresh_weights)
         kept = keras_team.body(fresh, chosen["cut"], share=True)

@@ -1,5 +1,10 @@
 """keras_team.tuning: the hypermodel over cuts, the feature cache, tuners, resume and errors."""
 
+import csv
+import gc
+import tempfile
+import warnings
+
 import keras
 import keras_tuner as kt
 import numpy as np
@@ -8,8 +13,10 @@ import tensorflow as tf
 
 import keras_team
 from keras_team.errors import KerasTeamError
-from keras_team.tuning import FeatureCache, TransferHyperModel, cap_per_class, make_tuner, trial_table
-from keras_team.tuning.hypermodel import CACHE_OFF_NOTE, epoch_split, searchable_cuts, unfreeze_name
+from keras_team.freezing import is_trained, units
+from keras_team.tuning import FeatureCache, TransferHyperModel, cap_per_class, make_tuner, trial_table, write_results
+from keras_team.tuning import hypermodel as hypermodel_module
+from keras_team.tuning.hypermodel import cut_places, epoch_split, searchable_cuts
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +54,25 @@ class EpochLog(keras.callbacks.Callback):
         EpochLog.seen.append((epoch, len(self.model.trainable_weights), self.model.name))
 
 
+class OneSessionOnly(keras.callbacks.Callback):
+    """Refuses a second training session, as TensorBoard's hparams callback does; counts what it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.sessions, self.ended, self.epochs = 0, 0, []
+
+    def on_train_begin(self, logs=None):
+        if self.sessions:
+            raise RuntimeError("this callback cannot be reused across training sessions")
+        self.sessions += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def on_train_end(self, logs=None):
+        self.ended += 1
+
+
 def _values(hypermodel, **values):
     hp = kt.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
@@ -57,28 +83,59 @@ def _values(hypermodel, **values):
 # --- the search space -------------------------------------------------------
 
 
-def test_cut_choice_is_the_valid_cut_names_without_the_output(seed_leader, residual_leader):
-    seed_cuts = [c.name for c in searchable_cuts(seed_leader)]
-    assert seed_cuts == ["conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2"]  # not rescale (0 kept), not fc3
-    residual_cuts = [c.name for c in searchable_cuts(residual_leader)]
-    assert "logits" not in residual_cuts and "pool1" in residual_cuts
-    assert not any("conv1" in name or "bn1" in name for name in residual_cuts if name.startswith("block"))
+def test_cut_choice_is_one_name_per_distinct_place_without_the_output(seed_leader, residual_leader):
+    # conv1 and pool1 keep the same weighted layers: one place, named by its output (pool1); no fc3 (the output).
+    assert [c.name for c in searchable_cuts(seed_leader)] == ["pool1", "flatten", "fc1", "fc2"]
+    residual = [c.name for c in searchable_cuts(residual_leader)]
+    assert residual == ["stem_relu", "pool1", "avg_pool"]  # never inside a block, never block1_add next to pool1
     hp = kt.HyperParameters()
     TransferHyperModel(residual_leader, 5, cuts=["pool1", "block2_out"]).declare_hyperparameters(hp)
     by_name = {h.name: h for h in hp.space}
-    assert hp.get("cut") in ("pool1", "block2_out") and by_name["cut"].values == ["pool1", "block2_out"]
+    assert by_name["cut"].values == ["pool1", "block2_out"]  # named cuts: any cut point may be asked for
 
 
-def test_unfreeze_depth_is_conditional_on_the_cut_and_never_exceeds_it(seed_leader):
+@pytest.fixture(scope="module")
+def mobilenet():
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, include_top=True, classes=5)
+
+
+def test_a_real_backbone_offers_one_cut_per_place_named_by_its_block_output(mobilenet):
+    places = cut_places(mobilenet)
+    depths = [c.depth for c in places]
+    assert depths == sorted(set(depths))  # one name per place: no two keep the same layers
+    names = [c.name for c in places]
+    assert len(names) < len(keras_team.cut_points(mobilenet)) / 2
+    assert "expanded_conv_2_add" in names and "expanded_conv_1_project_bn" in names  # block outputs
+    for hidden in ("conv", "conv_bn", "expanded_conv_depthwise_pad", "expanded_conv_2_depthwise"):
+        assert hidden not in names  # a conv before its BN/activation, a padding of the next block
+
+
+def test_plain_hyperband_constructor_builds_at_most_one_model(mobilenet, tmp_path, monkeypatch):
+    """KerasTuner builds until every conditional scope was active: nothing in the space depends on the cut."""
+    builds = []
+    real_transfer = hypermodel_module.transfer
+    monkeypatch.setattr(hypermodel_module, "transfer", lambda *a, **k: builds.append(1) or real_transfer(*a, **k))
+    hypermodel = TransferHyperModel(mobilenet, 5)
+    tuner = kt.Hyperband(hypermodel, objective="val_accuracy", max_epochs=3, directory=tmp_path, project_name="p")
+    assert len(builds) <= 1
+    space = tuner.oracle.get_space()
+    assert [h.name for h in space.space] == [
+        "cut", "head_layers", "head_units", "dropout", "learning_rate", "unfreeze", "fine_tune_learning_rate"]
+    assert {h.name: h for h in space.space}["cut"].values == [c.name for c in cut_places(mobilenet)]
+
+
+def test_unfreeze_is_one_hyperparameter_capped_at_what_the_cut_keeps(seed_leader):
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["conv1", "fc1"], max_unfreeze=2)
     hp = kt.HyperParameters()
-    hypermodel.declare_hyperparameters(hp)  # KerasTuner's hook: the space without building a model
-    by_name = {h.name: h for h in hp.space}
-    assert by_name[unfreeze_name(1)].max_value == 1 and by_name[unfreeze_name(3)].max_value == 2
-    assert by_name[unfreeze_name(1)].conditions[0].values == ["conv1"]
-    assert by_name[unfreeze_name(3)].conditions[0].values == ["fc1"]
-    assert hypermodel.chosen({"cut": "fc1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 2
-    assert hypermodel.chosen({"cut": "conv1", unfreeze_name(3): 2, unfreeze_name(1): 1})["unfreeze"] == 1
+    hypermodel.declare_hyperparameters(hp)
+    unfreeze = [h for h in hp.space if h.name.startswith("unfreeze")]
+    assert len(unfreeze) == 1 and (unfreeze[0].min_value, unfreeze[0].max_value) == (0, 2)
+    assert not unfreeze[0].conditions  # the same meaning whatever the cut
+    assert hypermodel.chosen({"cut": "fc1", "head_layers": 0, "unfreeze": 2})["unfreeze"] == 2
+    assert hypermodel.chosen({"cut": "conv1", "head_layers": 0, "unfreeze": 2})["unfreeze"] == 1  # conv1 keeps one
+    none = hypermodel.chosen({"cut": "fc1", "head_layers": 0, "unfreeze": 0, "fine_tune_learning_rate": 1e-4})
+    assert none["fine_tune_learning_rate"] is None and none["head_units"] is None  # not part of this recipe
 
 
 def test_build_is_seeded_without_resetting_the_global_random_state(seed_leader):
@@ -110,12 +167,16 @@ def test_trial_trains_head_on_cached_features_then_fine_tunes_only_the_top_k(see
     _, (x, y), validation = digits
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=2, head_layers=[0],
                                     dropout=[0.0], learning_rate=[1e-2], fine_tune_learning_rate=[1e-3])
-    hp = _values(hypermodel, cut="fc1", **{unfreeze_name(3): 1})
+    hp = _values(hypermodel, cut="fc1", unfreeze=1)
     model = hypermodel.build(hp)
     EpochLog.seen = []
-    history = hypermodel.fit(hp, model, x, y, validation_data=validation, epochs=4, callbacks=[EpochLog()], verbose=0)
+    once = OneSessionOnly()
+    history = hypermodel.fit(hp, model, x, y, validation_data=validation, epochs=4, callbacks=[EpochLog(), once],
+                             verbose=0)
     # Two epochs on the cached features (only the head trains; callbacks still see the full model), two fine-tuning.
     assert [(epoch, trainable) for epoch, trainable, _ in EpochLog.seen] == [(0, 2), (1, 2), (2, 4), (3, 4)]
+    # Both phases are one training session to the callbacks: a callback that cannot be reused works.
+    assert (once.sessions, once.ended, once.epochs) == (1, 1, [0, 1, 2, 3])
     assert {name for *_, name in EpochLog.seen} == {model.name}
     assert len(history.history["val_accuracy"]) == 4
     leader_weights = {layer.name: layer.get_weights() for layer in seed_leader.layers}
@@ -126,6 +187,18 @@ def test_trial_trains_head_on_cached_features_then_fine_tunes_only_the_top_k(see
     assert hypermodel.last_cache == "miss"
     # The fine-tuned model is the one that reports the last epoch's validation accuracy.
     assert model.evaluate(*validation, verbose=0)[1] == pytest.approx(history.history["val_accuracy"][-1], abs=1e-6)
+
+
+def test_a_built_model_warns_that_its_own_fit_skips_the_fine_tuning(seed_leader, digits):
+    _, (x, y), _ = digits
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=2, head_layers=[0], run_eagerly=True)
+    fine_tuned = hypermodel.build(_values(hypermodel, cut="fc1", unfreeze=2))
+    with pytest.warns(UserWarning, match="fine-tunes the top 2 kept layers .* hypermodel.fit\\(hp, model"):
+        fine_tuned.fit(x[:4], y[:4], epochs=1, verbose=0)
+    head_only = hypermodel.build(_values(hypermodel, cut="fc1", unfreeze=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its own fit is its whole recipe: nothing to say
+        head_only.fit(x[:4], y[:4], epochs=1, verbose=0)
 
 
 def test_head_phase_on_cached_features_reports_what_the_full_model_scores(residual_leader, digits):
@@ -141,14 +214,18 @@ def test_head_phase_on_cached_features_reports_what_the_full_model_scores(residu
     assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-4)
 
 
-def test_streamed_training_data_switches_the_cache_off_and_says_so(seed_leader, digits, capsys):
+def test_the_cache_switches_off_for_the_real_reason_and_says_it(seed_leader, digits, capsys):
     _, (x, y), validation = digits
-    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2"], max_unfreeze=0)
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2"], max_unfreeze=0, run_eagerly=True)
     hp = _values(hypermodel, cut="pool2")
     augmented = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).map(
         lambda images, labels: (tf.image.flip_left_right(images), labels))
     hypermodel.fit(hp, hypermodel.build(hp), augmented, validation_data=validation, epochs=1, verbose=0)
-    assert CACHE_OFF_NOTE in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "feature cache: OFF" in out and "training data is a _MapDataset" in out
+    hypermodel.fit(hp, hypermodel.build(hp), x, y, validation_split=0.2, epochs=1, verbose=0)
+    out = capsys.readouterr().out
+    assert "feature cache: OFF" in out and "validation_split" in out and "Dataset" not in out
     assert hypermodel.last_cache == "off" and hypermodel.cache.hits + hypermodel.cache.misses == 0
 
 
@@ -234,6 +311,115 @@ def test_rerun_resumes_the_search_without_repeating_trials(seed_leader, digits, 
     assert sorted(resumed) == ["0", "1", "2"]
     for trial_id, row in first.items():
         assert resumed[trial_id] == row  # same values, score and seconds: not run again
+
+
+def _fixed(**values) -> kt.HyperParameters:
+    """KerasTuner's way to fix part of a space: `hyperparameters=` of a tuner (the rest is searched)."""
+    hp = kt.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    return hp
+
+
+class Recipe(keras.callbacks.Callback):
+    """Records what a trial (or a retrain) did: epochs with the trainable weights, the layers trained at the end."""
+
+    runs: list = []
+
+    def on_train_begin(self, logs=None):
+        Recipe.runs.append({"epochs": [], "trained": None})
+
+    def on_epoch_end(self, epoch, logs=None):
+        Recipe.runs[-1]["epochs"].append((epoch, len(self.model.trainable_weights)))
+
+    def on_train_end(self, logs=None):
+        Recipe.runs[-1]["trained"] = [layer.name for layer in units(self.model) if is_trained(layer, self.model)]
+
+
+@pytest.mark.large
+def test_tensorboard_in_a_plain_tuner_keeps_every_fine_tuning_trial(seed_leader, digits, tmp_path, capsys):
+    """KerasTuner adds TensorBoard's hparams callback, which refuses a second `fit`: the phases are one session."""
+    _, (x, y), validation = digits
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2", "fc1"], max_unfreeze=1, head_layers=[0],
+                                    run_eagerly=True)
+    tuner = kt.RandomSearch(hypermodel, "val_accuracy", max_trials=2, hyperparameters=_fixed(unfreeze=1),
+                            directory=tmp_path, project_name="p", seed=1)
+    logs = tmp_path / "logs"
+    tuner.search(x, y, validation_data=validation, epochs=2, verbose=0,
+                 callbacks=[keras.callbacks.TensorBoard(str(logs))])
+    trials = tuner.oracle.trials.values()
+    assert [t.status for t in trials] == ["COMPLETED", "COMPLETED"], [t.message for t in trials]
+    assert all(t.hyperparameters.get("unfreeze") == 1 for t in trials)
+    for trial in trials:  # each trial wrote its hparams session and both phases' epochs
+        run = logs / trial.trial_id / "execution0"
+        assert list(run.glob("events.out.*")) and list((run / "validation").glob("events.out.*"))
+    capsys.readouterr()
+    tuner.results_summary()  # KerasTuner's own summary reads as the recipe
+    summary = capsys.readouterr().out
+    assert "cut: " in summary and "unfreeze: 1" in summary and "fine_tune_learning_rate: " in summary
+
+
+@pytest.mark.large
+def test_a_plain_tuners_cache_lives_in_its_project_and_serves_the_resumed_search(
+        seed_leader, digits, tmp_path, monkeypatch):
+    _, (x, y), validation = digits
+
+    def search(max_trials):
+        hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=0, head_layers=[0],
+                                        run_eagerly=True)
+        tuner = kt.RandomSearch(hypermodel, "val_accuracy", max_trials=max_trials, directory=tmp_path,
+                                project_name="p", seed=1)
+        tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
+        return hypermodel
+
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: pytest.fail("a temporary directory left behind"))
+    assert search(1).last_cache == "miss"
+    assert len(list((tmp_path / "p" / "feature_cache").glob("*.npy"))) == 2  # training and validation features
+    resumed = search(2)  # a new process would start from here: the files on disk are the cache
+    assert resumed.last_cache == "hit" and (resumed.cache.hits, resumed.cache.misses) == (0, 0)
+
+
+@pytest.mark.large
+def test_a_failed_trial_is_reported_and_a_search_whose_every_trial_fails_fails(seed_leader, digits, tmp_path,
+                                                                               capsys):
+    _, (x, y), validation = digits
+
+    class Broken(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("the disk of the logs is gone")
+
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=0, head_layers=[0], run_eagerly=True)
+    tuner = make_tuner(hypermodel, max_trials=2, directory=tmp_path, progress=False)
+    with pytest.raises(KerasTeamError, match="all 2 trials it ran failed .*RuntimeError: the disk of the logs is gone"):
+        tuner.search(x, y, validation_data=validation, epochs=1, verbose=0, callbacks=[Broken()])
+    assert gc.get_freeze_count() == 0  # make_tuner's search leaves Python's garbage collector as it found it
+    out = capsys.readouterr().out
+    assert "trial 0 FAILED: cut=fc1" in out and "trial 1 FAILED: cut=fc1" in out
+    write_results(tuner, tmp_path / "results")
+    with open(tmp_path / "results" / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["status"], row["error"]) for row in rows] == [
+        ("FAILED", "RuntimeError: the disk of the logs is gone")] * 2
+
+
+@pytest.mark.large
+def test_the_rebuilt_winner_follows_its_trials_recipe(seed_leader, digits, tmp_path):
+    """The documented retrain: `hypermodel.build(best_hp)`, then `hypermodel.fit(best_hp, model, ...)`."""
+    _, (x, y), validation = digits
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=2, head_layers=[0], run_eagerly=True)
+    tuner = make_tuner(hypermodel, max_trials=1, directory=tmp_path, progress=False,
+                       hyperparameters=_fixed(unfreeze=2))
+    Recipe.runs = []
+    tuner.search(x, y, validation_data=validation, epochs=4, verbose=0, callbacks=[Recipe()])
+    best = tuner.get_best_hyperparameters()[0]
+    model = hypermodel.build(best)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the documented retrain says nothing
+        hypermodel.fit(best, model, x, y, validation_data=validation, epochs=4, verbose=0, callbacks=[Recipe()])
+    trial, retrain = Recipe.runs
+    assert retrain == trial
+    assert trial["epochs"] == [(0, 2), (1, 2), (2, 6), (3, 6)]  # 2 head epochs, then 2 with conv2 and fc1 trained
+    assert trial["trained"] == ["conv2", "fc1", "logits"]  # the top 2 kept layers and the head
 
 
 def test_cap_per_class_caps_validation_examples(digits):

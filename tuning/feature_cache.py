@@ -4,7 +4,9 @@ A search tries the same few cuts many times (and Hyperband every epoch
 budget again); while the kept part is frozen its output on the same data is
 the same, so the cut's features are computed once per
 (kept weights, cut, data) and stored as float16 `.npy` files on disk (under
-the tuner's directory), read back memory-mapped. The key hashes the kept
+the tuner's project directory, so a resumed search reuses them and deleting
+the search deletes them), read back memory-mapped; without a directory they
+are kept in memory, never in a temporary directory left behind. The key hashes the kept
 part's weights and the examples' bytes, so a retrained leader, a fine-tuned
 body (a Hyperband trial resumed after fine-tuning) or other data is a miss,
 never a stale hit.
@@ -23,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import tempfile
 
 import keras
 import numpy as np
@@ -57,8 +58,8 @@ class FeatureCache:
     """Disk store of a frozen body's features, keyed by (weights, cut, data).
 
     Args:
-        directory: where the `.npy` files go (created on first use); a
-            temporary directory when None.
+        directory: where the `.npy` files go (created on first use); None
+            keeps the features in this object's memory.
         dtype: storage dtype; float16 halves memory and disk.
 
     Attributes:
@@ -79,6 +80,7 @@ class FeatureCache:
         self.dtype = np.dtype(dtype)
         self.hits = 0
         self.misses = 0
+        self._memory: dict[str, np.ndarray] = {}
 
     def key(self, body: keras.Model, x: np.ndarray) -> str:
         """The store key of `body`'s features on `x`: its weights, output layer and the data."""
@@ -88,20 +90,28 @@ class FeatureCache:
     def features(self, body: keras.Model, x: np.ndarray) -> np.ndarray:
         """`body.predict(x)` in inference mode, from the store when computed before.
 
-        Returns a read-only memory-mapped array of `dtype`.
+        Returns a read-only array of `dtype` (memory-mapped from disk when the
+        cache has a directory).
         """
-        path = self._root() / f"{self.key(body, x)}.npy"
+        key = self.key(body, x)
+        if self.directory is None:
+            if key in self._memory:
+                self.hits += 1
+            else:
+                self.misses += 1
+                self._memory[key] = self._compute(body, x)
+                self._memory[key].flags.writeable = False
+            return self._memory[key]
+        path = self.directory / f"{key}.npy"
         if path.is_file():
             self.hits += 1
         else:
             self.misses += 1
-            values = body.predict(x, batch_size=PREDICT_BATCH, verbose=0).astype(self.dtype)
+            values = self._compute(body, x)
+            self.directory.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:  # written whole: concurrent workers never read half a file
                 np.save(tmp, values)
         return np.load(path, mmap_mode="r")
 
-    def _root(self) -> pathlib.Path:
-        if self.directory is None:
-            self.directory = pathlib.Path(tempfile.mkdtemp(prefix="keras_team_features_"))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        return self.directory
+    def _compute(self, body: keras.Model, x: np.ndarray) -> np.ndarray:
+        return body.predict(x, batch_size=PREDICT_BATCH, verbose=0).astype(self.dtype)

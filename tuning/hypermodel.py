@@ -1,15 +1,28 @@
 """A KerasTuner hypermodel over the cut, the head and the two-phase fine-tune.
 
 One trial is the Keras transfer-learning recipe: train a new head on the
-frozen kept part of the leader, then unfreeze its top `k` weighted layers and
-fine-tune at a lower rate. The cut is a `hp.Choice` over the leader's cut
-points by layer name (never inside a residual block, never the output), the
-unfreeze depth is conditional on the cut (never more than it keeps), and the
-epochs a tuner grants (`search(epochs=...)`, or Hyperband's `tuner/epochs`)
-are shared by both phases. While the cut is frozen the head trains on the
-cut's features from a `FeatureCache`: computed once per (kept weights, cut,
-data) for all trials and epochs. The weights KerasTuner checkpoints are the
-full model's, so `tuner.get_best_models()` predicts on raw inputs.
+frozen kept part of the leader, then unfreeze its top `unfreeze` weighted
+layers and fine-tune at a lower rate. The space is declared in KerasTuner's
+`declare_hyperparameters` hook and nothing in it is conditional on the cut,
+so a tuner's constructor builds one model, not one per conditional scope:
+
+- `cut`: one name per distinct place of the leader (`cut_places`: the cuts
+  that keep the same weighted layers are one place), or the `cuts` given;
+- `head_layers`, `head_units` (only when `head_layers` > 0), `dropout`,
+  `learning_rate`: the head and its rate;
+- `unfreeze`: weighted layers to fine-tune, counted down from the cut (the
+  same meaning whatever the cut; capped at what the cut keeps when a trial
+  runs), and `fine_tune_learning_rate` (only when `unfreeze` > 0).
+
+The epochs a tuner grants (`search(epochs=...)`, or Hyperband's
+`tuner/epochs`) are shared by both phases, which are one training session to
+the callbacks passed to `search` (each sees `on_train_begin` and
+`on_train_end` once a trial, TensorBoard's hparams callback included). While
+the cut is frozen the head trains on the cut's features from a
+`FeatureCache`, kept under the tuner's project directory. The weights
+KerasTuner checkpoints are the full model's, so `tuner.get_best_models()`
+predicts on raw inputs. To retrain a winner, `model = hypermodel.build(hp)`
+then `hypermodel.fit(hp, model, x, y, ...)`: both phases, as in its trial.
 
 Example:
     >>> import keras_tuner as kt
@@ -25,14 +38,17 @@ Example:
 from __future__ import annotations
 
 import math
+import pathlib
+import warnings
 from collections.abc import Sequence
 
 import keras
 import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
+from keras_tuner.src.engine.tuner_utils import TunerCallback
 
-from keras_team import heads
+from keras_team import graph, heads
 from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
 from keras_team.freezing import unfreeze
@@ -40,31 +56,59 @@ from keras_team.heads import LOSS
 from keras_team.transfers import transfer
 from keras_team.tuning.feature_cache import FeatureCache
 
-CACHE_OFF_NOTE = (
-    "feature cache: OFF for this search: the training data is a tf.data.Dataset "
-    "(augmented or streamed), so every epoch runs the frozen kept layers"
-)
+CACHE_DIRECTORY = "feature_cache"
+"""The feature cache's folder inside a tuner's project directory."""
+
+# Layers that only prepare the input of the next weighted layer: a cut after them is no new place.
+_PADDING = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
+
+
+def cut_places(leader: keras.Model) -> list[CutPoint]:
+    """One cut per distinct place of `leader`: the cuts that keep the same weighted layers are one place.
+
+    A conv, its batch norm, its activation and a pooling after them keep the
+    same weighted layers; the place is named by the last of them (the output
+    of everything at that depth: a block's `..._add`, a stem's activation),
+    not by a padding layer that belongs to the next block. The output and
+    cuts that keep nothing are no places.
+
+    Example:
+        >>> [c.name for c in cut_places(keras_team.zoo.seed_cnn((8, 8, 1), 5))]
+        ['pool1', 'flatten', 'fc1', 'fc2']
+    """
+    calls = graph.layer_calls(leader)
+    by_depth: dict[int, list[CutPoint]] = {}
+    for cut in cut_points(leader)[:-1]:  # the last cut is the output
+        if cut.depth >= 1:
+            by_depth.setdefault(cut.depth, []).append(cut)
+    places = []
+    for group in by_depth.values():
+        outputs = [c for c in group if not isinstance(calls[c.position].operation, _PADDING)]
+        places.append((outputs or group)[-1])
+    return places
 
 
 def searchable_cuts(leader: keras.Model, allowed: Sequence[str] | None = None) -> list[CutPoint]:
-    """The cuts a search may choose: cut points keeping >= 1 weighted layer, not the output.
+    """The cuts a search may choose: `cut_places(leader)`, or the cut points `allowed` names.
 
     Args:
         leader: the trained source model.
-        allowed: restrict to these cut-point layer names (None: all).
+        allowed: these cut-point layer names, in leader order (None: one per
+            distinct place). Any cut that keeps a weighted layer, except the
+            output, may be named.
 
     Example:
         >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
-        >>> [c.name for c in searchable_cuts(leader)]
-        ['conv1', 'pool1', 'conv2', 'pool2', 'flatten', 'fc1', 'fc2']
+        >>> [c.name for c in searchable_cuts(leader, ["fc1", "conv1"])]
+        ['conv1', 'fc1']
     """
-    cuts = [c for c in cut_points(leader)[:-1] if c.depth >= 1]  # the last cut is the output
+    cuts = [c for c in cut_points(leader)[:-1] if c.depth >= 1]
     if not cuts:
         raise KerasTeamError(
             "leader", leader.name, "a model with a cut point that keeps a weighted layer, before its output"
         )
     if allowed is None:
-        return cuts
+        return cut_places(leader)
     names = [c.name for c in cuts]
     if isinstance(allowed, str):
         allowed = [allowed]
@@ -84,16 +128,6 @@ def _choices(field: str, values: Sequence) -> list:
     return values
 
 
-def unfreeze_name(depth: int) -> str:
-    """The hyperparameter holding the unfreeze depth of cuts that keep `depth` weighted layers.
-
-    Example:
-        >>> unfreeze_name(3)
-        'unfreeze_of_3'
-    """
-    return f"unfreeze_of_{depth}"
-
-
 def epoch_split(initial_epoch: int, epochs: int, unfreeze_top: int, fine_tune_fraction: float) -> int:
     """The epoch at which fine-tuning starts within `[initial_epoch, epochs)`.
 
@@ -110,21 +144,40 @@ def epoch_split(initial_epoch: int, epochs: int, unfreeze_top: int, fine_tune_fr
     return epochs - min(math.ceil(fine_tune_fraction * budget), budget - 1)
 
 
-class _OnFullModel(keras.callbacks.Callback):
-    """Forwards the head-only phase's epoch events to callbacks that see the full model.
+class _OneSession(keras.callbacks.Callback):
+    """A trial's phases as one training session to the callbacks passed to `fit`.
 
-    KerasTuner's checkpoint callback saves `self.model`'s weights: while the
-    head trains on cached features that must still be the full model (the
-    head's layers are shared between the two).
+    Each callback sees the full model (also while the head trains alone on
+    cached features: KerasTuner's checkpoint saves the full model's weights),
+    every epoch of both phases in order, and `on_train_begin`/`on_train_end`
+    once: a callback that cannot be reused for a second `fit` (TensorBoard's
+    hparams callback) works, and EarlyStopping's patience spans the phases.
+    A callback that stops training ends the trial.
     """
 
     def __init__(self, callbacks: Sequence[keras.callbacks.Callback], full_model: keras.Model):
         super().__init__()
         self.full_model = full_model
         self.inner = keras.callbacks.CallbackList(list(callbacks), model=full_model)
+        self.started = False
+        self.stopped = False
+        self.last_logs = None
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
 
     def on_train_begin(self, logs=None):
-        self.inner.on_train_begin(logs)
+        if not self.started:
+            self.started = True
+            self.inner.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self.last_logs = logs  # forwarded once, by `end`, after the last phase
+
+    def end(self) -> None:
+        """The session's `on_train_end`, after its last phase."""
+        self.inner.on_train_end(self.last_logs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.inner.on_epoch_begin(epoch, logs)
@@ -132,10 +185,25 @@ class _OnFullModel(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.inner.on_epoch_end(epoch, logs)
         if getattr(self.full_model, "stop_training", False):
-            self.model.stop_training = True
+            self.stopped = self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
-        self.inner.on_train_end(logs)
+    def on_train_batch_begin(self, batch, logs=None):
+        self.inner.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.inner.on_train_batch_end(batch, logs)
+
+    def on_test_begin(self, logs=None):
+        self.inner.on_test_begin(logs)
+
+    def on_test_end(self, logs=None):
+        self.inner.on_test_end(logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.inner.on_test_batch_begin(batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.inner.on_test_batch_end(batch, logs)
 
 
 def _joined(histories: list[keras.callbacks.History]) -> keras.callbacks.History:
@@ -147,6 +215,45 @@ def _joined(histories: list[keras.callbacks.History]) -> keras.callbacks.History
     return joined
 
 
+def _warn_on_plain_fit(model: keras.Model, settings: dict) -> None:
+    """Make `model.fit` warn that it trains the head only, where the trial's recipe also fine-tunes."""
+    plain_fit = model.fit
+
+    def fit(*args, **kwargs):
+        warnings.warn(
+            f"{model.name}: model.fit trains the new head only, but this recipe then fine-tunes the top "
+            f"{settings['unfreeze']} kept layers at {settings['fine_tune_learning_rate']:g}: retrain it with "
+            "hypermodel.fit(hp, model, x, y, ...) to run both phases, as the trial did",
+            UserWarning, stacklevel=2,
+        )
+        return plain_fit(*args, **kwargs)
+
+    model.fit = fit
+
+
+def _trial_of(callbacks) -> tuple:
+    """The tuner and trial that run a `fit` (KerasTuner passes its `TunerCallback`), else (None, None)."""
+    for callback in callbacks:
+        if isinstance(callback, TunerCallback):
+            return callback.tuner, callback.trial
+    return None, None
+
+
+def describe(settings: dict) -> str:
+    """A trial's settings in one line, by the recipe's names.
+
+    Example:
+        >>> describe({"cut": "fc1", "head_layers": 1, "head_units": 32, "dropout": 0.0, "learning_rate": 0.01,
+        ...           "unfreeze": 2, "fine_tune_learning_rate": 1e-4})
+        'cut=fc1 head=1x32 dropout=0 learning_rate=0.01 unfreeze=2 fine_tune_learning_rate=0.0001'
+    """
+    head = f"{settings['head_layers']}x{settings['head_units']}" if settings["head_layers"] else "linear"
+    fine_tune = settings["fine_tune_learning_rate"]
+    return (f"cut={settings['cut']} head={head} dropout={settings['dropout']:g} "
+            f"learning_rate={settings['learning_rate']:g} unfreeze={settings['unfreeze']} "
+            f"fine_tune_learning_rate={f'{fine_tune:g}' if fine_tune else '-'}")
+
+
 class TransferHyperModel(kt.HyperModel):
     """Searches the cut, the head and the two-phase fine-tune of a transfer.
 
@@ -156,22 +263,22 @@ class TransferHyperModel(kt.HyperModel):
     Args:
         leader: the trained source model (copied per trial, never changed).
         num_classes: classes of the target task.
-        cuts: restrict the cut to these layer names (default: every cut point
-            that keeps a weighted layer, except the output).
+        cuts: restrict the cut to these layer names (default: one per
+            distinct place, `cut_places(leader)`).
         head_layers: numbers of hidden Dense layers in the head (0 = linear).
         head_units: widths of those hidden layers.
         dropout: dropout rates of the head.
         learning_rate: learning rates of the head phase.
-        max_unfreeze: most kept weighted layers to fine-tune; per cut the
-            choice is `0..min(max_unfreeze, layers the cut keeps)`.
+        max_unfreeze: most kept weighted layers to fine-tune: `unfreeze` is
+            `0..max_unfreeze`, capped at the layers a trial's cut keeps.
         fine_tune_learning_rate: learning rates of the fine-tuning phase.
         fine_tune_fraction: share of a trial's epochs spent fine-tuning when
             it unfreezes anything (the head phase keeps at least one epoch).
         metrics: compiled metrics; the objective must be one of them, or a
             loss, with or without the `val_` prefix.
-        cache: a `FeatureCache`, True (one in a temporary directory; tuners
-            made by `keras_team.tuning.make_tuner` put it under the tuner's
-            directory) or False (the head phase runs the full model).
+        cache: a `FeatureCache`, True (one under the tuner's project
+            directory, `<directory>/<project_name>/feature_cache`, in memory
+            outside a search) or False (the head phase runs the full model).
         seed: seeds every trial's head initialisation.
         run_eagerly: compile without `tf.function` tracing; faster when an
             epoch is a batch or two (few-shot data), slower on real data.
@@ -224,10 +331,14 @@ class TransferHyperModel(kt.HyperModel):
         self.fine_tune_fraction = fine_tune_fraction
         self.metrics = list(metrics)
         self.cache = FeatureCache() if cache is True else (cache or None)
+        self._stores: dict[pathlib.Path, FeatureCache] = {}  # a search's cache, by tuner project directory
         self.seed = seed
         self.run_eagerly = run_eagerly
         self.last_cache = "off"  # "hit", "miss" or "off": the last trial's feature lookups
-        self._said_cache_off = False
+        self._said_cache_off: set[str] = set()
+        space = kt.HyperParameters()
+        self.declare_hyperparameters(space)
+        self._names = [h.name for h in space.space]
 
     # --- the search space ------------------------------------------------
     def reported_metrics(self) -> list[str]:
@@ -240,60 +351,99 @@ class TransferHyperModel(kt.HyperModel):
         names = ["loss", *[m if isinstance(m, str) else m.name for m in self.metrics]]
         return names + [f"val_{name}" for name in names]
 
-    def declare_hyperparameters(self, hp: kt.HyperParameters) -> dict:
-        """Declare the search space on `hp` (KerasTuner's hook); return this trial's values, resolved."""
-        cut = hp.Choice("cut", [c.name for c in self.cuts])
-        depth = {c.name: c.depth for c in self.cuts}
-        layers = hp.Choice("head_layers", self.head_layers)
-        units = None
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
+        """Declare the search space on `hp` (KerasTuner's hook, called once by a tuner's constructor).
+
+        Example:
+            >>> hm = TransferHyperModel(keras_team.zoo.seed_cnn((8, 8, 1), 5), 5)
+            >>> hp = kt.HyperParameters(); hm.declare_hyperparameters(hp)
+            >>> [h.name for h in hp.space]
+            ['cut', 'head_layers', 'head_units', 'dropout', 'learning_rate', 'unfreeze', 'fine_tune_learning_rate']
+        """
+        hp.Choice("cut", [c.name for c in self.cuts])
+        hp.Choice("head_layers", self.head_layers)
         deep = [n for n in self.head_layers if n > 0]
         if deep:
             with hp.conditional_scope("head_layers", deep):
-                units = hp.Choice("head_units", self.head_units)
-        top = 0
+                hp.Choice("head_units", self.head_units)
+        hp.Choice("dropout", self.dropout)
+        hp.Choice("learning_rate", self.learning_rate)
         if self.max_unfreeze:
-            for kept in sorted(set(depth.values())):
-                with hp.conditional_scope("cut", [n for n, d in depth.items() if d == kept]):
-                    value = hp.Int(unfreeze_name(kept), 0, min(self.max_unfreeze, kept))
-                if kept == depth[cut]:
-                    top = value
+            hp.Int("unfreeze", 0, self.max_unfreeze)
+            with hp.conditional_scope("unfreeze", list(range(1, self.max_unfreeze + 1))):
+                hp.Choice("fine_tune_learning_rate", self.fine_tune_learning_rate)
+
+    def settings(self, hp: kt.HyperParameters) -> dict:
+        """A trial's settings from `hp`, by the recipe's names; `unfreeze` capped at what the cut keeps.
+
+        Reads `hp` without opening conditional scopes when the space is
+        declared on it (a trial's, or the tuner's own), so KerasTuner sees
+        nothing left to activate after one build; declares it first on a bare
+        `HyperParameters` (its defaults).
+
+        Example:
+            >>> hm = TransferHyperModel(keras_team.zoo.seed_cnn((8, 8, 1), 5), 5, cuts=["conv1", "fc1"])
+            >>> hm.settings(kt.HyperParameters())["cut"]
+            'conv1'
+        """
+        declared = {h.name: h for h in hp.space}
+        if any(name not in declared for name in self._names):
+            self.declare_hyperparameters(hp)
+            declared = {h.name: h for h in hp.space}
+
+        def value(name):
+            if name not in declared or not hp.is_active(name):
+                return None
+            return hp.values.get(name, declared[name].default)
+
+        depth = {c.name: c.depth for c in self.cuts}[value("cut")]
+        top = min(value("unfreeze") or 0, depth)
+        layers = value("head_layers")
         return {
-            "cut": cut,
+            "cut": value("cut"),
             "head_layers": layers,
-            "head_units": units if layers else None,
-            "dropout": hp.Choice("dropout", self.dropout),
-            "learning_rate": hp.Choice("learning_rate", self.learning_rate),
+            "head_units": value("head_units") if layers else None,
+            "dropout": value("dropout"),
+            "learning_rate": value("learning_rate"),
             "unfreeze": top,
-            "fine_tune_learning_rate": (
-                hp.Choice("fine_tune_learning_rate", self.fine_tune_learning_rate) if self.max_unfreeze else None
-            ),
+            "fine_tune_learning_rate": value("fine_tune_learning_rate") if top else None,
         }
 
     def chosen(self, values: dict) -> dict:
-        """A trial's resolved settings from its hyperparameter values (e.g. `trial.hyperparameters.values`).
+        """A trial's settings from its hyperparameter values (e.g. `trial.hyperparameters.values`).
 
         Example:
-            >>> hm = TransferHyperModel(keras_team.zoo.seed_cnn((8, 8, 1), 5), 5, cuts=["pool2"])
-            >>> hm.chosen({"cut": "pool2", "head_layers": 0, "unfreeze_of_2": 1})["unfreeze"]
+            >>> hm = TransferHyperModel(keras_team.zoo.seed_cnn((8, 8, 1), 5), 5, cuts=["conv1", "fc1"])
+            >>> hm.chosen({"cut": "fc1", "head_layers": 0, "unfreeze": 2})["unfreeze"]
+            2
+            >>> hm.chosen({"cut": "conv1", "head_layers": 0, "unfreeze": 2})["unfreeze"]  # conv1 keeps one
             1
         """
         hp = kt.HyperParameters()
+        self.declare_hyperparameters(hp)
         hp.values.update(values)
-        return self.declare_hyperparameters(hp)
+        return self.settings(hp)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        """The leader cut at `hp`'s cut (copied, frozen) plus a new dense head, compiled."""
-        chosen = self.declare_hyperparameters(hp)
+        """The leader cut at `hp`'s cut (copied, frozen) plus a new dense head, compiled for the head phase.
+
+        The model's own `fit` trains the head only (and warns where the recipe
+        also fine-tunes); `hypermodel.fit(hp, model, ...)` runs both phases.
+        """
+        settings = self.settings(hp)
         # Seeded by its initializers: KerasTuner builds more than once per trial, and the
         # global random state (the user's, the oracle's) is not ours to reset.
         head = heads.dense(
             self.num_classes,
-            hidden=(chosen["head_units"],) * chosen["head_layers"],
-            dropout=chosen["dropout"],
+            hidden=(settings["head_units"],) * settings["head_layers"],
+            dropout=settings["dropout"],
             seed=self.seed,
         )
-        model = transfer(self.leader, chosen["cut"], head, name=f"{self.name}_{chosen['cut']}")
-        model.compile(keras.optimizers.Adam(chosen["learning_rate"]), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
+        model = transfer(self.leader, settings["cut"], head, name=f"{self.name}_{settings['cut']}")
+        model.compile(keras.optimizers.Adam(settings["learning_rate"]), LOSS, metrics=self.metrics,
+                      run_eagerly=self.run_eagerly)
+        if settings["unfreeze"]:
+            _warn_on_plain_fit(model, settings)
         return model
 
     # --- one trial ---------------------------------------------------------
@@ -312,52 +462,111 @@ class TransferHyperModel(kt.HyperModel):
         verbose="auto",
         **kwargs,
     ) -> keras.callbacks.History:
-        """Head on the frozen cut, then the top `k` kept layers at the fine-tune rate.
+        """Head on the frozen cut, then the top `unfreeze` kept layers at the fine-tune rate.
 
         `epochs`/`initial_epoch` (Hyperband sets them per round) bound both
-        phases together. Returns one `History` over both phases.
+        phases together; `callbacks` see both as one session. Returns one
+        `History` over both phases. In a search, a trial that fails says so
+        in one line before KerasTuner records it as failed.
         """
-        chosen = self.declare_hyperparameters(hp)
-        split = epoch_split(initial_epoch, epochs, chosen["unfreeze"], self.fine_tune_fraction)
-        common = dict(batch_size=batch_size, callbacks=list(callbacks), verbose=verbose, **kwargs)
+        settings = self.settings(hp)
+        tuner, trial = _trial_of(callbacks)
+        try:
+            return self._two_phases(settings, tuner, model, x, y, validation_data, epochs, initial_epoch,
+                                    dict(batch_size=batch_size, verbose=verbose, **kwargs), callbacks)
+        except Exception as error:  # reported, then raised again: KerasTuner records the trial as failed
+            if trial is not None:
+                print(f"[{tuner.tuner_id}] trial {trial.trial_id} FAILED: {describe(settings)}: "
+                      f"{type(error).__name__}: {error}", flush=True)
+            raise
+
+    def _two_phases(self, settings, tuner, model, x, y, validation_data, epochs, initial_epoch, common, callbacks):
+        split = epoch_split(initial_epoch, epochs, settings["unfreeze"], self.fine_tune_fraction)
+        session = _OneSession(callbacks, model)
+        common = {**common, "callbacks": [session]}
+        plain_fit = type(model).fit  # the recipe's own fits: no warning about skipping a phase
         histories = []
         self.last_cache = "off"
+        model.stop_training = False
         if split > initial_epoch:
-            if self._cacheable(x, validation_data):
+            if self._cacheable(x, y, validation_data):
                 histories.append(self._fit_head_on_features(
-                    model, chosen["learning_rate"], x, y, validation_data, initial_epoch, split, common))
+                    self._store(tuner), model, settings["learning_rate"], x, y, validation_data,
+                    initial_epoch, split, common))
             else:
-                histories.append(model.fit(x, y, validation_data=validation_data, epochs=split,
+                histories.append(plain_fit(model, x, y, validation_data=validation_data, epochs=split,
                                            initial_epoch=initial_epoch, **common))
-        if epochs > split:
-            unfreeze(model, top=chosen["unfreeze"])
-            model.compile(keras.optimizers.Adam(chosen["fine_tune_learning_rate"]), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
-            histories.append(model.fit(x, y, validation_data=validation_data, epochs=epochs,
+        if epochs > split and not session.stopped:
+            unfreeze(model, top=settings["unfreeze"])
+            model.compile(keras.optimizers.Adam(settings["fine_tune_learning_rate"]), LOSS, metrics=self.metrics,
+                          run_eagerly=self.run_eagerly)
+            histories.append(plain_fit(model, x, y, validation_data=validation_data, epochs=epochs,
                                        initial_epoch=split, **common))
+        session.end()
         return _joined(histories)
 
-    def _cacheable(self, x, validation_data) -> bool:
+    def _store(self, tuner: kt.Tuner | None) -> FeatureCache:
+        """The cache of this search: the given one if it has a directory, else one in the tuner's project."""
+        if self.cache.directory is not None or tuner is None:
+            return self.cache
+        directory = pathlib.Path(tuner.project_dir) / CACHE_DIRECTORY
+        if directory not in self._stores:
+            self._stores[directory] = FeatureCache(directory, dtype=self.cache.dtype)
+        return self._stores[directory]
+
+    def _cacheable(self, x, y, validation_data) -> bool:
         if self.cache is None:
             return False
-        streamed = isinstance(x, tf.data.Dataset) or not isinstance(validation_data, (tuple, list))
-        if streamed and not self._said_cache_off:
-            print(CACHE_OFF_NOTE, flush=True)
-            self._said_cache_off = True
-        return not streamed
+        reason = None
+        if not hasattr(x, "__array__") or y is None:
+            reason = (f"the training data is a {type(x).__name__}, not arrays (augmented or streamed), so every "
+                      "epoch runs the frozen kept layers")
+        elif validation_data is None:
+            reason = ("no validation_data arrays (validation_split, or no validation): every epoch runs the frozen "
+                      "kept layers; pass validation_data=(x_val, y_val) to use it")
+        elif not isinstance(validation_data, (tuple, list)) or not hasattr(validation_data[0], "__array__"):
+            reason = (f"validation_data is a {type(validation_data).__name__}, not (x_val, y_val) arrays, so every "
+                      "epoch runs the frozen kept layers")
+        if reason and reason not in self._said_cache_off:
+            print(f"feature cache: OFF for this search: {reason}", flush=True)
+            self._said_cache_off.add(reason)
+        return reason is None
 
-    def _fit_head_on_features(self, model, learning_rate, x, y, validation_data, initial_epoch, split, common):
+    def _fit_head_on_features(self, store, model, learning_rate, x, y, validation_data, initial_epoch, split, common):
         body, head = model.body, model.head
-        hits = self.cache.hits
-        x_val, y_val = validation_data[:2]
-        features = self.cache.features(body, x)
-        val_features = self.cache.features(body, x_val)
-        self.last_cache = "hit" if self.cache.hits == hits + 2 else "miss"
+        hits = store.hits
+        features = store.features(body, x)
+        val_features = store.features(body, validation_data[0])
+        self.last_cache = "hit" if store.hits == hits + 2 else "miss"
         inputs = keras.Input(features.shape[1:], name="features")
         head_model = keras.Model(inputs, head(inputs), name=f"{model.name}_head")
         head_model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
-        callbacks = [_OnFullModel(common["callbacks"], model)]
+        common = dict(common)
+        batch_size, shuffle = common.pop("batch_size"), common.pop("shuffle", True)
+        weights = common.pop("sample_weight", None)
+        train = (features, y) if weights is None else (features, y, weights)
         return head_model.fit(
-            np.asarray(features, "float32"), y,
-            validation_data=(np.asarray(val_features, "float32"), y_val),
-            epochs=split, initial_epoch=initial_epoch, **{**common, "callbacks": callbacks},
+            _batches(train, batch_size, shuffle=shuffle, seed=self.seed),
+            validation_data=_batches((val_features, *validation_data[1:]), batch_size, shuffle=False),
+            epochs=split, initial_epoch=initial_epoch, shuffle=False, **common,
         )
+
+
+def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None = None) -> tf.data.Dataset:
+    """Batches of cached features (cast to float32) with their labels, as Keras' array input makes them.
+
+    Shuffles indices and gathers in the pipeline: for the small head of the
+    cached phase Keras' eager per-epoch shuffle of arrays costs more than
+    the training steps (a trial's head phase ran 2.7x faster this way).
+    """
+    tensors = tuple(tf.convert_to_tensor(np.asarray(a)) for a in arrays)
+    count = len(arrays[0])
+    index = tf.data.Dataset.range(count)
+    if shuffle:
+        index = index.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+
+    def gather(i):
+        batch = [tf.gather(t, i) for t in tensors]
+        return (tf.cast(batch[0], "float32"), *batch[1:])
+
+    return index.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
