@@ -1,8 +1,8 @@
 """Freeze and unfreeze with the `trainable` flag.
 
 `unfreeze` counts from the top of the frozen part, either weighted layers or
-blocks (the segments between consecutive cut points). Batch norm stays
-frozen by default, while layer, group, RMS and spectral normalisation are
+blocks (the architecture's blocks, as `cut_points(model, view="blocks")`
+bounds them). Batch norm stays frozen by default, while layer, group, RMS and spectral normalisation are
 trained with the layers around them, as Transformers are usually
 fine-tuned. The kept part of a `keras_team.Transferred` model runs in
 inference mode whether frozen or not, so unfrozen batch norm trains its
@@ -97,7 +97,7 @@ def _blocks(model: keras.Model) -> list[list[keras.layers.Layer]]:
     source = model.body if isinstance(model, Transferred) else model
     if not graph.has_graph(source):
         raise KerasTeamError("unit", "blocks", "a Sequential or functional model, whose cut points bound the blocks")
-    ends = {cut.position for cut in cut_points(source)}
+    ends = {cut.position for cut in cut_points(source, view="blocks")}
     blocks, current, seen = [], [], set()
     for position, call in enumerate(graph.layer_calls(source)):
         if isinstance(call.operation, keras.layers.Layer) and id(call.operation) not in seen:
@@ -128,9 +128,9 @@ def unfreeze(
     Args:
         model: a model built by `keras_team.transfer` or any Keras model.
         top: how many frozen units to unfreeze, from the top.
-        unit: "layers" (weighted layers) or "blocks" (segments between
-            consecutive cut points of the kept part; e.g. a whole residual
-            or Transformer block).
+        unit: "layers" (weighted layers) or "blocks" (the segments between
+            the block-view cuts of the kept part: e.g. a whole residual,
+            inverted-bottleneck or Transformer block).
         train_norms: normalisation kinds (keys of
             `keras_team.cuts.NORMALIZATION_KINDS`) to train when unfrozen;
             default layer, group, RMS and spectral norm, not batch norm.

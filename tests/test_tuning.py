@@ -16,7 +16,7 @@ from keras_team.errors import KerasTeamError
 from keras_team.freezing import is_trained, units
 from keras_team.tuning import FeatureCache, TransferHyperModel, cap_per_class, make_tuner, trial_table, write_results
 from keras_team.tuning import hypermodel as hypermodel_module
-from keras_team.tuning.hypermodel import cut_places, epoch_split, searchable_cuts
+from keras_team.tuning.hypermodel import epoch_split, searchable_cuts
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def mobilenet():
     return keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, include_top=True, classes=5)
 
 
-def test_a_real_backbone_offers_one_cut_per_place_named_by_its_block_output(mobilenet):
-    places = cut_places(mobilenet)
+def test_a_real_backbone_offers_one_cut_per_block_named_by_its_output(mobilenet):
+    places = searchable_cuts(mobilenet)
     depths = [c.depth for c in places]
     assert depths == sorted(set(depths))  # one name per place: no two keep the same layers
     names = [c.name for c in places]
@@ -122,7 +122,7 @@ def test_plain_hyperband_constructor_builds_at_most_one_model(mobilenet, tmp_pat
     space = tuner.oracle.get_space()
     assert [h.name for h in space.space] == [
         "cut", "head_layers", "head_units", "dropout", "learning_rate", "unfreeze", "fine_tune_learning_rate"]
-    assert {h.name: h for h in space.space}["cut"].values == [c.name for c in cut_places(mobilenet)]
+    assert {h.name: h for h in space.space}["cut"].values == [c.name for c in searchable_cuts(mobilenet)]
 
 
 def test_unfreeze_is_one_hyperparameter_capped_at_what_the_cut_keeps(seed_leader):

@@ -17,7 +17,6 @@ import importlib
 _EXPORTS = {
     "TransferHyperModel": "keras_team.tuning.hypermodel",
     "searchable_cuts": "keras_team.tuning.hypermodel",
-    "cut_places": "keras_team.tuning.hypermodel",
     "FeatureCache": "keras_team.tuning.feature_cache",
     "make_tuner": "keras_team.tuning.search",
     "cap_per_class": "keras_team.tuning.search",

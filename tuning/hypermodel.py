@@ -6,8 +6,9 @@ layers and fine-tune at a lower rate. The space is declared in KerasTuner's
 `declare_hyperparameters` hook and nothing in it is conditional on the cut,
 so a tuner's constructor builds one model, not one per conditional scope:
 
-- `cut`: one name per distinct place of the leader (`cut_places`: the cuts
-  that keep the same weighted layers are one place), or the `cuts` given;
+- `cut`: the leader's block view (`keras_team.cut_points(leader,
+  view="blocks")`: one cut per block of the architecture, named by its
+  output), or the `cuts` given;
 - `head_layers`, `head_units` (only when `head_layers` > 0), `dropout`,
   `learning_rate`: the head and its rate;
 - `unfreeze`: weighted layers to fine-tune, counted down from the cut (the
@@ -60,42 +61,17 @@ CACHE_DIRECTORY = "feature_cache"
 """The feature cache's folder inside a tuner's project directory."""
 
 # Layers that only prepare the input of the next weighted layer: a cut after them is no new place.
-_PADDING = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D)
-
-
-def cut_places(leader: keras.Model) -> list[CutPoint]:
-    """One cut per distinct place of `leader`: the cuts that keep the same weighted layers are one place.
-
-    A conv, its batch norm, its activation and a pooling after them keep the
-    same weighted layers; the place is named by the last of them (the output
-    of everything at that depth: a block's `..._add`, a stem's activation),
-    not by a padding layer that belongs to the next block. The output and
-    cuts that keep nothing are no places.
-
-    Example:
-        >>> [c.name for c in cut_places(keras_team.zoo.seed_cnn((8, 8, 1), 5))]
-        ['pool1', 'flatten', 'fc1', 'fc2']
-    """
-    calls = graph.layer_calls(leader)
-    by_depth: dict[int, list[CutPoint]] = {}
-    for cut in cut_points(leader)[:-1]:  # the last cut is the output
-        if cut.depth >= 1:
-            by_depth.setdefault(cut.depth, []).append(cut)
-    places = []
-    for group in by_depth.values():
-        outputs = [c for c in group if not isinstance(calls[c.position].operation, _PADDING)]
-        places.append((outputs or group)[-1])
-    return places
 
 
 def searchable_cuts(leader: keras.Model, allowed: Sequence[str] | None = None) -> list[CutPoint]:
-    """The cuts a search may choose: `cut_places(leader)`, or the cut points `allowed` names.
+    """The cuts a search may choose: the leader's block view, or the cut points `allowed` names.
 
     Args:
         leader: the trained source model.
-        allowed: these cut-point layer names, in leader order (None: one per
-            distinct place). Any cut that keeps a weighted layer, except the
-            output, may be named.
+        allowed: these cut-point layer names, in leader order (None: the
+            block view, `cut_points(leader, view="blocks")`, one name per
+            set of kept weighted layers). Any cut that keeps a weighted
+            layer, except the output, may be named.
 
     Example:
         >>> leader = keras_team.zoo.seed_cnn((8, 8, 1), 5)
@@ -108,7 +84,9 @@ def searchable_cuts(leader: keras.Model, allowed: Sequence[str] | None = None) -
             "leader", leader.name, "a model with a cut point that keeps a weighted layer, before its output"
         )
     if allowed is None:
-        return cut_places(leader)
+        blocks = [c for c in cut_points(leader, view="blocks") if c.depth >= 1]
+        # Block outputs that keep the same weighted layers (a block and the pooling after it) are one choice: the last.
+        return [c for c, after in zip(blocks, [*blocks[1:], None]) if after is None or after.depth != c.depth]
     names = [c.name for c in cuts]
     if isinstance(allowed, str):
         allowed = [allowed]
@@ -263,8 +241,8 @@ class TransferHyperModel(kt.HyperModel):
     Args:
         leader: the trained source model (copied per trial, never changed).
         num_classes: classes of the target task.
-        cuts: restrict the cut to these layer names (default: one per
-            distinct place, `cut_places(leader)`).
+        cuts: restrict the cut to these layer names (default: the block
+            view, one per block of the architecture).
         head_layers: numbers of hidden Dense layers in the head (0 = linear).
         head_units: widths of those hidden layers.
         dropout: dropout rates of the head.
