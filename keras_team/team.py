@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -121,6 +122,23 @@ def _is_sparse_crossentropy(loss) -> bool:
     if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
         return True
     return loss in ("sparse_categorical_crossentropy", keras.losses.sparse_categorical_crossentropy)
+
+
+MIN_VALIDATION_PER_CLASS = 5
+"""Validation examples per class `Team.ensemble_weights` needs to combine members rather than pick one."""
+
+
+class Weighting(NamedTuple):
+    """How `Team.ensemble` weighs the outputs: output name -> weight, the rule used, its validation accuracy."""
+
+    weights: dict[str, float]
+    rule: str
+    validation_accuracy: float
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def _fresh(metric):
@@ -328,12 +346,100 @@ class Team(keras.Model):
         return super().compute_metrics(x, self._per_output(y), y_pred, sample_weight)
 
     @staticmethod
-    def ensemble(predictions: dict) -> keras.KerasTensor:
-        """Mean of the members' softmax probabilities (members with one class count).
+    def ensemble(predictions: dict, weights: dict[str, float] | None = None) -> keras.KerasTensor:
+        """The members' softmax probabilities averaged with `weights` (None: equal weights).
+
+        Args:
+            predictions: output name -> logits, e.g. `team.predict(x)`.
+            weights: output name -> weight >= 0 (see `Team.ensemble_weights`);
+                outputs it leaves out weigh 0. None weighs every output alike.
 
         Example:
             >>> uniform, skewed = np.zeros((1, 2)), np.log([[1.0, 3.0]])  # [0.5, 0.5], [0.25, 0.75]
             >>> keras.ops.convert_to_numpy(Team.ensemble({"a": uniform, "b": skewed})).round(3).tolist()
             [[0.375, 0.625]]
+            >>> keras.ops.convert_to_numpy(Team.ensemble({"a": uniform, "b": skewed}, {"b": 1.0})).round(3).tolist()
+            [[0.25, 0.75]]
         """
-        return ops.mean(ops.stack([ops.softmax(p, axis=-1) for p in predictions.values()]), axis=0)
+        names = list(predictions)
+        if weights is None:
+            weights = {name: 1.0 for name in names}
+        unknown = sorted(set(weights) - set(names))
+        values = np.array([weights.get(name, 0.0) for name in names], dtype="float32")
+        if unknown or not np.all(np.isfinite(values)) or values.min() < 0 or values.sum() <= 0:
+            raise KerasTeamError("weights", weights, f"weights >= 0, not all 0, of the outputs {', '.join(names)}")
+        probabilities = ops.stack([ops.softmax(ops.convert_to_tensor(predictions[name], "float32"), axis=-1)
+                                   for name in names])
+        return ops.tensordot(ops.convert_to_tensor(values / values.sum()), probabilities, axes=1)
+
+    @staticmethod
+    def ensemble_weights(predictions: dict, labels, *, min_per_class: int = MIN_VALIDATION_PER_CLASS,
+                         max_members: int = 10) -> Weighting:
+        """Ensemble weights chosen on validation data: never worse there than the best member.
+
+        The rule is greedy ensemble selection with replacement (Caruana et al.,
+        ICML 2004) on validation accuracy: start from the member with the best
+        validation accuracy (ties: lower validation log-loss, then team
+        order); then, up to `max_members` picks, add the member (again, if
+        it is the best pick) whose addition gives the best validation
+        accuracy (ties: lower log-loss), only while that strictly raises the
+        accuracy. A member's weight is the share of the picks it got. The
+        ensemble's validation accuracy is therefore at least its best
+        member's, and a member that does not raise it weighs 0.
+
+        With fewer than `min_per_class` validation examples per class, the
+        differences are too small to combine on; the weights fall back to
+        the best member alone (rule "best member"), which still does no harm
+        on validation. Without validation examples: the first member alone
+        (rule "first member").
+
+        Args:
+            predictions: output name -> validation logits (`team.predict(x_val)`).
+            labels: the validation class labels.
+            min_per_class: validation examples per class needed to combine.
+            max_members: the most picks (the weights' resolution is 1/max_members).
+
+        Returns:
+            A `Weighting(weights, rule, validation_accuracy)`; `weights` has
+            every output name and sums to 1.
+
+        Example:
+            >>> labels = np.array([0, 1] * 10)
+            >>> good = np.eye(2)[labels] * 4.0  # right on every example
+            >>> useless = np.zeros((20, 2))  # the same for every example
+            >>> Team.ensemble_weights({"good": good, "useless": useless}, labels)
+            Weighting(weights={'good': 1.0, 'useless': 0.0}, rule='greedy selection', validation_accuracy=1.0)
+        """
+        names = list(predictions)
+        if not names:
+            raise KerasTeamError("predictions", predictions, "a dict output name -> logits with at least one output")
+        labels = np.asarray(labels).reshape(-1)
+        probabilities = {name: _softmax(np.asarray(predictions[name], dtype="float64")) for name in names}
+        shapes = {name: p.shape for name, p in probabilities.items()}
+        if len(set(shapes.values())) > 1 or any(shape != (len(labels), shape[-1]) for shape in shapes.values()):
+            raise KerasTeamError("predictions", shapes, f"logits of one shape (examples, classes) for the {len(labels)} labels")
+        if not len(labels):
+            return Weighting({name: float(name == names[0]) for name in names}, "first member", math.nan)
+
+        def score(p: np.ndarray) -> tuple[float, float]:  # higher is better: accuracy, then -log-loss
+            return float(np.mean(np.argmax(p, axis=-1) == labels)), float(np.mean(np.log(p[np.arange(len(labels)), labels] + 1e-12)))
+
+        scores = {name: score(p) for name, p in probabilities.items()}
+        best = max(names, key=lambda name: scores[name])  # max keeps the first of equals: team order
+        picks = [best]
+        classes = shapes[best][-1]
+        if len(labels) < min_per_class * classes:
+            rule = "best member"
+        else:
+            rule, total, current = "greedy selection", probabilities[best].copy(), scores[best]
+            while len(picks) < max_members:
+                trial = {name: score((total + probabilities[name]) / (len(picks) + 1)) for name in names}
+                pick = max(names, key=lambda name: trial[name])
+                if trial[pick][0] <= current[0]:
+                    break
+                picks.append(pick)
+                total += probabilities[pick]
+                current = trial[pick]
+        weights = {name: picks.count(name) / len(picks) for name in names}
+        mixed = sum(weights[name] * probabilities[name] for name in names)
+        return Weighting(weights, rule, score(mixed)[0])
