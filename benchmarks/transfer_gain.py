@@ -87,6 +87,7 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
         "ensemble_weights": ensemble["weights"],
         "ensemble_rule": ensemble["rule"],
         "validation_examples": ensemble["validation_examples"],
+        **({"output_dir": output_dir} if keep else {}),
     }
 
 

@@ -124,10 +124,6 @@ def _is_sparse_crossentropy(loss) -> bool:
     return loss in ("sparse_categorical_crossentropy", keras.losses.sparse_categorical_crossentropy)
 
 
-MIN_VALIDATION_PER_CLASS = 5
-"""Validation examples per class `Team.ensemble_weights` needs to combine members rather than pick one."""
-
-
 class Weighting(NamedTuple):
     """How `Team.ensemble` weighs the outputs: output name -> weight, the rule used, its validation accuracy."""
 
@@ -139,6 +135,12 @@ class Weighting(NamedTuple):
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _clearly_better(a: np.ndarray, b: np.ndarray, *, standard_errors: float) -> bool:
+    """Whether per-example hits `a` beat `b` by more than `standard_errors` standard errors of their paired difference."""
+    difference = a.astype("float64") - b
+    return difference.mean() > standard_errors * math.sqrt(difference.var() / len(difference)) + 1e-12
 
 
 def _fresh(metric):
@@ -373,31 +375,35 @@ class Team(keras.Model):
         return ops.tensordot(ops.convert_to_tensor(values / values.sum()), probabilities, axes=1)
 
     @staticmethod
-    def ensemble_weights(predictions: dict, labels, *, min_per_class: int = MIN_VALIDATION_PER_CLASS,
-                         max_members: int = 10) -> Weighting:
-        """Ensemble weights chosen on validation data: never worse there than the best member.
+    def ensemble_weights(predictions: dict, labels, *, max_picks: int = 10) -> Weighting:
+        """Ensemble weights chosen on validation data: a member that does not help weighs 0.
 
-        The rule is greedy ensemble selection with replacement (Caruana et al.,
-        ICML 2004) on validation accuracy: start from the member with the best
-        validation accuracy (ties: lower validation log-loss, then team
-        order); then, up to `max_members` picks, add the member (again, if
-        it is the best pick) whose addition gives the best validation
-        accuracy (ties: lower log-loss), only while that strictly raises the
-        accuracy. A member's weight is the share of the picks it got. The
-        ensemble's validation accuracy is therefore at least its best
-        member's, and a member that does not raise it weighs 0.
+        Validation accuracy is a noisy estimate (one standard error is about
+        3 points on 120 examples), so the rule prefers the more averaged
+        choice unless the validation data can tell the choices apart:
 
-        With fewer than `min_per_class` validation examples per class, the
-        differences are too small to combine on; the weights fall back to
-        the best member alone (rule "best member"), which still does no harm
-        on validation. Without validation examples: the first member alone
-        (rule "first member").
+        1. Members clearly worse than the best member (validation accuracy
+           lower by more than two standard errors of the paired, per-example
+           difference) weigh 0.
+        2. The others are averaged with equal weights ("mean of the best"),
+           unless greedy ensemble selection with replacement (Caruana et al.,
+           ICML 2004: from the best member, add the member whose addition
+           raises validation accuracy most, while it strictly raises it, at
+           most `max_picks` picks) beats that mean on validation by more than
+           one standard error ("greedy selection"; the one-standard-error rule
+           of Breiman et al., 1984). A member's weight is then its share of
+           the picks.
+
+        On validation the ensemble is thus never below its best member by
+        more than one standard error (at most ``1/sqrt(n)`` for n examples);
+        with few validation examples the standard errors are wide and the rule
+        keeps the mean of the members that are not clearly worse. Without
+        validation examples: equal weights ("equal weights, no validation").
 
         Args:
             predictions: output name -> validation logits (`team.predict(x_val)`).
             labels: the validation class labels.
-            min_per_class: validation examples per class needed to combine.
-            max_members: the most picks (the weights' resolution is 1/max_members).
+            max_picks: the most picks of the greedy selection.
 
         Returns:
             A `Weighting(weights, rule, validation_accuracy)`; `weights` has
@@ -408,7 +414,7 @@ class Team(keras.Model):
             >>> good = np.eye(2)[labels] * 4.0  # right on every example
             >>> useless = np.zeros((20, 2))  # the same for every example
             >>> Team.ensemble_weights({"good": good, "useless": useless}, labels)
-            Weighting(weights={'good': 1.0, 'useless': 0.0}, rule='greedy selection', validation_accuracy=1.0)
+            Weighting(weights={'good': 1.0, 'useless': 0.0}, rule='mean of the best', validation_accuracy=1.0)
         """
         names = list(predictions)
         if not names:
@@ -419,27 +425,30 @@ class Team(keras.Model):
         if len(set(shapes.values())) > 1 or any(shape != (len(labels), shape[-1]) for shape in shapes.values()):
             raise KerasTeamError("predictions", shapes, f"logits of one shape (examples, classes) for the {len(labels)} labels")
         if not len(labels):
-            return Weighting({name: float(name == names[0]) for name in names}, "first member", math.nan)
+            return Weighting({name: 1 / len(names) for name in names}, "equal weights, no validation", math.nan)
+
+        def right(p: np.ndarray) -> np.ndarray:
+            return np.argmax(p, axis=-1) == labels
 
         def score(p: np.ndarray) -> tuple[float, float]:  # higher is better: accuracy, then -log-loss
-            return float(np.mean(np.argmax(p, axis=-1) == labels)), float(np.mean(np.log(p[np.arange(len(labels)), labels] + 1e-12)))
+            return float(np.mean(right(p))), float(np.mean(np.log(p[np.arange(len(labels)), labels] + 1e-12)))
 
         scores = {name: score(p) for name, p in probabilities.items()}
         best = max(names, key=lambda name: scores[name])  # max keeps the first of equals: team order
-        picks = [best]
-        classes = shapes[best][-1]
-        if len(labels) < min_per_class * classes:
-            rule = "best member"
+        kept = [name for name in names
+                if not _clearly_better(right(probabilities[best]), right(probabilities[name]), standard_errors=2)]
+        mean = sum(probabilities[name] for name in kept) / len(kept)
+        picks, total, current = [best], probabilities[best].copy(), scores[best]
+        while len(picks) < max_picks:
+            trial = {name: score((total + probabilities[name]) / (len(picks) + 1)) for name in kept}
+            pick = max(kept, key=lambda name: trial[name])
+            if trial[pick][0] <= current[0]:
+                break
+            picks.append(pick)
+            total += probabilities[pick]
+            current = trial[pick]
+        if _clearly_better(right(total), right(mean), standard_errors=1):
+            weights, rule = {name: picks.count(name) / len(picks) for name in names}, "greedy selection"
         else:
-            rule, total, current = "greedy selection", probabilities[best].copy(), scores[best]
-            while len(picks) < max_members:
-                trial = {name: score((total + probabilities[name]) / (len(picks) + 1)) for name in names}
-                pick = max(names, key=lambda name: trial[name])
-                if trial[pick][0] <= current[0]:
-                    break
-                picks.append(pick)
-                total += probabilities[pick]
-                current = trial[pick]
-        weights = {name: picks.count(name) / len(picks) for name in names}
-        mixed = sum(weights[name] * probabilities[name] for name in names)
-        return Weighting(weights, rule, score(mixed)[0])
+            weights, rule = {name: float(name in kept) / len(kept) for name in names}, "mean of the best"
+        return Weighting(weights, rule, score(sum(weights[name] * probabilities[name] for name in names))[0])
