@@ -76,3 +76,19 @@ def test_rank_cuts_scores_only_the_cuts_asked_and_names_bad_input():
         keras_team.rank_cuts(leader, x, y[:-1])
     with pytest.raises(KerasTeamError, match="y="):
         keras_team.rank_cuts(leader, x[:3], np.array([0, 1, 2]))  # no class with two examples
+
+
+@pytest.mark.large
+def test_keras_team_cuts_rank_prints_every_cut_best_first_with_its_seconds(tmp_path, capsys):
+    from keras_team.app import cli
+
+    trained_leader().save(tmp_path / "leader.keras")
+    assert cli.main(["cuts", str(tmp_path / "leader.keras"), "--rank", "--data", "digits",
+                     "--set", "data.target.shots=1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("digits: 5 training + ") and "nearest-class-mean" in lines[0]
+    rows = [line.split() for line in lines[2:]]
+    assert [row[0] for row in rows] == [str(i) for i in range(1, len(rows) + 1)]
+    assert sorted(row[1] for row in rows) == sorted(c.name for c in keras_team.cut_points(trained_leader()))
+    scores = [float(row[3]) for row in rows]
+    assert scores == sorted(scores, reverse=True) and all(float(row[4]) > 0 for row in rows)

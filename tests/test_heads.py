@@ -79,3 +79,21 @@ def test_imprinting_refuses_a_head_that_is_not_cosine_and_a_class_without_exampl
         heads.imprint(keras_team.transfer(trained_leader(), keep=3, head=heads.cosine(CLASSES)), x[y < 4], y[y < 4])
     with pytest.raises(KerasTeamError, match="scale"):
         heads.cosine(CLASSES, scale=0.0)
+
+
+@pytest.mark.large
+def test_a_run_with_a_cosine_head_starts_the_transfer_from_the_training_class_means(tmp_path):
+    from keras_team.app import recipe
+    from keras_team.app.config import load_config
+    from keras_team.app.progress import Output
+    from keras_team.files import load_model
+
+    config = load_config(overrides=[
+        f"output_dir={tmp_path}", "leader.architecture=seed_cnn", "leader.epochs=1", "transfer.keep=pool2",
+        "transfer.head.kind=cosine", "transfer.head.hidden=[]", "transfer.epochs=1", "transfer.learning_rate=1e-9",
+        "followers.0.epochs=1", "baseline.epochs=1"])
+    recipe.run(config, output=Output("quiet"))
+    student = load_model(tmp_path / "stages" / "transfer.keras")
+    x, y = recipe.load_tasks(config)[1].splits["train"]  # the training split only
+    features = np.asarray(student.body.predict(x, verbose=0))
+    np.testing.assert_allclose(np.asarray(student.head.layers[-1].kernel).T, normalised_means(features, y), atol=1e-4)
