@@ -35,6 +35,7 @@ _NAMES = {
     "freeze": "keras_team.freezing",
     "unfreeze": "keras_team.freezing",
     "load_model": "keras_team.files",
+    "rank_cuts": "keras_team.transferability",
 }
 _PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "tuning", "zoo")
 

@@ -4,6 +4,11 @@ Heads are unbuilt `keras.Sequential` stacks: their input width comes from the
 features they are called on. Heads are for classification and end in logits
 (the Team, its cache, ensemble and report are built for classes).
 
+`cosine` is the few-shot head: a cosine classifier with a learned scale whose
+class weights `imprint` sets to the normalised class means of the training
+features (weight imprinting, Qi et al., CVPR 2018); `prototype` builds one
+already imprinted.
+
 Example:
     >>> head = dense(10, hidden=(64,), dropout=0.2)
     >>> tuple(head(keras.ops.zeros((2, 4, 4, 16))).shape)
@@ -16,9 +21,11 @@ import numbers
 from collections.abc import Sequence
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 from keras_team.errors import KerasTeamError
+from keras_team.layers import PACKAGE
 
 # The loss of every classifier keras-team builds or trains: they end in logits.
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -74,6 +81,14 @@ def dense(
         True
     """
     _check(num_classes, dropout, activation)
+    stack = _hidden_stack(hidden, dropout, activation, seed)
+    kernel = "glorot_uniform" if seed is None else keras.initializers.GlorotUniform(seed=seed)
+    stack.append(layers.Dense(num_classes, kernel_initializer=kernel, name="logits", dtype="float32"))
+    return keras.Sequential(stack, name=name)
+
+
+def _hidden_stack(hidden: Sequence[int], dropout: float, activation: str, seed: int | None) -> list:
+    """Flatten, the hidden Dense layers and dropout: what comes before a head's logits layer."""
 
     def kernel(index: int):  # a seed per layer: layers of one shape must not start equal
         return "glorot_uniform" if seed is None else keras.initializers.GlorotUniform(seed=seed + index)
@@ -83,8 +98,176 @@ def dense(
         stack.append(layers.Dense(units, activation=activation, kernel_initializer=kernel(index), name=f"hidden{index}"))
     if dropout:
         stack.append(layers.Dropout(dropout, seed=seed, name="dropout"))
-    stack.append(layers.Dense(num_classes, kernel_initializer=kernel(0), name="logits", dtype="float32"))
+    return stack
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class CosineLogits(layers.Layer):
+    """Logits ``scale * cos(features, w_c)``: a cosine classifier with a learned scale.
+
+    Both the features and each class's weight vector `w_c` (a column of
+    `kernel`) are L2-normalised, so a class scores by direction alone;
+    `scale` (trained with the weights) sets how peaked the softmax is.
+
+    Args:
+        units: classes (width of the logits).
+        scale: the scale's initial value.
+        seed: seeds the initial kernel; None draws it from the global state.
+
+    Example:
+        >>> layer = CosineLogits(2, scale=10.0)
+        >>> layer.build((None, 2))
+        >>> _ = layer.kernel.assign(np.eye(2))  # class 0 along the first axis, class 1 along the second
+        >>> np.asarray(layer(np.array([[3.0, 0.0], [1.0, 1.0]])), dtype="float64").round(2).tolist()
+        [[10.0, 0.0], [7.07, 7.07]]
+    """
+
+    def __init__(self, units: int, scale: float = 10.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.initial_scale = float(scale)
+        self.seed = seed
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer=keras.initializers.GlorotUniform(seed=self.seed))
+        self.scale = self.add_weight(name="scale", shape=(), initializer=keras.initializers.Constant(self.initial_scale))
+
+    def call(self, inputs):
+        features = ops.normalize(ops.cast(inputs, self.compute_dtype), axis=-1)
+        return self.scale * ops.matmul(features, ops.normalize(self.kernel, axis=0))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units, "scale": self.initial_scale, "seed": self.seed}
+
+
+def cosine(
+    num_classes: int,
+    *,
+    hidden: Sequence[int] = (),
+    dropout: float = 0.0,
+    activation: str = "relu",
+    scale: float = 10.0,
+    name: str = "head",
+    seed: int | None = None,
+) -> keras.Sequential:
+    """Flatten, `hidden` Dense layers, dropout, then a cosine classifier (`CosineLogits`).
+
+    Call `imprint` on the model it ends (or on it, with features) to set
+    its class weights from the training examples before training.
+
+    Args:
+        num_classes: classes of the target task.
+        hidden, dropout, activation: as for `dense`.
+        scale: initial value of the learned scale of the cosine logits.
+        name: layer name of the head.
+        seed: seeds the head's initial weights and dropout.
+
+    Example:
+        >>> head = cosine(3)
+        >>> tuple(head(keras.ops.zeros((2, 4, 4, 16))).shape), head.layers[-1].name
+        ((2, 3), 'logits')
+    """
+    _check(num_classes, dropout, activation)
+    if not (isinstance(scale, numbers.Real) and 0 < scale < float("inf")):
+        raise KerasTeamError("scale", scale, "a finite number > 0")
+    stack = _hidden_stack(hidden, dropout, activation, seed)
+    stack.append(CosineLogits(num_classes, scale=scale, seed=seed, name="logits", dtype="float32"))
     return keras.Sequential(stack, name=name)
+
+
+def class_means(features, labels, num_classes: int) -> np.ndarray:
+    """The L2-normalised mean of each class's L2-normalised feature vectors, shape (num_classes, width).
+
+    Features of any shape are flattened per example. Every class needs at
+    least one example.
+
+    Example:
+        >>> class_means(np.array([[2.0, 0.0], [0.0, 5.0], [3.0, 3.0]]), np.array([0, 1, 1]), 2).round(3).tolist()
+        [[1.0, 0.0], [0.383, 0.924]]
+    """
+    features = np.asarray(features, dtype="float64").reshape(len(features), -1)
+    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    labels = np.asarray(labels).reshape(-1)
+    missing = sorted(set(range(num_classes)) - set(labels.tolist()))
+    if missing or len(labels) != len(features):
+        raise KerasTeamError("labels", f"{len(labels)} labels, classes {missing} missing" if missing else f"{len(labels)} labels",
+                             f"one label per example ({len(features)}) and every class 0..{num_classes - 1} present")
+    means = np.stack([features[labels == c].mean(axis=0) for c in range(num_classes)])
+    return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+
+
+def _cosine_head(model: keras.Layer) -> tuple[keras.Layer, list]:
+    """The head of `model` that ends in `CosineLogits`, and the layers before that layer in it."""
+    head = getattr(model, "head", model)  # a transferred model, or the head itself
+    stack = head.layers if isinstance(head, keras.Sequential) else [head]
+    if not stack or not isinstance(stack[-1], CosineLogits):
+        raise KerasTeamError("model", getattr(model, "name", model),
+                             "a model whose head ends in a cosine classifier (keras_team.heads.cosine)")
+    return stack[-1], stack[:-1]
+
+
+def imprint(model: keras.Layer, x, y, *, batch_size: int = 256) -> keras.Layer:
+    """Set a cosine head's class weights to the class means of its features on `x` (weight imprinting).
+
+    Each class's weight vector becomes the normalised mean of the normalised
+    features of its examples (Qi et al., CVPR 2018): before any training the
+    head is a nearest-class-mean classifier. Imprint from the training split
+    only.
+
+    Args:
+        model: a transferred model (`keras_team.transfer`) whose head is
+            `cosine(...)`, taking `x` as the model's inputs; or the head
+            itself (e.g. a follower's), taking `x` as its input features.
+        x: the examples (model inputs, or the head's input features).
+        y: their class labels; every class needs one.
+        batch_size: batch size of the pass computing the features.
+
+    Returns:
+        `model`, its head's weights set.
+
+    Example:
+        >>> student = keras_team.transfer(leader, keep=3, head=cosine(5))
+        >>> student = imprint(student, x, y)
+        >>> float(np.mean(np.argmax(student.predict(x, verbose=0), axis=-1) == y)) > 0.5
+        True
+    """
+    layer, before = _cosine_head(model)
+    body = getattr(model, "body", None)
+    features = body.predict(x, batch_size=batch_size, verbose=0) if body is not None else np.asarray(x)
+    for step in before:
+        features = step(features)
+    features = keras.ops.convert_to_numpy(features)
+    if not layer.built:
+        layer.build(features.shape)
+    layer.kernel.assign(class_means(features, y, layer.units).T)
+    return model
+
+
+def prototype(features, labels, *, num_classes: int | None = None, scale: float = 10.0,
+              name: str = "head") -> keras.Sequential:
+    """A cosine head on `features`, imprinted with their class means: a trainable nearest-class-mean classifier.
+
+    Args:
+        features: training features (e.g. a leader's tap or its cut).
+        labels: their class labels.
+        num_classes: classes (default: the largest label + 1).
+        scale: initial value of the learned scale.
+        name: layer name of the head.
+
+    Example:
+        >>> features = np.array([[1.0, 0.1], [0.9, 0.0], [0.0, 1.0], [0.2, 0.8]])
+        >>> head = prototype(features, np.array([0, 0, 1, 1]))
+        >>> np.argmax(keras.ops.convert_to_numpy(head(np.array([[5.0, 1.0], [0.1, 2.0]]))), axis=-1).tolist()
+        [0, 1]
+    """
+    labels = np.asarray(labels)
+    head = cosine(int(labels.max()) + 1 if num_classes is None else num_classes, scale=scale, name=name)
+    head.build((None, *np.shape(features)[1:]))
+    return imprint(head, features, labels)
 
 
 def conv(

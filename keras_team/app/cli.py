@@ -10,6 +10,7 @@ Example:
     $ keras-team check --config my.yaml
     $ keras-team cuts residual_cnn --input-shape 8,8,1
     $ keras-team cuts MobileNetV3Small --input-shape 32,32,3 --all
+    $ keras-team cuts runs/digits/leader.keras --rank --data digits
     $ keras-team run --config my.yaml --set transfer.keep=fc1
     $ keras-team evaluate runs/digits
     $ keras-team schema > keras-team.schema.json
@@ -78,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     cuts.add_argument("--classes", type=int, default=10, help="for a zoo architecture or an application: "
                                                                "outputs (default: %(default)s)")
     cuts.add_argument("--all", action="store_true", help="every cut, not only the outputs of the blocks")
+    cuts.add_argument("--rank", action="store_true", help="rank the cuts for the target task, best first, by "
+                      "leave-one-out nearest-class-mean accuracy of their features (keras_team.rank_cuts; no training)")
+    cuts.add_argument("--data", help="with --rank: the target dataset (overrides data.target.name of the default config)")
+    cuts.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="with --rank: a config field of the target task, e.g. --set data.target.shots=1 (repeatable)")
 
     commands.add_parser("schema", help="print the config's JSON schema (for editors)")
 
@@ -260,6 +266,8 @@ def _cuts(args) -> None:
     if not cuts:
         raise KerasTeamError("leader", args.leader, f"a model with a cut point (every layer of {leader.name!r} "
                              "has a branch around it, as a team's members or a model with several outputs have)")
+    if args.rank:
+        return _rank_cuts(args, leader)
     if not args.all:  # the block outputs, unless there are none (a model of one weighted layer)
         cuts = cut_points(leader, view="blocks") or cuts
     calls = graph.layer_calls(leader)
@@ -271,6 +279,29 @@ def _cuts(args) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) if i in (0, 2) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+
+
+def _rank_cuts(args, leader) -> None:
+    """`cuts --rank`: every cut scored on the target's training + validation examples, best first."""
+    import numpy as np
+
+    from keras_team.app.recipe import load_tasks
+    from keras_team.transferability import rank_cuts
+
+    config = load_config(None, [*([f"data.target.name={args.data}"] if args.data else []), *args.set])
+    _, target = load_tasks(config)
+    if tuple(leader.inputs[0].shape[1:]) != tuple(target.input_shape):
+        raise KerasTeamError("--data", config.data.target.name, f"a dataset of inputs shaped like the leader's "
+                             f"{tuple(leader.inputs[0].shape[1:])}, not {tuple(target.input_shape)}")
+    (x, y), (xv, yv) = target.splits["train"], target.splits["validation"]
+    print(f"{target.name}: {len(y)} training + {len(yv)} validation examples of {target.num_classes} classes; "
+          "score: leave-one-out nearest-class-mean accuracy")
+    rows = [("rank", "keep (name)", "keep (depth)", "score", "seconds")]
+    for rank, scored in enumerate(rank_cuts(leader, np.concatenate([x, xv]), np.concatenate([y, yv])), start=1):
+        rows.append((str(rank), scored.cut.name, str(scored.cut.depth), f"{scored.score:.3f}", f"{scored.seconds:.2f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
 
 
 def _evaluate(args) -> None:

@@ -300,7 +300,10 @@ class LeaderConfig(Section):
 class HeadConfig(Section):
     """The new task head put on the kept part of the leader."""
 
-    kind: Literal["dense", "conv"] = Field("dense", description="layer type of the head")
+    kind: Literal["dense", "conv", "cosine"] = Field(
+        "dense", description="layer type of the head; cosine: a cosine classifier with a learned scale after the "
+        "hidden layers, imprinted with the class means of the training split's features before training"
+    )
     hidden: ListOf[Positive] = Field((64,), description="units of each hidden layer ([]: a linear head)")
     dropout: Dropout = Field(0.2, description="dropout rate of the head")
     activation: Text = Field("relu", description="Keras activation name of the hidden layers")

@@ -135,6 +135,8 @@ def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> ke
         raise KerasTeamError(f"{field}.head.activation", head.activation, f"a Keras activation name: {names}") from None
     if head.kind == "conv":
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
+    if head.kind == "cosine":
+        return heads.cosine(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
@@ -482,6 +484,8 @@ class Recipe:
 
         def build():
             model = build_student(self.config, index, self._load(f"leader{suffix}.keras"), target)
+            if cfg.head.kind == "cosine":  # start from the training split's class means (weight imprinting)
+                heads.imprint(model, *target.splits["train"])
             return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
                                     f"{field}.learning_rate")
 

@@ -3,10 +3,11 @@
 Example:
     >>> report = evaluate_team(team, target, baseline=baseline)
     >>> print(format_table(report))
-    | member            | test accuracy | train time (s) |
-    |-------------------|---------------|----------------|
-    | scratch baseline  |         ... |              - |
+    | member...| test accuracy | train time (s) | ensemble weight |
     ...
+    | scratch baseline...|...|              - |               - |
+    ...
+    | team ensemble (...) |...
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import json
+import math
 
 import keras
 import matplotlib
@@ -38,17 +40,25 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: keras.Model | None = None) -> dict:
     """Accuracy of every member, of the team ensemble and of a baseline on one split; per class for the ensemble.
 
-    The ensemble's per-class accuracy and confusion matrix are keyed and
-    ordered by the task's class names.
+    The ensemble weighs the members as `Team.ensemble_weights` chooses on the
+    task's validation split (never on `split`, unless `split` is
+    "validation"): its weights, rule and validation accuracy are in
+    ``report["ensemble"]``, with the equal-weight mean's accuracy beside
+    them. The ensemble's per-class accuracy and confusion matrix are keyed
+    and ordered by the task's class names.
 
     Example:
-        >>> evaluate_team(team, target)["members"]["leader"]["test_accuracy"]
-        0...
+        >>> report = evaluate_team(team, target)
+        >>> report["members"]["leader"]["test_accuracy"], sum(report["ensemble"]["weights"].values())
+        (0..., 1.0)
     """
     x, y = task.splits[split]
     predictions = team.predict(x, verbose=0)
+    x_val, y_val = task.splits["validation"]
+    validation = team.predict(x_val, verbose=0) if len(y_val) else {name: np.zeros((0, task.num_classes)) for name in predictions}
+    weighting = Team.ensemble_weights(validation, y_val)
     key = f"{split}_accuracy"
-    ensemble = np.argmax(np.asarray(Team.ensemble(predictions)), axis=-1)
+    ensemble = np.argmax(np.asarray(Team.ensemble(predictions, weighting.weights)), axis=-1)
     confusion = confusion_matrix(y, ensemble, labels=range(task.num_classes))
     report = {
         "task": task.name,
@@ -56,17 +66,41 @@ def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: kera
         "examples": int(len(y)),
         "class_names": list(task.class_names),
         "leaders": list(team.leaders),
-        "members": {name: {key: _accuracy(p, y)} for name, p in predictions.items()},
+        "members": {name: {key: _accuracy(p, y), **({"validation_accuracy": _accuracy(validation[name], y_val)}
+                                                    if len(y_val) else {})}
+                    for name, p in predictions.items()},
         "ensemble": {
             key: float(np.mean(ensemble == y)),
             f"{split}_accuracy_per_class": {name: float(confusion[i, i] / max(confusion[i].sum(), 1))
                                            for i, name in enumerate(task.class_names)},
             "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted, in class_names order
+            "weights": weighting.weights,
+            "rule": weighting.rule,
+            "validation_examples": int(len(y_val)),
+            "validation_accuracy": None if math.isnan(weighting.validation_accuracy) else weighting.validation_accuracy,
+            f"equal_weights_{key}": _accuracy(np.asarray(Team.ensemble(predictions)), y),
         },
     }
     if baseline is not None:
         report["baseline"] = {key: _accuracy(baseline.predict(x, verbose=0), y)}
     return report
+
+
+def ensemble_note(report: dict) -> str:
+    """How the team ensemble weighed its members, in one line (below the table on screen and in report.md).
+
+    Example:
+        >>> print(ensemble_note({"ensemble": {"weights": {"leader": 0.75, "mlp": 0.25}, "rule": "greedy selection",
+        ...                                   "validation_examples": 121, "validation_accuracy": 0.9}}))
+        team ensemble: weights leader 0.75, mlp 0.25 (greedy selection on 121 validation examples, validation accuracy 0.900)
+    """
+    ensemble = report["ensemble"]
+    if "weights" not in ensemble:
+        return "team ensemble: equal weights"
+    weights = ", ".join(f"{name} {weight:.2f}" for name, weight in ensemble["weights"].items())
+    accuracy = ensemble["validation_accuracy"]
+    accuracy = "" if accuracy is None else f", validation accuracy {accuracy:.3f}"
+    return f"team ensemble: weights {weights} ({ensemble['rule']} on {ensemble['validation_examples']} validation examples{accuracy})"
 
 
 PACKAGES = ("keras-team", "keras", "tensorflow", "tensorflow-datasets", "numpy", "scikit-learn")
@@ -103,7 +137,8 @@ def run_record(config: Config, plan) -> dict:
     }
 
 
-def _rows(report: dict) -> list[tuple[str, float, float | None]]:
+def _rows(report: dict) -> list[tuple[str, float, float | None, float | None]]:
+    """(label, accuracy, train seconds, ensemble weight) of the baseline, each member and the ensemble."""
     key = f"{report['split']}_accuracy"
     stages = report.get("stages", {})
     leaders = report.get("leaders", ["leader"])
@@ -117,18 +152,25 @@ def _rows(report: dict) -> list[tuple[str, float, float | None]]:
         **{name: fig.get("seconds") for name, fig in stages.get("followers", {}).items()},
         **({"team": stages["team"]["seconds"]} if "team" in stages else {}),
     }
+    weights = report["ensemble"].get("weights", {})
     rows = []
     if "baseline" in report:
-        rows.append(("scratch baseline", report["baseline"][key], stages.get("baseline", {}).get("seconds")))
+        rows.append(("scratch baseline", report["baseline"][key], stages.get("baseline", {}).get("seconds"), None))
     for name, scores in report["members"].items():
         label = f"{name} (transfer)" if name in leaders else name
-        rows.append((label, scores[key], seconds.get(name)))
-    rows.append(("team ensemble", report["ensemble"][key], seconds.get("team")))
+        rows.append((label, scores[key], seconds.get(name), weights.get(name)))
+    rule = report["ensemble"].get("rule")
+    rows.append((f"team ensemble ({rule})" if rule else "team ensemble", report["ensemble"][key], seconds.get("team"),
+                 None))
     return rows
 
 
 def format_table(report: dict) -> str:
     """The results as an aligned text table (also the body of `report.md`).
+
+    With ensemble weights in the report (`evaluate_team`), a last column
+    gives each member's weight in the team ensemble and the ensemble's row
+    names the rule that chose them.
 
     Example:
         >>> print(format_table({"split": "test", "members": {"leader": {"test_accuracy": 0.9}},
@@ -137,10 +179,20 @@ def format_table(report: dict) -> str:
         |-------------------|---------------|----------------|
         | leader (transfer) |         0.900 |              - |
         | team ensemble     |         0.900 |              - |
+        >>> print(format_table({"split": "test", "members": {"leader": {"test_accuracy": 0.9}, "mlp": {"test_accuracy": 0.4}},
+        ...                     "ensemble": {"test_accuracy": 0.9, "weights": {"leader": 1.0, "mlp": 0.0}, "rule": "greedy selection"}}))
+        | member                           | test accuracy | train time (s) | ensemble weight |
+        |----------------------------------|---------------|----------------|-----------------|
+        | leader (transfer)                |         0.900 |              - |            1.00 |
+        | mlp                              |         0.400 |              - |            0.00 |
+        | team ensemble (greedy selection) |         0.900 |              - |               - |
     """
-    header = ("member", f"{report['split']} accuracy", "train time (s)")
-    body = [(label, f"{acc:.3f}", f"{sec:.1f}" if sec is not None else "-") for label, acc, sec in _rows(report)]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(3)]
+    weighted = "weights" in report["ensemble"]
+    header = ("member", f"{report['split']} accuracy", "train time (s)", *(("ensemble weight",) if weighted else ()))
+    body = [(label, f"{acc:.3f}", f"{sec:.1f}" if sec is not None else "-",
+             *((f"{weight:.2f}" if weight is not None else "-",) if weighted else ()))
+            for label, acc, sec, weight in _rows(report)]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def line(cells):
         return "| " + " | ".join(
@@ -160,9 +212,9 @@ def plot_accuracy(report: dict, path) -> None:
     """Bar chart: scratch baseline vs transfer vs each follower vs the team."""
     rows = _rows(report)
     figure, axes = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
-    colors = ["#999999" if label == "scratch baseline" else "#1f77b4" for label, _, _ in rows]
+    colors = ["#999999" if label == "scratch baseline" else "#1f77b4" for label, *_ in rows]
     colors[-1] = "#d62728"
-    bars = axes.bar([label for label, _, _ in rows], [acc for _, acc, _ in rows], color=colors)
+    bars = axes.bar([label for label, *_ in rows], [acc for _, acc, *_ in rows], color=colors)
     axes.bar_label(bars, fmt="%.3f")
     axes.set_ylim(0, 1.05)
     axes.set_ylabel(f"{report['split']} accuracy")
@@ -235,6 +287,8 @@ def write_report(ws: Workspace, report: dict) -> None:
         format_table(report),
         "",
         TIME_NOTE + ".",
+        "",
+        ensemble_note(report) + ".",
         "",
         *[f"**Warning:** {w}." for w in report.get("warnings", [])],
         "",
