@@ -132,6 +132,7 @@ def test_cuts_lists_name_depth_shape_and_parameters_kept(tmp_path, capsys):
     assert "--input-shape" in _error_line(capsys)
 
 
+@pytest.mark.large  # starts the command in a fresh interpreter (TensorFlow's start-up)
 def test_tensorflow_says_nothing_unless_asked():
     import subprocess
     import sys

@@ -105,6 +105,7 @@ def test_mixed_precision_team_trains_with_float32_outputs(policy):
     assert all(np.isfinite(out).all() for out in outputs.values())
 
 
+@pytest.mark.large  # XLA compiles the team's training step
 def test_jit_compiled_team_fit_matches_the_uncompiled_one():
     train, _ = team_data()
     plain, jitted = make_team(), make_team(jit_compile=True)

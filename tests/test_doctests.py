@@ -20,7 +20,11 @@ MODULES = sorted(
 ) + ["keras_team.tuning", "keras_team.export"]
 
 
-@pytest.mark.parametrize("name", MODULES)
+# Their examples convert models to LiteRT files (export round trips): in the large set.
+ROUND_TRIPS = ("keras_team.export.litert", "keras_team.export.parity")
+
+
+@pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.large) if m in ROUND_TRIPS else m for m in MODULES])
 def test_docstring_examples_run(name, tmp_path):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for index, test in enumerate(doctest.DocTestFinder().find(importlib.import_module(name))):

@@ -267,6 +267,7 @@ def test_verify_catches_a_broken_artefact(team, digits, tmp_path):
     assert not report["passed"] and report["artefacts"]["tflite-float32"]["signatures"]["leader"]["leader"]["max_abs_diff"] < 1e-4
 
 
+@pytest.mark.large  # a LiteRT conversion round trip
 def test_unconvertible_op_fails_naming_member_and_op(team, tmp_path):
     odd = keras.Sequential([keras.layers.Flatten(), _Erfinv(), keras.layers.Dense(5)], name="odd")
     with_odd = Team({"leader": team.leaders["leader"]}, [Follower(odd, name="odd"), Follower(zoo.mlp(5), name="fine")])

@@ -68,6 +68,7 @@ def _failing_conversion(monkeypatch, fail_on="int8"):
     monkeypatch.setattr(litert, "_convert", convert)
 
 
+@pytest.mark.large  # an export round trip
 def test_a_failed_conversion_publishes_nothing_and_removes_the_old_report(run_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "export"
     argv = ["export", str(run_dir), "--output-dir", str(out), "--formats", "saved_model,tflite,tflite-int8"]
@@ -82,6 +83,7 @@ def test_a_failed_conversion_publishes_nothing_and_removes_the_old_report(run_di
     assert not (out / "litert" / "team.int8.tflite").exists() and not _leftovers(out)
 
 
+@pytest.mark.large  # an export round trip
 def test_an_artefact_that_misses_its_tolerance_is_not_published(run_dir, tmp_path):
     model = keras.models.load_model(run_dir / "team.keras")
     x = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1)).astype("uint8")
