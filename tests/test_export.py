@@ -254,6 +254,7 @@ def test_rest_and_grpc_requests_reach_the_signatures(exported, team, digits):
     np.testing.assert_allclose(served["leader"].numpy(), reference["leader"], atol=1e-5)
 
 
+@pytest.mark.large  # an export round trip
 def test_verify_catches_a_broken_artefact(team, digits, tmp_path):
     broken = keras.models.clone_model(team)
     broken.set_weights(team.get_weights())
@@ -301,6 +302,7 @@ def test_tflite_argument_errors(kwargs, phrase, tmp_path):
 
 
 
+@pytest.mark.large  # LiteRT round trips
 def test_one_format_vocabulary_in_python_and_on_the_command_line(tmp_path):
     model = _tiny(4)
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
@@ -350,6 +352,7 @@ def _scaled(scale, shift=0.0):
     return keras.Model(inputs, logits, name="tiny")
 
 
+@pytest.mark.large  # LiteRT round trips
 def test_quantized_files_are_held_to_a_fraction_of_the_logit_range(tmp_path):
     x = np.random.default_rng(0).normal(size=(200, 16)).astype("float32")
     calibration, checked = x[:100], x[100:]  # calibrate on one half, check on the other

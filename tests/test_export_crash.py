@@ -209,6 +209,7 @@ def test_a_read_only_output_dir_is_one_line_before_any_work(run_dir, monkeypatch
     assert "--output-dir=" in (line := _error_line(capsys)) and "Read-only file system" in line
 
 
+@pytest.mark.large  # an export round trip
 def test_a_full_disk_mid_export_is_one_line_naming_the_directory_and_bytes(run_dir, tmp_path, monkeypatch, capsys):
     write_bytes = pathlib.Path.write_bytes
 

@@ -284,6 +284,7 @@ def test_evaluate_says_what_is_wrong_with_a_run_file(finished_run, tmp_path, cap
     assert "holds a keras_team Team" in capsys.readouterr().err
 
 
+@pytest.mark.large  # an end-to-end run
 def test_nan_stops_the_stage_saves_nothing_and_the_corrected_command_runs(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(_args(out, "leader.epochs=1", "leader.learning_rate=1e30")) == cli.USER_ERROR
