@@ -80,8 +80,8 @@ def test_overwrite_never_replaces_a_foreign_directory_or_a_run(kind, untrained_c
 @pytest.mark.parametrize("where, message", [
     ("file", "expected a directory path (this is a file)"),
     ("under_file", "is a file)"),
-    ("proc", "expected a directory you may write to (/proc: "),
-    ("read_only", "expected a directory you may write to ("),
+    ("proc", "expected a directory you may create and write to ("),
+    ("read_only", "expected a directory you may create and write to ([Errno 30]"),
 ])
 def test_an_unwritable_output_dir_is_one_line_before_anything_trains(
         where, message, untrained_config, tmp_path, monkeypatch, no_training, capsys):
@@ -90,14 +90,14 @@ def test_an_unwritable_output_dir_is_one_line_before_anything_trains(
     (tmp_path / "a_file").write_text("x")
     if where == "read_only":  # a read-only file system refuses every new file (also root's) with EROFS
         (tmp_path / "read_only").mkdir()
-        real_open = os.open
+        real_mkdir = pathlib.Path.mkdir
 
-        def read_only_open(path, flags, *args, **kwargs):
-            if str(path).startswith(str(tmp_path / "read_only")) and flags & os.O_CREAT:
+        def read_only_mkdir(path, *args, **kwargs):
+            if str(path).startswith(str(tmp_path / "read_only")):
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-            return real_open(path, flags, *args, **kwargs)
+            return real_mkdir(path, *args, **kwargs)
 
-        monkeypatch.setattr(os, "open", read_only_open)
+        monkeypatch.setattr(pathlib.Path, "mkdir", read_only_mkdir)
     assert main(["tune", "--config", str(untrained_config), "--output-dir", str(out)]) == 2
     err = _one_line_error(capsys)
     assert f"tune.output_dir='{out}' is not valid" in err and message in err

@@ -23,13 +23,13 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import keras
 
 from keras_team.app.config import Config, load_config
 from keras_team.app.recipe import ARCHITECTURES, load_leader, load_tasks
+from keras_team.app.workspace import check_writable
 from keras_team.errors import KerasTeamError
 from keras_team.heads import LOSS
 from keras_team.files import TEMPORARY_PREFIX, atomic_path, load_model, remove_temporaries, write_text
@@ -64,24 +64,6 @@ def _read_state(root: pathlib.Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return state if isinstance(state, dict) and isinstance(state.get("config"), dict) else None
-
-
-def _check_writable(root: pathlib.Path) -> None:
-    """`root` is a directory this process may create and write: no file on the way, and a probe file
-    can be made (and is removed) in it or in its nearest existing parent."""
-    for ancestor in [root, *root.parents]:
-        if ancestor.exists():
-            break
-    if not ancestor.is_dir():
-        why = "this is a file" if ancestor == root else f"{ancestor} is a file"
-        raise KerasTeamError("tune.output_dir", str(root), f"a directory path ({why})")
-    try:
-        handle, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=ancestor)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as error:
-        raise KerasTeamError("tune.output_dir", str(root),
-                             f"a directory you may write to ({ancestor}: {error.strerror})") from None
 
 
 def _unreadable_tuner_state(project: pathlib.Path) -> str | None:
@@ -127,7 +109,7 @@ class TuneJob:
         config that has results, only with overwrite), never a run's or any
         other directory, nor one holding the leader the config reads.
         """
-        _check_writable(self.root)
+        check_writable(self.root, "tune.output_dir")
         if not self.root.exists() or not any(self.root.iterdir()):
             self.action = "new"
             return
