@@ -25,7 +25,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys

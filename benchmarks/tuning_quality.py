@@ -23,7 +23,6 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import tempfile

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import pathlib
 from typing import NamedTuple

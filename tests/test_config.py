@@ -11,7 +11,6 @@ from keras_team.app import cli
 from keras_team.app.config import (
     Config,
     DistillConfig,
-    FollowerConfig,
     Positive,
     Section,
     default_config_text,

@@ -1,7 +1,6 @@
 """keras_team.files: every writer's atomic file and directory, the one model loader."""
 
 import os
-import pathlib
 
 import pytest
 

@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import TunerCallback
 
-from keras_team import graph, heads
+from keras_team import heads
 from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
 from keras_team.freezing import unfreeze

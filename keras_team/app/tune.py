@@ -32,7 +32,7 @@ from keras_team.app.recipe import ARCHITECTURES, load_leader, load_tasks
 from keras_team.app.workspace import check_writable
 from keras_team.errors import KerasTeamError
 from keras_team.heads import LOSS
-from keras_team.files import TEMPORARY_PREFIX, atomic_path, load_model, remove_temporaries, write_text
+from keras_team.files import atomic_path, load_model, remove_temporaries, write_text
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
 from keras_team.tuning.search import best_settings, cap_per_class, make_tuner, trial_table, write_results
