@@ -20,8 +20,8 @@ MODULES = sorted(
 ) + ["keras_team.tuning", "keras_team.export"]
 
 
-# Their examples convert models to LiteRT files (export round trips): in the large set.
-ROUND_TRIPS = ("keras_team.export.litert", "keras_team.export.parity")
+# Their examples write SavedModels or convert LiteRT files (export round trips): in the large set.
+ROUND_TRIPS = ("keras_team.export", "keras_team.export.litert", "keras_team.export.parity", "keras_team.export.savedmodel")
 
 
 @pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.large) if m in ROUND_TRIPS else m for m in MODULES])
