@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import pathlib
 import shutil
@@ -180,6 +181,22 @@ def needing(error: OSError, needed: int, *, at_least: bool = False) -> OSError:
         OSError(28, 'No space left on device; 2,048 bytes needed')
     """
     return OSError(error.errno, f"{error.strerror}; {'at least ' if at_least else ''}{needed:,} bytes needed", error.filename)
+
+
+def read_json_mapping(path: str | os.PathLike, key: str) -> dict | None:
+    """The JSON object in `path` when it is whole and holds a mapping under `key`; None otherwise (missing, torn, foreign).
+
+    Example:
+        >>> path = pathlib.Path(getfixture("tmp_path")) / "state.json"
+        >>> _ = path.write_text('{"stages": {}}')
+        >>> read_json_mapping(path, "stages"), read_json_mapping(path, "config")
+        ({'stages': {}}, None)
+    """
+    try:
+        data = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get(key), dict) else None
 
 
 def remove_temporaries(directory: str | os.PathLike) -> list[pathlib.Path]:

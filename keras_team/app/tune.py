@@ -32,7 +32,7 @@ from keras_team.app.recipe import ARCHITECTURES, load_leader, load_tasks
 from keras_team.app.workspace import check_writable
 from keras_team.errors import KerasTeamError
 from keras_team.heads import LOSS
-from keras_team.files import atomic_path, load_model, remove_temporaries, write_text
+from keras_team.files import atomic_path, load_model, read_json_mapping, remove_temporaries, write_text
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
 from keras_team.tuning.search import best_settings, cap_per_class, make_tuner, trial_table, write_results
@@ -59,11 +59,7 @@ def _compared(config: Config) -> dict:
 
 def _read_state(root: pathlib.Path) -> dict | None:
     """The search's state, or None when `root` holds no keras-team search."""
-    try:
-        state = json.loads((root / STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) and isinstance(state.get("config"), dict) else None
+    return read_json_mapping(root / STATE, "config")
 
 
 def _unreadable_tuner_state(project: pathlib.Path) -> str | None:

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 
 from keras_team.app.config import Config
 from keras_team.errors import KerasTeamError
-from keras_team.files import TEMPORARY_PREFIX, atomic_path, write_text
+from keras_team.files import TEMPORARY_PREFIX, atomic_path, read_json_mapping, write_text
 
 STATE = "state.json"
 CONFIG = "config.yaml"
@@ -57,11 +57,7 @@ def _compared(config: Config) -> dict:
 
 def _read_state(root: pathlib.Path) -> dict | None:
     """The run's state, or None when `root` holds no keras-team run."""
-    try:
-        state = json.loads((root / STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) and isinstance(state.get("stages"), dict) else None
+    return read_json_mapping(root / STATE, "stages")
 
 
 def check_writable(root: str | os.PathLike, field: str = "output_dir") -> None:
