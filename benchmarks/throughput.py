@@ -17,7 +17,10 @@ load hits all of them alike); the median epoch counts. The machine's load
 average is recorded with the figures.
 
 torch is an optional benchmark extra (`pip install torch`), never a
-dependency of keras-team; without it only the Keras variants run.
+dependency of keras-team; without it only the Keras variants run. torch
+gets as many compute threads as TensorFlow's intra-op pool. Run it on a
+quiet machine (load average below 1): torch's threads busy-wait, so under
+load its figures fall apart first.
 
 Run from the repository root:
 
@@ -145,8 +148,9 @@ def main(argv=None) -> dict:
         import torch
     except ImportError:
         torch = None
-    if torch is not None:
-        torch.set_num_threads(os.cpu_count())
+    intra_op_threads = tf.config.threading.get_intra_op_parallelism_threads() or len(os.sched_getaffinity(0))
+    if torch is not None:  # the same number of compute threads as TensorFlow's intra-op pool (0 there = every core)
+        torch.set_num_threads(intra_op_threads)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.examples, *SHAPE), dtype=np.uint8)
     y = rng.integers(0, TARGET_CLASSES, args.examples).astype(np.int32)
@@ -155,6 +159,7 @@ def main(argv=None) -> dict:
         "what": "team training throughput, examples/s (median epoch), CIFAR-shaped inputs; ratios vs the PyTorch loop",
         "device": "CPU",
         "torch": torch.__version__ if torch else None,
+        "compute_threads": {"tensorflow_intra_op": intra_op_threads, "torch": torch.get_num_threads() if torch else None},
         "examples_per_epoch": args.examples,
         "repeats": args.repeats,
         "batch_sizes": {},
