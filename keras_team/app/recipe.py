@@ -169,16 +169,21 @@ def leader_field(config: Config, index: int, field: str) -> str:
 
 
 def load_leader(path: str, task: Task | None, field: str = "leader.path") -> keras.Model:
-    """The leader saved at `path`, checked to take one input (shaped like `task`'s, if given); errors name `field`."""
+    """The leader saved at `path`, checked to take one input; errors name `field`.
+
+    Given a `task` whose images differ from the leader's input, a `FitImages`
+    step in front resizes and converts them inside the model (`zoo.fit_input`).
+    """
     leader = load_model(path, field)
     if len(leader.inputs) != 1:
         raise KerasTeamError(field, path, f"a leader with one input, got {len(leader.inputs)} inputs")
-    if task is None:
+    if task is None or tuple(leader.inputs[0].shape[1:]) == tuple(task.input_shape):
         return leader
-    expected = (None, *task.input_shape)
-    if tuple(leader.inputs[0].shape) != expected:
-        raise KerasTeamError(field, path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
-    return leader
+    try:
+        return zoo.fit_input(leader, task.input_shape)
+    except KerasTeamError as error:
+        raise KerasTeamError(field, path, f"a leader taking images shaped like the data's {task.input_shape}, or "
+                             f"images it can be fitted to: {error.allowed}") from error
 
 
 def _new_leader(config: Config, index: int, source: Task, *, pretrained: bool = True) -> keras.Model:
