@@ -261,6 +261,11 @@ class DataConfig(Section):
     augment: DistinctListOf[Literal["flip", "crop"]] = Field((), description="training-only augmentation")
     data_dir: Optional[Text] = Field(None, description="TFDS data directory (null: the TFDS default)")
     download: bool = Field(False, description="true: let TFDS download missing datasets")
+    stream: Union[Literal["auto"], bool] = Field(
+        "auto", description="decode the images of a folder or TFDS dataset batch by batch as training reads them, "
+        "never all in memory: true, false, or auto (stream when the decoded images exceed a tenth of the "
+        "machine's memory)"
+    )
 
 
 class LeaderConfig(Section):

@@ -77,9 +77,9 @@ def _load_task(config: Config, task: str, **kwargs) -> Task:
     try:
         loaded = load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
                            batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
-                           download=data.download, **kwargs)
+                           download=data.download, stream=data.stream, **kwargs)
         # The global batch the current strategy's replicas share: checked now, not at the first stage.
-        distribute.global_batch_size(loaded.batch_size, len(loaded.splits["train"][1]))
+        distribute.global_batch_size(loaded.batch_size, len(loaded.labels("train")))
     except KerasTeamError as error:
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
     return loaded
@@ -296,9 +296,10 @@ class Plan:
         """The plan as text: tasks, cut, models with parameter counts, stages."""
         source, target = self.source, self.target
         lines = [
-            f"source  {source.name}: {source.num_classes} classes, {len(source.splits['train'][1])} training examples, inputs {source.input_shape}",
-            f"target  {target.name}: {target.num_classes} classes, {len(target.splits['train'][1])} training examples "
-            f"({len(target.splits['validation'][1])} validation, {len(target.splits['test'][1])} test)",
+            f"source  {source.name}: {source.num_classes} classes, {len(source.labels('train'))} training examples, "
+            f"inputs {source.input_shape}{_streamed(source)}",
+            f"target  {target.name}: {target.num_classes} classes, {len(target.labels('train'))} training examples "
+            f"({len(target.labels('validation'))} validation, {len(target.labels('test'))} test){_streamed(target)}",
         ]
         several = len(self.cuts) > 1
         lines += [f"input   {f'{name}: ' if several else ''}{layer.describe(source.input_shape)}, inside the model "
@@ -490,7 +491,7 @@ class Recipe:
         def build():
             model = build_student(self.config, index, self._load(f"leader{suffix}.keras"), target)
             if cfg.head.kind == "cosine":  # start from the training split's class means (weight imprinting)
-                heads.imprint(model, *target.splits["train"])
+                heads.imprint(model, target.images("train"), target.labels("train"))
             return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
                                     f"{field}.learning_rate")
 
@@ -573,9 +574,9 @@ class Recipe:
             return
         cfg, target = self.config.export, self.plan.target
         self.out.stage("export", self.plan.stages["export"])
-        x_test, y_test = target.splits["test"]
         report = export_model(self._load(team_file), self.ws.path("export"), name=cfg.name, formats=cfg.formats,
-                              train_examples=target.splits["train"][0], test_examples=x_test, test_labels=y_test,
+                              train_examples=target.images("train"), test_examples=target.images("test"),
+                              test_labels=target.labels("test"),
                               version=1, force=True, seed=self.config.seed)  # the run owns its version 1
         figures = summary(report)
         self.ws.finish("export", figures)
@@ -649,8 +650,13 @@ def _last(history) -> dict:
 
 
 def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
-    x, y = task.splits[split]
-    return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
+    predicted = np.argmax(model.predict(task.dataset(split), verbose=0), axis=-1)
+    return float(np.mean(predicted == task.labels(split)))
+
+
+def _streamed(task: Task) -> str:
+    """", streamed" for a task whose images are decoded as served (`data.stream`)."""
+    return "" if isinstance(task, Task) else ", streamed"
 
 
 def leader_paths(config: Config) -> dict[str, str]:
