@@ -398,8 +398,9 @@ def tfds_task(
         (100, (32, 32, 3), 3)
     """
     builder, names, _ = _tfds_builder(name, classes, shots, validation, data_dir, download)
-    shape = builder.info.features["image"].shape
-    if None not in shape and streams(stream, builder.info.splits["train"].num_examples * math.prod(shape)):
+    shape, splits = builder.info.features["image"].shape, builder.info.splits
+    examples = splits["train"].num_examples if "train" in splits else 0  # 0: not prepared, size unknown
+    if None not in shape and streams(stream, examples * math.prod(shape)):
         return tfds_stream(name, classes=classes, shots=shots, validation=validation, seed=seed,
                            batch_size=batch_size, augment=augment, data_dir=data_dir)
     try:

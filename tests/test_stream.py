@@ -31,3 +31,24 @@ def test_stream_auto_streams_a_folder_larger_than_the_memory_budget(tmp_path, mo
     assert isinstance(data.load_task(str(root), stream="auto"), data.Task)
     monkeypatch.setattr(data, "memory_budget", lambda: 36 * 10 * 12 * 3 - 1)  # one byte short of its pixels
     assert isinstance(data.load_task(str(root), stream="auto"), data.FileTask)
+
+
+@pytest.mark.large  # 3 s: a mocked TFDS set passed over
+def test_a_tfds_set_streams_with_labels_and_training_only_augmentation(tmp_path):
+    import sys
+
+    import tensorflow_datasets as tfds
+
+    sys.path.insert(0, "benchmarks")
+    try:
+        from stream_memory import _generated
+    finally:
+        sys.path.remove("benchmarks")
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_dataset_fn=_generated(300)):
+        task = data.load_task("cifar100", classes=[3, 1], shots=2, stream=True, augment=("crop",), batch_size=4)
+        assert isinstance(task, data.StreamTask) and np.bincount(task.labels("train")).tolist() == [2, 2]
+        x, y = _served(task, "test")
+        assert np.array_equal(y, task.labels("test")) and len(y) == 6  # 300 examples, label = index % 100
+        assert np.array_equal(x, task.images("test"))  # evaluation: neither shuffled nor augmented
+        x, _ = _served(task, "train", training=True)
+        assert x.shape == (4, 32, 32, 3)

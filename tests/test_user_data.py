@@ -138,6 +138,7 @@ def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
     code = cli.main(["run", "--quiet", "--output-dir", str(out), "--set", f"data.source.name={root}",
                      "--set", "data.source.classes=[ant,bee]", "--set", f"data.target.name={root}",
                      "--set", "data.target.classes=[dog,cat]", "--set", "data.target.shots=3",
+                     "--set", "data.stream=true",  # decoded as served, the tap cache and evaluation included
                      *[arg for field in ("leader", "transfer", "followers.0", "baseline")
                        for arg in ("--set", f"{field}.epochs=2")]])
     assert code == 0, capsys.readouterr().err
