@@ -78,3 +78,13 @@ def test_a_given_leader_that_takes_no_images_is_refused_on_its_path(tmp_path):
     with pytest.raises(KerasTeamError) as error:
         recipe.load_leader(str(path), data.digits(classes=[0, 1], shots=2))
     assert error.value.field == "leader.path" and "(8, 8, 1)" in error.value.allowed
+
+
+@pytest.mark.large
+def test_a_multi_scale_follower_reads_cuts_of_the_body_from_the_config_and_a_wrong_one_lists_them():
+    plan = recipe.make_plan(load_config(overrides=[*FAST, "followers.0.tap=[pool1, pool2]"]))
+    assert plan.team.follower_graphs["mlp"].get_layer("join_taps").output.shape == (None, 6 + 16)
+    with pytest.raises(KerasTeamError) as error:
+        recipe.make_plan(load_config(overrides=[*FAST, "followers.0.tap=[pool1, block9]"]))
+    assert error.value.field == "followers[0].tap" and error.value.value == "block9"
+    assert "a cut of its body: rescale, conv1, pool1, conv2, pool2, flatten, fc1" in error.value.allowed

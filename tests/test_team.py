@@ -69,6 +69,7 @@ def reference_loss(y, logits):
         ("raw", "features", (84,)),  # input of fc3
         ("raw", "fc1", (120,)),
         ("raw", "pool2", (2, 2, 16)),
+        ("transferred", ["pool1", "pool2"], (6 + 16,)),  # cuts inside the body, average-pooled and joined
     ],
 )
 def test_follower_input_shape_is_derived_from_the_tap(leader, tap, shape):
@@ -77,6 +78,15 @@ def test_follower_input_shape_is_derived_from_the_tap(leader, tap, shape):
     team = Team(leader, [follower])
     assert follower.model.input_shape == (None, *shape)
     assert tuple(team.get_layer("mlp").output.shape) == (None, 3)
+
+
+def test_a_cut_inside_the_transferred_body_is_a_tap_of_that_layers_output(source):
+    leader = transferred(source=source)
+    team = Team(leader, [Follower(mlp(), tap="pool1")])
+    x, _ = blobs(n=6, seed=2)
+    taps = keras_team.caching.cache_taps(team, "mlp", tf_dataset(x), verbose=0).inputs
+    inner = keras.Model(leader.body.inputs, leader.body.get_layer("pool1").output)
+    np.testing.assert_allclose(np.asarray(taps["leader_pool1"]), inner.predict(x, verbose=0), rtol=1e-6)
 
 
 def test_probs_tap_is_softmax_of_leader_logits_at_temperature(source):
@@ -153,15 +163,17 @@ def test_save_and_load_round_trips_every_member_and_stays_compiled(tmp_path, sou
         Follower(mlp(name="dist"), distill=Distill(temperature=2.0, student_loss_weight=0.7)),
         Follower(mlp(name="soft"), leaders=["a"], tap="probs", temperature=3.0),
         Follower(mlp(name="each"), tap="logits", combine="each"),
+        Follower(mlp(name="scales"), leaders=["b"], tap=["conv1", "pool2", "features"]),  # multi-scale
     ]
     team = Team({"a": transferred(source=source), "b": transferred(source=source)}, followers)
     team.compile(keras.optimizers.Adam(1e-2), loss_weights={"a": 0.5})
     team.save(tmp_path / "team.keras")
     loaded = keras.models.load_model(tmp_path / "team.keras")  # safe_mode on, no custom_objects
     assert isinstance(loaded, Team)
-    assert loaded.member_names == ["a", "b", "dist", "soft", "each"]
+    assert loaded.member_names == ["a", "b", "dist", "soft", "each", "scales"]
+    assert loaded.followers[-1].tap == ["conv1", "pool2", "features"]
     before, after = team.predict(x, verbose=0), loaded.predict(x, verbose=0)
-    assert sorted(after) == sorted(before) == ["a", "b", "dist", "each_a", "each_b", "soft"]
+    assert sorted(after) == sorted(before) == ["a", "b", "dist", "each_a", "each_b", "scales", "soft"]
     for name in before:
         np.testing.assert_allclose(after[name], before[name], rtol=1e-6, atol=1e-6)
     expected = team.evaluate(x, y, return_dict=True, verbose=0)
@@ -327,6 +339,10 @@ ERRORS = {
     "leader named like a stop-gradient layer": (
         lambda: Team({"a": transferred(), "a_logits_stop": transferred()}),
         "leaders", ["'a_logits_stop'", "stop-gradient"],
+    ),
+    "unknown tap: the body's cuts are listed": (
+        lambda: Team(transferred(), [Follower(mlp(), tap=["pool1", "pool9"])]),
+        "followers[mlp].tap", ["'pool9'", "features, logits, probs", "a cut of its body", "conv1", "pool2"],
     ),
     "unknown head activation": (
         lambda: keras_team.heads.dense(3, hidden=(8,), activation="relux"),

@@ -139,6 +139,7 @@ def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
                      "--set", "data.source.classes=[ant,bee]", "--set", f"data.target.name={root}",
                      "--set", "data.target.classes=[dog,cat]", "--set", "data.target.shots=3",
                      "--set", "data.stream=true",  # decoded as served, the tap cache and evaluation included
+                     "--set", "followers.0.tap=[stem_relu,block1_out]",  # multi-scale: two cuts inside the body
                      *[arg for field in ("leader", "transfer", "followers.0", "baseline")
                        for arg in ("--set", f"{field}.epochs=2")]])
     assert code == 0, capsys.readouterr().err
