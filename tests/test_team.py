@@ -80,13 +80,23 @@ def test_follower_input_shape_is_derived_from_the_tap(leader, tap, shape):
     assert tuple(team.get_layer("mlp").output.shape) == (None, 3)
 
 
-def test_a_cut_inside_the_transferred_body_is_a_tap_of_that_layers_output(source):
+@pytest.mark.large
+def test_a_multi_scale_follower_reads_cuts_inside_the_body_trains_on_cached_taps_and_round_trips(tmp_path, source):
     leader = transferred(source=source)
-    team = Team(leader, [Follower(mlp(), tap="pool1")])
-    x, _ = blobs(n=6, seed=2)
-    taps = keras_team.caching.cache_taps(team, "mlp", tf_dataset(x), verbose=0).inputs
-    inner = keras.Model(leader.body.inputs, leader.body.get_layer("pool1").output)
-    np.testing.assert_allclose(np.asarray(taps["leader_pool1"]), inner.predict(x, verbose=0), rtol=1e-6)
+    team = Team(leader, [Follower(mlp(name="scales"), tap=["conv1", "pool2", "features"])])
+    x, y = blobs(n=12, seed=2)
+    taps = keras_team.caching.cache_taps(team, "scales", tf_dataset(x), verbose=0).inputs
+    for cut in ("conv1", "pool2"):  # each tap is that layer's output inside the body
+        inner = keras.Model(leader.body.inputs, leader.body.get_layer(cut).output)
+        np.testing.assert_allclose(np.asarray(taps[f"leader_{cut}"]), inner.predict(x, verbose=0), rtol=1e-5)
+    history = keras_team.caching.fit_follower(team, "scales", tf_dataset(x, y), epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    team.save(tmp_path / "team.keras")
+    loaded = keras_team.load_model(tmp_path / "team.keras")
+    assert loaded.followers[0].tap == ["conv1", "pool2", "features"]
+    before, after = team.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for name in ("leader", "scales"):
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-5, atol=1e-6)
 
 
 def test_probs_tap_is_softmax_of_leader_logits_at_temperature(source):
@@ -163,17 +173,15 @@ def test_save_and_load_round_trips_every_member_and_stays_compiled(tmp_path, sou
         Follower(mlp(name="dist"), distill=Distill(temperature=2.0, student_loss_weight=0.7)),
         Follower(mlp(name="soft"), leaders=["a"], tap="probs", temperature=3.0),
         Follower(mlp(name="each"), tap="logits", combine="each"),
-        Follower(mlp(name="scales"), leaders=["b"], tap=["conv1", "pool2", "features"]),  # multi-scale
     ]
     team = Team({"a": transferred(source=source), "b": transferred(source=source)}, followers)
     team.compile(keras.optimizers.Adam(1e-2), loss_weights={"a": 0.5})
     team.save(tmp_path / "team.keras")
     loaded = keras.models.load_model(tmp_path / "team.keras")  # safe_mode on, no custom_objects
     assert isinstance(loaded, Team)
-    assert loaded.member_names == ["a", "b", "dist", "soft", "each", "scales"]
-    assert loaded.followers[-1].tap == ["conv1", "pool2", "features"]
+    assert loaded.member_names == ["a", "b", "dist", "soft", "each"]
     before, after = team.predict(x, verbose=0), loaded.predict(x, verbose=0)
-    assert sorted(after) == sorted(before) == ["a", "b", "dist", "each_a", "each_b", "scales", "soft"]
+    assert sorted(after) == sorted(before) == ["a", "b", "dist", "each_a", "each_b", "soft"]
     for name in before:
         np.testing.assert_allclose(after[name], before[name], rtol=1e-6, atol=1e-6)
     expected = team.evaluate(x, y, return_dict=True, verbose=0)
