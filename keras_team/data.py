@@ -7,7 +7,11 @@ the order given. Every source (`digits`, `tfds_task`, a user's `.npz` file
 (`from_npz`) or folder of class subfolders of images (`from_folder`),
 `from_arrays`, `from_dataset`) supports a class subset (`classes=`, by label
 or class name) and stratified k-shot sampling of the train split (`shots=`),
-all seeded. `load_task` picks the source a name means.
+all seeded. `load_task` picks the source a name means. Larger than memory:
+`stream=True` (or "auto") makes a folder a `FileTask` (the same selection on
+the file names, pixels decoded as served) and a TFDS dataset a
+`StreamTask` (`tfds_stream`); every kind serves `dataset(split, training=)`,
+`labels(split)` and `images(split)`.
 
 Example:
     >>> source, target = digits_tasks(shots=5)
