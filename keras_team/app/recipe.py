@@ -363,7 +363,7 @@ def make_plan(config: Config) -> Plan:
             stages[f"fine_tune{suffix}"] = f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} epochs)"
     team = build_team(config, students, target)
     stages["followers"] = (f"{len(config.followers)} follower(s) on cached taps: "
-                           + ", ".join(f"{f.name} ({f.tap}, {f.epochs} epochs)" for f in config.followers))
+                           + ", ".join(f"{f.name} ({_taps(f.tap)}, {f.epochs} epochs)" for f in config.followers))
     if config.team.epochs:
         stages["team"] = f"joint fine-tuning, summed member losses ({config.team.epochs} epochs)"
     baseline = build_baseline(config, next(iter(leaders.values())), target)
@@ -523,7 +523,7 @@ class Recipe:
                 _seed(self.config, f"followers/{f.name}")
                 stage = f"follower_{f.name}"
                 read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
-                self.out.stage(f"  {f.name}", f"follower on {read}'s {f.tap!r} (taps cached)")
+                self.out.stage(f"  {f.name}", f"follower on {read}'s {_taps(f.tap)} (taps cached)")
                 start = time.perf_counter()
                 history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                        epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
@@ -652,6 +652,11 @@ def _last(history) -> dict:
 def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
     predicted = np.argmax(model.predict(task.dataset(split), verbose=0), axis=-1)
     return float(np.mean(predicted == task.labels(split)))
+
+
+def _taps(tap: str | tuple[str, ...]) -> str:
+    """A follower's tap(s) in words: `features`, `pool1 + pool2`."""
+    return tap if isinstance(tap, str) else " + ".join(tap)
 
 
 def _streamed(task: Task) -> str:
