@@ -147,5 +147,6 @@ def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
 
     report = json.loads((out / "report.json").read_text())
     assert report["class_names"] == ["dog", "cat"] and (out / "confusion.png").is_file()
+    assert not (out / "taps").exists()  # the streamed task's tap cache, on disk while the follower trained
     assert sorted(report["ensemble"]["test_accuracy_per_class"]) == ["cat", "dog"]
     assert "| dog " in (out / "report.md").read_text()

@@ -525,11 +525,15 @@ class Recipe:
                 read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
                 self.out.stage(f"  {f.name}", f"follower on {read}'s {_taps(f.tap)} (taps cached)")
                 start = time.perf_counter()
+                # A streamed task's taps may not fit in memory either: cached on disk (memory-mapped), then removed.
+                cache = self.ws.path("taps") / f.name if _streamed(target) else None
                 history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                        epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
-                                       batch_size=target.batch_size, seed=self.config.seed,
+                                       batch_size=target.batch_size, seed=self.config.seed, directory=cache,
                                        callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
                                        verbose=self.out.fit_verbose)
+                if cache is not None:
+                    shutil.rmtree(cache.parent, ignore_errors=True)
                 self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
                 self.ws.save_model(graph, weights)
                 self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
