@@ -1,4 +1,4 @@
-"""Peak memory of a k-shot task streamed from TFDS vs the same task materialised.
+"""Peak memory of data streamed vs materialised: a k-shot TFDS task, and a whole `keras-team run` on a folder.
 
 The data is a generated CIFAR-100-shaped TFDS dataset (`cifar100`'s
 features under `tfds.testing.mock_data`, pixels drawn by a seeded
@@ -11,10 +11,22 @@ the in-memory tasks do. Peak resident memory
 above the process's resident memory before the pass is measured with
 Linux's `VmHWM` (reset through `/proc/self/clear_refs`).
 
+`--part folder` measures a whole `keras-team run` instead: a generated
+folder of `--images` 32x32 RGB PNGs in 10 class subfolders (random pixels,
+written once into a temporary folder), source classes c0-c4, target c5-c9
+with every example (no k-shot), one epoch per stage (seed_cnn cut at fc1, the
+default MLP follower on cached taps, the scratch baseline, the evaluation),
+once with `data.stream=true` (file names split, pixels decoded batch by
+batch) and once with `data.stream=false` (both tasks read into numpy), each
+in a fresh process. It records the process's peak resident memory (VmHWM)
+and the peak above the resident memory once TensorFlow and keras-team are
+imported. Each part updates its own keys of the JSON file.
+
 Run from the repository root:
 
     python benchmarks/stream_memory.py       # writes benchmarks/results/stream_memory.json
     python benchmarks/stream_memory.py --examples 20000 --mode streamed --print
+    python benchmarks/stream_memory.py --part folder --images 20000
 """
 
 from __future__ import annotations
@@ -25,11 +37,13 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import time
 
 from _common import RESULTS, load_average, machine, write_json
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHAPE, CLASSES = (32, 32, 3), 100
+FOLDER_CLASSES = 10
 
 
 def _status(field: str) -> int:
@@ -84,15 +98,94 @@ def measure(examples: int, mode: str, shots: int, classes: int) -> dict:
             "peak_bytes_above_start": peak - before, "examples_served": counts, "seconds": round(seconds, 2)}
 
 
+def write_folder(root: pathlib.Path, images: int) -> pathlib.Path:
+    """`images` 32x32 RGB PNGs of random pixels in FOLDER_CLASSES class subfolders c0, c1, ... (seeded)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        folder = root / f"c{i % FOLDER_CLASSES}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, SHAPE, dtype=np.uint8)).save(folder / f"{i:06d}.png")
+    return root
+
+
+def measure_run(folder: str, mode: str) -> dict:
+    """In this process: peak memory of one `keras-team run` on `folder`, streamed or materialised."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from keras_team.app import cli, recipe, report  # noqa: F401  (what a run imports, before the baseline)
+
+    tf.constant(0) + 1  # the runtime started
+
+    half = FOLDER_CLASSES // 2
+    settings = {
+        "data.source.name": folder, "data.source.classes": f"[{','.join(f'c{i}' for i in range(half))}]",
+        "data.target.name": folder, "data.target.classes": f"[{','.join(f'c{i}' for i in range(half, FOLDER_CLASSES))}]",
+        "data.target.shots": "null", "data.batch_size": "128", "data.stream": str(mode == "streamed").lower(),
+        "leader.architecture": "seed_cnn", "transfer.keep": "fc1",
+        **{f"{stage}.epochs": "1" for stage in ("leader", "transfer", "followers.0", "baseline")},
+    }
+    with tempfile.TemporaryDirectory() as out:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        before = _status("VmRSS")
+        start = time.perf_counter()
+        argv = ["run", "--quiet", "--output-dir", str(pathlib.Path(out) / "run")]
+        code = cli.main(argv + [arg for field, value in settings.items() for arg in ("--set", f"{field}={value}")])
+        seconds = time.perf_counter() - start
+        peak = _status("VmHWM")
+        report = json.loads((pathlib.Path(out) / "run" / "report.json").read_text()) if code == 0 else {}
+    if code != 0:
+        raise SystemExit(f"keras-team run exited {code}")
+    return {"mode": mode, "peak_rss_bytes": peak, "rss_after_imports_bytes": before,
+            "peak_bytes_above_imports": peak - before, "seconds": round(seconds, 1),
+            "test_examples": report["examples"],
+            "ensemble_test_accuracy": report["ensemble"]["test_accuracy"]}
+
+
+def _child(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, *args, "--print"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
+
+
 def in_subprocess(examples: int, mode: str, shots: int, classes: int) -> dict:
     """`measure` in a fresh Python process."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--examples", str(examples), "--mode", mode, "--shots", str(shots),
-         "--classes", str(classes), "--print"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    return _child("--examples", str(examples), "--mode", mode, "--shots", str(shots), "--classes", str(classes))
+
+
+def _update(keys: dict) -> dict:
+    """The results file with `keys` replaced (the other part's keys kept)."""
+    path = RESULTS / "stream_memory.json"
+    result = {**(json.loads(path.read_text()) if path.exists() else {}), **keys}
+    write_json(path, result)
+    return result
+
+
+def folder_part(images: int) -> dict:
+    """Both modes of `measure_run` on one generated folder, each in a fresh process."""
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        folder = write_folder(pathlib.Path(tmp) / "images", images)
+        written = time.perf_counter() - start
+        runs = {mode: _child("--part", "folder", "--folder", str(folder), "--mode", mode)
+                for mode in ("streamed", "materialised")}
+    return {
+        "what": "peak resident memory (VmHWM) of a whole keras-team run on a folder of PNGs, each mode in a fresh process",
+        "images": images, "image_shape": list(SHAPE), "decoded_bytes": images * 32 * 32 * 3,
+        "seconds_to_write_folder": round(written, 1), **runs,
+        "materialised_over_streamed_peak_above_imports": round(
+            runs["materialised"]["peak_bytes_above_imports"] / max(runs["streamed"]["peak_bytes_above_imports"], 1), 2),
+        "machine": machine(load_before),
+    }
 
 
 def main(argv=None) -> None:
@@ -102,9 +195,18 @@ def main(argv=None) -> None:
     parser.add_argument("--classes", type=int, default=100, help="the first N classes form the task")
     parser.add_argument("--mode", choices=("streamed", "materialised"))
     parser.add_argument("--print", action="store_true", help="measure one mode here and print its JSON")
+    parser.add_argument("--part", choices=("tfds", "folder"), default="tfds")
+    parser.add_argument("--images", type=int, default=20000, help="--part folder: PNGs in the generated folder")
+    parser.add_argument("--folder", help="--part folder --print: the folder to run on")
     args = parser.parse_args(argv)
     if args.print:
-        print(json.dumps(measure(args.examples, args.mode, args.shots, args.classes)), flush=True)
+        if args.part == "folder":
+            print(json.dumps(measure_run(args.folder, args.mode)), flush=True)
+        else:
+            print(json.dumps(measure(args.examples, args.mode, args.shots, args.classes)), flush=True)
+        return
+    if args.part == "folder":
+        print(json.dumps(_update({"folder_run": folder_part(args.images)})["folder_run"], indent=2))
         return
     load_before = load_average()
     runs = {mode: in_subprocess(args.examples, mode, args.shots, args.classes) for mode in ("streamed", "materialised")}
@@ -115,8 +217,7 @@ def main(argv=None) -> None:
             runs["materialised"]["peak_bytes_above_start"] / max(runs["streamed"]["peak_bytes_above_start"], 1), 2),
         "machine": machine(load_before),
     }
-    write_json(RESULTS / "stream_memory.json", result)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(_update(result), indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ the order given. Every source (`digits`, `tfds_task`, a user's `.npz` file
 (`from_npz`) or folder of class subfolders of images (`from_folder`),
 `from_arrays`, `from_dataset`) supports a class subset (`classes=`, by label
 or class name) and stratified k-shot sampling of the train split (`shots=`),
-all seeded. `load_task` picks the source a name means.
+all seeded. `load_task` picks the source a name means. Larger than memory:
+`stream=True` (or "auto") makes a folder a `FileTask` (the same selection on
+the file names, pixels decoded as served) and a TFDS dataset a
+`StreamTask` (`tfds_stream`); every kind serves `dataset(split, training=)`,
+`labels(split)` and `images(split)`.
 
 Example:
     >>> source, target = digits_tasks(shots=5)
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import math
 import os
 import pathlib
 import zipfile
@@ -38,6 +44,7 @@ from keras_team.errors import KerasTeamError
 
 AUGMENTATIONS = ("flip", "crop")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what keras.utils.image_dataset_from_directory reads
+STREAM_MEMORY_FRACTION = 0.1  # stream="auto" streams images whose decoded size exceeds this share of the memory
 PROGRESS_ABOVE = 2000  # images: checking a folder this large shows a progress bar
 SPLITS = ("train", "validation", "test")
 CROP_PADDING = 4
@@ -86,6 +93,14 @@ class Task:
         """The shape of one example, e.g. `(32, 32, 3)`."""
         return tuple(self.splits["train"][0].shape[1:])
 
+    def labels(self, split: str) -> np.ndarray:
+        """The int32 labels of one split, in the order `dataset(split)` serves them."""
+        return self.splits[_check_split(split, self.splits)][1]
+
+    def images(self, split: str) -> np.ndarray:
+        """The examples of one split as one array (for a `FileTask`, decoded now)."""
+        return self.splits[_check_split(split, self.splits)][0]
+
     def dataset(self, split: str, *, training: bool = False) -> tf.data.Dataset:
         """Batched, cached, prefetched `(x, y)` for one split.
 
@@ -100,45 +115,134 @@ class Task:
             >>> tuple(x.shape), tuple(y.shape)
             ((4, 8, 8, 1), (4,))
         """
-        if split not in self.splits:
-            raise KerasTeamError("split", split, f"one of {sorted(self.splits)}")
-        if training and split != "train":
-            raise KerasTeamError(
-                "split", split, "'train' when training=True (evaluation data is "
-                "never shuffled nor augmented)"
-            )
+        _check_split(split, self.splits, training)
         x, y = self.splits[split]
         ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-        if training:
-            ds = ds.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
-            if self.augment:
-                augment = self._augmenter()
-                # Per example (RandomCrop draws one offset per batch) and
-                # sequential, so the layers' seed state advances in order.
-                ds = ds.map(lambda image, label: (augment(image), label))
-        # batch_size is the global batch; several workers each take a share of it.
-        batch_size = global_batch_size(self.batch_size, len(x))
-        return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+        return _serve(ds, self, len(y), training)
 
-    def _augmenter(self):
-        """One example -> a randomly flipped and/or padded-and-cropped copy."""
-        height, width = self.input_shape[:2]
-        layers = []
-        if "flip" in self.augment:
-            layers.append(keras.layers.RandomFlip("horizontal", seed=self.seed))
-        if "crop" in self.augment:  # torchvision's RandomCrop(size, padding=4)
-            layers += [
-                keras.layers.ZeroPadding2D(CROP_PADDING),
-                keras.layers.RandomCrop(height, width, seed=self.seed),
-            ]
 
-        def augment(image: tf.Tensor) -> tf.Tensor:
-            out = image[tf.newaxis]
-            for layer in layers:
-                out = layer(out, training=True)
-            return tf.cast(out[0], image.dtype)  # flips and crops keep values
+def _check_split(split: str, splits: dict, training: bool = False) -> str:
+    if split not in splits:
+        raise KerasTeamError("split", split, f"one of {sorted(splits)}")
+    if training and split != "train":
+        raise KerasTeamError("split", split, "'train' when training=True (evaluation data is never shuffled nor augmented)")
+    return split
 
-        return augment
+
+def _serve(ds: tf.data.Dataset, task, size: int, training: bool, decode=None) -> tf.data.Dataset:
+    """Shuffled (training only, seeded, every epoch anew), decoded, augmented (training only), batched, prefetched."""
+    if training:
+        ds = ds.shuffle(size, seed=task.seed, reshuffle_each_iteration=True)
+    if decode is not None:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and task.augment:
+        augment = _augmenter(task.augment, task.input_shape, task.seed)
+        # Per example (RandomCrop draws one offset per batch) and
+        # sequential, so the layers' seed state advances in order.
+        ds = ds.map(lambda image, label: (augment(image), label))
+    # batch_size is the global batch; several workers each take a share of it.
+    batch_size = global_batch_size(task.batch_size, size)
+    return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def _augmenter(augment: Sequence[str], input_shape: tuple[int, ...], seed: int):
+    """One example -> a randomly flipped and/or padded-and-cropped copy."""
+    height, width = input_shape[:2]
+    layers = []
+    if "flip" in augment:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if "crop" in augment:  # torchvision's RandomCrop(size, padding=4)
+        layers += [
+            keras.layers.ZeroPadding2D(CROP_PADDING),
+            keras.layers.RandomCrop(height, width, seed=seed),
+        ]
+
+    def apply(image: tf.Tensor) -> tf.Tensor:
+        out = image[tf.newaxis]
+        for layer in layers:
+            out = layer(out, training=True)
+        return tf.cast(out[0], image.dtype)  # flips and crops keep values
+
+    return apply
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FileTask:
+    """A task whose splits are image files, decoded batch by batch as they are served (larger than memory).
+
+    Class subsets, k-shot sampling and the validation split are chosen on
+    the file list and its labels, exactly as a `Task` chooses them on pixels
+    (same seed, same files); `dataset` reads and decodes the files in a
+    `tf.data` pipeline (`tf.io.decode_image`, resized as Keras' own
+    `image_dataset_from_directory` does), shuffling only the file names, so
+    memory holds the names and a few batches, never the images. Built by
+    `from_folder(..., stream=True)`; serves as a `Task` does.
+
+    Args:
+        name, class_names, batch_size, augment, seed: as for `Task`.
+        files: `"train"`, `"validation"`, `"test"` -> `(paths, labels)`.
+        input_shape: `(height, width, channels)` every image is decoded to.
+
+    Example:
+        >>> from PIL import Image
+        >>> root = pathlib.Path(getfixture("tmp_path"))
+        >>> for i in range(24):
+        ...     (root / "ab"[i % 2]).mkdir(exist_ok=True)
+        ...     Image.new("RGB", (6, 5), (10 * i, 0, 0)).save(root / "ab"[i % 2] / f"{i}.png")
+        >>> task = from_folder(root, shots=4, stream=True)
+        >>> task.input_shape, np.bincount(task.labels("train")).tolist()
+        ((5, 6, 3), [4, 4])
+        >>> [tuple(x.shape) for x, _ in task.dataset("train", training=True)]
+        [(8, 5, 6, 3)]
+    """
+
+    name: str
+    files: dict[str, Split]
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    batch_size: int = 32
+    augment: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_augment(self.augment)
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels range over."""
+        return len(self.class_names)
+
+    def labels(self, split: str) -> np.ndarray:
+        """The int32 labels of one split, in the order `dataset(split)` serves them (no image is read)."""
+        return self.files[_check_split(split, self.files)][1]
+
+    def images(self, split: str) -> np.ndarray:
+        """One split's images decoded into one uint8 array (in memory: for a small split, or a sample)."""
+        paths, labels = self.files[_check_split(split, self.files)]
+        decoded = tf.data.Dataset.from_tensor_slices((paths, labels)).map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+        batches = [x for x, _ in decoded.batch(256).as_numpy_iterator()]
+        return np.concatenate(batches) if batches else np.zeros((0, *self.input_shape), np.uint8)
+
+    @functools.cached_property
+    def splits(self) -> dict[str, Split]:
+        """Every split decoded into memory, as a `Task` holds them: for code that needs arrays; prefer `dataset`."""
+        return {split: (self.images(split), self.labels(split)) for split in self.files}
+
+    def dataset(self, split: str, *, training: bool = False) -> tf.data.Dataset:
+        """Batched, prefetched `(x, y)` of one split, decoded as served; shuffled and augmented with `training=True`.
+
+        Example:
+            >>> x, y = next(iter(task.dataset("validation")))
+        """
+        _check_split(split, self.files, training)
+        paths, labels = self.files[split]
+        return _serve(tf.data.Dataset.from_tensor_slices((paths, labels)), self, len(labels), training, self._decode)
+
+    def _decode(self, path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        height, width, channels = self.input_shape
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        image = tf.image.resize(image, (height, width), method="bilinear")  # what image_dataset_from_directory does
+        return tf.cast(tf.round(image), tf.uint8), label
 
 
 def from_arrays(
@@ -282,11 +386,14 @@ def tfds_task(
     augment: Sequence[str] = (),
     data_dir: str | None = None,
     download: bool = False,
-) -> Task:
-    """A TFDS image-classification dataset, read into memory.
+    stream: bool | str = False,
+) -> Task | StreamTask:
+    """A TFDS image-classification dataset, read into memory (or streamed: `tfds_stream`).
 
     Uses the dataset's own `train`/`test` splits; validation is carved
     (stratified) from train after k-shot sampling, as in `from_arrays`.
+    With `stream=True` (or "auto" and a train split of images larger than
+    `memory_budget()`) it is `tfds_stream`'s `StreamTask` instead.
 
     Example:
         >>> target = tfds_task("cifar100", shots=3, augment=("flip", "crop"),
@@ -295,6 +402,11 @@ def tfds_task(
         (100, (32, 32, 3), 3)
     """
     builder, names, _ = _tfds_builder(name, classes, shots, validation, data_dir, download)
+    shape, splits = builder.info.features["image"].shape, builder.info.splits
+    examples = splits["train"].num_examples if "train" in splits else 0  # 0: not prepared, size unknown
+    if None not in shape and streams(stream, examples * math.prod(shape)):
+        return tfds_stream(name, classes=classes, shots=shots, validation=validation, seed=seed,
+                           batch_size=batch_size, augment=augment, data_dir=data_dir)
     try:
         train, test = builder.as_dataset(split=["train", "test"], as_supervised=True, batch_size=-1)
     except AssertionError as error:  # tfds: not prepared in data_dir, no download
@@ -328,25 +440,29 @@ def load_task(name: str, *, data_dir: str | None = None, download: bool = False,
     """The task a name means: `"digits"`, a `.npz` file, a folder of class subfolders, else a TFDS name.
 
     `data_dir` and `download` only concern TFDS: the digits are bundled and
-    a user's files are read where they are.
+    a user's files are read where they are. `stream` (True, False or
+    "auto") streams a folder (`FileTask`) or a TFDS dataset (`StreamTask`)
+    instead of reading it into memory; the digits and a `.npz` file are in
+    memory anyway.
 
     Example:
         >>> load_task("digits", classes=[0, 1]).num_classes
         2
     """
+    stream = kwargs.pop("stream", False)  # bundled digits and .npz arrays are in memory already
     if name == "digits":
         return digits(**kwargs)
     if name.endswith(".npz") or os.sep in name or pathlib.Path(name).exists():
         path = pathlib.Path(name).expanduser()
         if path.is_dir():
-            return from_folder(path, **kwargs)
+            return from_folder(path, stream=stream, **kwargs)
         if path.suffix == ".npz" and path.is_file():
             return from_npz(path, **kwargs)
         raise KerasTeamError("name", name, "an existing .npz file or folder of class subfolders "
                              f"({'no such file or folder' if not path.exists() else 'neither a folder nor a .npz file'})")
     kwargs.pop("test", None)  # TFDS datasets bring their own test split
     try:
-        return tfds_task(name, data_dir=data_dir, download=download, **kwargs)
+        return tfds_task(name, data_dir=data_dir, download=download, stream=stream, **kwargs)
     except KerasTeamError as error:
         if error.field != "name":
             raise
@@ -389,15 +505,19 @@ def from_npz(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) -> Ta
                       available=np.unique(labels[0]), **_split_options(kwargs))
 
 
-def from_folder(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) -> Task:
-    """A task from a folder of class subfolders of images (jpg, png, bmp, gif), read into memory.
+def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | str = False,
+                **kwargs: Any) -> Task | FileTask:
+    """A task from a folder of class subfolders of images (jpg, png, bmp, gif), read into memory or streamed.
 
     The subfolder names are the class names (sorted). When the folder has
     `train/` and `test/` subfolders (each of class subfolders), they are the
     splits; otherwise a stratified `test` fraction is held out. Images are
     read by `keras.utils.image_dataset_from_directory` as uint8, at the most
     common image size and colour mode of the folder (others are resized and
-    converted). Other keyword arguments as in `from_arrays`.
+    converted). With `stream=True` (or "auto" and images larger than
+    `memory_budget()`) the result is a `FileTask`: the same splits, of file
+    names, decoded as they are served. Other keyword arguments as in
+    `from_arrays`.
 
     Example:
         >>> from PIL import Image
@@ -409,20 +529,69 @@ def from_folder(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) ->
         >>> task = from_folder(root, shots=4)
         >>> task.class_names, task.input_shape
         (('circle', 'square'), (5, 6, 3))
+        >>> streamed = from_folder(root, shots=4, stream=True)
+        >>> bool((streamed.images("test") == task.images("test")).all())
+        True
     """
     root = pathlib.Path(path)
     name = kwargs.pop("name", root.name)
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        train_files = _image_files(root / "train")
-        test_files = _image_files(root / "test", class_names=sorted(train_files))
-        class_names = sorted(train_files)
-        size, mode = _common_format([*train_files.values(), *test_files.values()])
-        train, test_split = (_read_images(root / split, class_names, size, mode) for split in ("train", "test"))
-        return _make_task(name, train, test_split, class_names=class_names,
+    two_splits = (root / "train").is_dir() and (root / "test").is_dir()
+    files = _image_files(root / "train" if two_splits else root)
+    class_names = sorted(files)
+    test_files = _image_files(root / "test", class_names=class_names) if two_splits else {}
+    size, mode = _common_format([*files.values(), *test_files.values()])
+    shape = (*size, 1 if mode == "grayscale" else 3)
+    if not streams(stream, sum(map(len, [*files.values(), *test_files.values()])) * math.prod(shape)):
+        if two_splits:
+            train, test_split = (_read_images(root / split, class_names, size, mode) for split in ("train", "test"))
+            return _make_task(name, train, test_split, class_names=class_names,
+                              available=np.unique(train[1]), **_split_options(kwargs))
+        x, y = _read_images(root, class_names, size, mode)
+        return from_arrays(x, y, test=test, class_names=class_names, name=name, **kwargs)
+    # The same selection on the file names (in the order Keras reads them), the pixels decoded as served.
+    train = _listed(files, class_names)
+    if two_splits:
+        task = _make_task(name, train, _listed(test_files, class_names), class_names=class_names,
                           available=np.unique(train[1]), **_split_options(kwargs))
-    files = _image_files(root)
-    x, y = _read_images(root, sorted(files), *_common_format(files.values()))
-    return from_arrays(x, y, test=test, class_names=sorted(files), name=name, **kwargs)
+    else:
+        task = from_arrays(*train, test=test, class_names=class_names, name=name, **kwargs)
+    return FileTask(task.name, task.splits, task.class_names, shape, task.batch_size, task.augment, task.seed)
+
+
+def memory_budget() -> int:
+    """Bytes of decoded images a task may hold in memory before `stream="auto"` streams it.
+
+    A tenth of the machine's physical memory: reading a folder into memory
+    holds its images as float32 for a while (4 bytes a pixel value, beside
+    the uint8 copy), and a run holds the source and the target task.
+
+    Example:
+        >>> memory_budget() > 0
+        True
+    """
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * STREAM_MEMORY_FRACTION)
+
+
+def streams(stream: bool | str, decoded_bytes: int) -> bool:
+    """Whether a source of `decoded_bytes` of uint8 pixels is streamed: `stream` True/False, or "auto" (over `memory_budget`).
+
+    Example:
+        >>> streams("auto", 20_000 * 32 * 32 * 3), streams(True, 0)
+        (False, True)
+    """
+    if stream == "auto":
+        return decoded_bytes > memory_budget()
+    if not isinstance(stream, bool):
+        raise KerasTeamError("stream", stream, "true, false or 'auto' (stream when the decoded images exceed "
+                             f"{STREAM_MEMORY_FRACTION:g} of the machine's memory)")
+    return stream
+
+
+def _listed(files: dict[str, list[pathlib.Path]], class_names: Sequence[str]) -> Split:
+    """(paths as strings, int32 labels) of class name -> files, in class order."""
+    paths = [str(file) for label in class_names for file in files.get(label, ())]
+    labels = [index for index, label in enumerate(class_names) for _ in files.get(label, ())]
+    return np.array(paths), np.array(labels, np.int32)
 
 
 def _split_options(kwargs: dict) -> dict:
@@ -679,11 +848,32 @@ class StreamTask:
     batch_size: int = 32
     seed: int = 0
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> examples, where known
+    augment: tuple[str, ...] = ()
+    _labels: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)  # filled by `labels`
+
+    def __post_init__(self):
+        _check_augment(self.augment)
 
     @property
     def num_classes(self) -> int:
         """How many classes the labels range over."""
         return len(self.class_names)
+
+    def labels(self, split: str) -> np.ndarray:
+        """The int32 labels of one split in the order `dataset(split)` serves them (one pass, then remembered)."""
+        if _check_split(split, self.sources) not in self._labels:
+            self._labels[split] = np.fromiter(self.sources[split]().map(lambda x, y: y).as_numpy_iterator(), np.int32)
+        return self._labels[split]
+
+    @functools.cached_property
+    def splits(self) -> dict[str, Split]:
+        """Every split read into memory, as a `Task` holds them: for code that needs arrays; prefer `dataset`."""
+        return {split: (self.images(split), self.labels(split)) for split in self.sources}
+
+    def images(self, split: str) -> np.ndarray:
+        """One split's examples in one array (in memory: for a small split, or a sample)."""
+        batches = [x for x, _ in self.sources[_check_split(split, self.sources)]().batch(256).as_numpy_iterator()]
+        return np.concatenate(batches) if batches else np.zeros((0, *self.input_shape), np.uint8)
 
     def dataset(self, split: str, *, training: bool = False) -> tf.data.Dataset:
         """Batched, prefetched `(x, y)` of one split, streamed; shuffled (seeded) with `training=True`.
@@ -691,13 +881,12 @@ class StreamTask:
         Example:
             >>> x, y = next(iter(task.dataset("validation")))
         """
-        if split not in self.sources:
-            raise KerasTeamError("split", split, f"one of {sorted(self.sources)}")
-        if training and split != "train":
-            raise KerasTeamError("split", split, "'train' when training=True")
-        ds = self.sources[split]()
+        ds = self.sources[_check_split(split, self.sources, training)]()
         if training:
             ds = ds.shuffle(STREAM_SHUFFLE_BUFFER, seed=self.seed, reshuffle_each_iteration=True)
+            if self.augment:
+                augment = _augmenter(self.augment, self.input_shape, self.seed)
+                ds = ds.map(lambda image, label: (augment(image), label))
         batch_size = global_batch_size(self.batch_size, self.sizes.get(split))
         return shard_by_data(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
@@ -710,6 +899,7 @@ def tfds_stream(
     validation: float = 0.1,
     seed: int = 0,
     batch_size: int = 32,
+    augment: Sequence[str] = (),
     data_dir: str | None = None,
     download: bool = False,
 ) -> StreamTask:
@@ -774,7 +964,7 @@ def tfds_stream(
     shape = tuple(builder.info.features["image"].shape)
     return StreamTask(name, {"train": train, "validation": valid, "test": lambda: read("test")},
                       tuple(str(names[c]) for c in chosen), shape, batch_size, seed,
-                      sizes={} if shots is None else {"train": shots * len(chosen)})
+                      sizes={} if shots is None else {"train": shots * len(chosen)}, augment=tuple(augment))
 
 
 # Fields of the pooled stream: (x, y, in_train, in_validation, unfinished).

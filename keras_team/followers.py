@@ -22,6 +22,9 @@ from keras_team.layers import Distillation, TemperatureSoftmax
 from keras_team.taps import TAPS, tap_key
 
 COMBINES = ("concat", "each")
+JOIN = "join_taps"  # the layer concatenating a multi-tap follower's taps
+POOLS = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D,
+         5: keras.layers.GlobalAveragePooling3D}  # by the rank of a tap with spatial axes
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -70,7 +73,11 @@ class Follower:
         name: member name (the output name in the team); defaults to the
             model's name.
         leaders: names of the leaders it reads; None reads every leader.
-        tap: "features", "logits", "probs" or a layer name of the leaders.
+        tap: "features", "logits", "probs", a layer name of the leaders or
+            a cut of a transferred leader's body (`keras_team.taps`); or a
+            list of them (multi-scale): each tap with spatial axes is
+            global-average-pooled and the taps are concatenated into one
+            vector per leader.
         temperature: softmax temperature of the "probs" tap.
         combine: "concat" joins the leaders' taps into one input; "each"
             applies the follower to each leader's tap, one output (and one
@@ -81,6 +88,8 @@ class Follower:
     Example:
         >>> Follower(keras_team.zoo.mlp(5), leaders=["a", "b"], combine="each").combine
         'each'
+        >>> Follower(keras_team.zoo.mlp(5), name="scales", tap=["pool1", "pool2"]).taps
+        ('pool1', 'pool2')
     """
 
     def __init__(
@@ -89,7 +98,7 @@ class Follower:
         *,
         name: str | None = None,
         leaders: list[str] | tuple[str, ...] | None = None,
-        tap: str = "features",
+        tap: str | list[str] | tuple[str, ...] = "features",
         temperature: float = 1.0,
         combine: str = "concat",
         distill: Distill | dict | None = None,
@@ -99,9 +108,12 @@ class Follower:
         self.model = model
         self.name = check_name("follower.name", name or model.name)
         self.leaders = None if leaders is None else tuple(leaders)
-        if not isinstance(tap, str) or not tap:
-            raise KerasTeamError(f"followers[{self.name}].tap", tap, f"one of {', '.join(TAPS)} or a layer name")
-        self.tap = tap
+        taps = (tap,) if isinstance(tap, str) else tuple(tap) if isinstance(tap, (list, tuple)) else ()
+        if not taps or not all(isinstance(t, str) and t for t in taps) or len(set(taps)) != len(taps):
+            raise KerasTeamError(f"followers[{self.name}].tap", tap, f"one of {', '.join(TAPS)}, a layer name "
+                                 "or a cut of the leader's body, or a list of distinct ones")
+        self.tap = tap if isinstance(tap, str) else list(taps)
+        self.taps = taps
         if not temperature > 0:
             raise KerasTeamError(f"followers[{self.name}].temperature", temperature, "a float > 0")
         self.temperature = float(temperature)
@@ -135,10 +147,16 @@ class Follower:
                     shape=tensor.shape[1:], dtype=tensor.dtype, name=f"{leader}_{key}"
                 )
         self._check_model_name(leaders, inputs)
-        fed = [inputs[f"{leader}_{tap_key(self.tap)}"] for leader in leaders]
-        if self.tap == "probs":
-            soften = TemperatureSoftmax(self.temperature, name="probs")
-            fed = [soften(x) for x in fed]
+        soften = TemperatureSoftmax(self.temperature, name="probs") if "probs" in self.taps else None
+        pools = {tap: POOLS[len(inputs[f"{leaders[0]}_{tap_key(tap)}"].shape)](name=f"pool_{tap_key(tap)}")
+                 for tap in self.taps if len(self.taps) > 1 and len(inputs[f"{leaders[0]}_{tap_key(tap)}"].shape) > 2}
+        join = keras.layers.Concatenate(name=JOIN) if len(self.taps) > 1 else None
+        fed = []
+        for leader in leaders:
+            parts = [inputs[f"{leader}_{tap_key(tap)}"] for tap in self.taps]
+            parts = [soften(x) if tap == "probs" else x for tap, x in zip(self.taps, parts)]
+            parts = [pools[tap](x) if tap in pools else x for tap, x in zip(self.taps, parts)]
+            fed.append(join(parts) if join else parts[0])
         if self.combine == "concat" and len(fed) > 1:
             shapes = {leader: tuple(x.shape[1:]) for leader, x in zip(leaders, fed)}
             if len({shape[:-1] for shape in shapes.values()}) > 1:
@@ -175,8 +193,11 @@ class Follower:
     def _check_model_name(self, leaders: list[str], inputs: dict) -> None:
         """The model's name must not be a name of the graph's own layers (Keras refuses a name used twice)."""
         own = {name: "an input of the follower's graph" for name in inputs}
-        if self.tap == "probs":
+        if "probs" in self.taps:
             own["probs"] = "the temperature softmax of its 'probs' tap"
+        if len(self.taps) > 1:
+            own[JOIN] = "the layer joining its taps"
+            own.update({f"pool_{tap_key(tap)}": f"the pooling of its tap {tap!r}" for tap in self.taps})
         if self.combine == "concat" and len(leaders) > 1:
             own["concat"] = "the layer joining its leaders' taps"
         if self.distill:
@@ -209,8 +230,8 @@ class Follower:
 
     def taps_needed(self) -> list[str]:
         """Taps the follower reads from each leader (logits too when distilling)."""
-        needed = [self.tap]
-        if self.distill and tap_key(self.tap) != "logits":
+        needed = list(self.taps)
+        if self.distill and "logits" not in {tap_key(tap) for tap in self.taps}:
             needed.append("logits")
         return needed
 

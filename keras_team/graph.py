@@ -91,6 +91,24 @@ def layer_calls(model: keras.Model) -> list[Call]:
     return order
 
 
+def replay(model: keras.Model, inputs):
+    """`model`'s layers called one by one on new symbolic `inputs`: its outputs there.
+
+    The layers (and their weights) are shared, and each appears in the new
+    graph as a layer of its own, not nested in `model`, so cut points and
+    taps of a model built on the result see them.
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+        >>> x = keras.Input((4,))
+        >>> outer = keras.Model(x, replay(inner, keras.layers.Identity(name="first")(x)))
+        >>> [layer.name for layer in outer.layers]
+        ['input_layer_1', 'first', 'd']
+    """
+    functional = getattr(model, "_functional", model)  # a Sequential runs through the functional graph it holds
+    return functional._run_through_graph(inputs, operation_fn=lambda operation: operation)
+
+
 def final_activation(operation) -> str | None:
     """The name of the activation an operation applies last, if any.
 

@@ -5,6 +5,9 @@ made by `transfer`), `logits` its output (before a trailing softmax), `probs`
 the softmax of the logits at a temperature (applied by the follower), and any
 other name is the output of that layer of the leader. `layer:NAME` is always
 the layer NAME, also one named like a tap (MobileNetV3's own `logits`).
+The kept part of a `transfer`red leader is one layer of its graph (`body`);
+a cut point of that body (`keras_team.cut_points(leader.body)`, e.g. `conv1`
+or `block1_out`) is a tap too, computed in the same pass as the cut.
 
 Example:
     >>> import keras_team
@@ -18,14 +21,16 @@ from __future__ import annotations
 import keras
 
 from keras_team import graph
-from keras_team.cuts import require_graph
+from keras_team.cuts import cut_points, require_graph, resolve_cut
 from keras_team.errors import KerasTeamError
+from keras_team.layers import InferenceMode
 from keras_team.transfers import Transferred
 
 TAPS = ("features", "logits", "probs")
 PROBABILITIES = ("softmax", "sigmoid")
 LAYER = "layer:"
 """Prefix of a tap that names a layer, whatever its name: `layer:logits`."""
+BODY_CUTS = "body_cuts"  # the body in a tap model that also outputs cuts inside it
 
 
 def tap_key(tap: str) -> str:
@@ -73,6 +78,9 @@ def tap_tensor(leader: keras.Model, tap: str):
         >>> tap_tensor(keras_team.zoo.seed_cnn((8, 8, 1), 5), "logits").shape
         (None, 5)
     """
+    cut = body_cut(leader, tap)
+    if cut is not None:  # a tensor of the body's own graph: `tap_model` computes it with the leader's
+        return graph.layer_calls(leader.body)[resolve_cut(leader.body, cut).position].outputs[0]
     if tap.startswith(LAYER):
         require_graph(leader)
         return _layer_output(leader, tap[len(LAYER):], tap)
@@ -107,7 +115,38 @@ def _layer_output(leader: keras.Model, name: str, tap: str):
         )
     layers = (f"{LAYER}{c.operation.name}" if c.operation.name in TAPS else c.operation.name for c in calls)
     names = ", ".join(dict.fromkeys([*TAPS, *layers]))
+    if isinstance(leader, Transferred):
+        cuts = ", ".join(dict.fromkeys(f"{LAYER}{c}" if c in TAPS else c for c in _body_cuts(leader)))
+        raise KerasTeamError("tap", tap, f"one of the taps or layers of {leader.name!r}: {names}; "
+                             f"or a cut of its body: {cuts}")
     raise KerasTeamError("tap", tap, f"one of the taps or layers of {leader.name!r}: {names}")
+
+
+def _body_cuts(leader: Transferred) -> list[str]:
+    return [cut.name for cut in cut_points(leader.body)]
+
+
+def body_cut(leader: keras.Model, tap: str) -> str | None:
+    """The cut of a transferred leader's body that `tap` names; None when it names something else.
+
+    A tap names a cut of the body when it is no tap name (`features`,
+    `logits`, `probs`) nor a layer of the leader's own graph (`body`, the
+    head) and the body has that cut; `layer:NAME` reaches a cut named like a
+    tap.
+
+    Example:
+        >>> import keras_team
+        >>> leader = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=3,
+        ...                              head=keras_team.heads.dense(5))
+        >>> body_cut(leader, "pool1"), body_cut(leader, "features"), body_cut(leader, "body")
+        ('pool1', None, None)
+    """
+    if not isinstance(leader, Transferred) or tap in TAPS:
+        return None
+    name = tap[len(LAYER):] if tap.startswith(LAYER) else tap
+    if name in {call.operation.name for call in graph.layer_calls(leader)}:
+        return None
+    return name if name in _body_cuts(leader) else None
 
 
 def tap_model(leader: keras.Model, taps: list[str], name: str) -> keras.Model:
@@ -121,5 +160,24 @@ def tap_model(leader: keras.Model, taps: list[str], name: str) -> keras.Model:
         >>> {key: tuple(t.shape) for key, t in taps.output.items()}
         {'features': (None, 84), 'logits': (None, 5)}
     """
-    outputs = {tap_key(tap): tap_tensor(leader, tap) for tap in taps}
-    return keras.Model(leader.inputs, outputs, name=name)
+    inner = [tap for tap in taps if body_cut(leader, tap) is not None]
+    if not inner:
+        outputs = {tap_key(tap): tap_tensor(leader, tap) for tap in taps}
+        return keras.Model(leader.inputs, outputs, name=name)
+    # Cuts inside a transferred leader's body: the body again, with those cuts as further outputs (its layers
+    # shared, in inference mode as in the leader), then the head; one pass gives the cut, the logits and them.
+    body = leader.body
+    cuts = keras.Model(body.inputs, [body.outputs[0], *(tap_tensor(leader, tap) for tap in inner)], name=f"{name}_body")
+    spec = leader.inputs[0]
+    inputs = keras.Input(batch_shape=spec.shape, dtype=spec.dtype, name=spec.name)
+    features, *tapped = (InferenceMode(cuts, name=BODY_CUTS) if leader.inference_mode else cuts)(inputs)
+    logits = leader.head(features)
+    known = {id(leader.features): features, id(leader.outputs[0]): logits, **{id(tap): tap for tap in tapped}}
+    outputs = {}
+    for tap in taps:
+        tensor = tapped[inner.index(tap)] if tap in inner else tap_tensor(leader, tap)
+        if id(tensor) not in known:
+            raise KerasTeamError("tap", tap, "features, logits, probs or a cut of the body, beside cuts of the "
+                                 f"body ({', '.join(inner)}) of {leader.name!r}")
+        outputs[tap_key(tap)] = known[id(tensor)]
+    return keras.Model(inputs, outputs, name=name)

@@ -74,7 +74,7 @@ def _internal_names(leaders: dict[str, keras.Model], followers: list[Follower]) 
         names[model.inputs[0].name] = "the team's input"
         names[f"{leader_name}_taps"] = f"the taps of leader {leader_name!r}"
         names[f"{leader_name}_tap_model"] = f"the tap model of leader {leader_name!r}"
-        for key in ("features", "logits", *(f.tap for f in followers)):
+        for key in ("features", "logits", *(tap for f in followers for tap in f.taps)):
             names[f"{leader_name}_{tap_key(key)}_stop"] = f"the stop-gradient of leader {leader_name!r}"
     for follower in followers:
         names[f"{follower.name}_graph"] = f"the sub-model of follower {follower.name!r}"

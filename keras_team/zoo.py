@@ -231,3 +231,29 @@ def application(
             layer.momentum = BN_MOMENTUM
     outputs = layers.Dense(num_classes, name="logits", dtype="float32")(base.output)
     return keras.Model(inputs, outputs, name=name)
+
+
+def fit_input(model: keras.Model, image_shape: Sequence[int], *, name: str = "fit_input") -> keras.Model:
+    """`model` taking images of `image_shape`: a `FitImages` layer in front resizes and converts them.
+
+    The model's own layers (and weights) are reused, each a layer of the
+    result, so its cuts keep their names (`keras_team.graph.replay`). An
+    image model whose colour channels cannot be converted, or a model that
+    does not take images, is a `KerasTeamError` on `input_shape`.
+
+    Example:
+        >>> leader = fit_input(seed_cnn((8, 8, 1), 5), (12, 12, 3))
+        >>> leader.input_shape, [layer.name for layer in leader.layers][1:3]
+        ((None, 12, 12, 3), ['fit_input', 'rescale'])
+    """
+    images, spec = tuple(int(n) for n in image_shape), model.inputs[0]
+    shape = tuple(spec.shape[1:])
+    if len(model.inputs) != 1 or len(shape) != 3 or None in shape or len(images) != 3:
+        raise KerasTeamError("input_shape", list(images), f"the model's own input {shape} (it does not take images "
+                             "of a fixed size, which could be resized to it)")
+    if images[-1] != shape[-1] and (images[-1], shape[-1]) not in FitImages.CONVERSIONS:
+        raise KerasTeamError("input_shape", list(images), f"{shape[-1]} channels, as the model takes, or one of "
+                             f"the conversions {sorted(FitImages.CONVERSIONS)} (from, to)")
+    inputs = keras.Input(images, dtype=spec.dtype, name="pixels")
+    outputs = graph.replay(model, FitImages(*shape, name=name)(inputs))
+    return keras.Model(inputs, outputs, name=model.name)

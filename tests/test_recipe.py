@@ -53,3 +53,38 @@ def test_a_head_that_does_not_take_the_features_at_the_cut_is_blamed_on_its_kind
     with pytest.raises(KerasTeamError) as error:
         recipe.make_plan(load_config(overrides=[*FAST, "transfer.head.kind=conv"]))  # a flat cut: no conv head
     assert error.value.field == "transfer.head.kind"
+
+
+@pytest.mark.large
+def test_a_given_leader_taking_other_images_gets_them_fitted_inside_the_model_and_check_says_so(tmp_path):
+    from keras_team import zoo
+
+    path = tmp_path / "rgb.keras"
+    saved = zoo.seed_cnn((16, 16, 3), 5, name="rgb_leader")
+    saved.save(path)
+    plan = recipe.make_plan(load_config(overrides=[f"leader.path={path}", "transfer.keep=3"]))
+    leader = plan.leaders["leader"]
+    assert leader.input_shape == (None, 8, 8, 1)  # the digits, as they are
+    assert "input   resized (8, 8, 1) -> (16, 16, 3) (bilinear), grey -> RGB, inside the model" in plan.describe()
+    images = keras.ops.convert_to_numpy(keras.layers.Resizing(16, 16)(keras.ops.repeat(
+        keras.ops.cast(plan.target.splits["test"][0][:4], "float32"), 3, axis=-1)))
+    assert abs(leader.predict(plan.target.splits["test"][0][:4], verbose=0) - saved.predict(images, verbose=0)).max() < 1e-4
+    assert plan.cuts["leader"].name == "fc1"  # the leader's own layers, counted as before
+
+
+def test_a_given_leader_that_takes_no_images_is_refused_on_its_path(tmp_path):
+    path = tmp_path / "flat.keras"
+    keras.Sequential([keras.Input((64,)), keras.layers.Dense(5)]).save(path)
+    with pytest.raises(KerasTeamError) as error:
+        recipe.load_leader(str(path), data.digits(classes=[0, 1], shots=2))
+    assert error.value.field == "leader.path" and "(8, 8, 1)" in error.value.allowed
+
+
+@pytest.mark.large
+def test_a_multi_scale_follower_reads_cuts_of_the_body_from_the_config_and_a_wrong_one_lists_them():
+    plan = recipe.make_plan(load_config(overrides=[*FAST, "followers.0.tap=[pool1, pool2]"]))
+    assert plan.team.follower_graphs["mlp"].get_layer("join_taps").output.shape == (None, 6 + 16)
+    with pytest.raises(KerasTeamError) as error:
+        recipe.make_plan(load_config(overrides=[*FAST, "followers.0.tap=[pool1, block9]"]))
+    assert error.value.field == "followers[0].tap" and error.value.value == "block9"
+    assert "a cut of its body: rescale, conv1, pool1, conv2, pool2, flatten, fc1" in error.value.allowed

@@ -69,6 +69,7 @@ def reference_loss(y, logits):
         ("raw", "features", (84,)),  # input of fc3
         ("raw", "fc1", (120,)),
         ("raw", "pool2", (2, 2, 16)),
+        ("transferred", ["pool1", "pool2"], (6 + 16,)),  # cuts inside the body, average-pooled and joined
     ],
 )
 def test_follower_input_shape_is_derived_from_the_tap(leader, tap, shape):
@@ -77,6 +78,25 @@ def test_follower_input_shape_is_derived_from_the_tap(leader, tap, shape):
     team = Team(leader, [follower])
     assert follower.model.input_shape == (None, *shape)
     assert tuple(team.get_layer("mlp").output.shape) == (None, 3)
+
+
+@pytest.mark.large
+def test_a_multi_scale_follower_reads_cuts_inside_the_body_trains_on_cached_taps_and_round_trips(tmp_path, source):
+    leader = transferred(source=source)
+    team = Team(leader, [Follower(mlp(name="scales"), tap=["conv1", "pool2", "features"])])
+    x, y = blobs(n=12, seed=2)
+    taps = keras_team.caching.cache_taps(team, "scales", tf_dataset(x), verbose=0).inputs
+    for cut in ("conv1", "pool2"):  # each tap is that layer's output inside the body
+        inner = keras.Model(leader.body.inputs, leader.body.get_layer(cut).output)
+        np.testing.assert_allclose(np.asarray(taps[f"leader_{cut}"]), inner.predict(x, verbose=0), rtol=1e-5)
+    history = keras_team.caching.fit_follower(team, "scales", tf_dataset(x, y), epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    team.save(tmp_path / "team.keras")
+    loaded = keras_team.load_model(tmp_path / "team.keras")
+    assert loaded.followers[0].tap == ["conv1", "pool2", "features"]
+    before, after = team.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for name in ("leader", "scales"):
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-5, atol=1e-6)
 
 
 def test_probs_tap_is_softmax_of_leader_logits_at_temperature(source):
@@ -327,6 +347,10 @@ ERRORS = {
     "leader named like a stop-gradient layer": (
         lambda: Team({"a": transferred(), "a_logits_stop": transferred()}),
         "leaders", ["'a_logits_stop'", "stop-gradient"],
+    ),
+    "unknown tap: the body's cuts are listed": (
+        lambda: Team(transferred(), [Follower(mlp(), tap=["pool1", "pool9"])]),
+        "followers[mlp].tap", ["'pool9'", "features, logits, probs", "a cut of its body", "conv1", "pool2"],
     ),
     "unknown head activation": (
         lambda: keras_team.heads.dense(3, hidden=(8,), activation="relux"),

@@ -138,6 +138,8 @@ def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
     code = cli.main(["run", "--quiet", "--output-dir", str(out), "--set", f"data.source.name={root}",
                      "--set", "data.source.classes=[ant,bee]", "--set", f"data.target.name={root}",
                      "--set", "data.target.classes=[dog,cat]", "--set", "data.target.shots=3",
+                     "--set", "data.stream=true",  # decoded as served, the tap cache and evaluation included
+                     "--set", "followers.0.tap=[stem_relu,block1_out]",  # multi-scale: two cuts inside the body
                      *[arg for field in ("leader", "transfer", "followers.0", "baseline")
                        for arg in ("--set", f"{field}.epochs=2")]])
     assert code == 0, capsys.readouterr().err
@@ -145,5 +147,6 @@ def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
 
     report = json.loads((out / "report.json").read_text())
     assert report["class_names"] == ["dog", "cat"] and (out / "confusion.png").is_file()
+    assert not (out / "taps").exists()  # the streamed task's tap cache, on disk while the follower trained
     assert sorted(report["ensemble"]["test_accuracy_per_class"]) == ["cat", "dog"]
     assert "| dog " in (out / "report.md").read_text()

@@ -261,6 +261,11 @@ class DataConfig(Section):
     augment: DistinctListOf[Literal["flip", "crop"]] = Field((), description="training-only augmentation")
     data_dir: Optional[Text] = Field(None, description="TFDS data directory (null: the TFDS default)")
     download: bool = Field(False, description="true: let TFDS download missing datasets")
+    stream: Union[Literal["auto"], bool] = Field(
+        "auto", description="decode the images of a folder or TFDS dataset batch by batch as training reads them, "
+        "never all in memory: true, false, or auto (stream when the decoded images exceed a tenth of the "
+        "machine's memory)"
+    )
 
 
 class LeaderConfig(Section):
@@ -345,7 +350,10 @@ class FollowerConfig(Section):
     """A follower model reading a tap of the leader."""
 
     name: Identifier = Field("mlp", description="unique name of the follower")
-    tap: Text = Field("features", description="what it reads: features (the cut), logits, probs, or a layer name")
+    tap: Union[Text, Annotated[DistinctListOf[Text], Field(min_length=1)]] = Field(
+        "features", description="what it reads: features (the cut), logits, probs, a layer name, or a cut inside "
+        "the kept body (e.g. pool1); a list of them (multi-scale) reads each, spatial ones average-pooled, joined"
+    )
     temperature: Rate = Field(1.0, description="softmax temperature of the leader's probabilities when tap is probs")
     hidden: ListOf[Positive] = Field((50,), description="units of each hidden layer")
     dropout: Dropout = Field(0.0, description="dropout rate")

@@ -77,9 +77,9 @@ def _load_task(config: Config, task: str, **kwargs) -> Task:
     try:
         loaded = load_task(spec.name, classes=spec.classes, shots=spec.shots, seed=config.seed,
                            batch_size=data.batch_size, validation=data.validation, data_dir=data.data_dir,
-                           download=data.download, **kwargs)
+                           download=data.download, stream=data.stream, **kwargs)
         # The global batch the current strategy's replicas share: checked now, not at the first stage.
-        distribute.global_batch_size(loaded.batch_size, len(loaded.splits["train"][1]))
+        distribute.global_batch_size(loaded.batch_size, len(loaded.labels("train")))
     except KerasTeamError as error:
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
     return loaded
@@ -169,16 +169,21 @@ def leader_field(config: Config, index: int, field: str) -> str:
 
 
 def load_leader(path: str, task: Task | None, field: str = "leader.path") -> keras.Model:
-    """The leader saved at `path`, checked to take one input (shaped like `task`'s, if given); errors name `field`."""
+    """The leader saved at `path`, checked to take one input; errors name `field`.
+
+    Given a `task` whose images differ from the leader's input, a `FitImages`
+    step in front resizes and converts them inside the model (`zoo.fit_input`).
+    """
     leader = load_model(path, field)
     if len(leader.inputs) != 1:
         raise KerasTeamError(field, path, f"a leader with one input, got {len(leader.inputs)} inputs")
-    if task is None:
+    if task is None or tuple(leader.inputs[0].shape[1:]) == tuple(task.input_shape):
         return leader
-    expected = (None, *task.input_shape)
-    if tuple(leader.inputs[0].shape) != expected:
-        raise KerasTeamError(field, path, f"a leader taking inputs of shape {expected}, got {tuple(leader.inputs[0].shape)}")
-    return leader
+    try:
+        return zoo.fit_input(leader, task.input_shape)
+    except KerasTeamError as error:
+        raise KerasTeamError(field, path, f"a leader taking images shaped like the data's {task.input_shape}, or "
+                             f"images it can be fitted to: {error.allowed}") from error
 
 
 def _new_leader(config: Config, index: int, source: Task, *, pretrained: bool = True) -> keras.Model:
@@ -291,9 +296,10 @@ class Plan:
         """The plan as text: tasks, cut, models with parameter counts, stages."""
         source, target = self.source, self.target
         lines = [
-            f"source  {source.name}: {source.num_classes} classes, {len(source.splits['train'][1])} training examples, inputs {source.input_shape}",
-            f"target  {target.name}: {target.num_classes} classes, {len(target.splits['train'][1])} training examples "
-            f"({len(target.splits['validation'][1])} validation, {len(target.splits['test'][1])} test)",
+            f"source  {source.name}: {source.num_classes} classes, {len(source.labels('train'))} training examples, "
+            f"inputs {source.input_shape}{_streamed(source)}",
+            f"target  {target.name}: {target.num_classes} classes, {len(target.labels('train'))} training examples "
+            f"({len(target.labels('validation'))} validation, {len(target.labels('test'))} test){_streamed(target)}",
         ]
         several = len(self.cuts) > 1
         lines += [f"input   {f'{name}: ' if several else ''}{layer.describe(source.input_shape)}, inside the model "
@@ -357,7 +363,7 @@ def make_plan(config: Config) -> Plan:
             stages[f"fine_tune{suffix}"] = f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} epochs)"
     team = build_team(config, students, target)
     stages["followers"] = (f"{len(config.followers)} follower(s) on cached taps: "
-                           + ", ".join(f"{f.name} ({f.tap}, {f.epochs} epochs)" for f in config.followers))
+                           + ", ".join(f"{f.name} ({_taps(f.tap)}, {f.epochs} epochs)" for f in config.followers))
     if config.team.epochs:
         stages["team"] = f"joint fine-tuning, summed member losses ({config.team.epochs} epochs)"
     baseline = build_baseline(config, next(iter(leaders.values())), target)
@@ -485,7 +491,7 @@ class Recipe:
         def build():
             model = build_student(self.config, index, self._load(f"leader{suffix}.keras"), target)
             if cfg.head.kind == "cosine":  # start from the training split's class means (weight imprinting)
-                heads.imprint(model, *target.splits["train"])
+                heads.imprint(model, target.images("train"), target.labels("train"))
             return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
                                     f"{field}.learning_rate")
 
@@ -517,13 +523,17 @@ class Recipe:
                 _seed(self.config, f"followers/{f.name}")
                 stage = f"follower_{f.name}"
                 read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
-                self.out.stage(f"  {f.name}", f"follower on {read}'s {f.tap!r} (taps cached)")
+                self.out.stage(f"  {f.name}", f"follower on {read}'s {_taps(f.tap)} (taps cached)")
                 start = time.perf_counter()
+                # A streamed task's taps may not fit in memory either: cached on disk (memory-mapped), then removed.
+                cache = self.ws.path("taps") / f.name if _streamed(target) else None
                 history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                        epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
-                                       batch_size=target.batch_size, seed=self.config.seed,
+                                       batch_size=target.batch_size, seed=self.config.seed, directory=cache,
                                        callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
                                        verbose=self.out.fit_verbose)
+                if cache is not None:
+                    shutil.rmtree(cache.parent, ignore_errors=True)
                 self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
                 self.ws.save_model(graph, weights)
                 self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
@@ -568,9 +578,9 @@ class Recipe:
             return
         cfg, target = self.config.export, self.plan.target
         self.out.stage("export", self.plan.stages["export"])
-        x_test, y_test = target.splits["test"]
         report = export_model(self._load(team_file), self.ws.path("export"), name=cfg.name, formats=cfg.formats,
-                              train_examples=target.splits["train"][0], test_examples=x_test, test_labels=y_test,
+                              train_examples=target.images("train"), test_examples=target.images("test"),
+                              test_labels=target.labels("test"),
                               version=1, force=True, seed=self.config.seed)  # the run owns its version 1
         figures = summary(report)
         self.ws.finish("export", figures)
@@ -644,8 +654,18 @@ def _last(history) -> dict:
 
 
 def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
-    x, y = task.splits[split]
-    return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y))
+    predicted = np.argmax(model.predict(task.dataset(split), verbose=0), axis=-1)
+    return float(np.mean(predicted == task.labels(split)))
+
+
+def _taps(tap: str | tuple[str, ...]) -> str:
+    """A follower's tap(s) in words: `features`, `pool1 + pool2`."""
+    return tap if isinstance(tap, str) else " + ".join(tap)
+
+
+def _streamed(task: Task) -> str:
+    """", streamed" for a task whose images are decoded as served (`data.stream`)."""
+    return "" if isinstance(task, Task) else ", streamed"
 
 
 def leader_paths(config: Config) -> dict[str, str]:

@@ -52,10 +52,11 @@ def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: kera
         >>> report["members"]["leader"]["test_accuracy"], sum(report["ensemble"]["weights"].values())
         (0..., 1.0)
     """
-    x, y = task.splits[split]
-    predictions = team.predict(x, verbose=0)
-    x_val, y_val = task.splits["validation"]
-    validation = team.predict(x_val, verbose=0) if len(y_val) else {name: np.zeros((0, task.num_classes)) for name in predictions}
+    # Batch by batch from the task's own pipeline, so a streamed task is never read whole into memory.
+    y, predictions = task.labels(split), team.predict(task.dataset(split), verbose=0)
+    y_val = task.labels("validation")
+    validation = (team.predict(task.dataset("validation"), verbose=0) if len(y_val)
+                  else {name: np.zeros((0, task.num_classes)) for name in predictions})
     weighting = Team.ensemble_weights(validation, y_val)
     key = f"{split}_accuracy"
     ensemble = np.argmax(np.asarray(Team.ensemble(predictions, weighting.weights)), axis=-1)
@@ -82,7 +83,7 @@ def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: kera
         },
     }
     if baseline is not None:
-        report["baseline"] = {key: _accuracy(baseline.predict(x, verbose=0), y)}
+        report["baseline"] = {key: _accuracy(baseline.predict(task.dataset(split), verbose=0), y)}
     return report
 
 
