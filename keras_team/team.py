@@ -29,6 +29,7 @@ from keras_team.graph import output_layer, producer
 from keras_team.heads import LOSS
 from keras_team.layers import PACKAGE, LeaderTaps, StopGradient
 from keras_team.taps import tap_key, tap_model, tap_tensor
+from keras_team.transfers import refreeze
 
 
 def _as_leader_dict(leaders) -> dict[str, keras.Model]:
@@ -250,7 +251,7 @@ class Team(keras.Model):
     def from_config(cls, config: dict, custom_objects=None) -> Team:
         config = dict(config)
         leaders = {
-            name: keras.saving.deserialize_keras_object(m, custom_objects=custom_objects)
+            name: refreeze(keras.saving.deserialize_keras_object(m, custom_objects=custom_objects))
             for name, m in config.pop("leaders").items()
         }
         return cls(leaders, config.pop("followers"), **config)

@@ -51,6 +51,27 @@ def _copy(kept: keras.Model) -> keras.Model:
     return clone
 
 
+def refreeze(model: keras.Layer) -> keras.Layer:
+    """Freeze again, to the bottom, every frozen layer of a model just loaded; returns `model`.
+
+    A model passed `trainable=False` as it is made (what loading a keras-hub
+    `Backbone` does: its config keeps only its own flag) leaves the layers
+    inside trainable in Keras 3, so an outer model would train them.
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> outer = keras.Sequential([keras.Input((2,)), inner])
+        >>> inner._trainable = False  # the flag alone, as loading leaves it
+        >>> len(outer.trainable_weights), len(refreeze(outer).trainable_weights)
+        (2, 0)
+    """
+    # Setting the flag one layer at a time: Keras skips `layer.trainable = False` on a layer that is False already.
+    for frozen in [layer for layer in graph.sublayers(model) if not layer.trainable]:
+        for layer in graph.sublayers(frozen):
+            layer.trainable = False
+    return model
+
+
 def body(leader: keras.Model, keep: int | str | CutPoint, *, share: bool = False) -> keras.Model:
     """The leader's kept part, up to the cut `keep` names, as a functional model.
 
@@ -163,7 +184,7 @@ class Transferred(keras.Model):
     def from_config(cls, config: dict, custom_objects=None) -> Transferred:
         config = dict(config)
         for part in ("body", "head"):
-            config[part] = keras.saving.deserialize_keras_object(config[part], custom_objects=custom_objects)
+            config[part] = refreeze(keras.saving.deserialize_keras_object(config[part], custom_objects=custom_objects))
         return cls(**config)
 
 
