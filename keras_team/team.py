@@ -207,8 +207,9 @@ class Team(keras.Model):
         outputs, stopped, logit_widths = {}, {}, {}
         for leader_name, model in taps.items():
             own, tapped = LeaderTaps(model, name=f"{leader_name}_taps", dtype=policy)(inputs)
-            # Outputs are float32 whatever the dtype policy (mixed precision computes inside).
-            outputs[leader_name] = keras.layers.Identity(name=leader_name, dtype="float32")(own)
+            # Outputs are float32 whatever the dtype policy (mixed precision computes inside): a float32
+            # linear activation, as Keras' mixed precision guide ends a model (Identity's spec keeps float16).
+            outputs[leader_name] = keras.layers.Activation("linear", name=leader_name, dtype="float32")(own)
             logit_widths[leader_name] = own.shape[-1]
             stopped[leader_name] = {
                 key: StopGradient(name=f"{leader_name}_{key}_stop", dtype=policy)(x) for key, x in tapped.items()
@@ -224,7 +225,7 @@ class Team(keras.Model):
             results = graph(feed)
             results = results if isinstance(results, (list, tuple)) else [results]
             for output_name, result in zip(follower.output_names(read), results):
-                outputs[output_name] = keras.layers.Identity(name=output_name, dtype="float32")(result)
+                outputs[output_name] = keras.layers.Activation("linear", name=output_name, dtype="float32")(result)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         if policy is not None:  # the followers' own layers (softmax, concat, distillation) and the team's
             dtypes.apply(graphs.values(), policy, float32=logits)
