@@ -8,12 +8,12 @@ precision guide); their precision is checked by `check_precision`, the same
 checks with float32 outputs and logits layers.
 """
 
+import importlib
+
 import keras
-import keras_hub
 import numpy as np
 import pytest
 from keras import ops
-from keras_hub.src.tests.test_case import TestCase
 
 import keras_team
 from keras_team import Follower, KerasTeamError, Team, graph
@@ -27,9 +27,45 @@ pytestmark = pytest.mark.large
 MIXED = ("mixed_float16", "mixed_bfloat16")
 
 
+def hub_models():
+    """`keras_hub.models`, loaded on a test's first use, not when the fast set collects this module."""
+    return importlib.import_module("keras_hub").models
+
+
+@pytest.fixture(scope="module")
+def hub():
+    """keras-hub's TestCase, its helpers called as methods of one instance."""
+    test_case = importlib.import_module("keras_hub.src.tests.test_case").TestCase
+
+    class Checks(test_case):
+        def runTest(self):  # unittest wants a test method to make an instance
+            pass
+
+        def check_precision(self, make, input_data, outputs: int):
+            """`run_precision_test`'s checks, with float32 outputs and logits layers (see the module docstring)."""
+            for name in MIXED:
+                model = make(dtype=name)
+                output = model(input_data)
+                spec = model.compute_output_spec(keras.KerasTensor(input_data.shape))
+                flat, flat_spec = keras.tree.flatten(output), keras.tree.flatten(spec)
+                self.assertLen(flat, outputs)
+                for tensor, tensor_spec in zip(flat, flat_spec):
+                    self.assertDTypeEqual(tensor, "float32")
+                    self.assertEqual(tensor_spec.dtype, "float32")
+                for weight in model.weights:
+                    self.assertDTypeEqual(weight, "float32")
+                float32 = {layer.name for layer in graph.sublayers(model) if layer.compute_dtype == "float32"}
+                self.assertEqual(float32, {"logits", *model.output_names} if isinstance(model, Team) else {"logits"})
+                self.assertEqual(model.dtype_policy.name, name)
+                body = model.get_layer("body") if isinstance(model, Transferred) else model.leaders["leader"].body
+                self.assertEqual(keras.dtype_policies.get(name).compute_dtype, body.compute_dtype)
+
+    return Checks()
+
+
 def tiny_resnet(**kwargs) -> keras.Model:
     """A randomly initialised keras-hub ResNet backbone from its config: 16x16 RGB in, 2x2x16 feature maps out."""
-    return keras_hub.models.ResNetBackbone(
+    return hub_models().ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16],
         stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
         image_shape=(16, 16, 3), **kwargs)
@@ -47,39 +83,42 @@ def images(n: int = 8) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3)).astype("float32")
 
 
-class LayerChecks(TestCase):
-    """keras-hub's `run_layer_test` (serialisation, build, symbolic and eager calls, a training step, precision)."""
+def test_stop_gradient(hub):
+    hub.run_layer_test(StopGradient, {}, ops.ones((2, 3)), (2, 3))
 
-    def test_stop_gradient(self):
-        self.run_layer_test(StopGradient, {}, ops.ones((2, 3)), (2, 3))
 
-    def test_temperature_softmax(self):
-        self.run_layer_test(TemperatureSoftmax, {"temperature": 2.0}, ops.ones((2, 3)), (2, 3))
+def test_temperature_softmax(hub):
+    hub.run_layer_test(TemperatureSoftmax, {"temperature": 2.0}, ops.ones((2, 3)), (2, 3))
 
-    def test_distillation(self):  # called on a list, which run_layer_test cannot build from
-        self.run_serialization_test(Distillation(2.0, 0.5))
-        self.run_precision_test(Distillation, {"temperature": 2.0, "alpha": 0.5}, [ops.ones((2, 3)), ops.zeros((2, 3))])
 
-    def test_fit_images(self):
-        self.run_layer_test(FitImages, {"height": 4, "width": 4, "channels": 3}, ops.ones((2, 2, 2, 1)), (2, 4, 4, 3))
+def test_distillation(hub):  # called on a list, which run_layer_test cannot build from
+    hub.run_serialization_test(Distillation(2.0, 0.5))
+    hub.run_precision_test(Distillation, {"temperature": 2.0, "alpha": 0.5}, [ops.ones((2, 3)), ops.zeros((2, 3))])
 
-    def test_application_preprocessing(self):
-        self.run_layer_test(ApplicationPreprocessing, {"application": "ResNet50V2"}, ops.ones((2, 2, 2, 3)),
-                            (2, 2, 2, 3))
 
-    def test_cosine_logits(self):
-        self.run_layer_test(CosineLogits, {"units": 3}, ops.ones((2, 4)), (2, 3), expected_num_trainable_weights=2)
+def test_fit_images(hub):
+    hub.run_layer_test(FitImages, {"height": 4, "width": 4, "channels": 3}, ops.ones((2, 2, 2, 1)), (2, 4, 4, 3))
 
-    def test_inference_mode(self):
-        self.run_layer_test(InferenceMode, {"layer": keras.layers.Dense(3)}, ops.ones((2, 4)), (2, 3),
-                            expected_num_trainable_weights=2)
 
-    def test_leader_taps(self):  # its precision is the Team's (below): the tap model is a leader's graph
-        inputs = keras.Input((4,))
-        hidden = keras.layers.Dense(3, name="hidden")(inputs)
-        taps = keras.Model(inputs, {"features": hidden, "logits": keras.layers.Dense(2, name="logits")(hidden)})
-        self.run_layer_test(LeaderTaps, {"taps": taps}, ops.ones((2, 4)), ((2, 2), {"features": (2, 3), "logits": (2, 2)}),
-                            expected_num_trainable_weights=4, run_training_check=False, run_precision_checks=False)
+def test_application_preprocessing(hub):
+    hub.run_layer_test(ApplicationPreprocessing, {"application": "ResNet50V2"}, ops.ones((2, 2, 2, 3)), (2, 2, 2, 3))
+
+
+def test_cosine_logits(hub):
+    hub.run_layer_test(CosineLogits, {"units": 3}, ops.ones((2, 4)), (2, 3), expected_num_trainable_weights=2)
+
+
+def test_inference_mode(hub):
+    hub.run_layer_test(InferenceMode, {"layer": keras.layers.Dense(3)}, ops.ones((2, 4)), (2, 3),
+                       expected_num_trainable_weights=2)
+
+
+def test_leader_taps(hub):  # its precision is the Team's (below): the tap model is a leader's graph
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="hidden")(inputs)
+    taps = keras.Model(inputs, {"features": hidden, "logits": keras.layers.Dense(2, name="logits")(hidden)})
+    hub.run_layer_test(LeaderTaps, {"taps": taps}, ops.ones((2, 4)), ((2, 2), {"features": (2, 3), "logits": (2, 2)}),
+                       expected_num_trainable_weights=4, run_training_check=False, run_precision_checks=False)
 
 
 def transferred_kwargs() -> dict:
@@ -94,42 +133,20 @@ def team_kwargs() -> dict:
             "followers": [Follower(keras_team.zoo.mlp(3), tap="probs", distill={"temperature": 2.0})]}
 
 
-class ModelChecks(TestCase):
-    """keras-hub's serialisation and saving checks on Transferred and Team, and their precision."""
+def test_transferred(hub):
+    x = ops.ones((2, 8, 8, 1))
+    hub.run_serialization_test(Transferred(**transferred_kwargs()))
+    hub.run_model_saving_test(Transferred, transferred_kwargs(), x)
+    hub.check_precision(lambda dtype: Transferred(**transferred_kwargs(), dtype=dtype), x, outputs=1)
 
-    def check_precision(self, make, input_data, outputs: int):
-        """`run_precision_test`'s checks, with float32 outputs and logits layers (see the module docstring)."""
-        for name in MIXED:
-            policy = keras.dtype_policies.get(name)
-            model = make(dtype=name)
-            output = model(input_data)
-            spec = model.compute_output_spec(keras.KerasTensor(input_data.shape))
-            flat, flat_spec = keras.tree.flatten(output), keras.tree.flatten(spec)
-            self.assertLen(flat, outputs)
-            for tensor, tensor_spec in zip(flat, flat_spec):
-                self.assertDTypeEqual(tensor, "float32")
-                self.assertEqual(tensor_spec.dtype, "float32")
-            for weight in model.weights:
-                self.assertDTypeEqual(weight, "float32")
-            float32 = {layer.name for layer in graph.sublayers(model) if layer.compute_dtype == "float32"}
-            self.assertEqual(float32, {"logits", *model.output_names} if isinstance(model, Team) else {"logits"})
-            self.assertEqual(model.dtype_policy.name, name)
-            self.assertEqual(policy.compute_dtype, model.get_layer("body").compute_dtype if isinstance(
-                model, Transferred) else model.leaders["leader"].body.get_layer("conv1").compute_dtype)
 
-    def test_transferred(self):
-        x = ops.ones((2, 8, 8, 1))
-        self.run_serialization_test(Transferred(**transferred_kwargs()))
-        self.run_model_saving_test(Transferred, transferred_kwargs(), x)
-        self.check_precision(lambda dtype: Transferred(**transferred_kwargs(), dtype=dtype), x, outputs=1)
-
-    def test_team(self):
-        x = ops.ones((2, 8, 8, 1))
-        self.run_serialization_test(Team(**team_kwargs()))
-        self.run_model_saving_test(Team, team_kwargs(), x)
-        self.check_precision(lambda dtype: Team(**team_kwargs(), dtype=dtype), x, outputs=2)
-        with self.assertRaises(KerasTeamError):  # run_precision_test's third policy: bfloat16 variables
-            Team(**team_kwargs(), dtype="bfloat16")
+def test_team(hub):
+    x = ops.ones((2, 8, 8, 1))
+    hub.run_serialization_test(Team(**team_kwargs()))
+    hub.run_model_saving_test(Team, team_kwargs(), x)
+    hub.check_precision(lambda dtype: Team(**team_kwargs(), dtype=dtype), x, outputs=2)
+    with pytest.raises(KerasTeamError):  # run_precision_test's third policy: bfloat16 variables
+        Team(**team_kwargs(), dtype="bfloat16")
 
 
 def test_backbone_leader_cuts_transfers_teams_saves_and_loads(tmp_path):
@@ -156,7 +173,7 @@ def test_backbone_leader_cuts_transfers_teams_saves_and_loads(tmp_path):
 
 def test_keras_hub_classifier_as_leader_keeps_its_frozen_backbone_after_load(tmp_path):
     keras.utils.set_random_seed(0)
-    classifier = keras_hub.models.ResNetImageClassifier(backbone=tiny_resnet(), num_classes=3, activation=None)
+    classifier = hub_models().ResNetImageClassifier(backbone=tiny_resnet(), num_classes=3, activation=None)
     classifier.backbone.trainable = False  # keras-hub's way of freezing a backbone
     assert [cut.name for cut in keras_team.cut_points(classifier)][:2] == [classifier.backbone.name, "pooler"]
     team = Team(classifier, [Follower(keras_team.zoo.mlp(3), tap="logits")], dtype="mixed_float16")
