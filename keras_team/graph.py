@@ -131,6 +131,39 @@ def final_activation(operation) -> str | None:
     return type(operation).__name__.lower()  # a keras.ops operation: Softmax, Sigmoid, Relu ...
 
 
+def output_layer(operation):
+    """The layer computing an operation's output, looking inside nested models.
+
+    A Sequential model (built or not) or a functional model with one output
+    is looked into (also a model inside it), down to the layer that produces
+    that output; other operations are their own output layer.
+
+    Example:
+        >>> head = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="logits")])
+        >>> output_layer(head).name
+        'logits'
+    """
+    while True:
+        if isinstance(operation, keras.Sequential) and operation.layers:  # built or not
+            operation = operation.layers[-1]
+        elif has_graph(operation) and len(operation.outputs) == 1 and not is_input(producer(operation.outputs[0])):
+            operation = producer(operation.outputs[0]).operation
+        else:
+            return operation
+
+
+def sublayers(layer) -> list:
+    """`layer` and every layer it holds, at any depth (wrapped layers, nested models), input layers left out.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")], name="m")
+        >>> [sub.name for sub in sublayers(model)]
+        ['m', 'd']
+    """
+    return [sub for sub in layer._flatten_layers(include_self=True, recursive=True)
+            if not isinstance(sub, keras.layers.InputLayer)]
+
+
 def has_graph(model) -> bool:
     """Whether `model` is a built Sequential or functional model (it has a graph to walk)."""
     if not isinstance(model, keras.Model):

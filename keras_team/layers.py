@@ -9,6 +9,12 @@ from keras import ops
 PACKAGE = "keras_team"
 
 
+def _spec_like(layer: keras.layers.Layer, x) -> keras.KerasTensor:
+    """The spec of `x` as `layer` returns it: floating tensors in its compute dtype, as `__call__` casts them."""
+    dtype = layer.compute_dtype if keras.backend.is_float_dtype(x.dtype) else x.dtype
+    return keras.KerasTensor(x.shape, dtype=dtype)
+
+
 @keras.saving.register_keras_serializable(PACKAGE)
 class StopGradient(keras.layers.Layer):
     """Passes its input through; no gradient flows back into the leader.
@@ -20,6 +26,9 @@ class StopGradient(keras.layers.Layer):
 
     def call(self, inputs):
         return ops.stop_gradient(inputs)
+
+    def compute_output_spec(self, inputs):
+        return _spec_like(self, inputs)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -38,6 +47,9 @@ class TemperatureSoftmax(keras.layers.Layer):
     def call(self, logits):
         return ops.softmax(logits / self.temperature, axis=-1)
 
+    def compute_output_spec(self, logits):
+        return _spec_like(self, logits)
+
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
 
@@ -47,9 +59,10 @@ class Distillation(keras.layers.Layer):
     """Adds alpha * T^2 * KL(teacher_T || student_T) to the model's losses (alpha: `Distill.kl_weight`).
 
     Called on ``[student_logits, teacher_logits_1, ...]``; the teacher is the
-    mean of the teachers' softened probabilities. Returns the student logits.
-    The loss is computed and added only while training: inference and
-    serving pass the student logits through at no cost.
+    mean of the teachers' softened probabilities. Returns the student logits
+    (in the layer's compute dtype). The loss is computed in float32 whatever
+    the dtype policy, and added only while training: inference and serving
+    pass the student logits through at no cost.
 
     Example:
         >>> layer = Distillation(temperature=1.0, alpha=0.5)
@@ -72,13 +85,18 @@ class Distillation(keras.layers.Layer):
         if not training:
             return student
         t = self.temperature
+        # float32: in float16 the 1e-12 floor is 0 and log(0) turns the loss into NaN.
         teacher = ops.mean(
-            ops.stack([ops.softmax(ops.stop_gradient(x) / t, axis=-1) for x in teachers]), axis=0
+            ops.stack([ops.softmax(ops.cast(ops.stop_gradient(x), "float32") / t, axis=-1) for x in teachers]),
+            axis=0,
         )
-        log_student = ops.log_softmax(student / t, axis=-1)
+        log_student = ops.log_softmax(ops.cast(student, "float32") / t, axis=-1)
         kl = ops.sum(teacher * (ops.log(ops.maximum(teacher, 1e-12)) - log_student), axis=-1)
         self.add_loss(self.alpha * t * t * ops.mean(kl))
         return student
+
+    def compute_output_spec(self, inputs, training=None):
+        return _spec_like(self, inputs[0])
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha}

@@ -22,11 +22,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_team import dtypes
 from keras_team.errors import KerasTeamError
 from keras_team.followers import Follower, check_name
+from keras_team.graph import output_layer, producer
 from keras_team.heads import LOSS
 from keras_team.layers import PACKAGE, LeaderTaps, StopGradient
 from keras_team.taps import tap_key, tap_model, tap_tensor
+from keras_team.transfers import refreeze
 
 
 def _as_leader_dict(leaders) -> dict[str, keras.Model]:
@@ -159,6 +162,11 @@ class Team(keras.Model):
             `name`) or a dict name -> model; each predicts the target task.
         followers: `Follower`s reading the leaders' taps.
         name: model name.
+        dtype: a dtype policy for the whole team, e.g. "mixed_float16"
+            (see `keras_team.dtypes`): set on every layer of the leaders
+            and followers, in place, except the layers computing their
+            logits, which stay float32 as the team's outputs do. None
+            leaves each layer's own policy.
 
     Example:
         >>> leader = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=3,
@@ -171,8 +179,9 @@ class Team(keras.Model):
         {'leader': (4, 5), 'mlp': (4, 5)}
     """
 
-    def __init__(self, leaders, followers=(), *, name: str = "team", **kwargs):
+    def __init__(self, leaders, followers=(), *, name: str = "team", dtype=None, **kwargs):
         # === Layers ===
+        policy = dtypes.policy(dtype)
         leaders = _as_leader_dict(leaders)
         followers = [Follower.from_config(f) if isinstance(f, dict) else f for f in followers]
         _check_members(leaders, followers)
@@ -188,17 +197,22 @@ class Team(keras.Model):
             leader_name: tap_model(model, sorted(needed[leader_name]), name=f"{leader_name}_tap_model")
             for leader_name, model in leaders.items()
         }
+        if policy is not None:
+            logits = [output_layer(producer(tap_tensor(model, "logits")).operation) for model in leaders.values()]
+            logits += [output_layer(follower.model) for follower in followers]
+            dtypes.apply([*leaders.values(), *taps.values(), *(f.model for f in followers)], policy, float32=logits)
 
         # === Functional model ===
         inputs = _shared_input(leaders)
         outputs, stopped, logit_widths = {}, {}, {}
         for leader_name, model in taps.items():
-            own, tapped = LeaderTaps(model, name=f"{leader_name}_taps")(inputs)
-            # Outputs are float32 whatever the dtype policy (mixed precision computes inside).
-            outputs[leader_name] = keras.layers.Identity(name=leader_name, dtype="float32")(own)
+            own, tapped = LeaderTaps(model, name=f"{leader_name}_taps", dtype=policy)(inputs)
+            # Outputs are float32 whatever the dtype policy (mixed precision computes inside): a float32
+            # linear activation, as Keras' mixed precision guide ends a model (Identity's spec keeps float16).
+            outputs[leader_name] = keras.layers.Activation("linear", name=leader_name, dtype="float32")(own)
             logit_widths[leader_name] = own.shape[-1]
             stopped[leader_name] = {
-                key: StopGradient(name=f"{leader_name}_{key}_stop")(x) for key, x in tapped.items()
+                key: StopGradient(name=f"{leader_name}_{key}_stop", dtype=policy)(x) for key, x in tapped.items()
             }
         graphs = {}
         for follower in followers:
@@ -211,8 +225,11 @@ class Team(keras.Model):
             results = graph(feed)
             results = results if isinstance(results, (list, tuple)) else [results]
             for output_name, result in zip(follower.output_names(read), results):
-                outputs[output_name] = keras.layers.Identity(name=output_name, dtype="float32")(result)
+                outputs[output_name] = keras.layers.Activation("linear", name=output_name, dtype="float32")(result)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        if policy is not None:  # the followers' own layers (softmax, concat, distillation) and the team's
+            dtypes.apply(graphs.values(), policy, float32=logits)
+            self.dtype_policy = policy  # a functional model drops `dtype`; `compile` reads it (loss scaling)
 
         # === Config ===
         self.leaders = leaders
@@ -220,11 +237,13 @@ class Team(keras.Model):
         self.follower_graphs = graphs
         self.tap_models = taps
         self.member_names = list(leaders) + [f.name for f in followers]
+        self.given_dtype = None if policy is None else policy.name
 
     def get_config(self) -> dict:
         return {
             "name": self.name,
             "trainable": self.trainable,
+            "dtype": self.given_dtype,
             "leaders": {name: keras.saving.serialize_keras_object(m) for name, m in self.leaders.items()},
             "followers": [follower.get_config() for follower in self.followers],
         }
@@ -233,7 +252,7 @@ class Team(keras.Model):
     def from_config(cls, config: dict, custom_objects=None) -> Team:
         config = dict(config)
         leaders = {
-            name: keras.saving.deserialize_keras_object(m, custom_objects=custom_objects)
+            name: refreeze(keras.saving.deserialize_keras_object(m, custom_objects=custom_objects))
             for name, m in config.pop("leaders").items()
         }
         return cls(leaders, config.pop("followers"), **config)

@@ -14,7 +14,7 @@ import dataclasses
 
 import keras
 
-from keras_team import graph
+from keras_team import dtypes, graph
 from keras_team.cuts import CutPoint, resolve_cut
 from keras_team.errors import KerasTeamError
 from keras_team.layers import PACKAGE, InferenceMode
@@ -49,6 +49,27 @@ def _copy(kept: keras.Model) -> keras.Model:
         ) from error
     clone.set_weights(kept.get_weights())
     return clone
+
+
+def refreeze(model: keras.Layer) -> keras.Layer:
+    """Freeze again, to the bottom, every frozen layer of a model just loaded; returns `model`.
+
+    A model passed `trainable=False` as it is made (what loading a keras-hub
+    `Backbone` does: its config keeps only its own flag) leaves the layers
+    inside trainable in Keras 3, so an outer model would train them.
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        >>> outer = keras.Sequential([keras.Input((2,)), inner])
+        >>> inner._trainable = False  # the flag alone, as loading leaves it
+        >>> len(outer.trainable_weights), len(refreeze(outer).trainable_weights)
+        (2, 0)
+    """
+    # Setting the flag one layer at a time: Keras skips `layer.trainable = False` on a layer that is False already.
+    for frozen in [layer for layer in graph.sublayers(model) if not layer.trainable]:
+        for layer in graph.sublayers(frozen):
+            layer.trainable = False
+    return model
 
 
 def body(leader: keras.Model, keep: int | str | CutPoint, *, share: bool = False) -> keras.Model:
@@ -96,6 +117,10 @@ class Transferred(keras.Model):
             lets it follow the outer `training`, for a body trained from
             scratch, such as a same-architecture baseline.
         name: model name.
+        dtype: a dtype policy, e.g. "mixed_float16" (see `keras_team.dtypes`):
+            set on every layer of the body and head, in place, except the
+            head's logits layer, which stays float32. None leaves each
+            layer's own policy.
 
     Example:
         >>> import keras, keras_team
@@ -106,12 +131,15 @@ class Transferred(keras.Model):
     """
 
     def __init__(self, body: keras.Model, head: keras.layers.Layer, cut: CutPoint | dict, *,
-                 inference_mode: bool = True, name: str = "transferred", **kwargs):
+                 inference_mode: bool = True, name: str = "transferred", dtype=None, **kwargs):
         # === Layers ===
+        policy = dtypes.policy(dtype)
         if not isinstance(head, keras.layers.Layer):
             raise KerasTeamError("head", head, "a keras Layer or unbuilt model, e.g. keras_team.heads.dense(10)")
         cut = CutPoint(**{**cut, "output_shape": tuple(cut["output_shape"])}) if isinstance(cut, dict) else cut
-        body_layer = InferenceMode(body, name=BODY) if inference_mode else body
+        if policy is not None:
+            dtypes.apply([body, head], policy, float32=[graph.output_layer(head)])
+        body_layer = InferenceMode(body, name=BODY, dtype=policy) if inference_mode else body
 
         # === Functional model ===
         inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in body.inputs]
@@ -126,12 +154,15 @@ class Transferred(keras.Model):
                 f"a head that accepts the features at the cut, shaped {tuple(features.shape)} ({error})",
             ) from error
         super().__init__(inputs, outputs, name=name, **kwargs)
+        if policy is not None:
+            self.dtype_policy = policy  # a functional model drops `dtype`; `compile` reads it (loss scaling)
 
         # === Config ===
         self.body = body
         self.head = head
         self.cut = cut
         self.inference_mode = bool(inference_mode)
+        self.given_dtype = None if policy is None else policy.name
 
     @property
     def features(self):
@@ -146,13 +177,14 @@ class Transferred(keras.Model):
             "head": keras.saving.serialize_keras_object(self.head),
             "cut": dataclasses.asdict(self.cut),
             "inference_mode": self.inference_mode,
+            "dtype": self.given_dtype,
         }
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> Transferred:
         config = dict(config)
         for part in ("body", "head"):
-            config[part] = keras.saving.deserialize_keras_object(config[part], custom_objects=custom_objects)
+            config[part] = refreeze(keras.saving.deserialize_keras_object(config[part], custom_objects=custom_objects))
         return cls(**config)
 
 
@@ -165,6 +197,7 @@ def transfer(
     share: bool = False,
     inference_mode: bool = True,
     name: str | None = None,
+    dtype=None,
 ) -> Transferred:
     """A new model: the leader's first `keep` weighted layers plus a new head.
 
@@ -187,6 +220,8 @@ def transfer(
             outer `training` (see `Transferred`); False for a body trained
             from scratch.
         name: model name; defaults to "<leader name>_transfer".
+        dtype: a dtype policy for the new model, e.g. "mixed_float16" (see
+            `Transferred`); with `share=True` it changes the leader's layers too.
 
     Example:
         >>> import keras_team
@@ -201,4 +236,5 @@ def transfer(
         freeze = not share
     if freeze:
         kept.trainable = False  # `keras_team.freeze`; freezing builds on this module, not the other way
-    return Transferred(kept, head, cut, inference_mode=inference_mode, name=name or f"{leader.name}_transfer")
+    return Transferred(kept, head, cut, inference_mode=inference_mode, name=name or f"{leader.name}_transfer",
+                       dtype=dtype)
