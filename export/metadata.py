@@ -7,6 +7,8 @@ the class names, the ensemble weights of ``serving_default`` and
 scaling and resizing the model does itself (so a client sends raw values).
 
 Example:
+    >>> from keras_team.export.signatures import input_spec
+    >>> model = keras_team.zoo.seed_cnn((8, 8, 1), 5, name="digits")
     >>> record = metadata(model, input_spec(model, "uint8"))
     >>> record["members"], record["input"]["dtype"], record["input"]["preprocessing"][0]["layer"]
     ({'digits': ['digits']}, 'uint8', 'Rescaling')
@@ -39,8 +41,11 @@ def metadata(model: keras.Model, spec: tf.TensorSpec, *, class_names: Sequence[s
     """The record of an export of `model` taking `spec` (see the module docstring).
 
     Example:
-        >>> metadata(team, input_spec(team), weights={"leader": 1.0, "mlp": 0.0})["ensemble_weights"]
-        {'leader': 1.0, 'mlp': 0.0}
+        >>> from keras_team.export.signatures import input_spec
+        >>> model = keras_team.zoo.seed_cnn((8, 8, 1), 3, name="digits")
+        >>> record = metadata(model, input_spec(model), class_names=["cat", "dog", "fox"])
+        >>> record["class_names"], record["ensemble_weights"], record["cuts"]
+        (['cat', 'dog', 'fox'], {'digits': 1.0}, {})
     """
     owned = members(model)
     shares = ensemble_shares([output for outputs in owned.values() for output in outputs], weights)
