@@ -126,7 +126,7 @@ def tflite_outputs(path: str | os.PathLike, examples: np.ndarray) -> dict[str, d
 
     Example:
         >>> path = litert.tflite(model, f"{tmp}/digits.tflite")
-        >>> tflite_outputs(path, x)["digits"]["digits"].shape
+        >>> tflite_outputs(path, x)["serving_default"]["digits"].shape
         (25, 5)
     """
     from ai_edge_litert.interpreter import Interpreter
