@@ -92,7 +92,7 @@ def keras_outputs(model: keras.Model, examples: np.ndarray, *, batch_size: int =
 
 
 def saved_model_outputs(path: str | os.PathLike, examples: np.ndarray, *, batch_size: int = 256) -> dict[str, dict[str, np.ndarray]]:
-    """Signature -> output name -> its float outputs (logits, probabilities, scores), running every signature of a reloaded SavedModel.
+    """Signature -> output name -> float outputs (logits, probabilities, scores) of every signature of a reloaded SavedModel.
 
     A signature taking strings (``classify``) gets the examples as serialized
     `tf.train.Example`s, as TF Serving builds them from a `ClassificationRequest`.

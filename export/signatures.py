@@ -131,7 +131,7 @@ def class_names_of(model: keras.Model, class_names: Sequence[str] | None = None)
 
 
 def ensemble_shares(names: list[str], weights: Mapping[str, float] | None) -> dict[str, float]:
-    """Output name -> its share of the ensemble (equal when `weights` is None), as `Team.ensemble` weighs them; shares of 0 left out.
+    """Output name -> its share of the ensemble (equal when `weights` is None) as `Team.ensemble` weighs; 0s left out.
 
     Example:
         >>> ensemble_shares(["leader", "mlp"], {"leader": 3.0, "mlp": 1.0})
@@ -176,7 +176,8 @@ def serving_functions(model: keras.Model, spec: tf.TensorSpec, *, labels: tf.loo
     reserved = sorted({*[n for n in owned if n in (DEFAULT_SIGNATURE, CLASSIFY_SIGNATURE)],
                        *[o for o in every if o in CLASS_OUTPUTS]})
     if reserved:
-        raise KerasTeamError("member name", reserved[0], f"a name other than {', '.join((DEFAULT_SIGNATURE, CLASSIFY_SIGNATURE, *CLASS_OUTPUTS))}")
+        taken = ", ".join((DEFAULT_SIGNATURE, CLASSIFY_SIGNATURE, *CLASS_OUTPUTS))
+        raise KerasTeamError("member name", reserved[0], f"a name other than {taken}")
     model_dtype = model.inputs[0].dtype
     ensemble = ensemble_shares(every, weights)
 
@@ -196,7 +197,8 @@ def serving_functions(model: keras.Model, spec: tf.TensorSpec, *, labels: tf.loo
     return functions
 
 
-def _classify(graph: keras.Model, spec: tf.TensorSpec, shares: dict[str, float], labels) -> tf.types.experimental.GenericFunction:
+def _classify(graph: keras.Model, spec: tf.TensorSpec, shares: dict[str, float],
+              labels: tf.lookup.StaticHashTable) -> tf.types.experimental.GenericFunction:
     """TF Serving's Classify API: serialized `tf.train.Example`s in (feature `inputs`: the example's values,
     flattened), every class name (`classes`) and its ensemble probability (`scores`) out."""
     feature = tf.io.FixedLenFeature(spec.shape[1:], tf.int64 if spec.dtype.is_integer else tf.float32)

@@ -158,8 +158,8 @@ def _read_npz(path: pathlib.Path, shape: tuple) -> np.ndarray:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise KerasTeamError("inputs", str(path), f"a readable .npz file with an array x ({error})") from None
     if tuple(x.shape[1:]) != shape or x.dtype.kind not in "biuf":
-        raise KerasTeamError("inputs", f"{path}: x {x.dtype}{x.shape}", f"numbers shaped (examples, {', '.join(map(str, shape))}) "
-                             "as the team takes them")
+        raise KerasTeamError("inputs", f"{path}: x {x.dtype}{x.shape}",
+                             f"numbers shaped (examples, {', '.join(map(str, shape))}) as the team takes them")
     return x
 
 
