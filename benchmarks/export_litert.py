@@ -95,13 +95,13 @@ def main() -> None:
     files = {}
     for q, path in paths.items():
         entry = checked[f"tflite-{q}"]
-        test = compare(reference, tflite_outputs(path, x_test)["digits"]["digits"], y_test)  # reported only
+        test = compare(reference, tflite_outputs(path, x_test)["serving_default"]["digits"], y_test)  # reported only
         files[q] = {
             "size_bytes": path.stat().st_size,
             "size_vs_float32": path.stat().st_size / paths["float32"].stat().st_size,
             "tolerance": entry["tolerance"],
             "validation": {("accuracy" if key == "test_accuracy" else key): value
-                           for key, value in entry["signatures"]["digits"]["digits"].items()},
+                           for key, value in entry["signatures"]["serving_default"]["digits"].items()},
             "within_tolerance": entry["passed"],
             "top1_agreement_with_keras": test["top1_agreement"],
             "max_abs_logit_diff": test["max_abs_diff"],
@@ -113,7 +113,7 @@ def main() -> None:
     one_float = keras.ops.convert_to_tensor(one.astype("float32"))
     signature = tf.saved_model.load(str(version)).signatures["digits"]
     one_tf = tf.constant(one)
-    runners = {q: Interpreter(model_path=str(paths[q])).get_signature_runner("digits") for q in ("float32", "int8")}
+    runners = {q: Interpreter(model_path=str(paths[q])).get_signature_runner() for q in ("float32", "int8")}
     latency = median_latencies({
         "keras_call": lambda: model(one_float, training=False),
         "saved_model_signature": lambda: signature(inputs=one_tf),

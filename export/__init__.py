@@ -1,9 +1,13 @@
 """Deployment artefacts of a keras_team model or Team, each checked against Keras.
 
 - `saved_model`: a SavedModel in TF Serving's layout ``base_dir/name/<version>/``;
-- `serving_config`, `write_warmup`, `rest_request`, `grpc_request`: TF Serving's
-  ``models.config``, warmup records and requests (tensorflow-serving-api protos);
-- `tflite`: a LiteRT file, float32, dynamic-range, float16 or int8;
+- `serving_config`, `write_warmup`, `rest_request`, `grpc_request`,
+  `classify_request`: TF Serving's ``models.config``, warmup records and
+  requests (tensorflow-serving-api protos);
+- `tflite`: a LiteRT file, float32, dynamic-range, float16 or int8, its
+  labels beside it (`labels_path`);
+- `metadata`: the record of versions, members, classes, cuts and input
+  scaling a SavedModel carries (``assets.extra/keras_team.json``);
 - `verify`: parity of every artefact with the Keras model, `export_report.json`.
 
 One vocabulary names the formats everywhere (`FORMATS`): ``saved_model``,
@@ -27,7 +31,7 @@ Example:
     >>> litert_file = export.tflite(model, f"{root}/digits.tflite", input_dtype="uint8")
     >>> report = export.verify(model, {"saved_model": version, "tflite": litert_file}, x)
     >>> report["passed"], sorted(report["artefacts"]["saved_model"]["signatures"])
-    (True, ['digits', 'serving_default'])
+    (True, ['classify', 'digits', 'serving_default'])
 
 Names load lazily, so the CLI's argument checks start without TensorFlow.
 """
@@ -44,6 +48,10 @@ _EXPORTS = {
     "write_warmup": "predict_requests",
     "rest_request": "predict_requests",
     "grpc_request": "predict_requests",
+    "classify_request": "predict_requests",
+    "tf_example": "predict_requests",
+    "labels_path": "litert",
+    "metadata": "metadata",
     "tflite": "litert",
     "tflite_files": "litert",
     "QUANTIZATIONS": "formats",

@@ -1,8 +1,13 @@
 """LiteRT (TFLite) files: float32, dynamic-range, float16 or full-integer int8 (`keras_team.export.formats`).
 
-The TFLite converter reads a SavedModel holding one signature per member
-(see `keras_team.export.signatures`), so a Team's file has one signature per
-member, with the same ``inputs`` and output names as the SavedModel. int8
+The TFLite converter reads a SavedModel of the model's signatures (see
+`keras_team.export.signatures`) and converts ``serving_default``: a file has
+that one signature, with every member's logits under the SavedModel's
+``inputs`` and output names, so `Interpreter.get_signature_runner()` needs
+no name. The class names sit beside each file, one per line in class order,
+in ``<file stem>.labels.txt`` (`labels_path`): TFLite metadata needs
+tflite-support, whose last release (0.4.4, 2023) requires protobuf < 4 and
+does not install beside TensorFlow 2.21. int8
 is calibrated on a sample of the unaugmented training examples; its input
 and output are int8 (``"int8"``) or float (``"int8-float-io"``), a raw
 integer input such as uint8 pixels stays as it is.
@@ -10,8 +15,10 @@ Files run with the `ai-edge-litert` interpreter (`predict`).
 
 Example:
     >>> path = tflite(model, f"{tmp}/digits.tflite", quantization="float16")
-    >>> predict(path, x, "digits")["digits"].shape
+    >>> predict(path, x)["digits"].shape
     (25, 5)
+    >>> labels_path(path).name
+    'digits.labels.txt'
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import os
 import pathlib
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -31,8 +38,8 @@ from tensorflow.lite.python.convert_phase import ConverterError  # what `convert
 
 from keras_team.errors import KerasTeamError
 from keras_team.export.formats import QUANTIZATIONS
-from keras_team.export.signatures import input_spec, members, write_archive
-from keras_team.files import TEMPORARY_PREFIX, write_bytes
+from keras_team.export.signatures import DEFAULT_SIGNATURE, class_names_of, input_spec, members, write_archive
+from keras_team.files import TEMPORARY_PREFIX, write_bytes, write_text
 CALIBRATION_EXAMPLES = 200
 _UNSUPPORTED_OP = re.compile(r"'(?:tf|tfl)\.(\w+)' op is neither a custom op nor a flex op")
 
@@ -46,8 +53,9 @@ def tflite(
     input_dtype: str | None = None,
     calibration_examples: int = CALIBRATION_EXAMPLES,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> pathlib.Path:
-    """Convert `model` (a Team or one model) to a LiteRT file at `path`, written atomically.
+    """Convert `model` (a Team or one model) to a LiteRT file at `path`, written atomically, its labels beside it.
 
     Args:
         model: the Keras model or Team.
@@ -61,6 +69,7 @@ def tflite(
         input_dtype: dtype of the raw examples (e.g. "uint8"); default the model input's.
         calibration_examples: how many examples calibrate int8.
         seed: seeds the calibration sample.
+        class_names: one per class, written to `labels_path(path)`; default "0", "1", ...
 
     Returns:
         `path`.
@@ -71,7 +80,8 @@ def tflite(
         'digits-int8.tflite'
     """
     return tflite_files(model, {path: quantization}, representative_data=representative_data,
-                        input_dtype=input_dtype, calibration_examples=calibration_examples, seed=seed)[0]
+                        input_dtype=input_dtype, calibration_examples=calibration_examples, seed=seed,
+                        class_names=class_names)[0]
 
 
 def tflite_files(
@@ -82,6 +92,7 @@ def tflite_files(
     input_dtype: str | None = None,
     calibration_examples: int = CALIBRATION_EXAMPLES,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> list[pathlib.Path]:
     """Several LiteRT files of one model: path -> quantization, arguments as `tflite`.
 
@@ -97,6 +108,7 @@ def tflite_files(
         if quantization not in QUANTIZATIONS:
             raise KerasTeamError("quantization", quantization, f"one of {', '.join(QUANTIZATIONS)}")
     spec = input_spec(model, input_dtype)
+    labels = "".join(f"{name}\n" for name in class_names_of(model, class_names))
     sample = None
     if any(quantization.startswith("int8") for quantization in files.values()):
         sample = _calibration_sample(representative_data, spec, calibration_examples, seed)
@@ -105,15 +117,26 @@ def tflite_files(
     folder = pathlib.Path(next(iter(files))).parent
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=folder) as tmp:
-        write_archive(model, tmp, spec, default=False)
+        write_archive(model, tmp, spec, classes=False)
         for path, quantization in files.items():
             try:
-                flatbuffer = _convert(tmp, keys, quantization, sample)
+                flatbuffer = _convert(tmp, [DEFAULT_SIGNATURE], quantization, sample)
             except ConverterError as error:
                 raise _conversion_error(tmp, keys, error) from error
             write_bytes(path, flatbuffer)
+            write_text(labels_path(path), labels)
             written.append(pathlib.Path(path))
     return written
+
+
+def labels_path(path: str | os.PathLike) -> pathlib.Path:
+    """The labels file beside a LiteRT file: ``team.int8.tflite`` -> ``team.int8.labels.txt``.
+
+    Example:
+        >>> labels_path("litert/team.int8.tflite")
+        PosixPath('litert/team.int8.labels.txt')
+    """
+    return pathlib.Path(path).with_suffix(".labels.txt")
 
 
 def _calibration_sample(data, spec: tf.TensorSpec, count: int, seed: int) -> np.ndarray:
@@ -148,7 +171,7 @@ def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample) -
 
 
 def _conversion_error(saved_model_dir: str, keys: list[str], error: ConverterError) -> KerasTeamError:
-    """A one-line error naming the member and the op TFLite lacks, else the converter's message."""
+    """A one-line error naming the member (of `keys`, converted alone) and the op TFLite lacks, else the converter's message."""
     ops = sorted(set(_UNSUPPORTED_OP.findall(str(error))))
     if not ops:  # the converter's whole message, on one line
         said = "; ".join(dict.fromkeys(line.strip() for line in str(error).splitlines() if line.strip()))
@@ -181,14 +204,14 @@ def _quiet_stderr() -> Iterator[None]:
 
 def predict(path: str | os.PathLike, examples: np.ndarray, signature: str | None = None,
             *, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Run one signature of a LiteRT file with the ai-edge-litert interpreter; float32 outputs.
+    """Run a signature of a LiteRT file (None: its only one) with the ai-edge-litert interpreter; float32 outputs.
 
     Inputs are cast (or quantized, for int8 inputs) to the file's input type;
     int8 outputs are dequantized.
 
     Example:
         >>> path = tflite(model, f"{tmp}/digits.tflite")
-        >>> predict(path, x, "digits")["digits"].shape
+        >>> predict(path, x)["digits"].shape
         (25, 5)
     """
     runner = Interpreter(model_path=str(path)).get_signature_runner(signature)

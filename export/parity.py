@@ -3,8 +3,10 @@
 `verify` runs the Keras model (``training=False``), each reloaded
 SavedModel (through every signature) and each LiteRT file (through every
 signature) on the same held-out examples, and reports per artefact,
-signature and output: the largest absolute logit difference from Keras, the
-top-1 agreement with Keras and, with labels, the test accuracy. Each
+signature and output: the largest absolute difference from Keras (of the
+logits; of the probabilities and scores, from the softmaxes of the Keras
+logits, weighted as the export's ensemble), the top-1 agreement with Keras
+and, with labels, the test accuracy. Each
 artefact is held to the tolerance of its format (`TOLERANCES`, for logits of
 classifiers: an absolute bound for float32, a fraction of the Keras logits'
 range on the examples checked for float16, dynamic range and int8);
@@ -36,7 +38,9 @@ from keras_team.errors import KerasTeamError
 from keras_team.files import write_text
 from keras_team.export import litert
 from keras_team.export.formats import ALIASES
-from keras_team.export.signatures import DEFAULT_SIGNATURE, members
+from keras_team.export.predict_requests import tf_example
+from keras_team.export.signatures import (DEFAULT_SIGNATURE, PROBABILITIES, SCORES, TOP_K, TOP_SCORES, ensemble_shares,
+                                          members)
 
 # Format -> the most a logit may differ from Keras, and the least top-1 agreement. Lossless
 # formats: an absolute difference (`max_abs_diff`), float rounding. Quantized formats: a
@@ -88,7 +92,10 @@ def keras_outputs(model: keras.Model, examples: np.ndarray, *, batch_size: int =
 
 
 def saved_model_outputs(path: str | os.PathLike, examples: np.ndarray, *, batch_size: int = 256) -> dict[str, dict[str, np.ndarray]]:
-    """Signature -> output name -> logits, running every signature of a reloaded SavedModel.
+    """Signature -> output name -> float outputs (logits, probabilities, scores) of every signature of a reloaded SavedModel.
+
+    A signature taking strings (``classify``) gets the examples as serialized
+    `tf.train.Example`s, as TF Serving builds them from a `ClassificationRequest`.
 
     Example:
         >>> from keras_team.export import saved_model
@@ -102,9 +109,14 @@ def saved_model_outputs(path: str | os.PathLike, examples: np.ndarray, *, batch_
         (spec,) = function.structured_input_signature[1].values()
         parts: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(examples), batch_size):
-            batch = tf.constant(np.asarray(examples[start:start + batch_size]).astype(spec.dtype.as_numpy_dtype))
-            for name, value in function(**{spec.name: batch}).items():
-                parts.setdefault(name, []).append(value.numpy().astype(np.float32))
+            batch = np.asarray(examples[start:start + batch_size])
+            if spec.dtype == tf.string:
+                batch = [tf_example(example).SerializeToString() for example in batch]
+            else:
+                batch = batch.astype(spec.dtype.as_numpy_dtype)
+            for name, value in function(**{spec.name: tf.constant(batch)}).items():
+                if value.dtype.is_floating:
+                    parts.setdefault(name, []).append(value.numpy().astype(np.float32))
         results[key] = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     return results
 
@@ -114,7 +126,7 @@ def tflite_outputs(path: str | os.PathLike, examples: np.ndarray) -> dict[str, d
 
     Example:
         >>> path = litert.tflite(model, f"{tmp}/digits.tflite")
-        >>> tflite_outputs(path, x)["digits"]["digits"].shape
+        >>> tflite_outputs(path, x)["serving_default"]["digits"].shape
         (25, 5)
     """
     from ai_edge_litert.interpreter import Interpreter
@@ -162,6 +174,7 @@ def verify(
     *,
     tolerances: Mapping[str, Mapping[str, float]] | None = None,
     report_path: str | os.PathLike | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> dict:
     """Check each artefact against `model` on held-out `examples`; raise on a missed tolerance.
 
@@ -175,6 +188,9 @@ def verify(
         labels: their labels, for per-artefact test accuracy.
         tolerances: per format overrides of `TOLERANCES` (merged by key).
         report_path: where to write the report as JSON (atomically) before any raise.
+        weights: the ensemble weights the SavedModel was exported with
+            (default equal): its probabilities and scores are checked against
+            the Keras logits' softmaxes weighted so.
 
     Returns:
         The report: Keras accuracies, and per artefact its path, format,
@@ -185,7 +201,7 @@ def verify(
         >>> verify(model, {"tflite-float32": path}, x, y)["passed"]
         True
     """
-    report = parity_report(model, artefacts, examples, labels, tolerances=tolerances)
+    report = parity_report(model, artefacts, examples, labels, tolerances=tolerances, weights=weights)
     if report_path is not None:
         write_text(pathlib.Path(report_path), json.dumps(report, indent=2) + "\n")
     raise_misses(report)
@@ -199,6 +215,7 @@ def parity_report(
     labels: np.ndarray | None = None,
     *,
     tolerances: Mapping[str, Mapping[str, float]] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> dict:
     """The report of `verify`, without writing it or raising on a miss.
 
@@ -224,14 +241,15 @@ def parity_report(
             raise KerasTeamError(f"artefacts[{label}]", str(path), f"a {'SavedModel directory' if label.startswith('saved_model') else '.tflite file'}")
         outputs = saved_model_outputs(path, examples) if is_saved_model else tflite_outputs(path, examples)
         signatures = {}
-        expected = [*([DEFAULT_SIGNATURE] if is_saved_model else []), *members(model)]
+        expected = [DEFAULT_SIGNATURE, *(members(model) if is_saved_model else [])]
         misses = [f"{key}: signature missing" for key in expected if key not in outputs]
         for signature, values in outputs.items():
             signatures[signature] = {}
             for name, value in values.items():
-                if name not in reference:
+                expected_value = _expected(model, reference, signature, name, weights)
+                if expected_value is None:
                     raise KerasTeamError(f"artefacts[{label}]", f"output {name!r}", f"outputs of the model: {', '.join(reference)}")
-                figures = compare(reference[name], value, labels)
+                figures = compare(expected_value, value, None if name == TOP_SCORES else labels)
                 signatures[signature][name] = figures
                 misses += [f"{signature}/{name}: {miss}" for miss in _misses(figures, tolerance)]
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if is_saved_model else path.stat().st_size
@@ -239,6 +257,27 @@ def parity_report(
                                       "signatures": signatures, "misses": misses, "passed": not misses}
     report["passed"] = all(entry["passed"] for entry in report["artefacts"].values())
     return report
+
+
+def _expected(model: keras.Model, reference: dict[str, np.ndarray], signature: str, name: str,
+              weights: Mapping[str, float] | None) -> np.ndarray | None:
+    """What output `name` of `signature` should hold, from the Keras logits; None for an output the model has not."""
+    if name in reference:
+        return reference[name]
+    if name not in (PROBABILITIES, SCORES, TOP_SCORES):
+        return None
+    owned = members(model)
+    outputs = [o for outs in owned.values() for o in outs] if signature not in owned else owned[signature]
+    shares = ensemble_shares(outputs, weights if signature not in owned else None)
+    probabilities = sum(share * _softmax(reference[output]) for output, share in shares.items())
+    if name == TOP_SCORES:
+        return -np.sort(-probabilities, axis=-1)[:, :TOP_K]
+    return probabilities
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def raise_misses(report: dict) -> None:

@@ -2,6 +2,8 @@
 
 - `rest_request`: the JSON body of a REST ``:predict`` call;
 - `grpc_request`: a `PredictRequest` for ``PredictionService/Predict``;
+- `classify_request`: a `ClassificationRequest` for ``PredictionService/Classify``
+  (the ``classify`` signature), each example a `tf.train.Example` (`tf_example`);
 - `write_warmup`: ``assets.extra/tf_serving_warmup_requests``, `PredictionLog`
   records that TF Serving replays before it marks a version available.
 
@@ -17,11 +19,11 @@ import pathlib
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
 
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path
-from keras_team.export.signatures import DEFAULT_SIGNATURE, INPUT
+from keras_team.export.signatures import CLASSIFY_SIGNATURE, DEFAULT_SIGNATURE, INPUT
 
 WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
@@ -44,6 +46,41 @@ def grpc_request(
     if version is not None:
         request.model_spec.version.value = version
     request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(np.asarray(examples, dtype=dtype)))
+    return request
+
+
+def tf_example(example: np.ndarray) -> tf.train.Example:
+    """One example as the ``classify`` signature parses it: feature ``inputs``, its values flattened (int64 or float).
+
+    Example:
+        >>> tf_example(np.array([[1, 2], [3, 4]], np.uint8)).features.feature["inputs"].int64_list.value
+        [1, 2, 3, 4]
+    """
+    values = np.asarray(example).reshape(-1)
+    if np.issubdtype(values.dtype, np.integer):
+        feature = tf.train.Feature(int64_list=tf.train.Int64List(value=values.astype(np.int64)))
+    else:
+        feature = tf.train.Feature(float_list=tf.train.FloatList(value=values.astype(np.float32)))
+    return tf.train.Example(features=tf.train.Features(feature={INPUT: feature}))
+
+
+def classify_request(
+    examples: np.ndarray, *, name: str, signature_name: str = CLASSIFY_SIGNATURE, version: int | None = None,
+) -> classification_pb2.ClassificationRequest:
+    """A gRPC `ClassificationRequest` for `examples` (a batch): TF Serving parses each `tf.train.Example`
+    with the ``classify`` signature and answers every class name with its score.
+
+    Example:
+        >>> request = classify_request(np.zeros((2, 3), np.uint8), name="digits")
+        >>> request.model_spec.signature_name, len(request.input.example_list.examples)
+        ('classify', 2)
+    """
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = version
+    request.input.example_list.examples.extend(tf_example(example) for example in np.asarray(examples))
     return request
 
 

@@ -18,16 +18,19 @@ Example:
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pathlib
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 
 from keras_team.errors import KerasTeamError
+from keras_team.export.metadata import METADATA_FILE, metadata
 from keras_team.export.predict_requests import write_warmup
 from keras_team.export.signatures import input_spec, write_archive
-from keras_team.files import atomic_dir
+from keras_team.files import atomic_dir, write_text
 from keras_team.followers import check_name
 
 
@@ -53,6 +56,8 @@ def saved_model(
     force: bool = False,
     input_dtype: str | None = None,
     warmup: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> pathlib.Path:
     """Export `model` (a Team or one model) as version `version` of TF Serving model `name`.
 
@@ -69,6 +74,10 @@ def saved_model(
             "uint8" for pixels); default the model input's dtype.
         warmup: sample inputs; written as TF Serving warmup requests in
             `assets.extra/` (see `keras_team.export.predict_requests.write_warmup`).
+        class_names: one per class (default "0", "1", ...): the ``classify``
+            and top-class outputs and ``assets/labels.txt``.
+        weights: output name -> ensemble weight of ``serving_default`` and
+            ``classify`` (`keras_team.Team.ensemble_weights`); default equal.
 
     Returns:
         The version directory, `base_dir/name/version`.
@@ -80,7 +89,8 @@ def saved_model(
     target = version_dir(base_dir, name, version, force=force)
     try:
         with atomic_dir(target, replace=force) as building:
-            write_version(model, building, name=name, input_dtype=input_dtype, warmup=warmup)
+            write_version(model, building, name=name, input_dtype=input_dtype, warmup=warmup,
+                          class_names=class_names, weights=weights)
     except OSError as error:
         if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
             raise
@@ -110,8 +120,11 @@ def version_dir(base_dir: str | os.PathLike, name: str, version: int | None = No
 
 
 def write_version(model: keras.Model, directory: str | os.PathLike, *, name: str, input_dtype: str | None = None,
-                  warmup: np.ndarray | None = None) -> None:
-    """Write the SavedModel (and its warmup requests) into `directory`, in place: `saved_model` makes it atomic.
+                  warmup: np.ndarray | None = None, class_names: Sequence[str] | None = None,
+                  weights: Mapping[str, float] | None = None) -> None:
+    """Write the SavedModel, its metadata record (`keras_team.export.metadata`) and warmup requests into `directory`.
+
+    In place: `saved_model` makes it atomic.
 
     Example:
         >>> write_version(model, f"{tmp}/staging", name="digits", input_dtype="uint8")
@@ -119,6 +132,8 @@ def write_version(model: keras.Model, directory: str | os.PathLike, *, name: str
         True
     """
     spec = input_spec(model, input_dtype)
-    write_archive(model, directory, spec)
+    write_archive(model, directory, spec, class_names=class_names, weights=weights)
+    record = metadata(model, spec, class_names=class_names, weights=weights)
+    write_text(pathlib.Path(directory) / METADATA_FILE, json.dumps(record, indent=2) + "\n")
     if warmup is not None:
         write_warmup(directory, warmup, name=name, dtype=spec.dtype.name)

@@ -7,9 +7,22 @@ Every exported artefact (SavedModel, LiteRT file) has the same interface:
   model's own preprocessing layers do the scaling;
 - one output per team member output, named after it (a Team's output names,
   e.g. ``leader``, ``mlp``), holding float32 logits;
-- signatures: ``serving_default`` (SavedModel only) returns every output, and
-  one signature per member returns that member's outputs only, running just
-  the part of the graph that member needs.
+- ``serving_default`` returns every output.
+
+A SavedModel also has one signature per member, returning that member's
+outputs only and running just the part of the graph that member needs, and
+each of its signatures returns, beside the logits, ``probabilities`` (the
+softmax; ``serving_default``: the team ensemble, weighted as the report's
+`keras_team.Team.ensemble_weights`; a member of several outputs: their mean),
+the `TOP_K` most probable classes (``top_class_ids`` int32,
+``top_classes`` their names, ``top_scores``), and a ``classify`` signature
+serves TF Serving's Classify API: serialized `tf.train.Example`s in
+(feature ``inputs``: an example's values flattened, int64 for integer
+inputs, else float), ``classes`` (every class name) and ``scores`` (the
+ensemble's probabilities) out. The class names ship as the asset
+``assets/labels.txt``. A LiteRT file has ``serving_default`` only (the
+interpreter's `get_signature_runner()` takes no name only for a file of one
+signature) and logits only; its labels sit beside it (`keras_team.export.litert`).
 
 A single model is one member named after the model (its ``name``).
 Every signature calls the model with ``training=False``: no dropout,
@@ -25,15 +38,27 @@ from __future__ import annotations
 
 import errno
 import os
+import pathlib
+import tempfile
+from collections.abc import Mapping, Sequence
 
 import keras
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_team.errors import KerasTeamError
+from keras_team.files import TEMPORARY_PREFIX, write_bytes
 from keras_team.team import Team
 
 INPUT = "inputs"
 DEFAULT_SIGNATURE = "serving_default"
+CLASSIFY_SIGNATURE = "classify"
+LABELS_FILE = "labels.txt"
+# What every SavedModel signature returns beside the logits, and the classify signature's outputs (TF Serving's names).
+PROBABILITIES, TOP_CLASS_IDS, TOP_CLASSES, TOP_SCORES = "probabilities", "top_class_ids", "top_classes", "top_scores"
+CLASS_OUTPUTS = (PROBABILITIES, TOP_CLASS_IDS, TOP_CLASSES, TOP_SCORES)
+CLASSES, SCORES = "classes", "scores"
+TOP_K = 5  # top classes per example (at most the number of classes)
 
 
 def members(model: keras.Model) -> dict[str, list[str]]:
@@ -48,10 +73,7 @@ def members(model: keras.Model) -> dict[str, list[str]]:
     if len(model.inputs or ()) != 1:
         raise KerasTeamError("model", f"{len(model.inputs or ())} inputs", "a built model with one input")
     if isinstance(model, Team):
-        owned = {name: [name] for name in model.leaders}
-        for follower in model.followers:
-            owned[follower.name] = follower.output_names(list(follower.leaders or model.leaders))
-        return owned
+        return model.member_outputs()
     if isinstance(_outputs(model), dict):
         return {name: [name] for name in _outputs(model)}
     if len(model.outputs) != 1:
@@ -92,8 +114,57 @@ def _member_model(model: keras.Model, outputs: list[str]) -> keras.Model:
     return keras.Model(model.inputs, {name: structure[name] for name in outputs})
 
 
-def serving_functions(model: keras.Model, spec: tf.TensorSpec, *, default: bool = True) -> dict:
-    """Signature name -> `tf.function` over `spec`: `serving_default` (if `default`) and one per member.
+def class_names_of(model: keras.Model, class_names: Sequence[str] | None = None) -> list[str]:
+    """The model's class names, one per logit: `class_names` checked, or "0", "1", ... when None.
+
+    Example:
+        >>> class_names_of(model)
+        ['0', '1', '2', '3', '4']
+    """
+    (width,) = {output.shape[-1] for output in model.outputs}
+    if class_names is None:
+        return [str(i) for i in range(width)]
+    names = [str(name) for name in class_names]
+    if len(names) != width or any("\n" in name or "\r" in name for name in names):
+        raise KerasTeamError("class_names", names, f"{width} names, one per class, each on one line")
+    return names
+
+
+def ensemble_shares(names: list[str], weights: Mapping[str, float] | None) -> dict[str, float]:
+    """Output name -> its share of the ensemble (equal when `weights` is None) as `Team.ensemble` weighs; 0s left out.
+
+    Example:
+        >>> ensemble_shares(["leader", "mlp"], {"leader": 3.0, "mlp": 1.0})
+        {'leader': 0.75, 'mlp': 0.25}
+    """
+    weights = {name: 1.0 for name in names} if weights is None else dict(weights)
+    values = [float(weights.get(name, 0.0)) for name in names]
+    if set(weights) - set(names) or min(values) < 0 or sum(values) <= 0:
+        raise KerasTeamError("weights", weights, f"weights >= 0, not all 0, of the outputs {', '.join(names)}")
+    return {name: value / sum(values) for name, value in zip(names, values) if value > 0}
+
+
+def _class_outputs(logits: dict, shares: dict[str, float], labels: tf.lookup.StaticHashTable) -> dict:
+    """Probabilities (the `shares`-weighted mean of the softmaxes) and the top classes: ids, names, scores."""
+    probabilities = tf.add_n([share * tf.nn.softmax(logits[name]) for name, share in shares.items()])
+    scores, ids = tf.math.top_k(probabilities, k=min(TOP_K, probabilities.shape[-1]))
+    return {PROBABILITIES: probabilities, TOP_CLASS_IDS: ids, TOP_CLASSES: labels.lookup(tf.cast(ids, tf.int64)),
+            TOP_SCORES: scores}
+
+
+def serving_functions(model: keras.Model, spec: tf.TensorSpec, *, labels: tf.lookup.StaticHashTable | None = None,
+                      weights: Mapping[str, float] | None = None) -> dict:
+    """Signature name -> `tf.function`: `serving_default`, one per member, and with `labels` `classify`.
+
+    Args:
+        model: the Keras model or Team.
+        spec: the input (`input_spec`).
+        labels: class id -> name table; with it every signature adds
+            probabilities and the top classes beside the logits, and
+            `classify` is added (TF Serving's Classify API).
+        weights: output name -> weight of the ensemble `serving_default`
+            and `classify` score (see `keras_team.Team.ensemble_weights`);
+            default equal.
 
     Example:
         >>> fns = serving_functions(model, input_spec(model, "uint8"))
@@ -101,42 +172,99 @@ def serving_functions(model: keras.Model, spec: tf.TensorSpec, *, default: bool 
         ['digits', 'serving_default']
     """
     owned = members(model)
+    every = [o for outs in owned.values() for o in outs]
+    reserved = sorted({*[n for n in owned if n in (DEFAULT_SIGNATURE, CLASSIFY_SIGNATURE)],
+                       *[o for o in every if o in CLASS_OUTPUTS]})
+    if reserved:
+        taken = ", ".join((DEFAULT_SIGNATURE, CLASSIFY_SIGNATURE, *CLASS_OUTPUTS))
+        raise KerasTeamError("member name", reserved[0], f"a name other than {taken}")
     model_dtype = model.inputs[0].dtype
+    ensemble = ensemble_shares(every, weights)
 
-    def endpoint(graph: keras.Model):
+    def endpoint(graph: keras.Model, shares: dict[str, float]):
         @tf.function(input_signature=[spec])
         def serve(inputs):
-            return graph(tf.cast(inputs, model_dtype), training=False)
+            logits = graph(tf.cast(inputs, model_dtype), training=False)
+            return logits if labels is None else {**logits, **_class_outputs(logits, shares, labels)}
 
         return serve
 
-    functions = {}
-    if default:
-        functions[DEFAULT_SIGNATURE] = endpoint(_member_model(model, [o for outs in owned.values() for o in outs]))
+    functions = {DEFAULT_SIGNATURE: endpoint(_member_model(model, every), ensemble)}
     for member, outputs in owned.items():
-        if member == DEFAULT_SIGNATURE:
-            raise KerasTeamError("member name", member, f"a name other than {DEFAULT_SIGNATURE!r}")
-        functions[member] = endpoint(_member_model(model, outputs))
+        functions[member] = endpoint(_member_model(model, outputs), ensemble_shares(outputs, None))
+    if labels is not None and spec.shape[1:].is_fully_defined():
+        functions[CLASSIFY_SIGNATURE] = _classify(_member_model(model, every), spec, ensemble, labels)
     return functions
 
 
-def write_archive(model: keras.Model, path, spec: tf.TensorSpec, *, default: bool = True) -> None:
+def _classify(graph: keras.Model, spec: tf.TensorSpec, shares: dict[str, float],
+              labels: tf.lookup.StaticHashTable) -> tf.types.experimental.GenericFunction:
+    """TF Serving's Classify API: serialized `tf.train.Example`s in (feature `inputs`: the example's values,
+    flattened), every class name (`classes`) and its ensemble probability (`scores`) out."""
+    feature = tf.io.FixedLenFeature(spec.shape[1:], tf.int64 if spec.dtype.is_integer else tf.float32)
+    model_dtype = graph.inputs[0].dtype
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)])
+    def classify(inputs):
+        examples = tf.io.parse_example(inputs, {INPUT: feature})[INPUT]
+        logits = graph(tf.cast(tf.cast(examples, spec.dtype), model_dtype), training=False)
+        scores = _class_outputs(logits, shares, labels)[PROBABILITIES]
+        ids = tf.range(tf.shape(scores)[-1], dtype=tf.int64)
+        return {CLASSES: tf.tile(labels.lookup(ids)[tf.newaxis], [tf.shape(scores)[0], 1]), SCORES: scores}
+
+    return classify
+
+
+def write_archive(model: keras.Model, path, spec: tf.TensorSpec, *, classes: bool = True,
+                  class_names: Sequence[str] | None = None, weights: Mapping[str, float] | None = None) -> None:
     """Write a SavedModel of `model` at `path` with the signatures of `serving_functions`.
 
+    With `classes` (the default) the class names ship as the asset
+    ``assets/labels.txt`` (one per line, in class order; default "0", "1", ...),
+    every signature adds probabilities and top classes, and `classify` is
+    marked with TF Serving's classify method; without, the signatures return
+    logits only (what the LiteRT converter reads).
+
     Example:
-        >>> write_archive(model, f"{tmp}/digits/1", input_spec(model, "uint8"))
+        >>> write_archive(model, f"{tmp}/digits/1", input_spec(model, "uint8"), class_names="56789")
+        >>> print(pathlib.Path(f"{tmp}/digits/1/assets/labels.txt").read_text().split())
+        ['5', '6', '7', '8', '9']
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, function in serving_functions(model, spec, default=default).items():
-        archive.add_endpoint(name, function)
-    try:
-        archive.write_out(str(path), verbose=False)
-    except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as error:
-        refused = _refused_write(error)
-        if refused is None:
-            raise
-        raise OSError(refused, os.strerror(refused), str(path)) from error
+    path = pathlib.Path(path)
+    with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX) as scratch:  # the labels, until the archive copies them
+        labels = None
+        if classes:
+            names = pathlib.Path(scratch) / LABELS_FILE
+            names.write_text("".join(f"{name}\n" for name in class_names_of(model, class_names)))
+            labels = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+                str(names), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+                tf.string, tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
+            holder = tf.Module()
+            holder.labels = labels
+            archive.track(holder)
+        for name, function in serving_functions(model, spec, labels=labels, weights=weights).items():
+            archive.add_endpoint(name, function)
+        try:
+            archive.write_out(str(path), verbose=False)
+        except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) as error:
+            refused = _refused_write(error)
+            if refused is None:
+                raise
+            raise OSError(refused, os.strerror(refused), str(path)) from error
+    if classes:
+        _mark_classify(path)
+
+
+def _mark_classify(path: pathlib.Path) -> None:
+    """Give `classify` TF Serving's classify method name (tf.saved_model.save names every signature "predict")."""
+    proto_file = path / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel.FromString(proto_file.read_bytes())
+    for graph in saved.meta_graphs:
+        if CLASSIFY_SIGNATURE in graph.signature_def:
+            graph.signature_def[CLASSIFY_SIGNATURE].method_name = tf.saved_model.CLASSIFY_METHOD_NAME
+    write_bytes(proto_file, saved.SerializeToString())
 
 
 # What TensorFlow's file writers say (its message ends with strerror) for a write the disk refused.

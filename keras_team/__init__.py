@@ -35,6 +35,8 @@ _NAMES = {
     "freeze": "keras_team.freezing",
     "unfreeze": "keras_team.freezing",
     "load_model": "keras_team.files",
+    "predict": "keras_team.predictions",
+    "Prediction": "keras_team.predictions",
     "rank_cuts": "keras_team.transferability",
 }
 _PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "tuning", "zoo")

@@ -257,6 +257,18 @@ class Team(keras.Model):
         }
         return cls(leaders, config.pop("followers"), **config)
 
+    def member_outputs(self) -> dict[str, list[str]]:
+        """Member name -> its output names: a leader's one, a follower's one (or one per leader for "each").
+
+        Example:
+            >>> team.member_outputs()
+            {'leader': ['leader'], 'mlp': ['mlp']}
+        """
+        owned = {name: [name] for name in self.leaders}
+        for follower in self.followers:
+            owned[follower.name] = follower.output_names(list(follower.leaders or self.leaders))
+        return owned
+
     def loss_weight_defaults(self) -> dict[str, float]:
         """1 per output; `student_loss_weight` for the label loss of a distilled follower."""
         weights = {name: 1.0 for name in self.leaders}

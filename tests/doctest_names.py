@@ -6,7 +6,7 @@ shots) and its splits `x`, `y` (train), `xv`, `yv` (validation), `x_test`,
 CNN on the source), `model` (the same, named "digits"), `team` (the leader
 and an MLP follower), `baseline`; `hypermodel` searches two cuts of the
 leader and `tuner` has searched two trials of it. `tmp` is the example's own
-scratch directory. Trained objects are built once per session and shared:
+scratch directory and `run_dir` a finished run's directory holding `team`. Trained objects are built once per session and shared:
 examples read them, never train them further.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import pathlib
 import re
 import tempfile
@@ -59,6 +60,16 @@ def _team():
     return team
 
 
+@functools.cache
+def _run_dir():
+    """A finished run's directory as `keras-team run` leaves it: `team` in team.keras, class names and weights in report.json."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="doctest-run-"))
+    _team().save(root / "team.keras")
+    report = {"class_names": list(_tasks()[1].class_names), "ensemble": {"weights": {"leader": 0.5, "mlp": 0.5}}}
+    (root / "report.json").write_text(json.dumps(report))
+    return str(root)
+
+
 def _hypermodel():
     from keras_team.tuning import TransferHyperModel
 
@@ -92,6 +103,7 @@ BUILDERS = {
     "model": _model,
     "team": _team,
     "baseline": lambda: keras_team.zoo.seed_cnn((8, 8, 1), CLASSES, name="baseline"),
+    "run_dir": _run_dir,
     "hypermodel": _hypermodel,
     "tuner": _tuner,
 }

@@ -21,7 +21,8 @@ MODULES = sorted(
 
 
 # Their examples write SavedModels or convert LiteRT files (export round trips): in the large set.
-ROUND_TRIPS = ("keras_team.export", "keras_team.export.litert", "keras_team.export.parity", "keras_team.export.savedmodel")
+ROUND_TRIPS = ("keras_team.export", "keras_team.export.litert", "keras_team.export.parity", "keras_team.export.savedmodel",
+               "keras_team.export.serving", "keras_team.export.signatures")
 
 
 @pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.large) if m in ROUND_TRIPS else m for m in MODULES])

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from google.protobuf import text_format
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 import keras_team
@@ -51,8 +52,13 @@ def exported(team, digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     x_train = digits.splits["train"][0]
     report = export_model(team, out, name="digits", formats=ALL_FORMATS, train_examples=x_train,
-                                 test_examples=digits.splits["test"][0], test_labels=digits.splits["test"][1])
+                          test_examples=digits.splits["test"][0], test_labels=digits.splits["test"][1],
+                          class_names=NAMES, weights=WEIGHTS)
     return out, report
+
+
+NAMES = ("zero", "one", "two", "three", "four")
+WEIGHTS = {"leader": 0.5, "mlp": 0.5, "student": 0.0}  # as Team.ensemble_weights may pick them
 
 
 def _keras_logits(model, x):
@@ -66,22 +72,58 @@ def test_every_format_is_verified_and_matches_keras(exported, team, digits):
         "saved_model", "tflite-float32", "tflite-dynamic", "tflite-float16", "tflite-int8", "tflite-int8-float-io"}
     assert json.loads((out / "export_report.json").read_text()) == report
     members = ["leader", "mlp", "student"]
-    assert set(report["artefacts"]["saved_model"]["signatures"]) == {"serving_default", *members}
+    assert set(report["artefacts"]["saved_model"]["signatures"]) == {"serving_default", "classify", *members}
     x, y = digits.splits["test"]
     reference = _keras_logits(team, x)
     for label, entry in report["artefacts"].items():
         if label != "saved_model":
-            assert set(entry["signatures"]) == set(members), label
+            assert set(entry["signatures"]) == {"serving_default"}, label  # one signature: every member
         for outputs in entry["signatures"].values():
-            for name, figures in outputs.items():
-                assert figures["test_accuracy"] == pytest.approx(np.mean(
+            for name in set(outputs) & set(members):
+                assert outputs[name]["test_accuracy"] == pytest.approx(np.mean(
                     reference[name].argmax(-1) == y), abs=0.03), (label, name)
     # The leader learnt the digits: int8 keeps it as good as Keras.
-    assert report["artefacts"]["tflite-int8"]["signatures"]["leader"]["leader"]["test_accuracy"] > 0.85
-    # An independent run of the float32 file with the LiteRT interpreter itself.
-    runner = Interpreter(model_path=report["artefacts"]["tflite-float32"]["path"]).get_signature_runner("mlp")
-    got = runner(inputs=x[:16])["mlp"]
-    np.testing.assert_allclose(got, reference["mlp"][:16], atol=1e-4)
+    assert report["artefacts"]["tflite-int8"]["signatures"]["serving_default"]["leader"]["test_accuracy"] > 0.85
+    # An independent run of the float32 file with the LiteRT interpreter itself: its one signature needs no name.
+    runner = Interpreter(model_path=report["artefacts"]["tflite-float32"]["path"]).get_signature_runner()
+    got = runner(inputs=x[:16])
+    assert set(got) == set(members)
+    np.testing.assert_allclose(got["mlp"], reference["mlp"][:16], atol=1e-4)
+    for path in (entry["path"] for label, entry in report["artefacts"].items() if label != "saved_model"):
+        assert export.labels_path(path).read_text().splitlines() == list(NAMES)
+
+
+@pytest.mark.large
+def test_the_saved_model_names_classes_and_serves_tf_servings_classify_api(exported, team, digits):
+    out, _ = exported
+    version = out / "serving" / "digits" / "1"
+    x = digits.splits["test"][0][:12]
+    logits = _keras_logits(team, x)
+    ensemble = keras.ops.convert_to_numpy(Team.ensemble(logits, WEIGHTS))
+    signatures = tf.saved_model.load(str(version)).signatures
+    served = signatures["serving_default"](inputs=tf.constant(x))
+    np.testing.assert_allclose(served["probabilities"].numpy(), ensemble, atol=1e-5)
+    best = np.argsort(-ensemble, axis=-1)[:, :5]
+    assert (served["top_class_ids"].numpy()[:, 0] == best[:, 0]).all()
+    assert [name.decode() for name in served["top_classes"].numpy()[:, 0]] == [NAMES[i] for i in best[:, 0]]
+    member = signatures["mlp"](inputs=tf.constant(x))  # one member: its own softmax
+    np.testing.assert_allclose(member["probabilities"].numpy(), keras.ops.convert_to_numpy(
+        keras.ops.softmax(logits["mlp"])), atol=1e-5)
+    # TF Serving's Classify API: what the server does with a ClassificationRequest, the examples through `classify`.
+    request = classification_pb2.ClassificationRequest.FromString(
+        export.classify_request(x, name="digits").SerializeToString())
+    examples = [example.SerializeToString() for example in request.input.example_list.examples]
+    answer = signatures[request.model_spec.signature_name](inputs=tf.constant(examples))
+    assert (answer["classes"].numpy().astype(str) == np.array(NAMES)).all()
+    np.testing.assert_allclose(answer["scores"].numpy(), ensemble, atol=1e-5)
+    shown = saved_model_pb2.SavedModel.FromString((version / "saved_model.pb").read_bytes())
+    assert shown.meta_graphs[0].signature_def["classify"].method_name == "tensorflow/serving/classify"
+    assert (version / "assets" / "labels.txt").read_text().splitlines() == list(NAMES)
+    record = json.loads((version / "assets.extra" / "keras_team.json").read_text())
+    assert record["class_names"] == list(NAMES) and record["ensemble_weights"] == WEIGHTS
+    assert record["members"] == {"leader": ["leader"], "mlp": ["mlp"], "student": ["student"]}
+    assert record["input"]["dtype"] == "uint8" and record["input"]["preprocessing"][0]["scale"] == pytest.approx(1 / 255)
+    assert record["versions"]["keras-team"] == keras_team.__version__
 
 
 @pytest.mark.large
@@ -99,7 +141,7 @@ def test_litert_files_have_the_quantization_asked_for(exported):
     sizes = {label: os.path.getsize(path) for label, path in paths.items()}
     assert sizes["tflite-int8"] < sizes["tflite-float16"] < sizes["tflite-float32"]
     for label, output_type in [("tflite-int8", np.int8), ("tflite-int8-float-io", np.float32)]:
-        runner = Interpreter(model_path=paths[label]).get_signature_runner("leader")
+        runner = Interpreter(model_path=paths[label]).get_signature_runner()
         assert runner.get_input_details()["inputs"]["dtype"] == np.uint8  # raw pixels in
         assert runner.get_output_details()["leader"]["dtype"] == output_type
 
@@ -231,7 +273,8 @@ def test_warmup_records_are_prediction_logs_the_model_answers(exported, digits):
         assert request.model_spec.name == "digits" and request.model_spec.signature_name == "serving_default"
         example = tf.make_ndarray(request.inputs["inputs"])
         np.testing.assert_array_equal(example, x_train[index:index + 1])
-        assert set(serve["serving_default"](inputs=tf.constant(example))) == {"leader", "mlp", "student"}
+        assert set(serve["serving_default"](inputs=tf.constant(example))) == {
+            "leader", "mlp", "student", "probabilities", "top_class_ids", "top_classes", "top_scores"}
 
 
 @pytest.mark.large
@@ -262,10 +305,10 @@ def test_verify_catches_a_broken_artefact(team, digits, tmp_path):
     follower.set_weights([w * 0.5 for w in follower.get_weights()])
     path = export.tflite(broken, tmp_path / "broken.tflite")
     x, y = digits.splits["test"]
-    with pytest.raises(KerasTeamError, match=r"artefact tflite-float32.*mlp/mlp: max_abs_diff="):
+    with pytest.raises(KerasTeamError, match=r"artefact tflite-float32.*serving_default/mlp: max_abs_diff="):
         export.verify(team, {"tflite-float32": path}, x, y, report_path=tmp_path / "report.json")
     report = json.loads((tmp_path / "report.json").read_text())
-    assert not report["passed"] and report["artefacts"]["tflite-float32"]["signatures"]["leader"]["leader"]["max_abs_diff"] < 1e-4
+    assert not report["passed"] and report["artefacts"]["tflite-float32"]["signatures"]["serving_default"]["leader"]["max_abs_diff"] < 1e-4
 
 
 @pytest.mark.large  # a LiteRT conversion round trip
@@ -309,7 +352,7 @@ def test_one_format_vocabulary_in_python_and_on_the_command_line(tmp_path):
     io_types = {}
     for quantization in ("int8", "int8-float-io"):
         path = export.tflite(model, tmp_path / f"tiny.{quantization}.tflite", quantization=quantization, representative_data=x)
-        runner = Interpreter(model_path=str(path)).get_signature_runner("tiny")
+        runner = Interpreter(model_path=str(path)).get_signature_runner()
         io_types[quantization] = (runner.get_input_details()["inputs"]["dtype"], runner.get_output_details()["tiny"]["dtype"])
     assert io_types == {"int8": (np.int8, np.int8), "int8-float-io": (np.float32, np.float32)}  # as tflite-int8 on the CLI
     assert export.FORMATS["tflite-int8"] == "int8" and export.FORMATS["tflite"] == "float32"
@@ -360,7 +403,7 @@ def test_quantized_files_are_held_to_a_fraction_of_the_logit_range(tmp_path):
     export.tflite(large, tmp_path / "large.tflite", quantization="int8", representative_data=calibration)
     report = export.verify(large, {"tflite-int8": tmp_path / "large.tflite"}, checked)
     assert report["passed"]
-    figures = report["artefacts"]["tflite-int8"]["signatures"]["tiny"]["tiny"]
+    figures = report["artefacts"]["tflite-int8"]["signatures"]["serving_default"]["tiny"]
     assert figures["max_abs_diff"] > 2.5 and figures["max_range_diff"] < 0.1
 
     small = _scaled(0.05)  # logits span ~1: a file off by 1 on every logit is off by their whole range

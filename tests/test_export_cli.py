@@ -77,7 +77,10 @@ def test_export_of_a_keras_model_file(untrained_run_dir, tmp_path):
     assert cli.main(["export", str(tmp_path / "digits.keras"), "--formats", "tflite-float16",
                      "--config", str(untrained_run_dir / "config.yaml")]) == 0
     report = json.loads((tmp_path / "export" / "export_report.json").read_text())
-    assert list(report["artefacts"]["tflite-float16"]["signatures"]) == ["digits"]
+    signatures = report["artefacts"]["tflite-float16"]["signatures"]
+    assert list(signatures) == ["serving_default"] and list(signatures["serving_default"]) == ["digits"]
+    labels = tmp_path / "export" / "litert" / "digits.float16.labels.txt"  # the config's target classes, by name
+    assert labels.read_text().split() == ["5", "6", "7", "8", "9"]
 
 
 @pytest.mark.large

@@ -13,6 +13,7 @@ Example:
     $ keras-team cuts runs/digits/leader.keras --rank --data digits
     $ keras-team run --config my.yaml --set transfer.keep=fc1
     $ keras-team evaluate runs/digits
+    $ keras-team predict runs/digits new.npz --top 2
     $ keras-team schema > keras-team.schema.json
 """
 
@@ -90,9 +91,19 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run's saved team on its target task")
     evaluate.add_argument("run_dir", nargs="?", default="runs/digits", help="a finished run's directory (default: %(default)s)")
     evaluate.add_argument("--split", default="test", choices=("test", "validation", "train"))
+    _predict_arguments(commands)
     _export_arguments(commands)
     _tune_arguments(commands)
     return parser
+
+
+def _predict_arguments(commands) -> None:
+    predict = commands.add_parser("predict", help="name the classes of new images or arrays with a run's team")
+    predict.add_argument("run_dir", help="a finished run's directory")
+    predict.add_argument("inputs", nargs="+", help="image files, folders of images, or .npz files with an array x")
+    predict.add_argument("--member", help="one member's probabilities (default: the team ensemble, as in the report)")
+    predict.add_argument("--top", type=int, default=3, help="classes per input (default: %(default)s)")
+    predict.add_argument("--json", action="store_true", help="print JSON: input, classes, probabilities per input")
 
 
 def _export_arguments(commands) -> None:
@@ -327,6 +338,13 @@ def _evaluate(args) -> None:
     print(per_class_table(report))
 
 
+def _predict(args) -> None:
+    _start_tensorflow()
+    from keras_team.app.predict import handle
+
+    handle(args)
+
+
 def _export(args) -> None:
     _start_tensorflow()
     from keras_team.app.export import handle
@@ -363,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "verbose", False):
         quiet_tensorflow()
     commands = {"init": _init, "check": _check, "run": _run, "cuts": _cuts, "evaluate": _evaluate,
-                "schema": lambda _: print(json_schema_text(), end=""), "export": _export, "tune": _tune}
+                "schema": lambda _: print(json_schema_text(), end=""), "export": _export, "tune": _tune,
+                "predict": _predict}
     try:
         commands[args.command](args)
     except KerasTeamError as error:

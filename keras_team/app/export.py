@@ -9,7 +9,8 @@ Layout under `out_dir`:
 
 - ``serving/<name>/<version>/``: the SavedModel (TF Serving layout, with warmup
   requests) and ``serving/models.config``;
-- ``litert/<name>.<quantization>.tflite``: one LiteRT file per format ``tflite-<quantization>``;
+- ``litert/<name>.<quantization>.tflite``: one LiteRT file per format ``tflite-<quantization>``,
+  its class names beside it in ``litert/<name>.<quantization>.labels.txt``;
 - ``export_report.json``: the parity report of `keras_team.export.verify`.
 
 Example:
@@ -34,13 +35,15 @@ import numpy as np
 from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks
 from keras_team.app.workspace import check_writable
+from keras_team.data import Task
 from keras_team.errors import KerasTeamError
 from keras_team.export.formats import FORMATS, check_formats
-from keras_team.export.litert import tflite_files
+from keras_team.export.litert import labels_path, tflite_files
 from keras_team.export.parity import parity_report, raise_misses
 from keras_team.export.savedmodel import version_dir, write_version
 from keras_team.export.serving import serving_config
 from keras_team.files import TEMPORARY_PREFIX, load_model, move_into_place, remove_temporaries, write_text
+from keras_team.team import Team
 
 REPORT = "export_report.json"
 LOCK = ".lock"
@@ -63,6 +66,8 @@ def export_model(
     force: bool = False,
     tolerances: Mapping[str, Mapping[str, float]] | None = None,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> dict:
     """Write every format of `model` under `out_dir`, then verify each on the test examples.
 
@@ -79,6 +84,8 @@ def export_model(
             whether to replace it.
         tolerances: per format overrides of `keras_team.export.TOLERANCES`.
         seed: seeds the int8 calibration sample.
+        class_names, weights: the classes' names and the team ensemble's
+            weights (`labelled`), for the SavedModel's class outputs and the labels.
 
     Returns:
         The parity report (also in `out_dir/export_report.json`), with the
@@ -111,26 +118,47 @@ def export_model(
             try:
                 if "saved_model" in staged:
                     write_version(model, staged["saved_model"], name=name, input_dtype=input_dtype,
-                                  warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]))
+                                  warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]), class_names=class_names,
+                                  weights=weights)
                 litert_files = {staged[fmt]: FORMATS[fmt] for fmt in formats if FORMATS[fmt]}
                 if litert_files:
                     tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype,
-                                 seed=seed)
+                                 seed=seed, class_names=class_names)
             except OSError as error:  # a full disk: name the output directory, not the temporary one
                 if error.filename and pathlib.Path(error.filename).is_relative_to(staging):
                     error.filename = str(out_dir)
                 raise
             report = parity_report(model, {fmt: staged[fmt] for fmt in formats}, test_examples, test_labels,
-                                   tolerances=tolerances)
+                                   tolerances=tolerances, weights=weights)
             for fmt, entry in report["artefacts"].items():
                 entry["path"] = str(final[fmt])
                 if entry["passed"]:  # only a verified artefact is published
+                    if FORMATS[fmt]:  # a LiteRT file's labels first: a published file has its labels
+                        move_into_place(labels_path(staged[fmt]), labels_path(final[fmt]))
                     move_into_place(staged[fmt], final[fmt], replace=force or fmt != "saved_model")
         if "saved_model" in formats and report["artefacts"]["saved_model"]["passed"]:
             serving_config(out_dir / "serving", names=[name])
         write_text(out_dir / REPORT, json.dumps(report, indent=2) + "\n")
     raise_misses(report)
     return report
+
+
+def labelled(model: keras.Model, task: Task) -> dict:
+    """`export_model`'s class names and, for a Team, the ensemble weights the run's report uses.
+
+    The weights are `Team.ensemble_weights` of the task's validation split,
+    as `keras_team.app.report.evaluate_team` chooses them (None, equal
+    weights, without validation examples or for a single model).
+
+    Example:
+        >>> labelled(team, target)["class_names"]
+        ('5', '6', '7', '8', '9')
+    """
+    y_val = task.labels("validation")
+    weights = None
+    if isinstance(model, Team) and len(y_val):
+        weights = Team.ensemble_weights(model.predict(task.dataset("validation"), verbose=0), y_val).weights
+    return {"class_names": task.class_names, "weights": weights}
 
 
 @contextlib.contextmanager
@@ -202,7 +230,7 @@ def handle(args: argparse.Namespace) -> None:
     x_test, y_test = target.splits["test"]
     report = export_model(model, out_dir, name=args.name or name, formats=formats,
                           train_examples=target.splits["train"][0], test_examples=x_test, test_labels=y_test,
-                          version=args.version, force=args.force, seed=config.seed)
+                          version=args.version, force=args.force, seed=config.seed, **labelled(model, target))
     for label, entry in summary(report).items():
         print(f"{label:22s} {entry['size_bytes'] / 1024:9.1f} KiB  max|diff| {entry['max_abs_diff']:.2e}  "
               f"top-1 agreement {entry['top1_agreement']:.4f}  {entry['path']}")

@@ -571,17 +571,18 @@ class Recipe:
 
     def export_team(self, team_file: str) -> None:
         """The team as deployment artefacts in ``export/``, each verified (`keras_team.export.export_model`)."""
-        from keras_team.app.export import export_model, summary
+        from keras_team.app.export import export_model, labelled, summary
 
         if self.ws.done("export"):
             self.out.say(f"{'export':<11}done earlier")
             return
         cfg, target = self.config.export, self.plan.target
         self.out.stage("export", self.plan.stages["export"])
-        report = export_model(self._load(team_file), self.ws.path("export"), name=cfg.name, formats=cfg.formats,
+        team = self._load(team_file)
+        report = export_model(team, self.ws.path("export"), name=cfg.name, formats=cfg.formats,
                               train_examples=target.images("train"), test_examples=target.images("test"),
-                              test_labels=target.labels("test"),
-                              version=1, force=True, seed=self.config.seed)  # the run owns its version 1
+                              test_labels=target.labels("test"), version=1, force=True, seed=self.config.seed,
+                              **labelled(team, target))  # the run owns its version 1
         figures = summary(report)
         self.ws.finish("export", figures)
         for label, entry in figures.items():
