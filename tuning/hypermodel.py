@@ -314,6 +314,7 @@ class TransferHyperModel(kt.HyperModel):
         self.run_eagerly = run_eagerly
         self.last_cache = "off"  # "hit", "miss" or "off": the last trial's feature lookups
         self._said_cache_off: set[str] = set()
+        self._trainers: dict[tuple, _HeadTrainer] = {}  # compiled heads on cached features, by shape and structure
         space = kt.HyperParameters()
         self.declare_hyperparameters(space)
         self._names = [h.name for h in space.space]
@@ -516,26 +517,88 @@ class TransferHyperModel(kt.HyperModel):
         features = store.features(body, x)
         val_features = store.features(body, validation_data[0])
         self.last_cache = "hit" if store.hits == hits + 2 else "miss"
-        inputs = keras.Input(features.shape[1:], name="features")
-        head_model = keras.Model(inputs, head(inputs), name=f"{model.name}_head")
-        head_model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
         common = dict(common)
         batch_size, shuffle = common.pop("batch_size"), common.pop("shuffle", True)
         weights = common.pop("sample_weight", None)
-        train = (features, y) if weights is None else (features, y, weights)
-        return head_model.fit(
-            _batches(train, batch_size, shuffle=shuffle, seed=self.seed),
-            validation_data=_batches((val_features, *validation_data[1:]), batch_size, shuffle=False),
-            epochs=split, initial_epoch=initial_epoch, shuffle=False, **common,
+        train, steps = _batches((features, y) if weights is None else (features, y, weights), batch_size,
+                                shuffle=shuffle, seed=self.seed, repeat=True)
+        # Not repeated: an evaluation runs `steps_per_execution` (an epoch of training) steps unless the data ends.
+        validation, _ = _batches((val_features, *validation_data[1:]), batch_size, shuffle=False)
+        trainer = self._head_trainer(head, features.shape[1:], steps)
+        trainer.start(head, learning_rate)
+        return trainer.model.fit(
+            train, steps_per_epoch=steps, validation_data=validation,
+            epochs=split, initial_epoch=initial_epoch, shuffle=False,
+            **{**common, "callbacks": [_CopyWeights(trainer.head, head), *common["callbacks"]]},
         )
 
+    def _head_trainer(self, head: keras.Model, shape: tuple, steps: int) -> _HeadTrainer:
+        """The compiled head-on-features model for heads like `head` on features of `shape`, made once a search."""
+        key = (tuple(shape), steps, repr(head.get_config()))
+        if key not in self._trainers:
+            self._trainers[key] = _HeadTrainer(head, shape, self.metrics, steps, self.run_eagerly)
+        return self._trainers[key]
 
-def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None = None) -> tf.data.Dataset:
-    """Batches of cached features (cast to float32) with their labels, as Keras' array input makes them.
 
-    Shuffles indices and gathers in the pipeline: for the small head of the
-    cached phase Keras' eager per-epoch shuffle of arrays costs more than
-    the training steps (a trial's head phase ran 2.7x faster this way).
+class _HeadTrainer:
+    """A head trained on cached features, compiled (and traced) once for every trial whose head has its structure.
+
+    A trial's own head is copied in (`start`: weights, dropout seed state, a
+    fresh optimizer state at the trial's rate), so training it here is
+    training that head from where its trial built it; `_CopyWeights` copies
+    the result back after every epoch. Each fit runs a whole epoch per
+    execution (`steps_per_execution`): the head is tiny and per-step
+    dispatch was most of its time.
+    """
+
+    def __init__(self, head: keras.Model, shape: tuple, metrics: list, steps: int, run_eagerly: bool):
+        self.head = keras.models.clone_model(head)
+        inputs = keras.Input(shape, name="features")
+        self.model = keras.Model(inputs, self.head(inputs), name="head_on_features")
+        self.model.compile(keras.optimizers.Adam(), LOSS, metrics=metrics, run_eagerly=run_eagerly,
+                           steps_per_execution=steps)
+        self.model.optimizer.build(self.model.trainable_variables)
+
+    def start(self, head: keras.Model, learning_rate: float) -> None:
+        """Set this trainer to `head`'s weights and a new optimizer at `learning_rate`."""
+        _copy(head, self.head)
+        optimizer = self.model.optimizer
+        for variable in optimizer.variables:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+        optimizer.learning_rate.assign(learning_rate)
+
+
+def _copy(source: keras.Model, target: keras.Model) -> None:
+    for into, value in zip(target.variables, source.variables, strict=True):
+        into.assign(value)
+
+
+class _CopyWeights(keras.callbacks.Callback):
+    """After every epoch, copy the trained head into the trial's own (callbacks after it see the full model)."""
+
+    def __init__(self, source: keras.Model, target: keras.Model):
+        super().__init__()
+        self.source, self.target = source, target
+
+    def on_epoch_end(self, epoch, logs=None):
+        _copy(self.source, self.target)
+
+
+def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None = None,
+             repeat: bool = False) -> tuple[tf.data.Dataset, int]:
+    """Batches of cached features (cast to float32) with their labels, and the batches of one pass.
+
+    Each pass over the examples is one epoch (reshuffled when `shuffle`),
+    its last batch short, as Keras' array input makes them. Indices are
+    shuffled and the examples gathered in the pipeline (Keras' eager
+    per-epoch shuffle of arrays cost more than the head's steps). With
+    `repeat` the passes never end, so `fit` given `steps_per_epoch` keeps one
+    iterator for all epochs instead of making one per epoch.
+
+    Example:
+        >>> batches, steps = _batches((np.arange(5), np.arange(5)), 2, shuffle=False, repeat=True)
+        >>> steps, [b[1].numpy().tolist() for b in batches.take(4)]
+        (3, [[0, 1], [2, 3], [4], [0, 1]])
     """
     tensors = tuple(tf.convert_to_tensor(np.asarray(a)) for a in arrays)
     count = len(arrays[0])
@@ -547,4 +610,7 @@ def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None 
         batch = [tf.gather(t, i) for t in tensors]
         return (tf.cast(batch[0], "float32"), *batch[1:])
 
-    return index.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
+    batches = index.batch(batch_size)
+    if repeat:
+        batches = batches.repeat()
+    return batches.map(gather).prefetch(tf.data.AUTOTUNE), math.ceil(count / batch_size)
