@@ -214,6 +214,29 @@ def test_head_phase_on_cached_features_reports_what_the_full_model_scores(residu
     assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-4)
 
 
+@pytest.mark.large
+def test_a_trials_head_does_not_depend_on_the_trials_before_it(residual_leader, digits):
+    """Trials share one compiled head on the cached features: each starts from its own head and a new optimizer."""
+    _, (x, y), validation = digits
+
+    def trained(*rates):
+        hypermodel = TransferHyperModel(residual_leader, 5, cuts=["pool1"], max_unfreeze=0, head_layers=[1],
+                                        head_units=[8], dropout=[0.25], learning_rate=[1e-2, 1e-1],
+                                        cache=FeatureCache(dtype="float32"))
+        for rate in rates:
+            hp = _values(hypermodel, cut="pool1", learning_rate=rate)
+            model = hypermodel.build(hp)
+            history = hypermodel.fit(hp, model, x, y, validation_data=validation, epochs=2, verbose=0)
+        return model, history, len(hypermodel._trainers)
+
+    after_another, history, compiled = trained(1e-1, 1e-2)
+    alone, alone_history, _ = trained(1e-2)
+    assert compiled == 1  # one head structure and feature shape: compiled (and traced) once
+    for a, b in zip(after_another.head.get_weights(), alone.head.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert history.history["val_accuracy"] == pytest.approx(alone_history.history["val_accuracy"])
+
+
 def test_the_cache_switches_off_for_the_real_reason_and_says_it(seed_leader, digits, capsys):
     _, (x, y), validation = digits
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2"], max_unfreeze=0, run_eagerly=True)

@@ -534,7 +534,9 @@ class TransferHyperModel(kt.HyperModel):
 
     def _head_trainer(self, head: keras.Model, shape: tuple, steps: int) -> _HeadTrainer:
         """The compiled head-on-features model for heads like `head` on features of `shape`, made once a search."""
-        key = (tuple(shape), steps, repr(head.get_config()))
+        layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+                  for layer in head.layers]
+        key = (tuple(shape), steps, repr(layers))
         if key not in self._trainers:
             self._trainers[key] = _HeadTrainer(head, shape, self.metrics, steps, self.run_eagerly)
         return self._trainers[key]
