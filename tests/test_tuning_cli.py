@@ -4,7 +4,12 @@ import contextlib
 import csv
 import io
 import json
+import os
+import pathlib
 import re
+import signal
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -13,6 +18,8 @@ import yaml
 import keras_team
 from keras_team.app.cli import main
 from keras_team.app.config import load_config
+from keras_team.app.recipe import load_tasks
+from keras_team.app.tune import TuneJob, lock_path
 from keras_team.tuning import hypermodel as hypermodel_module
 
 TINY = {
@@ -146,8 +153,53 @@ def test_distributed_tune_runs_each_trial_once_and_writes_the_best_config_once(t
     (["--set", "tune.space.cuts=[conv1]", "--set", "tune.space.max_unfreeze=2"],
      "tune.space.max_unfreeze=2 is not valid: expected an int from 0 to 1"),
     (["--set", "tune.space.dropout=[]"], "tune.space.dropout=[] is not valid"),
+    (["--set", "leader.path=null", "--set", "leader.application=MobileNet3Small"],
+     "leader.application='MobileNet3Small' is not valid"),
 ])
 def test_tune_user_errors_print_one_line_and_exit_2(config_file, flags, message, capsys):
     assert main(["tune", "--config", str(config_file), *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_second_tune_on_a_directory_in_use_fails_in_one_line_and_a_killed_ones_lock_does_not_block(config_file,
+                                                                                                    capsys):
+    root = load_config(config_file).tune.output_dir
+    lock = lock_path(pathlib.Path(root))
+    holder = subprocess.Popen(  # a chief holding the lock, as `keras-team tune` does
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d' % os.getpid()); print('held', flush=True)\n"
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(["tune", "--config", str(config_file)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1
+        assert f"tune.output_dir='{root}'" in err and f"process {holder.pid} is running a search in it" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with TuneJob(load_config(config_file))._locked():  # the killed chief's lock went with its process
+        assert lock.read_text().strip() == str(os.getpid())
+
+
+@pytest.mark.large
+def test_tune_builds_an_application_leader_as_run_does(tmp_path, capsys, monkeypatch):
+    leader = {"application": "MobileNetV3Small", "weights": "null", "epochs": 1}
+    config = load_config(overrides=[f"tune.output_dir={tmp_path / 'tune'}", "data.source.shots=2",
+                                    *(f"leader.{key}={value}" for key, value in leader.items())])
+    job = TuneJob(config)
+    source, _ = load_tasks(config)
+    trained = []
+    monkeypatch.setattr(keras.Model, "fit", lambda model, *args, **kwargs: trained.append(model.name))  # 40 s
+    searched = job.leader(source)
+    assert trained == ["leader"]
+    assert "training the leader (MobileNetV3Small)" in capsys.readouterr().out
+    names = {layer.name for layer in keras_team.load_model(tmp_path / "tune" / "leader.keras").layers}
+    assert names == {layer.name for layer in searched.layers}
+    assert "fit_images" in names and any(name.startswith("expanded_conv") for name in names)
+    best = job.best_config({"cut": "expanded_conv_add", "head_layers": 0, "head_units": None, "dropout": 0.0,
+                            "learning_rate": 0.01, "unfreeze": 0, "fine_tune_learning_rate": None})
+    # `keras-team run --config best_config.yaml` loads the searched leader instead of building another.
+    assert (best.leader.path, best.leader.application) == (str((tmp_path / "tune" / "leader.keras").resolve()), None)

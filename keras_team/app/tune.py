@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -28,11 +30,11 @@ import time
 import keras
 
 from keras_team.app.config import Config, load_config
-from keras_team.app.recipe import ARCHITECTURES, load_leader, load_tasks
+from keras_team.app.recipe import _new_leader, is_pretrained, load_leader, load_tasks
 from keras_team.app.workspace import check_writable
 from keras_team.errors import KerasTeamError
-from keras_team.heads import LOSS
 from keras_team.files import atomic_path, load_model, read_json_mapping, remove_temporaries, write_text
+from keras_team.heads import LOSS
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
 from keras_team.tuning.search import best_settings, cap_per_class, make_tuner, trial_table, write_results
@@ -47,6 +49,16 @@ RUN_STATE = "state.json"  # a `keras-team run` directory: never replaced by a se
 NOT_COMPARED = {"tune": ("output_dir", "overwrite", "max_trials", "oracle_ip", "oracle_port")}
 # KerasTuner's own state files: a search resumes from them.
 TUNER_STATE = ("oracle.json", "tuner*.json", "trial_*/trial.json", "trial_*/build_config.json")
+
+
+def lock_path(root: pathlib.Path) -> pathlib.Path:
+    """The lock file of a search directory: its sibling, so it survives the directory being moved aside or replaced.
+
+    Example:
+        >>> lock_path(pathlib.Path("runs/digits-tune"))
+        PosixPath('runs/.digits-tune.tune-lock')
+    """
+    return root.with_name(f".{root.name}.tune-lock")
 
 
 def _compared(config: Config) -> dict:
@@ -176,7 +188,8 @@ class TuneJob:
 
     # --- leader, data, tuner ---------------------------------------------------
     def leader(self, source) -> keras.Model:
-        """The config's leader.path, else the leader trained (once) and saved in the search directory."""
+        """The config's leader.path, else the config's leader built as `keras-team run` builds it (an
+        application's ImageNet weights, or trained on the source once), saved in the search directory."""
         if self.config.leader.path:
             return load_leader(self.config.leader.path, source)
         saved = self.root / LEADER
@@ -186,12 +199,16 @@ class TuneJob:
             raise KerasTeamError("leader.path", None, f"a trained leader for a worker: set leader.path, or start "
                                  f"the chief first (it writes {saved} in the shared directory)")
         cfg = self.config.leader
-        print(f"== training the leader ({cfg.architecture}) on {source.name}, {cfg.epochs} epochs", flush=True)
-        keras.utils.set_random_seed(self.config.seed)
-        leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name="leader")
-        leader.compile(keras.optimizers.Adam(cfg.learning_rate), LOSS, metrics=["accuracy"])
-        leader.fit(source.dataset("train", training=True), validation_data=source.dataset("validation"),
-                   epochs=cfg.epochs, verbose=0, shuffle=False)
+        if is_pretrained(cfg):  # an application with its ImageNet weights: nothing to train on the source
+            leader = _new_leader(self.config, 0, source)  # built as `keras-team run` builds it
+        else:
+            print(f"== training the leader ({cfg.application or cfg.architecture}) on {source.name}, "
+                  f"{cfg.epochs} epochs", flush=True)
+            keras.utils.set_random_seed(self.config.seed)
+            leader = _new_leader(self.config, 0, source)
+            leader.compile(keras.optimizers.Adam(cfg.learning_rate), LOSS, metrics=["accuracy"])
+            leader.fit(source.dataset("train", training=True), validation_data=source.dataset("validation"),
+                       epochs=cfg.epochs, verbose=0, shuffle=False)
         with atomic_path(saved) as tmp:
             leader.save(tmp)
         return leader
@@ -238,11 +255,44 @@ class TuneJob:
         role = distributed.role()
         if workers and role:
             raise KerasTeamError("--workers", workers, f"0 when {distributed.TUNER_ID} is set (this process is a {role})")
+        if role == "worker":  # the chief holds the directory
+            return self._run(workers, role)
+        check_writable(self.root, "tune.output_dir")
+        with self._locked():
+            return self._run(workers, role)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the search directory's lock (`lock_path`) while the block runs: one chief per directory.
+
+        An OS lock (`flock`) on a file next to the directory, so a killed
+        chief's lock goes with its process and never blocks the rerun; the
+        file names the process holding it.
+        """
+        path = lock_path(self.root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(handle, 32, 0).decode(errors="replace").strip()
+                raise KerasTeamError(
+                    "tune.output_dir", str(self.root), f"a directory no other search is using "
+                    f"({f'process {pid}' if pid else 'another process'} is running a search in it: wait for it "
+                    "to end, or choose another --output-dir)") from None
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(handle)  # closing releases the lock
+
+    def _run(self, workers: int, role: str | None) -> dict | None:
         source, target = load_tasks(self.config)
         self.num_classes = target.num_classes
         # Every check before anything is written or trained: a rejected search leaves the directory as it was.
         leader = load_leader(self.config.leader.path, source) if self.config.leader.path else None
-        self.hypermodel(leader or ARCHITECTURES[self.config.leader.architecture](source.input_shape, source.num_classes))
+        self.hypermodel(leader or _new_leader(self.config, 0, source, pretrained=False))
         if workers and self.tune.oracle_port:
             distributed.check_port(self.tune.oracle_ip, self.tune.oracle_port, "tune.oracle_port")
         elif role == "chief":
@@ -320,7 +370,8 @@ class TuneJob:
         )
         if best["fine_tune_learning_rate"]:
             data["transfer"]["fine_tune_learning_rate"] = best["fine_tune_learning_rate"]
-        data["leader"]["path"] = str((self.root / LEADER).resolve()) if not self.config.leader.path else self.config.leader.path
+        if not self.config.leader.path:  # the searched leader, saved: it is no longer built from its description
+            data["leader"].update(path=str((self.root / LEADER).resolve()), application=None, input_shape=None)
         return Config.from_dict(data)
 
 
