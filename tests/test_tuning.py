@@ -445,6 +445,21 @@ def test_the_rebuilt_winner_follows_its_trials_recipe(seed_leader, digits, tmp_p
     assert trial["trained"] == ["conv2", "fc1", "logits"]  # the top 2 kept layers and the head
 
 
+@pytest.mark.large
+def test_top_k_cuts_searches_only_the_cuts_the_advisor_ranks_best(seed_leader, digits):
+    _, (x, y), (x_val, y_val) = digits
+    seen = (np.concatenate([x, x_val]), np.concatenate([y, y_val]))  # what the search reads; never the test split
+    hypermodel = TransferHyperModel(seed_leader, 5, top_k_cuts=2, rank_data=seen, max_unfreeze=3)
+    ranking = hypermodel.cut_ranking
+    assert sorted(s.cut.name for s in ranking) == sorted(c.name for c in searchable_cuts(seed_leader))
+    kept = [c.name for c in hypermodel.cuts]
+    assert len(kept) == 2 and min(s.score for s in ranking if s.cut.name in kept) >= max(
+        s.score for s in ranking if s.cut.name not in kept)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    assert sorted(hp.space[0].values) == sorted(kept) and hp.space[0].name == "cut"
+
+
 def test_cap_per_class_caps_validation_examples(digits):
     _, _, (x_val, y_val) = digits
     x, y = cap_per_class(x_val, y_val, 2, seed=1)
@@ -475,6 +490,10 @@ def test_clear_errors_for_bad_searches(seed_leader, tmp_path):
         TransferHyperModel(seed_leader, 5, cuts=["fc3"])  # the output is no cut to transfer
     with pytest.raises(KerasTeamError, match="head_units=\\[\\] .* search space is empty"):
         TransferHyperModel(seed_leader, 5, head_units=[])
+    with pytest.raises(KerasTeamError, match="top_k_cuts=0 .* an int >= 1"):
+        TransferHyperModel(seed_leader, 5, top_k_cuts=0, rank_data=(np.zeros((2, 8, 8, 1)), np.arange(2)))
+    with pytest.raises(KerasTeamError, match="rank_data='NoneType' .* training and validation examples"):
+        TransferHyperModel(seed_leader, 5, top_k_cuts=2)
 
 
 def test_seed_zero_gives_the_same_trials_every_time(seed_leader, tmp_path):

@@ -26,7 +26,8 @@ TINY = {
     "data": {"target": {"shots": 3}},
     "tune": {
         "max_trials": 3, "epochs": 2, "validation_per_class": 4,
-        "space": {"cuts": ["pool2", "fc1"], "head_layers": [0], "dropout": [0.0], "learning_rate": [0.01],
+        "space": {"cuts": ["pool2", "fc1"], "top_k_cuts": 1, "head_layers": [0], "dropout": [0.0],
+                  "learning_rate": [0.01, 0.003],
                   "max_unfreeze": 1, "fine_tune_learning_rate": [0.001]},
     },
 }
@@ -100,10 +101,14 @@ def test_tune_writes_table_plot_and_a_best_config_that_run_takes(resumed_search,
     assert "25 training examples" not in printed and "15 training examples, 20 validation examples" in printed
     rows = _rows(out)
     assert [row["trial"] for row in rows] == ["0", "1", "2"]
-    assert all(row["cut"] in ("pool2", "fc1") and row["cache"] in ("hit", "miss") and float(row["seconds"]) > 0
+    table = json.loads((out / "trials.json").read_text())
+    # The cut advisor ranked both allowed cuts (on training and validation examples) and the search kept the best.
+    ranking = table["cut_ranking"]
+    assert sorted(r["cut"] for r in ranking) == ["fc1", "pool2"] and ranking[0]["score"] >= ranking[1]["score"]
+    assert [r["searched"] for r in ranking] == [True, False] and "cut advisor: searching the top 1 of 2" in printed
+    assert all(row["cut"] == ranking[0]["cut"] and row["cache"] in ("hit", "miss") and float(row["seconds"]) > 0
                for row in rows)
     assert len(re.findall(r"\] trial \d: cut=", printed)) == 3  # progress per trial
-    table = json.loads((out / "trials.json").read_text())
     assert table["validation_examples"] == 20 and table["train_examples"] == 15
     assert [t["score"] for t in table["trials"]] == [pytest.approx(float(row["score"])) for row in rows]
     assert (out / "score_by_cut.png").stat().st_size > 0

@@ -54,6 +54,7 @@ from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
 from keras_team.freezing import unfreeze
 from keras_team.heads import LOSS
+from keras_team.transferability import CutScore, rank_cuts
 from keras_team.transfers import transfer
 from keras_team.tuning.feature_cache import FeatureCache
 
@@ -97,6 +98,18 @@ def searchable_cuts(leader: keras.Model, allowed: Sequence[str] | None = None) -
     if not chosen:
         raise KerasTeamError("cuts", list(allowed), f"a non-empty list from {', '.join(names)} (the search space is empty)")
     return chosen
+
+
+def _top_cuts(leader: keras.Model, cuts: list[CutPoint], k: int, data) -> tuple[list[CutPoint], list[CutScore]]:
+    """The `k` of `cuts` that `rank_cuts` scores best on `data` (in leader order), and the whole ranking."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise KerasTeamError("top_k_cuts", k, "an int >= 1, or None to search every cut")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise KerasTeamError("rank_data", type(data).__name__,
+                             "(x, y): the target's training and validation examples to rank the cuts on")
+    ranking = rank_cuts(leader, *data, cuts=cuts)
+    kept = {score.cut.name for score in ranking[:k]}
+    return [c for c in cuts if c.name in kept], ranking
 
 
 def _choices(field: str, values: Sequence) -> list:
@@ -243,6 +256,11 @@ class TransferHyperModel(kt.HyperModel):
         num_classes: classes of the target task.
         cuts: restrict the cut to these layer names (default: the block
             view, one per block of the architecture).
+        top_k_cuts: keep only the `top_k_cuts` of those cuts that
+            `keras_team.rank_cuts` scores best on `rank_data` (None: all).
+        rank_data: `(x, y)`, the target's training and validation examples
+            (never its test split) to rank the cuts on; needed with
+            `top_k_cuts`.
         head_layers: numbers of hidden Dense layers in the head (0 = linear).
         head_units: widths of those hidden layers.
         dropout: dropout rates of the head.
@@ -275,6 +293,8 @@ class TransferHyperModel(kt.HyperModel):
         num_classes: int,
         *,
         cuts: Sequence[str] | None = None,
+        top_k_cuts: int | None = None,
+        rank_data: tuple | None = None,
         head_layers: Sequence[int] = (0, 1),
         head_units: Sequence[int] = (32, 64),
         dropout: Sequence[float] = (0.0, 0.25),
@@ -292,17 +312,23 @@ class TransferHyperModel(kt.HyperModel):
         self.leader = leader
         self.num_classes = num_classes
         self.cuts = searchable_cuts(leader, cuts)
+        candidates = self.cuts
         self.head_layers = _choices("head_layers", head_layers)
         self.head_units = _choices("head_units", head_units)
         self.dropout = _choices("dropout", dropout)
         self.learning_rate = _choices("learning_rate", learning_rate)
         self.fine_tune_learning_rate = _choices("fine_tune_learning_rate", fine_tune_learning_rate)
-        deepest = max(c.depth for c in self.cuts)
+        deepest = max(c.depth for c in candidates)
         if isinstance(max_unfreeze, bool) or not isinstance(max_unfreeze, int) or not 0 <= max_unfreeze <= deepest:
             raise KerasTeamError(
                 "max_unfreeze", max_unfreeze,
                 f"an int from 0 to {deepest} (the weighted layers the deepest allowed cut keeps)",
             )
+        self.cut_ranking: list[CutScore] | None = None  # with top_k_cuts: every candidate's score, best first
+        if top_k_cuts is not None:
+            self.cuts, self.cut_ranking = _top_cuts(leader, candidates, top_k_cuts, rank_data)
+        elif rank_data is not None:
+            raise KerasTeamError("rank_data", "given", "None unless top_k_cuts is set (it ranks the cuts to keep)")
         self.max_unfreeze = max_unfreeze
         if not 0 < fine_tune_fraction < 1:
             raise KerasTeamError("fine_tune_fraction", fine_tune_fraction, "a number strictly between 0 and 1")

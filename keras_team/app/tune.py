@@ -28,6 +28,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 from keras_team.app.config import Config, load_config
 from keras_team.app.recipe import _new_leader, is_pretrained, load_leader, load_tasks
@@ -108,6 +109,7 @@ class TuneJob:
         self.tune = config.tune
         self.root = pathlib.Path(config.tune.output_dir)
         self.action = "new"
+        self.rank_data = None  # with tune.space.top_k_cuts: the examples the cuts are ranked on
 
     # --- the directory -------------------------------------------------------
     def prepare(self) -> None:
@@ -223,12 +225,19 @@ class TuneJob:
                  "validation_available": len(y_val), "validation_per_class": self.tune.validation_per_class}
         return train, capped, sizes
 
-    def hypermodel(self, leader: keras.Model) -> TransferHyperModel:
-        """The configured search space on `leader`; errors name the `tune.space` field."""
+    def hypermodel(self, leader: keras.Model, rank_data: tuple | None = None) -> TransferHyperModel:
+        """The configured search space on `leader`; errors name the `tune.space` field.
+
+        With `tune.space.top_k_cuts`, the cuts are ranked on `rank_data` (the
+        search's training and validation examples); without it, nothing is
+        ranked (the checks before the search).
+        """
         space = self.tune.space
+        top_k = space.top_k_cuts if rank_data is not None else None
         try:
             return TransferHyperModel(
-                leader, self.num_classes, cuts=space.cuts, head_layers=space.head_layers,
+                leader, self.num_classes, cuts=space.cuts, top_k_cuts=top_k, rank_data=rank_data if top_k else None,
+                head_layers=space.head_layers,
                 head_units=space.head_units, dropout=space.dropout, learning_rate=space.learning_rate,
                 max_unfreeze=space.max_unfreeze, fine_tune_learning_rate=space.fine_tune_learning_rate,
                 fine_tune_fraction=space.fine_tune_fraction, seed=self.config.seed,
@@ -239,7 +248,15 @@ class TuneJob:
 
     def tuner(self, leader: keras.Model):
         """The configured KerasTuner tuner over the configured search space."""
-        tuner = make_tuner(self.hypermodel(leader), tuner=self.tune.tuner, objective=self.tune.objective,
+        hypermodel = self.hypermodel(leader, self.rank_data)
+        if hypermodel.cut_ranking:
+            kept = {c.name for c in hypermodel.cuts}
+            print(f"cut advisor: searching the top {len(kept)} of {len(hypermodel.cut_ranking)} cuts by leave-one-out "
+                  "nearest-class-mean accuracy on the search's training and validation examples: "
+                  + ", ".join(f"{s.cut.name} {s.score:.3f}{'' if s.cut.name in kept else ' (left out)'}"
+                              for s in hypermodel.cut_ranking)
+                  + f" ({sum(s.seconds for s in hypermodel.cut_ranking):.1f} s)", flush=True)
+        tuner = make_tuner(hypermodel, tuner=self.tune.tuner, objective=self.tune.objective,
                            max_trials=self.tune.max_trials, max_epochs=self.tune.epochs,
                            directory=self.root, project_name=PROJECT, seed=self.config.seed)
         if distributed.role() != "worker":
@@ -303,6 +320,9 @@ class TuneJob:
             self.start()
         leader = leader or self.leader(source)
         (x, y), validation, sizes = self.data(target)
+        if self.tune.space.top_k_cuts:  # the advisor reads the examples the search reads, never the test split
+            train = target.splits["train"]
+            self.rank_data = tuple(np.concatenate([a, b]) for a, b in zip(train, validation))
         if target.augment:
             print(f"augmentation configured ({', '.join(target.augment)}): feature cache OFF for this search, "
                   "every epoch runs the frozen layers on augmented images", flush=True)
@@ -349,6 +369,11 @@ class TuneJob:
     def finish(self, tuner, figures: dict) -> dict:
         """Write the trial table, the plot and the best config (once); mark the search finished."""
         rows = trial_table(tuner)
+        if tuner.hypermodel.cut_ranking:
+            searched = {c.name for c in tuner.hypermodel.cuts}
+            figures = {**figures, "cut_ranking": [
+                {"cut": s.cut.name, "score": round(s.score, 4), "seconds": round(s.seconds, 3),
+                 "searched": s.cut.name in searched} for s in tuner.hypermodel.cut_ranking]}
         write_results(tuner, self.root, extra=figures)
         best = best_settings(tuner)
         write_text(self.root / BEST, self.best_config(best).to_yaml())
