@@ -63,7 +63,7 @@ PARTS = {
     "clear_session": (keras.backend, "clear_session"),
     "gc_collect": (kt_tuner.gc, "collect"),
     "build": (TransferHyperModel, "build"),
-    "cache_lookups": (FeatureCache, "features"),
+    "cache_lookups": (FeatureCache, "features_of"),
     "fit": (TensorFlowTrainer, "fit"),
     "checkpoint_write": (tuner_utils.SaveBestEpoch, "on_train_end"),
 }

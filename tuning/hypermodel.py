@@ -540,8 +540,7 @@ class TransferHyperModel(kt.HyperModel):
     def _fit_head_on_features(self, store, model, learning_rate, x, y, validation_data, initial_epoch, split, common):
         body, head = model.body, model.head
         hits = store.hits
-        features = store.features(body, x)
-        val_features = store.features(body, validation_data[0])
+        features, val_features = store.features_of(body, [x, validation_data[0]])
         self.last_cache = "hit" if store.hits == hits + 2 else "miss"
         common = dict(common)
         batch_size, shuffle = common.pop("batch_size"), common.pop("shuffle", True)
