@@ -12,6 +12,14 @@ the cache applies). Timings are the whole `tuner.search` call, cache misses
 included. The ranking of the cuts is compared by each cut's best validation
 accuracy.
 
+Each trial's seconds are split by part (`time_split`: KerasTuner's
+`clear_session` and `gc.collect` before the build, the build (the copy of
+the kept layers, the new head, compiling), the cache lookups (hashing, and on
+a miss the features' pass through the frozen layers), Keras `fit` (the head
+on the features, or the full model without the cache), the trial's
+checkpoint write, and the rest: KerasTuner's bookkeeping and state files),
+measured by wrapping the functions that do them.
+
 Leader: `keras_team.zoo.residual_cnn` (filters 32, 64, 128) on 32x32x3
 images (the digits upscaled, see follower_cache.py), trained briefly on
 digits 0-4 (untimed). Target: digits 5-9, train split grown by shifted
@@ -25,35 +33,94 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import pathlib
 import sys
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer  # noqa: E402
+from keras_tuner.src.engine import tuner as kt_tuner  # noqa: E402
+from keras_tuner.src.engine import tuner_utils  # noqa: E402
 
 from _common import RESULTS, load_average, machine, stopwatch, write_json  # noqa: E402
 from follower_cache import image_task  # noqa: E402
 from keras_team import zoo  # noqa: E402
 from keras_team.heads import LOSS  # noqa: E402
 from keras_team.tuning import FeatureCache, TransferHyperModel, make_tuner, trial_table  # noqa: E402
+from keras_team.tuning import search as search_module  # noqa: E402
 
 NAME = "tuning_cache"
-TARGET_SPEEDUP = 3.0
+TARGET_SPEEDUP = 5.0
 CUTS = ("stem_relu", "pool1", "block2_out", "block3_out")
+# A trial's parts: the function whose wall seconds are the part's (none calls another of them).
+PARTS = {
+    "clear_session": (keras.backend, "clear_session"),
+    "gc_collect": (kt_tuner.gc, "collect"),
+    "build": (TransferHyperModel, "build"),
+    "cache_lookups": (FeatureCache, "features_of"),
+    "fit": (TensorFlowTrainer, "fit"),
+    "checkpoint_write": (tuner_utils.SaveBestEpoch, "on_train_end"),
+}
+SECONDS: dict = collections.defaultdict(float)
+SPLITS: list = []  # one {part: seconds} per trial, in the order they ran
+
+
+def time_parts() -> None:
+    """Wrap each part's function (its seconds add up in `SECONDS`) and each trial (its split goes to `SPLITS`)."""
+    for part, (owner, name) in PARTS.items():
+        function = getattr(owner, name)
+
+        def timed(*args, _function=function, _part=part, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                SECONDS[_part] += time.perf_counter() - start
+
+        setattr(owner, name, timed)
+    run_trial = search_module._RecordsTrials.run_trial
+
+    def timed_trial(self, *args, **kwargs):
+        SECONDS.clear()
+        start = time.perf_counter()
+        try:
+            return run_trial(self, *args, **kwargs)
+        finally:
+            split = {part: round(SECONDS[part], 3) for part in PARTS}
+            split["other"] = round(time.perf_counter() - start - sum(SECONDS.values()), 3)
+            SPLITS.append(split)
+
+    search_module._RecordsTrials.run_trial = timed_trial
 
 
 def search(leader, target, cache, directory, args) -> tuple[float, float, list[dict]]:
     hypermodel = TransferHyperModel(leader, target.num_classes, cuts=list(CUTS), head_layers=[0], dropout=[0.0],
                                     learning_rate=[1e-3, 3e-3], max_unfreeze=0, cache=cache, seed=args.seed)
     tuner = make_tuner(hypermodel, max_trials=args.trials, directory=directory, seed=args.seed)
+    SPLITS.clear()
     with stopwatch() as took:
         tuner.search(*target.splits["train"], validation_data=target.splits["validation"], epochs=args.epochs,
                      batch_size=args.batch_size, verbose=0)
-    return took["wall_seconds"], took["cpu_seconds"], trial_table(tuner)
+    rows = trial_table(tuner)
+    for row, split in zip(rows, SPLITS, strict=True):
+        row["time_split"] = split
+    return took["wall_seconds"], took["cpu_seconds"], rows
+
+
+def mean_split(trials: list[dict], cache: str) -> dict | None:
+    """Mean seconds per part over the trials whose features were `cache` ("hit", "miss" or "off")."""
+    chosen = [t["time_split"] for t in trials if t["cache"] == cache]
+    if not chosen:
+        return None
+    return {"trials": len(chosen), "seconds": round(sum(t["seconds"] for t in trials if t["cache"] == cache)
+                                                  / len(chosen), 3),
+            **{part: round(sum(s[part] for s in chosen) / len(chosen), 3) for part in chosen[0]}}
 
 
 def cut_ranking(rows: list[dict]) -> list[str]:
@@ -73,6 +140,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)
+    time_parts()
     filters = tuple(int(f) for f in args.filters.split(","))
     load_before = load_average()
 
@@ -90,7 +158,10 @@ def main(argv=None) -> dict:
         for name, cache in (("cached", FeatureCache(pathlib.Path(tmp) / "features")), ("uncached", False)):
             wall, cpu, rows = search(leader, target, cache, pathlib.Path(tmp) / name, args)
             runs[name] = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "cut_ranking": cut_ranking(rows),
-                          "trials": [{k: row[k] for k in ("cut", "learning_rate", "score", "seconds", "cache")} for row in rows]}
+                          "trials": [{k: row[k] for k in ("cut", "learning_rate", "score", "seconds", "cache", "time_split")}
+                                     for row in rows]}
+            runs[name]["mean_time_split"] = {cache: mean_split(runs[name]["trials"], cache)
+                                             for cache in ("hit", "miss", "off")}
             print(f"{name}: {wall:.1f} s wall, {cpu:.1f} s CPU; ranking {runs[name]['cut_ranking']}")
     speedup = runs["uncached"]["wall_seconds"] / runs["cached"]["wall_seconds"]
     same_trials = [(t["cut"], t["learning_rate"]) for t in runs["cached"]["trials"]] == [
@@ -109,6 +180,10 @@ def main(argv=None) -> dict:
         "machine": machine(load_before),
     }
     write_json(args.output, result)
+    for name, run in runs.items():
+        for cache, split in run["mean_time_split"].items():
+            if split:
+                print(f"{name}, per trial ({cache}): " + ", ".join(f"{k} {v}" for k, v in split.items()))
     print(f"speedup {speedup:.2f}x wall (target >= {TARGET_SPEEDUP}x); same ranking: {result['same_cut_ranking']}")
     return result
 

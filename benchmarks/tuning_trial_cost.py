@@ -54,7 +54,7 @@ PARTS = {
     "KerasTuner clear_session before the build": (keras.backend, "clear_session"),
     "KerasTuner gc.collect before the build": (kt_tuner.gc, "collect"),
     "copy of the kept layers": (hypermodel_module, "transfer"),
-    "cache lookups (hash weights and data, read .npy)": (FeatureCache, "features"),
+    "cache lookups (hash weights and data, read .npy)": (FeatureCache, "features_of"),
     "head data pipeline": (hypermodel_module, "_batches"),
     "head phase (Keras fit on the features)": (TransferHyperModel, "_fit_head_on_features"),
     "best-epoch snapshots (in memory; before: written)": (tuner_utils.SaveBestEpoch, "_save_model"),

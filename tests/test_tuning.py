@@ -214,6 +214,29 @@ def test_head_phase_on_cached_features_reports_what_the_full_model_scores(residu
     assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-4)
 
 
+@pytest.mark.large
+def test_a_trials_head_does_not_depend_on_the_trials_before_it(residual_leader, digits):
+    """Trials share one compiled head on the cached features: each starts from its own head and a new optimizer."""
+    _, (x, y), validation = digits
+
+    def trained(*rates):
+        hypermodel = TransferHyperModel(residual_leader, 5, cuts=["pool1"], max_unfreeze=0, head_layers=[1],
+                                        head_units=[8], dropout=[0.25], learning_rate=[1e-2, 1e-1],
+                                        cache=FeatureCache(dtype="float32"))
+        for rate in rates:
+            hp = _values(hypermodel, cut="pool1", learning_rate=rate)
+            model = hypermodel.build(hp)
+            history = hypermodel.fit(hp, model, x, y, validation_data=validation, epochs=2, verbose=0)
+        return model, history, len(hypermodel._trainers)
+
+    after_another, history, compiled = trained(1e-1, 1e-2)
+    alone, alone_history, _ = trained(1e-2)
+    assert compiled == 1  # one head structure and feature shape: compiled (and traced) once
+    for a, b in zip(after_another.head.get_weights(), alone.head.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert history.history["val_accuracy"] == pytest.approx(alone_history.history["val_accuracy"])
+
+
 def test_the_cache_switches_off_for_the_real_reason_and_says_it(seed_leader, digits, capsys):
     _, (x, y), validation = digits
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2"], max_unfreeze=0, run_eagerly=True)
@@ -422,6 +445,21 @@ def test_the_rebuilt_winner_follows_its_trials_recipe(seed_leader, digits, tmp_p
     assert trial["trained"] == ["conv2", "fc1", "logits"]  # the top 2 kept layers and the head
 
 
+@pytest.mark.large
+def test_top_k_cuts_searches_only_the_cuts_the_advisor_ranks_best(seed_leader, digits):
+    _, (x, y), (x_val, y_val) = digits
+    seen = (np.concatenate([x, x_val]), np.concatenate([y, y_val]))  # what the search reads; never the test split
+    hypermodel = TransferHyperModel(seed_leader, 5, top_k_cuts=2, rank_data=seen, max_unfreeze=3)
+    ranking = hypermodel.cut_ranking
+    assert sorted(s.cut.name for s in ranking) == sorted(c.name for c in searchable_cuts(seed_leader))
+    kept = [c.name for c in hypermodel.cuts]
+    assert len(kept) == 2 and min(s.score for s in ranking if s.cut.name in kept) >= max(
+        s.score for s in ranking if s.cut.name not in kept)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    assert sorted(hp.space[0].values) == sorted(kept) and hp.space[0].name == "cut"
+
+
 def test_cap_per_class_caps_validation_examples(digits):
     _, _, (x_val, y_val) = digits
     x, y = cap_per_class(x_val, y_val, 2, seed=1)
@@ -452,6 +490,10 @@ def test_clear_errors_for_bad_searches(seed_leader, tmp_path):
         TransferHyperModel(seed_leader, 5, cuts=["fc3"])  # the output is no cut to transfer
     with pytest.raises(KerasTeamError, match="head_units=\\[\\] .* search space is empty"):
         TransferHyperModel(seed_leader, 5, head_units=[])
+    with pytest.raises(KerasTeamError, match="top_k_cuts=0 .* an int >= 1"):
+        TransferHyperModel(seed_leader, 5, top_k_cuts=0, rank_data=(np.zeros((2, 8, 8, 1)), np.arange(2)))
+    with pytest.raises(KerasTeamError, match="rank_data='NoneType' .* training and validation examples"):
+        TransferHyperModel(seed_leader, 5, top_k_cuts=2)
 
 
 def test_seed_zero_gives_the_same_trials_every_time(seed_leader, tmp_path):

@@ -93,25 +93,47 @@ class FeatureCache:
         Returns a read-only array of `dtype` (memory-mapped from disk when the
         cache has a directory).
         """
-        key = self.key(body, x)
+        return self.features_of(body, [x])[0]
+
+    def features_of(self, body: keras.Model, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """`features(body, x)` for each of `arrays`; those not stored yet are computed in one pass.
+
+        One `predict` over the missing arrays together (a trial's training
+        and validation examples): one trace and one call, not one per array.
+
+        Example:
+            >>> cache = FeatureCache()
+            >>> body = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+            >>> [f.shape for f in cache.features_of(body, [np.ones((4, 2)), np.zeros((1, 2))])], cache.misses
+            ([(4, 3), (1, 3)], 2)
+        """
+        keys = [self.key(body, x) for x in arrays]
+        missing = [i for i, key in enumerate(keys) if not self._stored(key)]
+        self.hits += len(arrays) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            values = self._compute(body, np.concatenate([np.asarray(arrays[i]) for i in missing]))
+            ends = np.cumsum([len(arrays[i]) for i in missing])
+            for i, part in zip(missing, np.split(values, ends[:-1])):
+                self._store(keys[i], part)
+        return [self._load(key) for key in keys]
+
+    def _stored(self, key: str) -> bool:
+        return key in self._memory if self.directory is None else (self.directory / f"{key}.npy").is_file()
+
+    def _store(self, key: str, values: np.ndarray) -> None:
         if self.directory is None:
-            if key in self._memory:
-                self.hits += 1
-            else:
-                self.misses += 1
-                self._memory[key] = self._compute(body, x)
-                self._memory[key].flags.writeable = False
+            self._memory[key] = values
+            values.flags.writeable = False
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.directory / f"{key}.npy") as tmp:  # written whole: concurrent workers never read half
+            np.save(tmp, values)
+
+    def _load(self, key: str) -> np.ndarray:
+        if self.directory is None:
             return self._memory[key]
-        path = self.directory / f"{key}.npy"
-        if path.is_file():
-            self.hits += 1
-        else:
-            self.misses += 1
-            values = self._compute(body, x)
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:  # written whole: concurrent workers never read half a file
-                np.save(tmp, values)
-        return np.load(path, mmap_mode="r")
+        return np.load(self.directory / f"{key}.npy", mmap_mode="r")
 
     def _compute(self, body: keras.Model, x: np.ndarray) -> np.ndarray:
         return body.predict(x, batch_size=PREDICT_BATCH, verbose=0).astype(self.dtype)

@@ -54,6 +54,7 @@ from keras_team.cuts import CutPoint, cut_points
 from keras_team.errors import KerasTeamError
 from keras_team.freezing import unfreeze
 from keras_team.heads import LOSS
+from keras_team.transferability import CutScore, rank_cuts
 from keras_team.transfers import transfer
 from keras_team.tuning.feature_cache import FeatureCache
 
@@ -97,6 +98,18 @@ def searchable_cuts(leader: keras.Model, allowed: Sequence[str] | None = None) -
     if not chosen:
         raise KerasTeamError("cuts", list(allowed), f"a non-empty list from {', '.join(names)} (the search space is empty)")
     return chosen
+
+
+def _top_cuts(leader: keras.Model, cuts: list[CutPoint], k: int, data) -> tuple[list[CutPoint], list[CutScore]]:
+    """The `k` of `cuts` that `rank_cuts` scores best on `data` (in leader order), and the whole ranking."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise KerasTeamError("top_k_cuts", k, "an int >= 1, or None to search every cut")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise KerasTeamError("rank_data", type(data).__name__,
+                             "(x, y): the target's training and validation examples to rank the cuts on")
+    ranking = rank_cuts(leader, *data, cuts=cuts)
+    kept = {score.cut.name for score in ranking[:k]}
+    return [c for c in cuts if c.name in kept], ranking
 
 
 def _choices(field: str, values: Sequence) -> list:
@@ -243,6 +256,11 @@ class TransferHyperModel(kt.HyperModel):
         num_classes: classes of the target task.
         cuts: restrict the cut to these layer names (default: the block
             view, one per block of the architecture).
+        top_k_cuts: keep only the `top_k_cuts` of those cuts that
+            `keras_team.rank_cuts` scores best on `rank_data` (None: all).
+        rank_data: `(x, y)`, the target's training and validation examples
+            (never its test split) to rank the cuts on; needed with
+            `top_k_cuts`.
         head_layers: numbers of hidden Dense layers in the head (0 = linear).
         head_units: widths of those hidden layers.
         dropout: dropout rates of the head.
@@ -275,6 +293,8 @@ class TransferHyperModel(kt.HyperModel):
         num_classes: int,
         *,
         cuts: Sequence[str] | None = None,
+        top_k_cuts: int | None = None,
+        rank_data: tuple | None = None,
         head_layers: Sequence[int] = (0, 1),
         head_units: Sequence[int] = (32, 64),
         dropout: Sequence[float] = (0.0, 0.25),
@@ -292,17 +312,23 @@ class TransferHyperModel(kt.HyperModel):
         self.leader = leader
         self.num_classes = num_classes
         self.cuts = searchable_cuts(leader, cuts)
+        candidates = self.cuts
         self.head_layers = _choices("head_layers", head_layers)
         self.head_units = _choices("head_units", head_units)
         self.dropout = _choices("dropout", dropout)
         self.learning_rate = _choices("learning_rate", learning_rate)
         self.fine_tune_learning_rate = _choices("fine_tune_learning_rate", fine_tune_learning_rate)
-        deepest = max(c.depth for c in self.cuts)
+        deepest = max(c.depth for c in candidates)
         if isinstance(max_unfreeze, bool) or not isinstance(max_unfreeze, int) or not 0 <= max_unfreeze <= deepest:
             raise KerasTeamError(
                 "max_unfreeze", max_unfreeze,
                 f"an int from 0 to {deepest} (the weighted layers the deepest allowed cut keeps)",
             )
+        self.cut_ranking: list[CutScore] | None = None  # with top_k_cuts: every candidate's score, best first
+        if top_k_cuts is not None:
+            self.cuts, self.cut_ranking = _top_cuts(leader, candidates, top_k_cuts, rank_data)
+        elif rank_data is not None:
+            raise KerasTeamError("rank_data", "given", "None unless top_k_cuts is set (it ranks the cuts to keep)")
         self.max_unfreeze = max_unfreeze
         if not 0 < fine_tune_fraction < 1:
             raise KerasTeamError("fine_tune_fraction", fine_tune_fraction, "a number strictly between 0 and 1")
@@ -314,6 +340,7 @@ class TransferHyperModel(kt.HyperModel):
         self.run_eagerly = run_eagerly
         self.last_cache = "off"  # "hit", "miss" or "off": the last trial's feature lookups
         self._said_cache_off: set[str] = set()
+        self._trainers: dict[tuple, _HeadTrainer] = {}  # compiled heads on cached features, by shape and structure
         space = kt.HyperParameters()
         self.declare_hyperparameters(space)
         self._names = [h.name for h in space.space]
@@ -513,29 +540,92 @@ class TransferHyperModel(kt.HyperModel):
     def _fit_head_on_features(self, store, model, learning_rate, x, y, validation_data, initial_epoch, split, common):
         body, head = model.body, model.head
         hits = store.hits
-        features = store.features(body, x)
-        val_features = store.features(body, validation_data[0])
+        features, val_features = store.features_of(body, [x, validation_data[0]])
         self.last_cache = "hit" if store.hits == hits + 2 else "miss"
-        inputs = keras.Input(features.shape[1:], name="features")
-        head_model = keras.Model(inputs, head(inputs), name=f"{model.name}_head")
-        head_model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
         common = dict(common)
         batch_size, shuffle = common.pop("batch_size"), common.pop("shuffle", True)
         weights = common.pop("sample_weight", None)
-        train = (features, y) if weights is None else (features, y, weights)
-        return head_model.fit(
-            _batches(train, batch_size, shuffle=shuffle, seed=self.seed),
-            validation_data=_batches((val_features, *validation_data[1:]), batch_size, shuffle=False),
-            epochs=split, initial_epoch=initial_epoch, shuffle=False, **common,
+        train, steps = _batches((features, y) if weights is None else (features, y, weights), batch_size,
+                                shuffle=shuffle, seed=self.seed, repeat=True)
+        # Not repeated: an evaluation runs `steps_per_execution` (an epoch of training) steps unless the data ends.
+        validation, _ = _batches((val_features, *validation_data[1:]), batch_size, shuffle=False)
+        trainer = self._head_trainer(head, features.shape[1:], steps)
+        trainer.start(head, learning_rate)
+        return trainer.model.fit(
+            train, steps_per_epoch=steps, validation_data=validation,
+            epochs=split, initial_epoch=initial_epoch, shuffle=False,
+            **{**common, "callbacks": [_CopyWeights(trainer.head, head), *common["callbacks"]]},
         )
 
+    def _head_trainer(self, head: keras.Model, shape: tuple, steps: int) -> _HeadTrainer:
+        """The compiled head-on-features model for heads like `head` on features of `shape`, made once a search."""
+        layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+                  for layer in head.layers]
+        key = (tuple(shape), steps, repr(layers))
+        if key not in self._trainers:
+            self._trainers[key] = _HeadTrainer(head, shape, self.metrics, steps, self.run_eagerly)
+        return self._trainers[key]
 
-def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None = None) -> tf.data.Dataset:
-    """Batches of cached features (cast to float32) with their labels, as Keras' array input makes them.
 
-    Shuffles indices and gathers in the pipeline: for the small head of the
-    cached phase Keras' eager per-epoch shuffle of arrays costs more than
-    the training steps (a trial's head phase ran 2.7x faster this way).
+class _HeadTrainer:
+    """A head trained on cached features, compiled (and traced) once for every trial whose head has its structure.
+
+    A trial's own head is copied in (`start`: weights, dropout seed state, a
+    fresh optimizer state at the trial's rate), so training it here is
+    training that head from where its trial built it; `_CopyWeights` copies
+    the result back after every epoch. Each fit runs a whole epoch per
+    execution (`steps_per_execution`): the head is tiny and per-step
+    dispatch was most of its time.
+    """
+
+    def __init__(self, head: keras.Model, shape: tuple, metrics: list, steps: int, run_eagerly: bool):
+        self.head = keras.models.clone_model(head)
+        inputs = keras.Input(shape, name="features")
+        self.model = keras.Model(inputs, self.head(inputs), name="head_on_features")
+        self.model.compile(keras.optimizers.Adam(), LOSS, metrics=metrics, run_eagerly=run_eagerly,
+                           steps_per_execution=steps)
+        self.model.optimizer.build(self.model.trainable_variables)
+
+    def start(self, head: keras.Model, learning_rate: float) -> None:
+        """Set this trainer to `head`'s weights and a new optimizer at `learning_rate`."""
+        _copy(head, self.head)
+        optimizer = self.model.optimizer
+        for variable in optimizer.variables:
+            variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+        optimizer.learning_rate.assign(learning_rate)
+
+
+def _copy(source: keras.Model, target: keras.Model) -> None:
+    for into, value in zip(target.variables, source.variables, strict=True):
+        into.assign(value)
+
+
+class _CopyWeights(keras.callbacks.Callback):
+    """After every epoch, copy the trained head into the trial's own (callbacks after it see the full model)."""
+
+    def __init__(self, source: keras.Model, target: keras.Model):
+        super().__init__()
+        self.source, self.target = source, target
+
+    def on_epoch_end(self, epoch, logs=None):
+        _copy(self.source, self.target)
+
+
+def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None = None,
+             repeat: bool = False) -> tuple[tf.data.Dataset, int]:
+    """Batches of cached features (cast to float32) with their labels, and the batches of one pass.
+
+    Each pass over the examples is one epoch (reshuffled when `shuffle`),
+    its last batch short, as Keras' array input makes them. Indices are
+    shuffled and the examples gathered in the pipeline (Keras' eager
+    per-epoch shuffle of arrays cost more than the head's steps). With
+    `repeat` the passes never end, so `fit` given `steps_per_epoch` keeps one
+    iterator for all epochs instead of making one per epoch.
+
+    Example:
+        >>> batches, steps = _batches((np.arange(5), np.arange(5)), 2, shuffle=False, repeat=True)
+        >>> steps, [b[1].numpy().tolist() for b in batches.take(4)]
+        (3, [[0, 1], [2, 3], [4], [0, 1]])
     """
     tensors = tuple(tf.convert_to_tensor(np.asarray(a)) for a in arrays)
     count = len(arrays[0])
@@ -547,4 +637,7 @@ def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None 
         batch = [tf.gather(t, i) for t in tensors]
         return (tf.cast(batch[0], "float32"), *batch[1:])
 
-    return index.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
+    batches = index.batch(batch_size)
+    if repeat:
+        batches = batches.repeat()
+    return batches.map(gather).prefetch(tf.data.AUTOTUNE), math.ceil(count / batch_size)

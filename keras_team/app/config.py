@@ -424,6 +424,10 @@ class SearchSpaceConfig(Section):
     cuts: Optional[Annotated[DistinctListOf[Text], Field(min_length=1)]] = Field(
         None, description="cut-point layer names to search (null: every cut keeping a weighted layer, not the output)"
     )
+    top_k_cuts: Optional[Positive] = Field(
+        None, description="search only the k of those cuts the cut advisor (keras_team.rank_cuts) scores best on "
+        "the search's training and validation examples (null: all)"
+    )
     head_layers: Annotated[DistinctListOf[Count], Field(min_length=1)] = Field(
         (0, 1), description="hidden Dense layers of the head (0: a linear head)"
     )

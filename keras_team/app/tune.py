@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -26,13 +28,14 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 from keras_team.app.config import Config, load_config
-from keras_team.app.recipe import ARCHITECTURES, load_leader, load_tasks
+from keras_team.app.recipe import _new_leader, is_pretrained, load_leader, load_tasks
 from keras_team.app.workspace import check_writable
 from keras_team.errors import KerasTeamError
-from keras_team.heads import LOSS
 from keras_team.files import atomic_path, load_model, read_json_mapping, remove_temporaries, write_text
+from keras_team.heads import LOSS
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
 from keras_team.tuning.search import best_settings, cap_per_class, make_tuner, trial_table, write_results
@@ -47,6 +50,16 @@ RUN_STATE = "state.json"  # a `keras-team run` directory: never replaced by a se
 NOT_COMPARED = {"tune": ("output_dir", "overwrite", "max_trials", "oracle_ip", "oracle_port")}
 # KerasTuner's own state files: a search resumes from them.
 TUNER_STATE = ("oracle.json", "tuner*.json", "trial_*/trial.json", "trial_*/build_config.json")
+
+
+def lock_path(root: pathlib.Path) -> pathlib.Path:
+    """The lock file of a search directory: its sibling, so it survives the directory being moved aside or replaced.
+
+    Example:
+        >>> lock_path(pathlib.Path("runs/digits-tune"))
+        PosixPath('runs/.digits-tune.tune-lock')
+    """
+    return root.with_name(f".{root.name}.tune-lock")
 
 
 def _compared(config: Config) -> dict:
@@ -96,6 +109,7 @@ class TuneJob:
         self.tune = config.tune
         self.root = pathlib.Path(config.tune.output_dir)
         self.action = "new"
+        self.rank_data = None  # with tune.space.top_k_cuts: the examples the cuts are ranked on
 
     # --- the directory -------------------------------------------------------
     def prepare(self) -> None:
@@ -176,7 +190,8 @@ class TuneJob:
 
     # --- leader, data, tuner ---------------------------------------------------
     def leader(self, source) -> keras.Model:
-        """The config's leader.path, else the leader trained (once) and saved in the search directory."""
+        """The config's leader.path, else the config's leader built as `keras-team run` builds it (an
+        application's ImageNet weights, or trained on the source once), saved in the search directory."""
         if self.config.leader.path:
             return load_leader(self.config.leader.path, source)
         saved = self.root / LEADER
@@ -186,12 +201,16 @@ class TuneJob:
             raise KerasTeamError("leader.path", None, f"a trained leader for a worker: set leader.path, or start "
                                  f"the chief first (it writes {saved} in the shared directory)")
         cfg = self.config.leader
-        print(f"== training the leader ({cfg.architecture}) on {source.name}, {cfg.epochs} epochs", flush=True)
-        keras.utils.set_random_seed(self.config.seed)
-        leader = ARCHITECTURES[cfg.architecture](source.input_shape, source.num_classes, name="leader")
-        leader.compile(keras.optimizers.Adam(cfg.learning_rate), LOSS, metrics=["accuracy"])
-        leader.fit(source.dataset("train", training=True), validation_data=source.dataset("validation"),
-                   epochs=cfg.epochs, verbose=0, shuffle=False)
+        if is_pretrained(cfg):  # an application with its ImageNet weights: nothing to train on the source
+            leader = _new_leader(self.config, 0, source)  # built as `keras-team run` builds it
+        else:
+            print(f"== training the leader ({cfg.application or cfg.architecture}) on {source.name}, "
+                  f"{cfg.epochs} epochs", flush=True)
+            keras.utils.set_random_seed(self.config.seed)
+            leader = _new_leader(self.config, 0, source)
+            leader.compile(keras.optimizers.Adam(cfg.learning_rate), LOSS, metrics=["accuracy"])
+            leader.fit(source.dataset("train", training=True), validation_data=source.dataset("validation"),
+                       epochs=cfg.epochs, verbose=0, shuffle=False)
         with atomic_path(saved) as tmp:
             leader.save(tmp)
         return leader
@@ -206,12 +225,19 @@ class TuneJob:
                  "validation_available": len(y_val), "validation_per_class": self.tune.validation_per_class}
         return train, capped, sizes
 
-    def hypermodel(self, leader: keras.Model) -> TransferHyperModel:
-        """The configured search space on `leader`; errors name the `tune.space` field."""
+    def hypermodel(self, leader: keras.Model, rank_data: tuple | None = None) -> TransferHyperModel:
+        """The configured search space on `leader`; errors name the `tune.space` field.
+
+        With `tune.space.top_k_cuts`, the cuts are ranked on `rank_data` (the
+        search's training and validation examples); without it, nothing is
+        ranked (the checks before the search).
+        """
         space = self.tune.space
+        top_k = space.top_k_cuts if rank_data is not None else None
         try:
             return TransferHyperModel(
-                leader, self.num_classes, cuts=space.cuts, head_layers=space.head_layers,
+                leader, self.num_classes, cuts=space.cuts, top_k_cuts=top_k, rank_data=rank_data if top_k else None,
+                head_layers=space.head_layers,
                 head_units=space.head_units, dropout=space.dropout, learning_rate=space.learning_rate,
                 max_unfreeze=space.max_unfreeze, fine_tune_learning_rate=space.fine_tune_learning_rate,
                 fine_tune_fraction=space.fine_tune_fraction, seed=self.config.seed,
@@ -222,7 +248,15 @@ class TuneJob:
 
     def tuner(self, leader: keras.Model):
         """The configured KerasTuner tuner over the configured search space."""
-        tuner = make_tuner(self.hypermodel(leader), tuner=self.tune.tuner, objective=self.tune.objective,
+        hypermodel = self.hypermodel(leader, self.rank_data)
+        if hypermodel.cut_ranking:
+            kept = {c.name for c in hypermodel.cuts}
+            print(f"cut advisor: searching the top {len(kept)} of {len(hypermodel.cut_ranking)} cuts by leave-one-out "
+                  "nearest-class-mean accuracy on the search's training and validation examples: "
+                  + ", ".join(f"{s.cut.name} {s.score:.3f}{'' if s.cut.name in kept else ' (left out)'}"
+                              for s in hypermodel.cut_ranking)
+                  + f" ({sum(s.seconds for s in hypermodel.cut_ranking):.1f} s)", flush=True)
+        tuner = make_tuner(hypermodel, tuner=self.tune.tuner, objective=self.tune.objective,
                            max_trials=self.tune.max_trials, max_epochs=self.tune.epochs,
                            directory=self.root, project_name=PROJECT, seed=self.config.seed)
         if distributed.role() != "worker":
@@ -238,11 +272,44 @@ class TuneJob:
         role = distributed.role()
         if workers and role:
             raise KerasTeamError("--workers", workers, f"0 when {distributed.TUNER_ID} is set (this process is a {role})")
+        if role == "worker":  # the chief holds the directory
+            return self._run(workers, role)
+        check_writable(self.root, "tune.output_dir")
+        with self._locked():
+            return self._run(workers, role)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Hold the search directory's lock (`lock_path`) while the block runs: one chief per directory.
+
+        An OS lock (`flock`) on a file next to the directory, so a killed
+        chief's lock goes with its process and never blocks the rerun; the
+        file names the process holding it.
+        """
+        path = lock_path(self.root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(handle, 32, 0).decode(errors="replace").strip()
+                raise KerasTeamError(
+                    "tune.output_dir", str(self.root), f"a directory no other search is using "
+                    f"({f'process {pid}' if pid else 'another process'} is running a search in it: wait for it "
+                    "to end, or choose another --output-dir)") from None
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(handle)  # closing releases the lock
+
+    def _run(self, workers: int, role: str | None) -> dict | None:
         source, target = load_tasks(self.config)
         self.num_classes = target.num_classes
         # Every check before anything is written or trained: a rejected search leaves the directory as it was.
         leader = load_leader(self.config.leader.path, source) if self.config.leader.path else None
-        self.hypermodel(leader or ARCHITECTURES[self.config.leader.architecture](source.input_shape, source.num_classes))
+        self.hypermodel(leader or _new_leader(self.config, 0, source, pretrained=False))
         if workers and self.tune.oracle_port:
             distributed.check_port(self.tune.oracle_ip, self.tune.oracle_port, "tune.oracle_port")
         elif role == "chief":
@@ -253,6 +320,9 @@ class TuneJob:
             self.start()
         leader = leader or self.leader(source)
         (x, y), validation, sizes = self.data(target)
+        if self.tune.space.top_k_cuts:  # the advisor reads the examples the search reads, never the test split
+            train = target.splits["train"]
+            self.rank_data = tuple(np.concatenate([a, b]) for a, b in zip(train, validation))
         if target.augment:
             print(f"augmentation configured ({', '.join(target.augment)}): feature cache OFF for this search, "
                   "every epoch runs the frozen layers on augmented images", flush=True)
@@ -299,6 +369,11 @@ class TuneJob:
     def finish(self, tuner, figures: dict) -> dict:
         """Write the trial table, the plot and the best config (once); mark the search finished."""
         rows = trial_table(tuner)
+        if tuner.hypermodel.cut_ranking:
+            searched = {c.name for c in tuner.hypermodel.cuts}
+            figures = {**figures, "cut_ranking": [
+                {"cut": s.cut.name, "score": round(s.score, 4), "seconds": round(s.seconds, 3),
+                 "searched": s.cut.name in searched} for s in tuner.hypermodel.cut_ranking]}
         write_results(tuner, self.root, extra=figures)
         best = best_settings(tuner)
         write_text(self.root / BEST, self.best_config(best).to_yaml())
@@ -320,7 +395,8 @@ class TuneJob:
         )
         if best["fine_tune_learning_rate"]:
             data["transfer"]["fine_tune_learning_rate"] = best["fine_tune_learning_rate"]
-        data["leader"]["path"] = str((self.root / LEADER).resolve()) if not self.config.leader.path else self.config.leader.path
+        if not self.config.leader.path:  # the searched leader, saved: it is no longer built from its description
+            data["leader"].update(path=str((self.root / LEADER).resolve()), application=None, input_shape=None)
         return Config.from_dict(data)
 
 
