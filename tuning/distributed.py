@@ -101,6 +101,22 @@ def max_local_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def worker_cores(workers: int) -> list[set[int] | None]:
+    """One core of this process's for each of `workers` local workers (None where cores cannot be pinned).
+
+    A TensorFlow process sizes its thread pools by the cores it may use, so
+    two unpinned workers on two cores would each run two compute threads.
+
+    Example:
+        >>> len(worker_cores(1)), all(len(cores) == 1 for cores in worker_cores(2))
+        (1, True)
+    """
+    if not hasattr(os, "sched_setaffinity"):  # macOS
+        return [None] * workers
+    usable = sorted(os.sched_getaffinity(0))
+    return [{usable[i % len(usable)]} for i in range(workers)]
+
+
 def worker_env(index: int, ip: str, port: int) -> dict[str, str]:
     """The environment of worker `index`: this process's plus KerasTuner's three variables.
 

@@ -351,8 +351,12 @@ class TuneJob:
         ip = self.tune.oracle_ip
         port = self.tune.oracle_port or distributed.free_port(ip)
         command = [sys.executable, "-m", "keras_team.app.cli", "tune", "--config", str(self.root / CONFIG)]
-        print(f"== distributed search: chief (oracle at {ip}:{port}) and {workers} workers on this machine", flush=True)
-        processes = [subprocess.Popen(command, env=distributed.worker_env(i, ip, port)) for i in range(workers)]
+        print(f"== distributed search: chief (oracle at {ip}:{port}) and {workers} workers on this machine, one core each", flush=True)
+        processes = []
+        for i, cores in enumerate(distributed.worker_cores(workers)):  # each worker computes on a core of its own
+            processes.append(subprocess.Popen(command, env=distributed.worker_env(i, ip, port)))
+            if cores:
+                os.sched_setaffinity(processes[-1].pid, cores)
         try:
             with distributed.chief_env(ip, port):
                 tuner = self.tuner(leader)
