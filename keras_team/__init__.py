@@ -37,7 +37,7 @@ _NAMES = {
     "load_model": "keras_team.files",
     "rank_cuts": "keras_team.transferability",
 }
-_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "tuning", "zoo")
+_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "probe", "tuning", "zoo")
 
 __all__ = sorted([*_NAMES, *_PUBLIC_MODULES])
 

@@ -87,6 +87,11 @@ Positive = Annotated[int, Field(ge=1)]
 """An int >= 1: epochs, units, shots."""
 Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 """A finite number > 0: learning rates, temperatures."""
+Penalty = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""A finite number >= 0: an L2 strength."""
+L2Grid = Annotated[DistinctListOf[Penalty], Field(min_length=1)]
+"""The L2 strengths a linear probe tries: the one with the lowest validation log-loss is kept."""
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # keras_team.probe.L2_GRID, without importing Keras here
 Dropout = Annotated[float, Field(ge=0, lt=1)]
 """A fraction in [0, 1)."""
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
@@ -300,10 +305,14 @@ class LeaderConfig(Section):
 class HeadConfig(Section):
     """The new task head put on the kept part of the leader."""
 
-    kind: Literal["dense", "conv", "cosine"] = Field(
+    kind: Literal["dense", "conv", "cosine", "linear_probe"] = Field(
         "dense", description="layer type of the head; cosine: a cosine classifier with a learned scale after the "
-        "hidden layers, imprinted with the class means of the training split's features before training"
+        "hidden layers, imprinted with the class means of the training split's features before training; "
+        "linear_probe: one linear layer (hidden, dropout and activation do not apply) fitted once per strength "
+        "of l2, each stopped early on the validation log-loss, the strength best there kept (keras_team.probe; "
+        "a learning_rate of 0.03 suits it)"
     )
+    l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
     hidden: ListOf[Positive] = Field((64,), description="units of each hidden layer ([]: a linear head)")
     dropout: Dropout = Field(0.2, description="dropout rate of the head")
     activation: Text = Field("relu", description="Keras activation name of the hidden layers")
@@ -345,6 +354,12 @@ class FollowerConfig(Section):
     """A follower model reading a tap of the leader."""
 
     name: Identifier = Field("mlp", description="unique name of the follower")
+    kind: Literal["mlp", "linear_probe"] = Field(
+        "mlp", description="mlp: hidden layers then the logits; linear_probe: one linear layer (hidden and "
+        "dropout do not apply), fitted once per strength of l2 on the cached taps, each stopped early on the "
+        "validation log-loss, the strength best there kept (keras_team.probe; a learning_rate of 0.03 suits it)"
+    )
+    l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
     tap: Text = Field("features", description="what it reads: features (the cut), logits, probs, or a layer name")
     temperature: Rate = Field(1.0, description="softmax temperature of the leader's probabilities when tap is probs")
     hidden: ListOf[Positive] = Field((50,), description="units of each hidden layer")
@@ -362,6 +377,14 @@ class FollowerConfig(Section):
         description="with several leaders: concat joins their taps into one input; each applies the follower "
         "to every leader's tap and sums its losses",
     )
+
+    @model_validator(mode="after")
+    def _probe_has_one_output(self) -> FollowerConfig:
+        if self.kind == "linear_probe" and self.combine == "each":
+            raise KerasTeamError("combine", self.combine, "concat for a linear_probe (one linear layer, one output)")
+        if self.kind == "linear_probe" and self.distill is not None:
+            raise KerasTeamError("distill", self.distill.model_dump(), "null for a linear_probe (it fits the labels alone)")
+        return self
 
 
 class TeamLeaderConfig(LeaderConfig):
@@ -884,8 +907,10 @@ __all__ = [
     "Identifier",
     "ImageShape",
     "KerasFile",
+    "L2Grid",
     "LeaderConfig",
     "ListOf",
+    "Penalty",
     "Positive",
     "Rate",
     "SearchSpaceConfig",

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team import checkpoints, distribute, heads, zoo
+from keras_team import checkpoints, distribute, heads, probe, zoo
 from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace
@@ -137,6 +137,8 @@ def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> ke
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     if head.kind == "cosine":
         return heads.cosine(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
+    if head.kind == "linear_probe":  # its L2 strength is set when it is fitted (keras_team.probe)
+        return heads.dense(num_classes)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
@@ -229,7 +231,8 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
     for i, f in enumerate(config.followers):
         try:
             followers.append(Follower(
-                zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
+                zoo.mlp(target.num_classes, name=f.name) if f.kind == "linear_probe"  # a linear layer
+                else zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                 distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
         except KerasTeamError as error:
@@ -441,6 +444,17 @@ class Recipe:
         self._check_finite(stage, model, history, field, learning_rate)
         return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **_last(history)}
 
+    def _probe(self, stage: str, model: keras.Model, cfg: TransferConfig, field: str) -> dict:
+        """Fit a transfer model's linear head on its frozen cut's features, computed once (`keras_team.probe`)."""
+        target, start = self.plan.target, time.perf_counter()
+        (x, y), (xv, yv) = target.splits["train"], target.splits["validation"]
+        fit = probe.fit_probe(model.head, (probe.features_of(model.body, x), y), (probe.features_of(model.body, xv), yv),
+                              l2=cfg.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+                              batch_size=target.batch_size, callbacks=self.out.callbacks(cfg.epochs),
+                              verbose=self.out.fit_verbose)
+        self._check_finite(stage, model, None, f"{field}.learning_rate", cfg.learning_rate)
+        return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **fit.figures()}
+
     def _load(self, name: str) -> keras.Model:
         return load_model(self.ws.path(name), "output_dir")
 
@@ -486,6 +500,8 @@ class Recipe:
             model = build_student(self.config, index, self._load(f"leader{suffix}.keras"), target)
             if cfg.head.kind == "cosine":  # start from the training split's class means (weight imprinting)
                 heads.imprint(model, *target.splits["train"])
+            if cfg.head.kind == "linear_probe":
+                return model, self._probe(f"transfer{suffix}", model, cfg, field)
             return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
                                     f"{field}.learning_rate")
 
@@ -519,6 +535,16 @@ class Recipe:
                 read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
                 self.out.stage(f"  {f.name}", f"follower on {read}'s {f.tap!r} (taps cached)")
                 start = time.perf_counter()
+                if f.kind == "linear_probe":
+                    fit = probe.probe_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                                               l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
+                                               batch_size=target.batch_size, callbacks=self.out.callbacks(f.epochs),
+                                               verbose=self.out.fit_verbose)
+                    self._check_finite(stage, graph, None, f"followers[{i}].learning_rate", f.learning_rate)
+                    self.ws.save_model(graph, weights)
+                    self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
+                                                 **fit.figures()}, part=f.name)
+                    continue
                 history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                        epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
                                        batch_size=target.batch_size, seed=self.config.seed,
