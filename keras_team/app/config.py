@@ -323,7 +323,9 @@ class TransferConfig(Section):
 
     keep: Union[Positive, Text, None] = Field(
         None, description="where to cut the leader: the first N weighted layers, or a cut's layer or block name "
-        "(keras-team cuts); null: the middle block output (pool1 for residual_cnn), a fixed default not chosen on data"
+        "(keras-team cuts); auto: the block output keras_team.rank_cuts scores best on the target's training and "
+        "validation examples, once the leader is trained; null: the middle block output (pool1 for residual_cnn), "
+        "a fixed default not chosen on data"
     )
     head: HeadConfig = Field(default_factory=HeadConfig, description="the new task head put on the kept layers")
     epochs: Positive = Field(100, description="epochs training the head on the frozen kept layers")
