@@ -312,10 +312,10 @@ class HeadConfig(Section):
         "of l2, each stopped early on the validation log-loss, the strength best there kept (keras_team.probe; "
         "a learning_rate of 0.03 suits it)"
     )
-    l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
     hidden: ListOf[Positive] = Field((64,), description="units of each hidden layer ([]: a linear head)")
     dropout: Dropout = Field(0.2, description="dropout rate of the head")
     activation: Text = Field("relu", description="Keras activation name of the hidden layers")
+    l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
 
 
 class TransferConfig(Section):
