@@ -165,3 +165,23 @@ def test_fine_tuning_starts_from_the_probed_head(probed_run):
     tuned = keras_team.load_model(probed_run / "stages" / "fine_tune.keras").head.get_weights()
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(probed, tuned))
     assert any(np.abs(a).max() > 0.01 for a in probed)  # a trained head, not zeros
+
+
+@pytest.mark.large
+def test_the_source_stage_trains_the_leader_with_its_own_augmentation_and_label_smoothing(tmp_path):
+    settings = ["leader.architecture=seed_cnn", "leader.epochs=1", "leader.augment=[crop]",
+                "leader.label_smoothing=0.2", "transfer.keep=3", "transfer.epochs=1", "followers=[]",
+                "baseline.epochs=1", "data.target.shots=2"]
+    assert cli.main(["run", "--quiet", "--output-dir", str(tmp_path), *[a for s in settings for a in ("--set", s)]]) == 0
+    leader = keras_team.load_model(tmp_path / "leader.keras")
+    assert isinstance(leader.loss, keras_team.heads.SmoothedLoss) and leader.loss.label_smoothing == 0.2
+    student = keras_team.load_model(tmp_path / "stages" / "transfer.keras")
+    assert not isinstance(student.loss, keras_team.heads.SmoothedLoss)  # the target's members: the plain loss
+
+
+def test_source_stage_options_are_checked_with_the_config():
+    for override, field in (("leader.label_smoothing=1", "leader.label_smoothing"),
+                            ("leader.augment=[rotate]", "leader.augment[0]")):
+        with pytest.raises(KerasTeamError) as error:
+            load_config(overrides=[override])
+        assert error.value.field == field, str(error.value)

@@ -290,6 +290,12 @@ class LeaderConfig(Section):
     )
     epochs: Positive = Field(20, description="training epochs on the source task")
     learning_rate: Rate = Field(0.001, description="learning rate on the source task")
+    augment: DistinctListOf[Literal["flip", "crop"]] = Field(
+        (), description="training-only augmentation of the source task (not measured to help digits: off)"
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="label smoothing of the source task's loss (not measured to help digits: 0)"
+    )
 
     @model_validator(mode="after")
     def _one_kind_of_leader(self) -> LeaderConfig:

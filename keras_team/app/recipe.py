@@ -487,8 +487,9 @@ class Recipe:
                          callbacks=self._callbacks(stage, epochs, checkpoint), verbose=self.out.fit_verbose,
                          shuffle=False)  # the training dataset shuffles itself, seeded
 
-    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str) -> dict:
-        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"], **self._compile_options())
+    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str,
+             loss: keras.losses.Loss = LOSS) -> dict:
+        model.compile(keras.optimizers.Adam(learning_rate), loss, metrics=["accuracy"], **self._compile_options())
         start = time.perf_counter()
         history = self._fit_resumable(stage, model, task, epochs)
         self._check_finite(stage, model, history, field, learning_rate)
@@ -542,8 +543,10 @@ class Recipe:
                 leader = _new_leader(self.config, index, source)
                 return leader, {"seconds": time.perf_counter() - start, "weights": spec.weights}
             leader = _new_leader(self.config, index, source)
-            figures = self._fit(stage, leader, source, spec.epochs, spec.learning_rate,
-                                leader_field(self.config, index, "learning_rate"))
+            # The source stage's own options (training only): augmentation and label smoothing.
+            figures = self._fit(stage, leader, dataclasses.replace(source, augment=spec.augment), spec.epochs,
+                                spec.learning_rate, leader_field(self.config, index, "learning_rate"),
+                                heads.SmoothedLoss(spec.label_smoothing) if spec.label_smoothing else LOSS)
             figures["source_test_accuracy"] = _accuracy(leader, source)
             return leader, figures
 
