@@ -282,13 +282,17 @@ def _follower_field(config: Config, error: KerasTeamError) -> str:
 
 
 def build_baseline(config: Config, leader: keras.Model, target: Task, keep: str | None = None) -> keras.Model:
-    """The first leader's architecture up to its cut (`keep`, default its config's), freshly initialised, with the same head; nothing frozen."""
+    """The first leader's architecture up to its cut (`keep`, default its config's), freshly initialised.
+
+    Its head is the transfer's (a `linear_probe` reads frozen features: from
+    scratch, the dense head it stands in for); nothing is frozen.
+    """
     spec = config.team_leaders[0].transfer
-    if spec.head.kind == "linear_probe":  # a probe reads frozen features: from scratch, the dense head it stands in for
+    if spec.head.kind == "linear_probe":
         spec = spec.model_copy(update={"head": spec.head.model_copy(update={"kind": "dense"})})
     scratch = keras.models.clone_model(leader)
-    return transfer(scratch, check_keep(scratch, spec.keep if keep is None else keep), _head(spec, target.num_classes), freeze=False,
-                    inference_mode=False, name="baseline")
+    return transfer(scratch, check_keep(scratch, spec.keep if keep is None else keep), _head(spec, target.num_classes),
+                    freeze=False, inference_mode=False, name="baseline")
 
 
 def _weights(model: keras.Model) -> tuple[int, int]:
@@ -319,7 +323,7 @@ class Plan:
     baseline: keras.Model
     stages: dict[str, str]
     warnings: list[str]
-    rankings: dict[str, tuple[CutScore, list[CutScore]]] = dataclasses.field(default_factory=dict)  # keep: auto, chosen already
+    rankings: dict[str, tuple[CutScore, list[CutScore]]] = dataclasses.field(default_factory=dict)  # keep auto, chosen
     auto: set[str] = dataclasses.field(default_factory=set)  # the leaders whose keep is auto
 
     def _auto(self, name: str) -> str:
@@ -399,7 +403,9 @@ def make_plan(config: Config) -> Plan:
         if t.keep == AUTO:
             keep = (f"{cuts[spec.name].name!r} (auto: chosen by rank_cuts)" if spec.name in rankings
                     else "the cut rank_cuts chooses on the target (auto)")
-        stages[f"transfer{suffix}"] = f"{said}keep {keep} frozen, train a new head ({t.epochs} epochs)"
+        head = (f"fit a linear probe (L2 of {list(t.head.l2)} chosen on validation, at most {t.epochs} epochs)"
+                if t.head.kind == "linear_probe" else f"train a new head ({t.epochs} epochs)")
+        stages[f"transfer{suffix}"] = f"{said}keep {keep} frozen, {head}"
         if t.unfreeze and t.fine_tune_epochs:
             try:
                 unfreeze(build_student(config, index, leaders[spec.name], target), top=t.unfreeze)
@@ -412,7 +418,8 @@ def make_plan(config: Config) -> Plan:
     if config.team.epochs:
         stages["team"] = f"joint fine-tuning, summed member losses ({config.team.epochs} epochs)"
     first = config.team_leaders[0]
-    baseline = build_baseline(config, leaders[first.name], target, cuts[first.name].name if first.transfer.keep == AUTO else None)
+    baseline = build_baseline(config, leaders[first.name], target,
+                              cuts[first.name].name if first.transfer.keep == AUTO else None)
     stages["baseline"] = f"the first leader's architecture from scratch on the target ({config.baseline.epochs} epochs)"
     if config.export.formats:
         stages["export"] = f"{', '.join(config.export.formats)} of the team, each verified against it on the test split"
@@ -601,25 +608,23 @@ class Recipe:
                 read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
                 self.out.stage(f"  {f.name}", f"follower on {read}'s {f.tap!r} (taps cached)")
                 start = time.perf_counter()
-                if f.kind == "linear_probe":
+                if f.kind == "linear_probe":  # a fit per L2 strength, seconds each: no checkpoints
                     fit = probe.probe_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                                l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
                                                batch_size=target.batch_size, callbacks=self.out.callbacks(f.epochs),
                                                verbose=self.out.fit_verbose)
-                    self._check_finite(stage, graph, None, f"followers[{i}].learning_rate", f.learning_rate)
-                    self.ws.save_model(graph, weights)
-                    self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
-                                                 **fit.figures()}, part=f.name)
-                    continue
-                history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
-                                       epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
-                                       batch_size=target.batch_size, seed=self.config.seed,
-                                       callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
-                                       verbose=self.out.fit_verbose)
+                    history, figures = None, fit.figures()
+                else:
+                    history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                                           epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
+                                           batch_size=target.batch_size, seed=self.config.seed,
+                                           callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
+                                           verbose=self.out.fit_verbose)
+                    figures = _last(history)
                 self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
                 self.ws.save_model(graph, weights)
                 self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
-                                             **_last(history)}, part=f.name)
+                                             **figures}, part=f.name)
             return team, {f.name: self.ws.figures("followers", f.name) for f in self.config.followers}
 
         self._stage("followers", self.plan.stages["followers"], build, "stages/followers.keras")
