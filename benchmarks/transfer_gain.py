@@ -119,6 +119,7 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
         "ensemble_minus_best_member_points": round(100 * (accuracy["ensemble"] - accuracy[best_member]), 2),
         "ensemble_minus_points": {k: round(100 * (accuracy["ensemble"] - v), 2) for k, v in accuracy.items()
                                   if k not in ("ensemble", "equal_weights")},
+        "cut": report["cut"]["name"],
         "logreg_C": logreg["C"],
         "probe_l2": {name: f["l2"] for name, f in stages.get("followers", {}).items() if "l2" in f},
         "validation_accuracy": {**{name: f.get("val_accuracy") for name, f in stages.get("followers", {}).items()},
