@@ -93,8 +93,8 @@ def features_of(body: keras.Model, x, *, batch_size: int = 256) -> np.ndarray:
     """The frozen `body`'s outputs on `x`, computed once in inference mode.
 
     Example:
-        >>> features_of(keras_team.body(leader, 3, share=True), x).shape
-        (25, 120)
+        >>> features_of(keras.Sequential([keras.Input((3, 3)), keras.layers.Flatten()]), np.ones((2, 3, 3))).shape
+        (2, 9)
     """
     return body.predict(x, batch_size=batch_size, verbose=0)
 
