@@ -10,6 +10,15 @@ equal-weight mean's accuracy are recorded too) and the scratch `baseline`
 figures and mean +- sample std (ddof=1) over seeds of each, and the gains in
 points: ensemble - baseline, leader - baseline (and every other member -
 baseline), and ensemble - best member (the member best on test, per seed).
+
+Unless a `--set followers=...` says otherwise, the team has the default MLP
+follower and a `linear_probe` follower (`PROBE`: a linear layer on the cut,
+its L2 strength chosen on validation). Each seed also fits a comparison
+outside the team: scikit-learn's logistic regression on the same frozen
+cut features (of the trained transfer model's body), its C chosen on the
+validation split (`logreg`, in the figures as if a member, never in the
+ensemble); `ensemble_minus_points` is the ensemble's lead over each member
+and over it, per seed.
 Targets (issue 14): mean ensemble gain >= 8 points at 1 shot, >= 3 at 5
 shots (5 at other shot counts); the ensemble never more than 1 point below
 its best member in any seed.
@@ -43,6 +52,8 @@ from keras_team.app.progress import Output  # noqa: E402
 from keras_team.app.recipe import run  # noqa: E402
 
 NAME = "transfer_gain"
+PROBE = "followers=[{name: mlp}, {name: probe, kind: linear_probe, learning_rate: 0.03}]"
+LOGREG_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 TARGET_GAIN_POINTS = {1: 8.0, 5: 3.0}  # by shots; 5.0 at other shot counts
 BEST_MEMBER_SLACK_POINTS = 1.0
 
@@ -54,6 +65,27 @@ def summary(values: list[float]) -> dict:
     return {"mean": round(float(array.mean()), 4), "std": round(std, 4)}
 
 
+def logistic_regression(run_dir: str, config) -> dict:
+    """scikit-learn's logistic regression on the run's frozen cut features; C chosen on validation accuracy, then log-loss."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from keras_team.app.recipe import load_tasks
+    from keras_team.files import load_model
+
+    _, target = load_tasks(config)
+    body = load_model(os.path.join(run_dir, "stages", "transfer.keras")).body
+    splits = {name: (body.predict(x, verbose=0).reshape(len(x), -1), y)
+              for name, (x, y) in ((n, target.splits[n]) for n in ("train", "validation", "test"))}
+    fits = {}
+    for c in LOGREG_C:
+        model = LogisticRegression(C=c, max_iter=5000).fit(*splits["train"])
+        x, y = splits["validation"]
+        fits[c] = (model.score(x, y), -log_loss(y, model.predict_proba(x), labels=model.classes_), model)
+    c = max(fits, key=lambda k: fits[k][:2])
+    return {"C": c, "validation_accuracy": round(fits[c][0], 4), "test_accuracy": fits[c][2].score(*splits["test"])}
+
+
 def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
     output_dir = tempfile.mkdtemp(prefix=f"keras_team_gain_{seed}_")
     try:
@@ -62,6 +94,7 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
         start = time.perf_counter()
         report = run(config, output=Output("quiet"))
         seconds = time.perf_counter() - start
+        logreg = logistic_regression(output_dir, config)
     finally:
         if not keep:
             shutil.rmtree(output_dir, ignore_errors=True)
@@ -72,6 +105,7 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
     ensemble = report["ensemble"]
     accuracy["ensemble"] = ensemble["test_accuracy"]
     accuracy["equal_weights"] = ensemble["equal_weights_test_accuracy"]
+    accuracy["logreg"] = logreg["test_accuracy"]
     baseline = report["baseline"]["test_accuracy"]
     stages = report.get("stages", {})
     return {
@@ -83,6 +117,14 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
         "gain_points": {k: round(100 * (v - baseline), 2) for k, v in accuracy.items()},
         "best_member": best_member,
         "ensemble_minus_best_member_points": round(100 * (accuracy["ensemble"] - accuracy[best_member]), 2),
+        "ensemble_minus_points": {k: round(100 * (accuracy["ensemble"] - v), 2) for k, v in accuracy.items()
+                                  if k not in ("ensemble", "equal_weights")},
+        "cut": report["cut"]["name"],
+        "logreg_C": logreg["C"],
+        "probe_l2": {name: f["l2"] for name, f in stages.get("followers", {}).items() if "l2" in f},
+        "validation_accuracy": {**{name: f.get("val_accuracy") for name, f in stages.get("followers", {}).items()},
+                                "leader": stages.get("transfer", {}).get("val_accuracy"),
+                                "logreg": logreg["validation_accuracy"]},
         "ensemble_weights": ensemble["weights"],
         "ensemble_rule": ensemble["rule"],
         "validation_examples": ensemble["validation_examples"],
@@ -103,6 +145,8 @@ def main(argv=None) -> dict:
     target_gain = TARGET_GAIN_POINTS.get(shots, 5.0)
     seeds = [int(s) for s in args.seeds.split(",")]
     load_before = load_average()
+    if not any(o.split("=", 1)[0].strip().startswith("followers") for o in args.set):
+        args.set = [PROBE, *args.set]
     load_config(overrides=[f"data.target.shots={shots}", *args.set])  # a bad --set fails now, not after a run
 
     progress = keras.utils.Progbar(len(seeds), unit_name="seed", stateful_metrics=["ensemble", "baseline", "gain"])
@@ -129,6 +173,8 @@ def main(argv=None) -> dict:
         "test_accuracy": {name: summary([r["test_accuracy"][name] for r in runs]) for name in names},
         "gain_points": {name: summary([r["gain_points"][name] for r in runs]) for name in gains},
         "ensemble_minus_best_member_points": summary([r["ensemble_minus_best_member_points"] for r in runs]),
+        "ensemble_minus_points": {name: summary([r["ensemble_minus_points"][name] for r in runs])
+                                  for name in runs[0]["ensemble_minus_points"]},
         "target": {"mean_ensemble_gain_points_at_least": target_gain, "met": mean_gain >= target_gain},
         "target_best_member": {"ensemble_minus_best_member_points_at_least": -BEST_MEMBER_SLACK_POINTS,
                                "worst_seed": worst_vs_best, "met": worst_vs_best >= -BEST_MEMBER_SLACK_POINTS},
@@ -143,6 +189,8 @@ def main(argv=None) -> dict:
         if name in result["gain_points"]:
             g = result["gain_points"][name]
             print(f"  gain {name} - baseline: {g['mean']:+.1f} +- {g['std']:.1f} points")
+    for name, g in result["ensemble_minus_points"].items():
+        print(f"  ensemble - {name}: {g['mean']:+.1f} +- {g['std']:.1f} points")
     print(f"  target: mean ensemble gain >= {target_gain:g} points: {'met' if result['target']['met'] else 'NOT met'}")
     print(f"  target: ensemble >= best member - {BEST_MEMBER_SLACK_POINTS:g} point in every seed (worst "
           f"{worst_vs_best:+.1f}): {'met' if result['target_best_member']['met'] else 'NOT met'}")

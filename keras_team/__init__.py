@@ -39,7 +39,7 @@ _NAMES = {
     "Prediction": "keras_team.predictions",
     "rank_cuts": "keras_team.transferability",
 }
-_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "tuning", "zoo")
+_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "probe", "tuning", "zoo")
 
 __all__ = sorted([*_NAMES, *_PUBLIC_MODULES])
 

@@ -31,6 +31,40 @@ from keras_team.layers import PACKAGE
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+@keras.saving.register_keras_serializable(PACKAGE)
+class SmoothedLoss(keras.losses.Loss):
+    """`LOSS` with label smoothing: cross-entropy of logits against integer labels mixed with the uniform distribution.
+
+    What `keras.losses.CategoricalCrossentropy(from_logits=True,
+    label_smoothing=...)` computes for one-hot labels (Szegedy et al., CVPR
+    2016), for the integer labels every keras-team task has.
+
+    Args:
+        label_smoothing: the weight of the uniform distribution, in [0, 1).
+
+    Example:
+        >>> logits, labels = np.array([[2.0, 0.0], [0.0, 3.0]]), np.array([0, 1])
+        >>> round(float(SmoothedLoss(0.0)(labels, logits)), 4) == round(float(LOSS(labels, logits)), 4)
+        True
+        >>> float(SmoothedLoss(0.2)(labels, logits)) > float(LOSS(labels, logits))  # confident logits cost more
+        True
+    """
+
+    def __init__(self, label_smoothing: float = 0.1, name: str = "smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not (isinstance(label_smoothing, numbers.Real) and 0 <= label_smoothing < 1):
+            raise KerasTeamError("label_smoothing", label_smoothing, "a number in [0, 1)")
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(labels, y_pred, from_logits=True,
+                                                     label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 def activation_names() -> list[str]:
     """The activation names Keras knows, e.g. for a head's hidden layers.
 

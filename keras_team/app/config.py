@@ -87,6 +87,11 @@ Positive = Annotated[int, Field(ge=1)]
 """An int >= 1: epochs, units, shots."""
 Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 """A finite number > 0: learning rates, temperatures."""
+Penalty = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+"""A finite number >= 0: an L2 strength."""
+L2Grid = Annotated[DistinctListOf[Penalty], Field(min_length=1)]
+"""The L2 strengths a linear probe tries: the one with the lowest validation log-loss is kept."""
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # keras_team.probe.L2_GRID, without importing Keras here
 Dropout = Annotated[float, Field(ge=0, lt=1)]
 """A fraction in [0, 1)."""
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
@@ -290,6 +295,12 @@ class LeaderConfig(Section):
     )
     epochs: Positive = Field(20, description="training epochs on the source task")
     learning_rate: Rate = Field(0.001, description="learning rate on the source task")
+    augment: DistinctListOf[Literal["flip", "crop"]] = Field(
+        (), description="training-only augmentation of the source task (not measured to help digits: off)"
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="label smoothing of the source task's loss (not measured to help digits: 0)"
+    )
 
     @model_validator(mode="after")
     def _one_kind_of_leader(self) -> LeaderConfig:
@@ -305,13 +316,17 @@ class LeaderConfig(Section):
 class HeadConfig(Section):
     """The new task head put on the kept part of the leader."""
 
-    kind: Literal["dense", "conv", "cosine"] = Field(
+    kind: Literal["dense", "conv", "cosine", "linear_probe"] = Field(
         "dense", description="layer type of the head; cosine: a cosine classifier with a learned scale after the "
-        "hidden layers, imprinted with the class means of the training split's features before training"
+        "hidden layers, imprinted with the class means of the training split's features before training; "
+        "linear_probe: one linear layer (hidden, dropout and activation do not apply) fitted once per strength "
+        "of l2, each stopped early on the validation log-loss, the strength best there kept (keras_team.probe; "
+        "a learning_rate of 0.03 suits it)"
     )
     hidden: ListOf[Positive] = Field((64,), description="units of each hidden layer ([]: a linear head)")
     dropout: Dropout = Field(0.2, description="dropout rate of the head")
     activation: Text = Field("relu", description="Keras activation name of the hidden layers")
+    l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
 
 
 class TransferConfig(Section):
@@ -319,7 +334,9 @@ class TransferConfig(Section):
 
     keep: Union[Positive, Text, None] = Field(
         None, description="where to cut the leader: the first N weighted layers, or a cut's layer or block name "
-        "(keras-team cuts); null: the middle block output (pool1 for residual_cnn), a fixed default not chosen on data"
+        "(keras-team cuts); auto: the block output keras_team.rank_cuts scores best on the target's training and "
+        "validation examples, once the leader is trained; null: the middle block output (pool1 for residual_cnn), "
+        "a fixed default not chosen on data"
     )
     head: HeadConfig = Field(default_factory=HeadConfig, description="the new task head put on the kept layers")
     epochs: Positive = Field(100, description="epochs training the head on the frozen kept layers")
@@ -350,6 +367,12 @@ class FollowerConfig(Section):
     """A follower model reading a tap of the leader."""
 
     name: Identifier = Field("mlp", description="unique name of the follower")
+    kind: Literal["mlp", "linear_probe"] = Field(
+        "mlp", description="mlp: hidden layers then the logits; linear_probe: one linear layer (hidden and "
+        "dropout do not apply), fitted once per strength of l2 on the cached taps, each stopped early on the "
+        "validation log-loss, the strength best there kept (keras_team.probe; a learning_rate of 0.03 suits it)"
+    )
+    l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
     tap: Union[Text, Annotated[DistinctListOf[Text], Field(min_length=1)]] = Field(
         "features", description="what it reads: features (the cut), logits, probs, a layer name, or a cut inside "
         "the kept body (e.g. pool1); a list of them (multi-scale) reads each, spatial ones average-pooled, joined"
@@ -370,6 +393,14 @@ class FollowerConfig(Section):
         description="with several leaders: concat joins their taps into one input; each applies the follower "
         "to every leader's tap and sums its losses",
     )
+
+    @model_validator(mode="after")
+    def _probe_has_one_output(self) -> FollowerConfig:
+        if self.kind == "linear_probe" and self.combine == "each":
+            raise KerasTeamError("combine", self.combine, "concat for a linear_probe (one linear layer, one output)")
+        if self.kind == "linear_probe" and self.distill is not None:
+            raise KerasTeamError("distill", self.distill.model_dump(), "null for a linear_probe (it fits the labels alone)")
+        return self
 
 
 class TeamLeaderConfig(LeaderConfig):
@@ -896,8 +927,10 @@ __all__ = [
     "Identifier",
     "ImageShape",
     "KerasFile",
+    "L2Grid",
     "LeaderConfig",
     "ListOf",
+    "Penalty",
     "Positive",
     "Rate",
     "SearchSpaceConfig",

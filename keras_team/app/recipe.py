@@ -40,12 +40,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team import checkpoints, distribute, heads, zoo
+from keras_team import checkpoints, distribute, heads, probe, zoo
 from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace
 from keras_team.caching import fit_follower
-from keras_team.cuts import CutPoint, default_cut, resolve_cut
+from keras_team.cuts import CutPoint, cut_points, default_cut, resolve_cut
 from keras_team.data import Task, load_task
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, load_model
@@ -54,6 +54,7 @@ from keras_team.freezing import unfreeze
 from keras_team.heads import LOSS
 from keras_team.layers import FitImages
 from keras_team.team import Team
+from keras_team.transferability import CutScore, rank_cuts
 from keras_team.transfers import transfer
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
@@ -137,11 +138,39 @@ def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> ke
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     if head.kind == "cosine":
         return heads.cosine(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
+    if head.kind == "linear_probe":  # its L2 strength is set when it is fitted (keras_team.probe)
+        return heads.dense(num_classes)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
+
+
+AUTO = "auto"  # transfer.keep: the cut keras_team.rank_cuts scores best on the target (`rank_keep`)
+
+
+def rank_keep(leader: keras.Model, target: Task) -> tuple[CutScore, list[CutScore]]:
+    """What `keep: auto` chooses: the cut, and the leader's block outputs ranked by `keras_team.rank_cuts`.
+
+    The scores are read from the target's training and validation examples,
+    never its test split. The choice is the block with the fewest features
+    among those within one standard error of the best score
+    (``sqrt(p (1 - p) / n)`` of a leave-one-out accuracy p on n examples;
+    Breiman et al.'s one-standard-error rule): scores that close are noise,
+    and fewer features leave a head on few examples less to fit.
+
+    Example (what `keras-team run --set transfer.keep=auto` chooses from, for a trained `leader`):
+        $ python -c "from keras_team.app import recipe; print(recipe.rank_keep(leader, target)[0])"
+    """
+    (x, y), (xv, yv) = target.splits["train"], target.splits["validation"]
+    ranking = rank_cuts(leader, np.concatenate([x, xv]), np.concatenate([y, yv]), cuts=cut_points(leader, view="blocks"))
+    best = ranking[0].score
+    close = [s for s in ranking if s.score >= best - math.sqrt(best * (1 - best) / (len(y) + len(yv)))]
+    return min(close, key=lambda s: math.prod(s.cut.output_shape[1:])), ranking
 
 
 def check_keep(leader: keras.Model, keep: int | str | None, field: str = "transfer.keep") -> CutPoint:
     """The cut `keep` names (None: the middle block output, `keras_team.cuts.default_cut`), checked.
+
+    `keep: auto` is chosen on data once the leader is trained (`rank_keep`);
+    until then the middle block output stands in for it.
 
     A `KerasTeamError` on `field` unless `keep` is a valid cut of `leader`.
 
@@ -150,7 +179,7 @@ def check_keep(leader: keras.Model, keep: int | str | None, field: str = "transf
         ('fc1', 'pool1')
     """
     try:
-        return default_cut(leader) if keep is None else resolve_cut(leader, keep)
+        return default_cut(leader) if keep is None or keep == AUTO else resolve_cut(leader, keep)
     except KerasTeamError as error:
         raise KerasTeamError(field, keep, error.allowed) from error
 
@@ -211,11 +240,12 @@ def is_pretrained(spec: TeamLeaderConfig) -> bool:
     return bool(spec.application and spec.weights)
 
 
-def build_student(config: Config, index: int, leader: keras.Model, target: Task) -> keras.Model:
-    """The `index`-th leader's kept part, copied and frozen, with a new head for the target task."""
+def build_student(config: Config, index: int, leader: keras.Model, target: Task,
+                  cut: CutPoint | None = None) -> keras.Model:
+    """The `index`-th leader's kept part (at `cut`, default its config's), copied and frozen, with a new head."""
     spec = config.team_leaders[index].transfer
     field = leader_field(config, index, "transfer")
-    keep = check_keep(leader, spec.keep, f"{field}.keep")
+    keep = cut or check_keep(leader, spec.keep, f"{field}.keep")
     head = _head(spec, target.num_classes, field)
     try:
         return transfer(leader, keep, head, name=f"transfer{stage_suffix(config.team_leaders[index].name)}")
@@ -234,7 +264,8 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
     for i, f in enumerate(config.followers):
         try:
             followers.append(Follower(
-                zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
+                zoo.mlp(target.num_classes, name=f.name) if f.kind == "linear_probe"  # a linear layer
+                else zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                 distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
         except KerasTeamError as error:
@@ -255,12 +286,18 @@ def _follower_field(config: Config, error: KerasTeamError) -> str:
     return error.field
 
 
-def build_baseline(config: Config, leader: keras.Model, target: Task) -> keras.Model:
-    """The first leader's architecture up to its cut, freshly initialised, with the same head; nothing frozen."""
+def build_baseline(config: Config, leader: keras.Model, target: Task, keep: str | None = None) -> keras.Model:
+    """The first leader's architecture up to its cut (`keep`, default its config's), freshly initialised.
+
+    Its head is the transfer's (a `linear_probe` reads frozen features: from
+    scratch, the dense head it stands in for); nothing is frozen.
+    """
     spec = config.team_leaders[0].transfer
+    if spec.head.kind == "linear_probe":
+        spec = spec.model_copy(update={"head": spec.head.model_copy(update={"kind": "dense"})})
     scratch = keras.models.clone_model(leader)
-    return transfer(scratch, check_keep(scratch, spec.keep), _head(spec, target.num_classes), freeze=False,
-                    inference_mode=False, name="baseline")
+    return transfer(scratch, check_keep(scratch, spec.keep if keep is None else keep), _head(spec, target.num_classes),
+                    freeze=False, inference_mode=False, name="baseline")
 
 
 def _weights(model: keras.Model) -> tuple[int, int]:
@@ -291,6 +328,18 @@ class Plan:
     baseline: keras.Model
     stages: dict[str, str]
     warnings: list[str]
+    rankings: dict[str, tuple[CutScore, list[CutScore]]] = dataclasses.field(default_factory=dict)  # keep auto, chosen
+    auto: set[str] = dataclasses.field(default_factory=set)  # the leaders whose keep is auto
+
+    def _auto(self, name: str) -> str:
+        """What `keep: auto` chose for leader `name` (nothing when its keep is not auto)."""
+        if name in self.rankings:
+            chosen, ranking = self.rankings[name]
+            return (f", keep auto: rank_cuts score {chosen.score:.3f} on the target's training+validation "
+                    f"(best {ranking[0].score:.3f} of {len(ranking)} blocks)")
+        if name in self.auto:
+            return ", keep auto: a stand-in until the leader stage; rank_cuts then chooses on the target's training+validation"
+        return ""
 
     def describe(self) -> str:
         """The plan as text: tasks, cut, models with parameter counts, stages."""
@@ -306,7 +355,7 @@ class Plan:
                   f"({layer.name})" for name, leader in self.leaders.items()
                   for layer in leader.layers if isinstance(layer, FitImages)]
         lines += [f"cut     {f'{name}: ' if several else ''}{cut.name} (depth {cut.depth}, features {cut.output_shape})"
-                  for name, cut in self.cuts.items()]
+                  f"{self._auto(name)}" for name, cut in self.cuts.items()]
         team = self.team
         rows = [*((f"leader {name}" if several else "leader", m) for name, m in self.leaders.items()),
                 *((f"transfer {name}" if several else "transfer", m) for name, m in self.students.items()),
@@ -334,7 +383,7 @@ def make_plan(config: Config) -> Plan:
           5. evaluate   members, team ensemble and baseline on the target's test split
     """
     source, target = load_tasks(config)
-    leaders, cuts, students, stages = {}, {}, {}, {}
+    leaders, cuts, students, stages, rankings = {}, {}, {}, {}, {}
     for index, spec in enumerate(config.team_leaders):
         suffix, said = stage_suffix(spec.name), f"{spec.name}: " if config.leaders else ""
         if spec.path:
@@ -350,11 +399,19 @@ def make_plan(config: Config) -> Plan:
                 kind = f"{spec.application} (random weights)" if spec.application else spec.architecture
                 stages[f"leader{suffix}"] = f"{said}train {kind} on {source.name} ({spec.epochs} epochs)"
         cuts[spec.name] = check_keep(leaders[spec.name], spec.transfer.keep, leader_field(config, index, "transfer.keep"))
+        if spec.transfer.keep == AUTO and spec.path:  # a trained leader: chosen now
+            rankings[spec.name] = rank_keep(leaders[spec.name], target)
+            cuts[spec.name] = rankings[spec.name][0].cut  # the chosen
     for index, spec in enumerate(config.team_leaders):
         suffix, said, t = stage_suffix(spec.name), f"{spec.name}: " if config.leaders else "", spec.transfer
-        students[spec.name] = build_student(config, index, leaders[spec.name], target)
+        students[spec.name] = build_student(config, index, leaders[spec.name], target, cuts[spec.name])
         keep = f"{cuts[spec.name].name!r} (the default: the middle block)" if t.keep is None else repr(t.keep)
-        stages[f"transfer{suffix}"] = f"{said}keep {keep} frozen, train a new head ({t.epochs} epochs)"
+        if t.keep == AUTO:
+            keep = (f"{cuts[spec.name].name!r} (auto: chosen by rank_cuts)" if spec.name in rankings
+                    else "the cut rank_cuts chooses on the target (auto)")
+        head = (f"fit a linear probe (L2 of {list(t.head.l2)} chosen on validation, at most {t.epochs} epochs)"
+                if t.head.kind == "linear_probe" else f"train a new head ({t.epochs} epochs)")
+        stages[f"transfer{suffix}"] = f"{said}keep {keep} frozen, {head}"
         if t.unfreeze and t.fine_tune_epochs:
             try:
                 unfreeze(build_student(config, index, leaders[spec.name], target), top=t.unfreeze)
@@ -366,12 +423,15 @@ def make_plan(config: Config) -> Plan:
                            + ", ".join(f"{f.name} ({_taps(f.tap)}, {f.epochs} epochs)" for f in config.followers))
     if config.team.epochs:
         stages["team"] = f"joint fine-tuning, summed member losses ({config.team.epochs} epochs)"
-    baseline = build_baseline(config, next(iter(leaders.values())), target)
+    first = config.team_leaders[0]
+    baseline = build_baseline(config, leaders[first.name], target,
+                              cuts[first.name].name if first.transfer.keep == AUTO else None)
     stages["baseline"] = f"the first leader's architecture from scratch on the target ({config.baseline.epochs} epochs)"
     if config.export.formats:
         stages["export"] = f"{', '.join(config.export.formats)} of the team, each verified against it on the test split"
     stages["evaluate"] = "members, team ensemble and baseline on the target's test split"
-    return Plan(source, target, leaders, cuts, students, team, baseline, stages, task_warnings(config))
+    auto = {spec.name for spec in config.team_leaders if spec.transfer.keep == AUTO}
+    return Plan(source, target, leaders, cuts, students, team, baseline, stages, task_warnings(config), rankings, auto)
 
 
 def _seed(config: Config, stage: str) -> None:
@@ -440,12 +500,33 @@ class Recipe:
                          callbacks=self._callbacks(stage, epochs, checkpoint), verbose=self.out.fit_verbose,
                          shuffle=False)  # the training dataset shuffles itself, seeded
 
-    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str) -> dict:
-        model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"], **self._compile_options())
+    def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str,
+             loss: keras.losses.Loss = LOSS) -> dict:
+        model.compile(keras.optimizers.Adam(learning_rate), loss, metrics=["accuracy"], **self._compile_options())
         start = time.perf_counter()
         history = self._fit_resumable(stage, model, task, epochs)
         self._check_finite(stage, model, history, field, learning_rate)
         return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **_last(history)}
+
+    def _probe(self, stage: str, model: keras.Model, cfg: TransferConfig, field: str) -> dict:
+        """Fit a transfer model's linear head on its frozen cut's features, computed once (`keras_team.probe`)."""
+        target, start = self.plan.target, time.perf_counter()
+        (x, y), (xv, yv) = target.splits["train"], target.splits["validation"]
+        fit = probe.fit_probe(model.head, (probe.features_of(model.body, x), y), (probe.features_of(model.body, xv), yv),
+                              l2=cfg.head.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+                              batch_size=target.batch_size, callbacks=self.out.callbacks(cfg.epochs),
+                              verbose=self.out.fit_verbose)
+        self._check_finite(stage, model, None, f"{field}.learning_rate", cfg.learning_rate)
+        return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **fit.figures()}
+
+    def _choose_cut(self, name: str, leader: keras.Model) -> dict:
+        """`keep: auto`: rank the trained leader's blocks on the target (`rank_keep`); the figures say what won."""
+        chosen, ranking = self.plan.rankings.get(name) or rank_keep(leader, self.plan.target)
+        self.plan.rankings[name], self.plan.cuts[name] = (chosen, ranking), chosen.cut
+        self.out.say(f"{'cut':<11}keep auto: {chosen.cut.name} (rank_cuts score {chosen.score:.3f}; best "
+                     f"{ranking[0].score:.3f} of {len(ranking)} blocks, {sum(s.seconds for s in ranking):.1f} s)")
+        return {"cut": chosen.cut.name, "cut_score": chosen.score,
+                "cut_ranking": [[s.cut.name, s.score] for s in ranking]}
 
     def _load(self, name: str) -> keras.Model:
         return load_model(self.ws.path(name), "output_dir")
@@ -475,8 +556,10 @@ class Recipe:
                 leader = _new_leader(self.config, index, source)
                 return leader, {"seconds": time.perf_counter() - start, "weights": spec.weights}
             leader = _new_leader(self.config, index, source)
-            figures = self._fit(stage, leader, source, spec.epochs, spec.learning_rate,
-                                leader_field(self.config, index, "learning_rate"))
+            # The source stage's own options (training only): augmentation and label smoothing.
+            figures = self._fit(stage, leader, dataclasses.replace(source, augment=spec.augment), spec.epochs,
+                                spec.learning_rate, leader_field(self.config, index, "learning_rate"),
+                                heads.SmoothedLoss(spec.label_smoothing) if spec.label_smoothing else LOSS)
             figures["source_test_accuracy"] = _accuracy(leader, source)
             return leader, figures
 
@@ -489,13 +572,19 @@ class Recipe:
         field = leader_field(self.config, index, "transfer")
 
         def build():
-            model = build_student(self.config, index, self._load(f"leader{suffix}.keras"), target)
+            leader = self._load(f"leader{suffix}.keras")
+            chosen = self._choose_cut(spec.name, leader) if cfg.keep == AUTO else {}
+            model = build_student(self.config, index, leader, target, self.plan.cuts[spec.name])
             if cfg.head.kind == "cosine":  # start from the training split's class means (weight imprinting)
                 heads.imprint(model, target.images("train"), target.labels("train"))
-            return model, self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
-                                    f"{field}.learning_rate")
+            if cfg.head.kind == "linear_probe":
+                return model, {**chosen, **self._probe(f"transfer{suffix}", model, cfg, field)}
+            return model, {**chosen, **self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
+                                                 f"{field}.learning_rate")}
 
         self._stage(f"transfer{suffix}", self.plan.stages[f"transfer{suffix}"], build, f"stages/transfer{suffix}.keras")
+        if cfg.keep == AUTO:  # a resumed run: the cut its transfer stage chose
+            self.plan.cuts[spec.name] = resolve_cut(self.plan.leaders[spec.name], self.ws.figures(f"transfer{suffix}")["cut"])
         if f"fine_tune{suffix}" not in self.plan.stages:
             return f"stages/transfer{suffix}.keras"
 
@@ -525,19 +614,27 @@ class Recipe:
                 read = ", ".join(f.leaders or student_files) if len(student_files) > 1 else "the leader"
                 self.out.stage(f"  {f.name}", f"follower on {read}'s {_taps(f.tap)} (taps cached)")
                 start = time.perf_counter()
-                # A streamed task's taps may not fit in memory either: cached on disk (memory-mapped), then removed.
-                cache = self.ws.path("taps") / f.name if _streamed(target) else None
-                history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
-                                       epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
-                                       batch_size=target.batch_size, seed=self.config.seed, directory=cache,
-                                       callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
-                                       verbose=self.out.fit_verbose)
-                if cache is not None:
-                    shutil.rmtree(cache.parent, ignore_errors=True)
+                if f.kind == "linear_probe":  # a fit per L2 strength, seconds each: no checkpoints
+                    fit = probe.probe_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                                               l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
+                                               batch_size=target.batch_size, callbacks=self.out.callbacks(f.epochs),
+                                               verbose=self.out.fit_verbose)
+                    history, figures = None, fit.figures()
+                else:
+                    # A streamed task's taps may not fit in memory either: cached on disk (memory-mapped), then removed.
+                    cache = self.ws.path("taps") / f.name if _streamed(target) else None
+                    history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                                           epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
+                                           batch_size=target.batch_size, seed=self.config.seed, directory=cache,
+                                           callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
+                                           verbose=self.out.fit_verbose)
+                    if cache is not None:
+                        shutil.rmtree(cache.parent, ignore_errors=True)
+                    figures = _last(history)
                 self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
                 self.ws.save_model(graph, weights)
                 self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
-                                             **_last(history)}, part=f.name)
+                                             **figures}, part=f.name)
             return team, {f.name: self.ws.figures("followers", f.name) for f in self.config.followers}
 
         self._stage("followers", self.plan.stages["followers"], build, "stages/followers.keras")
@@ -564,7 +661,9 @@ class Recipe:
         first = stage_suffix(self.config.team_leaders[0].name)
 
         def build():
-            model = build_baseline(self.config, self._load(f"leader{first}.keras"), target)
+            spec = self.config.team_leaders[0]
+            keep = self.plan.cuts[spec.name].name if spec.transfer.keep == AUTO else None  # the cut its transfer chose
+            model = build_baseline(self.config, self._load(f"leader{first}.keras"), target, keep)
             return model, self._fit("baseline", model, target, cfg.epochs, cfg.learning_rate, "baseline.learning_rate")
 
         self._stage("baseline", self.plan.stages["baseline"], build, "baseline.keras")

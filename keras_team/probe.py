@@ -1,0 +1,206 @@
+"""Linear probes: a linear head on frozen features, its L2 strength and its epochs chosen on validation.
+
+A regularised logistic regression, trained with Keras: for each L2 strength
+of a grid, the head starts from the same initial weights and is fitted with
+`model.fit` (the L2 penalty as the Dense layers' `kernel_regularizer`) and
+`keras.callbacks.EarlyStopping` on the validation log-loss, keeping its best
+epoch. The strength whose best epoch has the lowest validation log-loss
+(the mean cross-entropy, without the penalty) wins; its weights and its
+regularizer are left in the model. Nothing is chosen on test data.
+
+Features that are frozen are computed once (`features_of`, or a follower's
+cached taps in `probe_follower`): a probe costs no passes of the leader.
+
+Example (a linear probe on a leader's cut at `fc1`; `keras_team.heads.dense(n)` is Flatten + the logits layer):
+    $ python -c "import keras_team as kt; from keras_team.probe import *; body = kt.body(leader, 'fc1', share=True);
+                 fit = fit_probe(kt.heads.dense(5), (features_of(body, x), y), (features_of(body, xv), yv))"
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_team.errors import KerasTeamError
+from keras_team.heads import LOSS
+
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+"""The L2 strengths a probe tries by default (penalty ``l2 * sum(kernel**2)`` per batch, as `keras.regularizers.L2`)."""
+PATIENCE = 10
+"""Epochs without a lower validation log-loss before a probe's fit stops."""
+STEPS_PER_EPOCH = 10
+"""The fewest batches of a probe's epoch: a few-shot training split is one batch, too few steps to converge in `epochs`."""
+VALIDATION_BATCH = 1024
+
+
+class Score(NamedTuple):
+    """One L2 strength's best epoch on validation: its log-loss, its accuracy and the epoch (from 1)."""
+
+    loss: float
+    accuracy: float
+    epoch: int
+
+
+class ProbeFit(NamedTuple):
+    """The chosen L2 strength, its `Score`, and every strength's `Score` (keyed by strength, in grid order)."""
+
+    l2: float
+    score: Score
+    scores: dict[float, Score]
+
+    def figures(self) -> dict[str, Any]:
+        """What a report records, flat: the chosen fit's validation figures, strength and epoch, every strength's log-loss.
+
+        Example:
+            >>> ProbeFit(0.01, Score(0.5, 0.9, 7), {0.01: Score(0.5, 0.9, 7)}).figures()
+            {'val_accuracy': 0.9, 'val_loss': 0.5, 'l2': 0.01, 'best_epoch': 7, 'l2_val_loss': [[0.01, 0.5]]}
+        """
+        return {"val_accuracy": self.score.accuracy, "val_loss": self.score.loss, "l2": self.l2,
+                "best_epoch": self.score.epoch,
+                "l2_val_loss": [[strength, score.loss] for strength, score in self.scores.items()]}
+
+
+def set_l2(model: keras.Layer, l2: float) -> None:
+    """Give every Dense kernel of `model` the penalty ``l2 * sum(kernel**2)`` (0: none); recompile before fitting.
+
+    Example:
+        >>> head = keras_team.heads.dense(3)
+        >>> head.build((None, 4))
+        >>> set_l2(head, 0.1)
+        >>> head.get_layer("logits").get_config()["kernel_regularizer"]["config"]
+        {'l2': 0.1}
+    """
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    for layer in _dense_layers(model):
+        layer.kernel_regularizer = regularizer  # what its config (and a saved model) says
+        if layer.built:
+            layer.kernel.regularizer = regularizer  # what training adds to the loss
+
+
+def _dense_layers(layer: keras.Layer):
+    if isinstance(layer, keras.layers.Dense):
+        yield layer
+    for inner in getattr(layer, "layers", ()):  # a model's layers, nested models included
+        yield from _dense_layers(inner)
+
+
+def features_of(body: keras.Model, x, *, batch_size: int = 256) -> np.ndarray:
+    """The frozen `body`'s outputs on `x`, computed once in inference mode.
+
+    Example:
+        >>> features_of(keras.Sequential([keras.Input((3, 3)), keras.layers.Flatten()]), np.ones((2, 3, 3))).shape
+        (2, 9)
+    """
+    return body.predict(x, batch_size=batch_size, verbose=0)
+
+
+def _check_grid(l2: Sequence[float]) -> tuple[float, ...]:
+    grid = tuple(l2) if isinstance(l2, (list, tuple)) else ()
+    if not grid or any(not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 <= s < math.inf for s in grid):
+        raise KerasTeamError("l2", l2, "a non-empty list of finite numbers >= 0")
+    return tuple(float(s) for s in grid)
+
+
+def _log_loss(model: keras.Model, x, y, batch_size: int) -> tuple[float, float]:
+    logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
+    logits -= logits.max(axis=-1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    y = np.asarray(y).reshape(-1)
+    return float(-np.mean(log_p[np.arange(len(y)), y])), float(np.mean(np.argmax(log_p, axis=-1) == y))
+
+
+def fit_probe(
+    model: keras.Model,
+    train: tuple[Any, Any],
+    validation: tuple[Any, Any],
+    *,
+    l2: Sequence[float] = L2_GRID,
+    epochs: int = 100,
+    learning_rate: float = 0.03,
+    patience: int = PATIENCE,
+    batch_size: int = 32,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = 0,
+) -> ProbeFit:
+    """Fit `model` once per L2 strength from the same start; keep the strength best on validation.
+
+    Args:
+        model: a built model with one output of logits whose Dense kernels
+            take the penalty (e.g. `keras_team.heads.dense(n)`, a linear head).
+        train: `(features, labels)` (features an array, or a dict of arrays
+            keyed by the model's inputs).
+        validation: the same for the validation split; it chooses the
+            strength and each fit's stopping epoch.
+        l2: the strengths to try.
+        epochs: the most epochs of each fit.
+        learning_rate: Adam's learning rate.
+        patience: epochs without a lower validation log-loss before a fit stops.
+        batch_size, callbacks, verbose: as for `model.fit` (the callbacks see every fit).
+
+    Returns:
+        A `ProbeFit`; `model` holds the chosen fit's best weights and penalty.
+
+    Example (it trains once per strength; `tests/test_probe.py` runs it):
+        $ python -c "from keras_team import heads, probe; head = heads.dense(5); head.build((None, 120));
+                     fit = probe.fit_probe(head, (features, y), (validation_features, yv)); print(fit.l2)"
+    """
+    grid = _check_grid(l2)
+    if len(model.outputs) != 1:
+        raise KerasTeamError("model", model.name, f"a model with one output of logits (it has {len(model.outputs)})")
+    examples = len(np.asarray(train[1]))
+    steps = max(math.ceil(examples / batch_size), STEPS_PER_EPOCH)
+    # tf.data, not arrays: Keras' array adapter costs ~0.1 s per epoch, more than a probe's whole step.
+    batches = tf.data.Dataset.from_tensor_slices(train).shuffle(examples).repeat().batch(batch_size)
+    held_out = tf.data.Dataset.from_tensor_slices(validation).batch(VALIDATION_BATCH).cache()
+    initial = model.get_weights()
+    best: tuple[float, Score, list] | None = None
+    scores = {}
+    for strength in grid:
+        model.set_weights(initial)
+        set_l2(model, strength)
+        # The validation log-loss without the penalty: comparable across strengths.
+        model.compile(keras.optimizers.Adam(learning_rate), LOSS,
+                      metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="log_loss"),
+                               keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                      steps_per_execution=steps)  # one call into TensorFlow per epoch
+        stop = keras.callbacks.EarlyStopping("val_log_loss", patience=patience, restore_best_weights=True)
+        history = model.fit(batches, steps_per_epoch=steps, validation_data=held_out,
+                            epochs=epochs, callbacks=[stop, *callbacks], verbose=verbose, shuffle=False)  # shuffled above
+        epoch = int(np.argmin(history.history["val_log_loss"]))
+        loss, accuracy = _log_loss(model, *validation, VALIDATION_BATCH)  # the restored (best) epoch's weights
+        scores[strength] = Score(loss, accuracy, epoch + 1)
+        if best is None or loss < best[1].loss:
+            best = (strength, scores[strength], model.get_weights())
+    strength, score, weights = best
+    model.set_weights(weights)
+    set_l2(model, strength)
+    return ProbeFit(strength, score, scores)
+
+
+def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.Dataset, **kwargs: Any) -> ProbeFit:
+    """`fit_probe` for follower `name` of `team` on its taps, each leader run once over each split.
+
+    The follower's model should be linear (e.g. `keras_team.heads.dense(n)`,
+    read through `Follower(..., combine="concat")`); its weights in the team
+    are the chosen fit's.
+
+    Args:
+        team: a `keras_team.Team`.
+        name: the follower's name.
+        train, validation: batched `(x, y)` of raw inputs.
+        **kwargs: as for `fit_probe` (`l2`, `epochs`, `learning_rate`, ...).
+
+    Example (it trains once per strength; `tests/test_probe.py` runs it):
+        $ python -c "from keras_team import Follower, Team, heads, probe; team = Team(leader, [Follower(heads.dense(5), name='probe')]);
+                     print(probe.probe_follower(team, 'probe', task.dataset('train'), task.dataset('validation')).l2)"
+    """
+    from keras_team.caching import cache_taps  # caching imports the team; the probe stands without it
+
+    train_taps = cache_taps(team, name, train, verbose=0)
+    validation_taps = cache_taps(team, name, validation, verbose=0)
+    return fit_probe(team.follower_graphs[name], tuple(train_taps), tuple(validation_taps), **kwargs)
