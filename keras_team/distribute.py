@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -265,12 +266,34 @@ def restore(checkpoint: BackupAndRestore, model: keras.Model) -> int:
         return checkpoint.restore(model)
     if model.optimizer is not None and not model.optimizer.built:  # on every worker: it creates variables
         model.optimizer.build(model.trainable_variables)
-    if is_chief(strategy):
-        checkpoint.restore(model)
-    agree(True, strategy)
-    if not is_chief(strategy):
-        checkpoint.restore(model)
+    with _OutsideStrategy() as outside:
+        if is_chief(strategy):
+            outside.call(checkpoint.restore, model)
+        agree(True, strategy)
+        if not is_chief(strategy):
+            outside.call(checkpoint.restore, model)
     return checkpoint.initial_epoch
+
+
+class _OutsideStrategy:
+    """Runs calls in a thread of its own, out of every `tf.distribute` strategy scope (TensorFlow keeps them per thread).
+
+    What one worker does alone (the chief's callbacks and checkpoint writes)
+    must not create variables in the `MultiWorkerMirroredStrategy` scope: each
+    such variable is a broadcast the other workers never join, and Keras'
+    `save_weights`/`load_weights` make a reference `Optimizer` (two variables)
+    every time. Out of the scope they are plain, local variables.
+    """
+
+    def __enter__(self) -> _OutsideStrategy:
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras_team_outside")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._thread.shutdown()
+
+    def call(self, fn, /, *args):
+        return self._thread.submit(fn, *args).result()
 
 
 CLUSTER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
@@ -426,28 +449,29 @@ class _MultiWorkerLoop:
         distributed = self.strategy.experimental_distribute_dataset(shard_by_data(dataset))
         stream = iter(distributed) if steps_per_epoch else None
         model.stop_training = False
-        callbacks.on_train_begin()
-        for epoch in range(start, epochs):
-            model.reset_metrics()
-            callbacks.on_epoch_begin(epoch)
-            logs = {}
-            batches = enumerate(distributed) if stream is None else ((s, next(stream)) for s in range(steps_per_epoch))
-            for step, batch in batches:
-                callbacks.on_train_batch_begin(step)
-                logs = train_step(batch)
-                callbacks.on_train_batch_end(step, logs)
-            logs = self._mean_over_workers({key: float(value) for key, value in logs.items()})
-            if validation_data is not None:
-                logs.update(self._evaluate(validation_data, test_step))
-            self.epoch.assign(epoch + 1)
-            if self.manager is not None:
-                self.manager.save()
-            callbacks.on_epoch_end(epoch, logs)
-            history.on_epoch_end(epoch, logs)
-            if not agree(not model.stop_training, self.strategy):  # a callback on the chief stops every worker
-                model.stop_training = True
-                break
-        callbacks.on_train_end()
+        with _OutsideStrategy() as outside:  # the chief's callbacks (the others have none)
+            outside.call(callbacks.on_train_begin)
+            for epoch in range(start, epochs):
+                model.reset_metrics()
+                outside.call(callbacks.on_epoch_begin, epoch)
+                logs = {}
+                batches = enumerate(distributed) if stream is None else ((s, next(stream)) for s in range(steps_per_epoch))
+                for step, batch in batches:
+                    outside.call(callbacks.on_train_batch_begin, step)
+                    logs = train_step(batch)
+                    outside.call(callbacks.on_train_batch_end, step, logs)
+                logs = self._mean_over_workers({key: float(value) for key, value in logs.items()})
+                if validation_data is not None:
+                    logs.update(self._evaluate(validation_data, test_step))
+                self.epoch.assign(epoch + 1)
+                if self.manager is not None:
+                    self.manager.save()
+                outside.call(callbacks.on_epoch_end, epoch, logs)
+                history.on_epoch_end(epoch, logs)
+                if not agree(not model.stop_training, self.strategy):  # a callback on the chief stops every worker
+                    model.stop_training = True
+                    break
+            outside.call(callbacks.on_train_end)
         if self.manager is not None and not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return history
