@@ -16,10 +16,10 @@ from keras_team.tuning.distributed import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A tiny run with no dropout or augmentation (each replica would draw its own masks) and batches that every
-# layout serves alike: 20 target examples in one global batch; 504 source examples in batches of 32.
+# layout serves alike: 20 target examples in one global batch; 80 source examples in batches of 32.
 SETTINGS = ["leader.architecture=seed_cnn", "leader.epochs=1", "transfer.keep=3", "transfer.epochs=3",
             "transfer.head.dropout=0", "transfer.head.hidden=[8]", "followers.0.epochs=1", "baseline.epochs=1",
-            "team.epochs=1", "data.target.shots=4"]
+            "team.epochs=1", "data.target.shots=4", "data.source.shots=20"]
 MODELS = ("leader.keras", "stages/transfer.keras", "stages/followers.keras", "stages/team.keras", "baseline.keras")
 
 
