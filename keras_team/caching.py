@@ -37,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team.distribute import global_batch_size
+from keras_team.distribute import fit as distributed_fit, global_batch_size
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, is_out_of_space, needing, remove_temporaries
 from keras_team.heads import LOSS
@@ -338,5 +338,6 @@ def fit_follower(
     validation_batches = None
     if validation is not None:
         validation_batches = batches(cached(validation, "validation"))
-    return graph.fit(train_batches, validation_data=validation_batches, epochs=epochs, callbacks=callbacks,
-                     verbose=verbose, shuffle=False)  # the batches reshuffle themselves, seeded
+    # model.fit, or on several workers keras_team.distribute's loop; the batches reshuffle themselves, seeded
+    return distributed_fit(graph, train_batches, validation_data=validation_batches, epochs=epochs,
+                           callbacks=callbacks or (), verbose=verbose)

@@ -15,6 +15,10 @@ Everything here uses TensorFlow's own engines (`tf.distribute`,
   (keras-team/keras#20585), a loop that runs the model's own `train_step`
   through `strategy.run`, with Keras callbacks, and `tf.train` checkpoints
   written by the chief.
+* `cluster()`, `agree(ok)`, `restore(checkpoint, model)`, `worker_failures()`:
+  what `keras-team run` on several machines needs around that (the
+  cluster `TF_CONFIG` names, a barrier, chief-first checkpoint restores, a
+  lost worker as one clear error).
 
 Example:
     >>> strategy = choose_strategy("default")
@@ -26,12 +30,15 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -52,7 +59,8 @@ def choose_strategy(name: str = "auto", *, devices: Sequence[str] | None = None)
             `"mirrored"` (synchronous data parallelism over `devices`: by
             default every GPU, or every logical CPU device when there is no
             GPU) or `"multi_worker"` (`MultiWorkerMirroredStrategy`, its
-            cluster read from the `TF_CONFIG` environment variable).
+            cluster read from the `TF_CONFIG` environment variable; `"auto"`
+            picks it too when `TF_CONFIG` names a cluster of several tasks).
         devices: the devices of `"mirrored"`, e.g. `["/cpu:0", "/cpu:1"]`.
 
     Example:
@@ -65,6 +73,8 @@ def choose_strategy(name: str = "auto", *, devices: Sequence[str] | None = None)
     """
     if name not in STRATEGIES:
         raise KerasTeamError("strategy", name, f"one of {', '.join(STRATEGIES)}")
+    if name == "auto" and cluster() is not None:
+        name = "multi_worker"
     if name == "multi_worker":  # first: it must configure TensorFlow's runtime before anything starts it
         if "TF_CONFIG" not in os.environ:
             raise KerasTeamError("strategy", name, "'multi_worker' with the cluster in the TF_CONFIG environment variable")
@@ -175,6 +185,141 @@ def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
+class Cluster(NamedTuple):
+    """The cluster this process joins, as `TF_CONFIG` says (TensorFlow's `TFConfigClusterResolver` reads it)."""
+
+    workers: tuple[str, ...]
+    index: int
+    chief: bool
+
+    def describe(self) -> str:
+        """One line: which worker this is, of which workers, and who writes.
+
+        Example:
+            >>> Cluster(("10.0.0.1:2222", "10.0.0.2:2222"), 1, False).describe()
+            'worker 1 of 2 (10.0.0.1:2222 chief, 10.0.0.2:2222 this one); the chief writes the outputs, this worker only a temporary folder it removes'
+        """
+        hosts = ", ".join(f"{host}{' chief' if i == 0 else ''}{' this one' if i == self.index else ''}"
+                          for i, host in enumerate(self.workers))
+        who = ("this worker writes the outputs" if self.chief
+               else "the chief writes the outputs, this worker only a temporary folder it removes")
+        return f"worker {self.index} of {len(self.workers)} ({hosts}); {who}"
+
+
+def cluster() -> Cluster | None:
+    """The cluster `TF_CONFIG` names (a `chief` job, then the `worker`s), or None outside one (one task or no `TF_CONFIG`).
+
+    Example:
+        >>> getfixture("monkeypatch").setenv("TF_CONFIG", cluster_config(["10.0.0.1:2222", "10.0.0.2:2222"], 1))
+        >>> cluster()
+        Cluster(workers=('10.0.0.1:2222', '10.0.0.2:2222'), index=1, chief=False)
+    """
+    if not os.environ.get("TF_CONFIG"):
+        return None
+    try:
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        jobs = resolver.cluster_spec().as_dict()
+    except (ValueError, TypeError, AttributeError) as error:  # json.JSONDecodeError is a ValueError
+        raise KerasTeamError("TF_CONFIG", os.environ["TF_CONFIG"], f"TensorFlow's cluster JSON ({error})") from None
+    workers = [*jobs.get("chief", []), *jobs.get("worker", [])]
+    if len(workers) < 2:
+        return None
+    kind, index = resolver.task_type, resolver.task_id
+    if kind not in ("chief", "worker") or index is None:
+        raise KerasTeamError("TF_CONFIG", os.environ["TF_CONFIG"], "a task of type 'chief' or 'worker' with an index")
+    position = index if kind == "chief" else len(jobs.get("chief", [])) + index
+    return Cluster(tuple(workers), position, position == 0)
+
+
+def agree(ok: bool = True, strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether every worker says `ok`: a barrier (an all-reduce) under several workers; `ok` itself otherwise.
+
+    Example:
+        >>> agree(True), agree(False)
+        (True, False)
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if not _is_multi_worker(strategy):
+        return ok
+
+    def vote():
+        return tf.distribute.get_replica_context().all_reduce("SUM", tf.constant(0.0 if ok else 1.0))
+
+    return float(strategy.experimental_local_results(strategy.run(vote))[0]) == 0.0
+
+
+def restore(checkpoint: BackupAndRestore, model: keras.Model) -> int:
+    """`checkpoint.restore(model)` on every worker, the chief first; the epoch the fit resumes at.
+
+    The chief may tidy the checkpoint folder (a killed write's leftovers, an
+    unreadable checkpoint set aside); the others read it after that, so every
+    worker starts from the same weights.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> model.compile("adam", "mse")
+        >>> restore(BackupAndRestore(getfixture("tmp_path") / "none"), model)
+        0
+    """
+    strategy = model.distribute_strategy
+    if not _is_multi_worker(strategy):
+        return checkpoint.restore(model)
+    if model.optimizer is not None and not model.optimizer.built:  # on every worker: it creates variables
+        model.optimizer.build(model.trainable_variables)
+    with _OutsideStrategy() as outside:
+        if is_chief(strategy):
+            outside.call(checkpoint.restore, model)
+        agree(True, strategy)
+        if not is_chief(strategy):
+            outside.call(checkpoint.restore, model)
+    return checkpoint.initial_epoch
+
+
+class _OutsideStrategy:
+    """Runs calls in a thread of its own, out of every `tf.distribute` strategy scope (TensorFlow keeps them per thread).
+
+    What one worker does alone (the chief's callbacks and checkpoint writes)
+    must not create variables in the `MultiWorkerMirroredStrategy` scope: each
+    such variable is a broadcast the other workers never join, and Keras'
+    `save_weights`/`load_weights` make a reference `Optimizer` (two variables)
+    every time. Out of the scope they are plain, local variables.
+    """
+
+    def __enter__(self) -> _OutsideStrategy:
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras_team_outside")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._thread.shutdown()
+
+    def call(self, fn, /, *args):
+        return self._thread.submit(fn, *args).result()
+
+
+CLUSTER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
+
+
+@contextlib.contextmanager
+def worker_failures(workers: str) -> Iterator[None]:
+    """A worker lost mid-run (TensorFlow's heartbeats stop, about 10 s) as one `KerasTeamError` on `workers`.
+
+    Example:
+        >>> with worker_failures("h0:2222,h1:2222"):
+        ...     raise tf.errors.UnavailableError(None, None, "The following tasks are unhealthy (stopped sending heartbeats): /job:worker/replica:0/task:1")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: workers='h0:2222,h1:2222' is not valid: expected every worker running until the run ends (lost /job:worker/replica:0/task:1); start every worker again with the same command: finished stages are kept and the running one resumes at its last checkpoint
+    """
+    try:
+        yield
+    except CLUSTER_FAILURES as error:
+        tasks = re.findall(r"/job:\w+/replica:\d+/task:\d+", error.message)
+        what = f"lost {tasks[-1]}" if tasks else (error.message.strip().splitlines() or ["a worker stopped"])[0]
+        raise KerasTeamError("workers", workers, f"every worker running until the run ends ({what}); start every "
+                             "worker again with the same command: finished stages are kept and the running one "
+                             "resumes at its last checkpoint") from None
+
+
 def fit(
     model: keras.Model,
     dataset: tf.data.Dataset,
@@ -184,6 +329,8 @@ def fit(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     checkpoint_dir: str | None = None,
     verbose: int | str = "auto",
+    steps_per_epoch: int | None = None,
+    initial_epoch: int = 0,
 ) -> keras.callbacks.History:
     """Train a compiled `model` on a batched `dataset` under the current strategy.
 
@@ -193,11 +340,14 @@ def fit(
     global-batch dataset: it is sharded by `DATA`, each step runs the model's own `train_step` (its losses, loss weights
     and metrics, the Team's summed member losses included) on every replica
     through `strategy.run`, and gradients are all-reduced by the Keras
-    optimizer. Callbacks and progress run on the chief only; at the end of
-    every epoch a `tf.train.CheckpointManager` checkpoint of the model, the
-    optimizer and the epoch is written (the chief into `checkpoint_dir`,
-    the others into a temporary folder they delete), and a restarted
-    cluster resumes after the last finished epoch.
+    optimizer. Callbacks and progress run on the chief only, and a stop one
+    of them asks for (`model.stop_training`) stops every worker. Two ways to
+    resume a restarted cluster after its last finished epoch: a
+    `keras_team.checkpoints.BackupAndRestore` among the callbacks (the chief
+    writes it; every worker restores it, the chief first), or
+    `checkpoint_dir`: a `tf.train.CheckpointManager` checkpoint of the model,
+    the optimizer and the epoch after every epoch (the chief into
+    `checkpoint_dir`, the others into a temporary folder they delete).
 
     Args:
         model: compiled inside the strategy's scope.
@@ -207,6 +357,8 @@ def fit(
         callbacks: Keras callbacks.
         checkpoint_dir: where to checkpoint for resuming; None: no checkpoints.
         verbose: as for `model.fit`.
+        steps_per_epoch, initial_epoch: as for `model.fit` (with
+            `steps_per_epoch`, `dataset` is one stream read on across epochs).
 
     Example:
         >>> model = keras_team.zoo.seed_cnn((8, 8, 1), 2)
@@ -221,9 +373,10 @@ def fit(
         if checkpoint_dir:
             callbacks.append(BackupAndRestore(checkpoint_dir))
         return model.fit(dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
-                         verbose=verbose, shuffle=False)
+                         verbose=verbose, shuffle=False, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch)
     return _MultiWorkerLoop(model, strategy, checkpoint_dir).fit(
-        dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks, verbose=verbose
+        dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
+        steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
     )
 
 
@@ -258,44 +411,67 @@ class _MultiWorkerLoop:
         return run
 
     def _evaluate(self, dataset: tf.data.Dataset, step) -> dict:
+        """Every worker scores the whole validation set (not sharded): exact figures, the same on every worker."""
         self.model.reset_metrics()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         logs = {}
-        for batch in self.strategy.experimental_distribute_dataset(shard_by_data(dataset)):
+        for batch in self.strategy.experimental_distribute_dataset(dataset.with_options(options)):
             logs = step(batch)
         return {f"val_{key}": float(value) for key, value in logs.items()}
 
-    def fit(self, dataset, *, epochs, validation_data, callbacks, verbose) -> keras.callbacks.History:
+    def _mean_over_workers(self, logs: dict) -> dict:
+        """Each training figure averaged over the workers (each measured its own share of every batch)."""
+        keys = sorted(logs)
+        values = tf.constant([float(logs[k]) for k in keys], tf.float32)
+        total = self.strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("SUM", values))
+        total = self.strategy.experimental_local_results(total)[0].numpy()  # every replica gave its worker's figures
+        return {k: float(v) / self.strategy.num_replicas_in_sync for k, v in zip(keys, total)}
+
+    def _start_epoch(self, callbacks: Sequence[keras.callbacks.Callback], initial_epoch: int) -> int:
+        """The first epoch to train: after what `checkpoint_dir` or a `BackupAndRestore` callback restored."""
+        restored = [restore(c, self.model) if c.initial_epoch is None else c.initial_epoch
+                    for c in callbacks if isinstance(c, BackupAndRestore)]
+        return max([int(self.epoch.numpy()), initial_epoch, *restored])
+
+    def fit(self, dataset, *, epochs, validation_data, callbacks, verbose, steps_per_epoch=None,
+            initial_epoch=0) -> keras.callbacks.History:
         model = self.model
+        start = self._start_epoch(callbacks, initial_epoch)
         history = keras.callbacks.History()
         callbacks = keras.callbacks.CallbackList(
             list(callbacks) if self.chief else [], add_history=False, add_progbar=self.chief and verbose != 0,
-            model=model, verbose=1 if verbose == "auto" else verbose, epochs=epochs, steps=None,
+            model=model, verbose=1 if verbose == "auto" else verbose, epochs=epochs, steps=steps_per_epoch,
         )
         history.set_model(model)
         history.on_train_begin()
         train_step, test_step = self._step(model.train_step), self._step(model.test_step)
         distributed = self.strategy.experimental_distribute_dataset(shard_by_data(dataset))
+        stream = iter(distributed) if steps_per_epoch else None
         model.stop_training = False
-        callbacks.on_train_begin()
-        for epoch in range(int(self.epoch.numpy()), epochs):
-            model.reset_metrics()
-            callbacks.on_epoch_begin(epoch)
-            logs = {}
-            for step, batch in enumerate(distributed):
-                callbacks.on_train_batch_begin(step)
-                logs = train_step(batch)
-                callbacks.on_train_batch_end(step, logs)
-            logs = {key: float(value) for key, value in logs.items()}
-            if validation_data is not None:
-                logs.update(self._evaluate(validation_data, test_step))
-            self.epoch.assign(epoch + 1)
-            if self.manager is not None:
-                self.manager.save()
-            callbacks.on_epoch_end(epoch, logs)
-            history.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
-        callbacks.on_train_end()
+        with _OutsideStrategy() as outside:  # the chief's callbacks (the others have none)
+            outside.call(callbacks.on_train_begin)
+            for epoch in range(start, epochs):
+                model.reset_metrics()
+                outside.call(callbacks.on_epoch_begin, epoch)
+                logs = {}
+                batches = enumerate(distributed) if stream is None else ((s, next(stream)) for s in range(steps_per_epoch))
+                for step, batch in batches:
+                    outside.call(callbacks.on_train_batch_begin, step)
+                    logs = train_step(batch)
+                    outside.call(callbacks.on_train_batch_end, step, logs)
+                logs = self._mean_over_workers({key: float(value) for key, value in logs.items()})
+                if validation_data is not None:
+                    logs.update(self._evaluate(validation_data, test_step))
+                self.epoch.assign(epoch + 1)
+                if self.manager is not None:
+                    self.manager.save()
+                outside.call(callbacks.on_epoch_end, epoch, logs)
+                history.on_epoch_end(epoch, logs)
+                if not agree(not model.stop_training, self.strategy):  # a callback on the chief stops every worker
+                    model.stop_training = True
+                    break
+            outside.call(callbacks.on_train_end)
         if self.manager is not None and not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return history
@@ -309,7 +485,15 @@ def cluster_config(workers: Sequence[str], index: int) -> str:
     Example:
         >>> json.loads(cluster_config(["10.0.0.1:2222", "10.0.0.2:2222"], 1))["task"]
         {'type': 'worker', 'index': 1}
+        >>> cluster_config(["10.0.0.1"], 0)
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: workers='10.0.0.1' is not valid: expected two or more distinct HOST:PORT, comma-separated, the chief first (e.g. 10.0.0.1:2222,10.0.0.2:2222)
     """
+    addresses = [re.fullmatch(r"([\w.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})", w) for w in workers]
+    if len(set(workers)) != len(workers) or len(workers) < 2 or not all(a and 0 < int(a[2]) < 2**16 for a in addresses):
+        raise KerasTeamError("workers", ",".join(workers), "two or more distinct HOST:PORT, comma-separated, the chief "
+                             "first (e.g. 10.0.0.1:2222,10.0.0.2:2222)")
     if not 0 <= index < len(workers):
         raise KerasTeamError("index", index, f"a worker index in 0..{len(workers) - 1}")
     return json.dumps({"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": index}})

@@ -12,6 +12,7 @@ Example:
     $ keras-team cuts MobileNetV3Small --input-shape 32,32,3 --all
     $ keras-team cuts runs/digits/leader.keras --rank --data digits
     $ keras-team run --config my.yaml --set transfer.keep=fc1
+    $ keras-team run --config my.yaml --workers 10.0.0.1:2222,10.0.0.2:2222 --worker-index 0   # on each machine
     $ keras-team evaluate runs/digits
     $ keras-team predict runs/digits new.npz --top 2
     $ keras-team schema > keras-team.schema.json
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="build the whole team untrained and print the plan; trains nothing")
     _config_arguments(check)
+    _cluster_arguments(check)
 
     run = commands.add_parser("run", help="train leader, transfer, followers and baseline; write the report")
     _config_arguments(run)
@@ -70,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     loudness = run.add_mutually_exclusive_group()
     loudness.add_argument("--verbose", action="store_true", help="Keras' line per epoch and TensorFlow's logs")
     loudness.add_argument("--quiet", action="store_true", help="print only the final table")
-    run.add_argument("--strategy", help="overrides distribute.strategy: auto, default or mirrored")
+    run.add_argument("--strategy", help="overrides distribute.strategy: auto, default, mirrored or multi_worker")
+    _cluster_arguments(run)
 
     cuts = commands.add_parser("cuts", help="list a leader's block outputs, or with --all every cut (for transfer.keep)")
     cuts.add_argument("leader", help=f"a .keras file, a zoo architecture ({', '.join(ZOO)}) "
@@ -104,6 +107,36 @@ def _predict_arguments(commands) -> None:
     predict.add_argument("--member", help="one member's probabilities (default: the team ensemble, as in the report)")
     predict.add_argument("--top", type=int, default=3, help="classes per input (default: %(default)s)")
     predict.add_argument("--json", action="store_true", help="print JSON: input, classes, probabilities per input")
+
+
+def _cluster_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--workers", metavar="HOST:PORT,...", help="run on several machines: every worker's "
+                         "address, the chief first (sets TF_CONFIG; without it a TF_CONFIG in the environment is used)")
+    command.add_argument("--worker-index", type=int, help="with --workers: this machine's place in that list (0: the chief)")
+
+
+def _join_cluster(args):
+    """Set `TF_CONFIG` from `--workers`/`--worker-index`; the cluster this process joins (None: one machine).
+
+    This worker's port must be free here (checked as `keras-team tune` checks its oracle's port).
+    """
+    from keras_team import distribute
+    from keras_team.tuning.distributed import check_port
+
+    if (args.workers is None) != (args.worker_index is None):
+        given, missing = ("--workers", "--worker-index") if args.workers else ("--worker-index", "--workers")
+        raise KerasTeamError(missing, None, f"set together with {given}")
+    if args.workers is not None:
+        workers = [w.strip() for w in args.workers.split(",")]
+        try:
+            os.environ["TF_CONFIG"] = distribute.cluster_config(workers, args.worker_index)
+        except KerasTeamError as error:
+            raise KerasTeamError("--worker-index" if error.field == "index" else "--workers", error.value,
+                                 error.allowed) from None
+    here = distribute.cluster()
+    if here is not None:
+        check_port("0.0.0.0", int(here.workers[here.index].rsplit(":", 1)[1]), "--workers")
+    return here
 
 
 def _export_arguments(commands) -> None:
@@ -200,6 +233,14 @@ def _check(args) -> None:
     from keras_team.app.recipe import leader_paths, make_plan
     from keras_team.app.workspace import Workspace
 
+    here = _join_cluster(args)
+    if here is not None:
+        print(f"cluster {here.describe()}")
+        if not here.chief:  # the chief checks (and later writes) the directory; this worker only reads it
+            print(make_plan(config).describe())
+            print(f"output  the chief writes {config.output_dir}/; this worker reads it there (a folder every "
+                  "worker reads, e.g. a shared filesystem)")
+            return
     workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
     plan = make_plan(config)
     print(plan.describe())
@@ -217,7 +258,12 @@ def _run(args) -> None:
     from keras_team.app.report import TIME_NOTE, format_table
 
     output = Output("quiet" if args.quiet else "verbose" if args.verbose else None)
+    here = _join_cluster(args)
     report = run(config, output=output)
+    if report is None:  # a worker of a cluster other than the chief
+        print(f"worker {here.index}: every stage trained; the chief ({here.workers[0]}) writes the report and "
+              f"models to {config.output_dir}/")
+        return
     if not args.quiet:
         print()
     print(format_table(report))

@@ -438,9 +438,10 @@ class ExportConfig(Section):
 class DistributeConfig(Section):
     """Devices and numerics of every stage (see keras_team.distribute)."""
 
-    strategy: Literal["auto", "default", "mirrored"] = Field(
-        "auto", description="tf.distribute strategy: auto (mirrored when several GPUs are visible), default "
-        "(one device) or mirrored (all GPUs; data.batch_size is then the global batch)"
+    strategy: Literal["auto", "default", "mirrored", "multi_worker"] = Field(
+        "auto", description="tf.distribute strategy: auto (multi_worker when TF_CONFIG or --workers names a cluster, "
+        "else mirrored when several GPUs are visible), default (one device), mirrored (all GPUs; data.batch_size is "
+        "then the global batch) or multi_worker (every machine of the cluster in TF_CONFIG)"
     )
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
         "float32", description="Keras dtype policy of the models (logits stay float32)"

@@ -43,7 +43,7 @@ import tensorflow as tf
 from keras_team import checkpoints, distribute, heads, probe, zoo
 from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
-from keras_team.app.workspace import Workspace
+from keras_team.app.workspace import Workspace, WorkerSpace
 from keras_team.caching import fit_follower
 from keras_team.cuts import CutPoint, cut_points, default_cut, resolve_cut
 from keras_team.data import Task, load_task
@@ -478,7 +478,8 @@ class Recipe:
         losses = history.history.get("loss", []) if history is not None else []
         bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
         if bad or not _finite(model):
-            shutil.rmtree(self.ws.backup_dir(stage), ignore_errors=True)
+            if self.ws.writes:
+                shutil.rmtree(self.ws.backup_dir(stage), ignore_errors=True)
             when = f"in epoch {bad[0] + 1}" if bad else "by the end"
             raise KerasTeamError(field, rate, f"a learning rate at which stage {stage!r} stays finite "
                                  f"(its loss or weights became NaN/inf {when}; nothing was saved)")
@@ -495,10 +496,11 @@ class Recipe:
         shuffles an uninterrupted one draws next and ends with its weights.
         """
         checkpoint = self._checkpoint(stage)
-        train, steps = _from_epoch(task.dataset("train", training=True), checkpoint.restore(model))
-        return model.fit(train, steps_per_epoch=steps, validation_data=task.dataset("validation"), epochs=epochs,
-                         callbacks=self._callbacks(stage, epochs, checkpoint), verbose=self.out.fit_verbose,
-                         shuffle=False)  # the training dataset shuffles itself, seeded
+        train, steps = _from_epoch(task.dataset("train", training=True), distribute.restore(checkpoint, model))
+        # model.fit on one machine; on several, every worker, the chief writing the checkpoint and logs
+        return distribute.fit(model, train, steps_per_epoch=steps, validation_data=task.dataset("validation"),
+                              epochs=epochs, callbacks=self._callbacks(stage, epochs, checkpoint),
+                              verbose=self.out.fit_verbose)  # the training dataset shuffles itself, seeded
 
     def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str,
              loss: keras.losses.Loss = LOSS) -> dict:
@@ -529,7 +531,7 @@ class Recipe:
                 "cut_ranking": [[s.cut.name, s.score] for s in ranking]}
 
     def _load(self, name: str) -> keras.Model:
-        return load_model(self.ws.path(name), "output_dir")
+        return load_model(self.ws.model_path(name), "output_dir")
 
     def _stage(self, stage: str, description: str, build, output: str) -> None:
         """Unless `stage` is done: seed it, `build()`, save the model as `output`, record the stage."""
@@ -607,7 +609,7 @@ class Recipe:
                 graph = team.follower_graphs[f.name]
                 weights = f"stages/followers/{f.name}.weights.h5"
                 if self.ws.done("followers", f.name):
-                    graph.load_weights(self.ws.path(weights))
+                    graph.load_weights(self.ws.model_path(weights))
                     continue
                 _seed(self.config, f"followers/{f.name}")
                 stage = f"follower_{f.name}"
@@ -690,8 +692,10 @@ class Recipe:
 
     def run(self) -> dict:
         """Every stage in order; returns the report (also written to the run directory)."""
-        from keras_team.app.report import evaluate_team, run_record, write_report  # matplotlib only when reporting
+        return self.report(self.train())
 
+    def train(self) -> str:
+        """The training stages (every worker of a cluster runs them); returns the team's file."""
         for warning in self.plan.warnings:
             self.out.say(f"warning: {warning}")
         leaders = self.config.team_leaders
@@ -700,6 +704,12 @@ class Recipe:
         students = {spec.name: self.train_transfer(index) for index, spec in enumerate(leaders)}
         team_file = self.train_team(self.train_followers(students))
         self.train_baseline()
+        return team_file
+
+    def report(self, team_file: str) -> dict:
+        """Export (if asked) and evaluate; returns the report (also written). Only the chief of a cluster runs it."""
+        from keras_team.app.report import evaluate_team, run_record, write_report  # matplotlib only when reporting
+
         if "export" in self.plan.stages:
             self.export_team(team_file)
         self.out.stage("evaluate", self.plan.stages["evaluate"])
@@ -782,6 +792,11 @@ def run(config: Config, *, output: Output | None = None) -> dict:
     Example (a run takes a minute; `keras-team run` calls this):
         $ python -c "from keras_team.app import config, recipe; recipe.run(config.load_config())"
     """
+    if distribute.cluster() is not None:
+        if config.distribute.strategy not in ("auto", "multi_worker"):
+            raise KerasTeamError("distribute.strategy", config.distribute.strategy,
+                                 "auto or multi_worker when TF_CONFIG or --workers names a cluster")
+        return run_in_cluster(config, output=output)
     workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -790,3 +805,47 @@ def run(config: Config, *, output: Output | None = None) -> dict:
         plan = make_plan(config)
         with workspace.start():
             return Recipe(config, workspace, plan, output=output).run()
+
+
+def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | None:
+    """`run` as one worker of the cluster `TF_CONFIG` names; the chief returns the report, the others None.
+
+    Every worker trains every stage under `MultiWorkerMirroredStrategy`
+    (`keras_team.distribute.fit`). The chief alone opens `config.output_dir`
+    and writes it: checkpoints, models, logs, then, out of the strategy,
+    the export and the report. The others join it once the chief has opened it
+    (`WorkerSpace`: they read it, and write only to a temporary folder they
+    remove). A lost worker is a `KerasTeamError` on every other within about
+    10 s (TensorFlow's heartbeats); the same command on every worker resumes.
+
+    Example (on each of two machines, with its own index; a run takes a minute):
+        $ keras-team run --config my.yaml --workers 10.0.0.1:2222,10.0.0.2:2222 --worker-index 0
+    """
+    here = distribute.cluster()
+    strategy = distribute.choose_strategy("multi_worker")  # first: it starts TensorFlow's runtime
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    with distribute.worker_failures(",".join(here.workers)):
+        if not here.chief:
+            if not distribute.agree(True, strategy):
+                raise KerasTeamError("output_dir", config.output_dir, "a run directory the chief accepts (it stopped "
+                                     "with an error: see its output)")
+            workspace = WorkerSpace.join(config.output_dir, config)
+            with workspace.start():
+                _train_in(strategy, config, workspace, output)
+            return None
+        try:
+            workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
+        except KerasTeamError:
+            distribute.agree(False, strategy)  # the others stop too
+            raise
+        with workspace.start():
+            distribute.agree(True, strategy)
+            recipe, team_file = _train_in(strategy, config, workspace, output)
+            return recipe.report(team_file)  # out of the strategy: the chief alone builds and writes
+
+
+def _train_in(strategy, config: Config, workspace: Workspace, output: Output | None) -> tuple[Recipe, str]:
+    with strategy.scope(), distribute.precision(config.distribute.precision):
+        recipe = Recipe(config, workspace, make_plan(config), output=output)
+        return recipe, recipe.train()

@@ -15,6 +15,12 @@ one is two steps, so that nothing is touched before every check has passed:
 
 Files are written whole or not at all (`keras_team.files`).
 
+On several machines (`keras-team run --workers`) only the chief opens the
+directory so; every other worker joins it as a `WorkerSpace`: it reads the
+chief's state and finished models (the directory must be one every worker
+reads, e.g. a shared filesystem) and writes only to a temporary folder it
+removes.
+
 Example:
     >>> from keras_team.app.config import load_config
     >>> ws = Workspace.prepare(getfixture("tmp_path") / "run", load_config())
@@ -32,6 +38,7 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -203,6 +210,12 @@ class Workspace:
         """A path inside the run directory."""
         return self.root / name
 
+    def model_path(self, name: str) -> pathlib.Path:
+        """Where to read the model file `name` a stage saved."""
+        return self.path(name)
+
+    writes = True  # whether this process writes the run directory (not a non-chief worker)
+
     def done(self, stage: str, part: str | None = None) -> bool:
         """Whether `stage` (or one `part` of it, e.g. a follower) finished earlier."""
         if part is None:
@@ -245,3 +258,57 @@ class Workspace:
     def backup_dir(self, stage: str) -> pathlib.Path:
         """Where `BackupAndRestore` keeps an interrupted stage's last epoch."""
         return self.path(f"backup/{stage}")
+
+
+class WorkerSpace(Workspace):
+    """A non-chief worker's view of the chief's run directory: it reads it and writes only to a temporary folder.
+
+    Its models and logs go to that folder (removed when `start`'s block
+    ends); models of stages finished before it joined are read from the
+    chief's directory, as is `state.json`. Join after the chief has started
+    its workspace (`keras_team.distribute.agree` is the barrier).
+
+    Example:
+        >>> from keras_team.app.config import load_config
+        >>> chief = Workspace.prepare(getfixture("tmp_path") / "run", load_config())
+        >>> with chief.start():
+        ...     chief.finish("leader", {"seconds": 1.0})
+        >>> worker = WorkerSpace.join(chief.root, load_config())
+        >>> with worker.start():
+        ...     worker.done("leader"), worker.model_path("leader.keras") == chief.path("leader.keras")
+        (True, True)
+    """
+
+    writes = False
+
+    @classmethod
+    def join(cls, output_dir: str | os.PathLike, config: Config) -> WorkerSpace:
+        """The chief's run in `output_dir`, checked to be this config's."""
+        root = pathlib.Path(output_dir)
+        state = _read_state(root)
+        if state is None or state.get("config") != _compared(config):
+            why = "sees no run there" if state is None else "finds a run of another config there"
+            raise KerasTeamError("output_dir", str(root), f"the chief's run directory, read by every worker (a shared "
+                                 f"filesystem) with the same config: this worker {why}")
+        return cls(root, config, state, replace=False)
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[WorkerSpace]:
+        self.scratch = pathlib.Path(tempfile.mkdtemp(prefix="keras_team_worker_"))
+        try:
+            yield self
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def path(self, name: str) -> pathlib.Path:
+        return self.scratch / name
+
+    def model_path(self, name: str) -> pathlib.Path:
+        own = self.scratch / name
+        return own if own.exists() else self.root / name
+
+    def backup_dir(self, stage: str) -> pathlib.Path:
+        return self.root / f"backup/{stage}"  # the chief's checkpoint, restored after the chief (never written here)
+
+    def _save_state(self) -> None:
+        pass  # the chief records the stages
