@@ -447,7 +447,9 @@ class DistributeConfig(Section):
         "float32", description="Keras dtype policy of the models (logits stay float32)"
     )
     jit_compile: bool = Field(False, description="true: XLA-compile training steps (slower on CPU, measured)")
-    steps_per_execution: Positive = Field(1, description="training batches run per call into TensorFlow")
+    steps_per_execution: Union[Literal["auto"], Positive] = Field(
+        "auto", description="training batches run per call into TensorFlow; auto: 10 when an epoch has 50 "
+        "batches or more, else 1 (keras_team.distribute.steps_per_execution, measured)")
 
 
 class SearchSpaceConfig(Section):

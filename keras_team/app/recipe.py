@@ -484,9 +484,12 @@ class Recipe:
             raise KerasTeamError(field, rate, f"a learning rate at which stage {stage!r} stays finite "
                                  f"(its loss or weights became NaN/inf {when}; nothing was saved)")
 
-    def _compile_options(self) -> dict:
+    def _compile_options(self, task: Task) -> dict:
         cfg = self.config.distribute
-        return {"jit_compile": cfg.jit_compile, "steps_per_execution": cfg.steps_per_execution}
+        examples = len(task.labels("train"))
+        steps = math.ceil(examples / distribute.global_batch_size(task.batch_size, examples))
+        return {"jit_compile": cfg.jit_compile,
+                "steps_per_execution": distribute.steps_per_execution(cfg.steps_per_execution, steps)}
 
     def _fit_resumable(self, stage: str, model: keras.Model, task: Task, epochs: int):
         """`model.fit` on `task` from the stage's checkpoint; returns the `History`.
@@ -504,7 +507,7 @@ class Recipe:
 
     def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str,
              loss: keras.losses.Loss = LOSS) -> dict:
-        model.compile(keras.optimizers.Adam(learning_rate), loss, metrics=["accuracy"], **self._compile_options())
+        model.compile(keras.optimizers.Adam(learning_rate), loss, metrics=["accuracy"], **self._compile_options(task))
         start = time.perf_counter()
         history = self._fit_resumable(stage, model, task, epochs)
         self._check_finite(stage, model, history, field, learning_rate)
@@ -649,7 +652,7 @@ class Recipe:
 
         def build():
             team = self._load(team_file)
-            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), **self._compile_options())
+            team.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), **self._compile_options(target))
             start = time.perf_counter()
             history = self._fit_resumable("team", team, target, cfg.epochs)
             self._check_finite("team", team, history, "team.learning_rate", cfg.learning_rate)
