@@ -6,8 +6,8 @@ loopback oracle) plus K worker processes, KerasTuner's own distributed mode.
 The search is fixed (RandomSearch, same seed, trials and epochs) and reads a
 leader trained once beforehand (untimed), so both runs do the same work; the
 wall time includes every process's TensorFlow start. `keras-team tune`
-pins each local worker to a core of its own, so the one worker computes on
-one core and the two on two. The ratio is 1-worker time over 2-worker time;
+deals this machine's cores out to its local workers, so the one worker
+computes on both cores and each of the two on one of its own. The ratio is 1-worker time over 2-worker time;
 on a machine whose cores are busy with other work it says more about the
 machine than about the search.
 

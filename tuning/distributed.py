@@ -102,19 +102,20 @@ def max_local_workers() -> int:
 
 
 def worker_cores(workers: int) -> list[set[int] | None]:
-    """One core of this process's for each of `workers` local workers (None where cores cannot be pinned).
+    """The cores of each of `workers` local workers: this process's cores dealt out, none shared (None: not pinnable).
 
     A TensorFlow process sizes its thread pools by the cores it may use, so
     two unpinned workers on two cores would each run two compute threads.
 
     Example:
-        >>> len(worker_cores(1)), all(len(cores) == 1 for cores in worker_cores(2))
-        (1, True)
+        >>> cores = worker_cores(2)
+        >>> len(cores), cores[0] == cores[1] == None or not cores[0] & cores[1]
+        (2, True)
     """
     if not hasattr(os, "sched_setaffinity"):  # macOS
         return [None] * workers
     usable = sorted(os.sched_getaffinity(0))
-    return [{usable[i % len(usable)]} for i in range(workers)]
+    return [set(usable[i::workers]) for i in range(workers)]
 
 
 def worker_env(index: int, ip: str, port: int) -> dict[str, str]:

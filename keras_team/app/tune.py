@@ -351,9 +351,9 @@ class TuneJob:
         ip = self.tune.oracle_ip
         port = self.tune.oracle_port or distributed.free_port(ip)
         command = [sys.executable, "-m", "keras_team.app.cli", "tune", "--config", str(self.root / CONFIG)]
-        print(f"== distributed search: chief (oracle at {ip}:{port}) and {workers} workers on this machine, one core each", flush=True)
+        print(f"== distributed search: chief (oracle at {ip}:{port}) and {workers} workers on this machine, the cores dealt out among them", flush=True)
         processes = []
-        for i, cores in enumerate(distributed.worker_cores(workers)):  # each worker computes on a core of its own
+        for i, cores in enumerate(distributed.worker_cores(workers)):  # the cores dealt out: no two workers share one
             processes.append(subprocess.Popen(command, env=distributed.worker_env(i, ip, port)))
             if cores:
                 os.sched_setaffinity(processes[-1].pid, cores)
