@@ -11,9 +11,9 @@ figures and mean +- sample std (ddof=1) over seeds of each, and the gains in
 points: ensemble - baseline, leader - baseline (and every other member -
 baseline), and ensemble - best member (the member best on test, per seed).
 
-Unless a `--set followers=...` says otherwise, the team has the default MLP
-follower and a `linear_probe` follower (`PROBE`: a linear layer on the cut,
-its L2 strength chosen on validation). Each seed also fits a comparison
+The team has the default followers (an MLP and a `linear_probe`, a linear
+layer on the cut whose L2 strength is chosen on validation) unless a
+`--set followers=...` says otherwise. Each seed also fits a comparison
 outside the team: scikit-learn's logistic regression on the same frozen
 cut features (of the trained transfer model's body), its C chosen on the
 validation split (`logreg`, in the figures as if a member, never in the
@@ -52,7 +52,6 @@ from keras_team.app.progress import Output  # noqa: E402
 from keras_team.app.recipe import run  # noqa: E402
 
 NAME = "transfer_gain"
-PROBE = "followers=[{name: mlp}, {name: probe, kind: linear_probe, learning_rate: 0.03}]"
 LOGREG_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 TARGET_GAIN_POINTS = {1: 8.0, 5: 3.0}  # by shots; 5.0 at other shot counts
 BEST_MEMBER_SLACK_POINTS = 1.0
@@ -145,8 +144,6 @@ def main(argv=None) -> dict:
     target_gain = TARGET_GAIN_POINTS.get(shots, 5.0)
     seeds = [int(s) for s in args.seeds.split(",")]
     load_before = load_average()
-    if not any(o.split("=", 1)[0].strip().startswith("followers") for o in args.set):
-        args.set = [PROBE, *args.set]
     load_config(overrides=[f"data.target.shots={shots}", *args.set])  # a bad --set fails now, not after a run
 
     progress = keras.utils.Progbar(len(seeds), unit_name="seed", stateful_metrics=["ensemble", "baseline", "gain"])

@@ -36,6 +36,22 @@ PREPROCESSING = {keras.layers.Rescaling: ("scale", "offset"), keras.layers.Norma
                  FitImages: ("height", "width", "channels", "interpolation"), ApplicationPreprocessing: ("application",)}
 
 
+def package_versions(packages: Sequence[str]) -> dict[str, str | None]:
+    """Each installed package's version (None where it is not installed).
+
+    Example:
+        >>> package_versions(["keras", "no-such-package"])["no-such-package"] is None
+        True
+    """
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
 def metadata(model: keras.Model, spec: tf.TensorSpec, *, class_names: Sequence[str] | None = None,
              weights: Mapping[str, float] | None = None) -> dict:
     """The record of an export of `model` taking `spec` (see the module docstring).
@@ -49,15 +65,9 @@ def metadata(model: keras.Model, spec: tf.TensorSpec, *, class_names: Sequence[s
     """
     owned = members(model)
     shares = ensemble_shares([output for outputs in owned.values() for output in outputs], weights)
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
     leaders = model.leaders if isinstance(model, Team) else {model.name: model}
     return {
-        "versions": versions,
+        "versions": package_versions(PACKAGES),
         "members": owned,
         "class_names": class_names_of(model, class_names),
         "ensemble_weights": {name: shares.get(name, 0.0) for outputs in owned.values() for name in outputs},

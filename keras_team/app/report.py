@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import json
 import math
 
@@ -27,6 +26,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E4
 
 from keras_team.app.config import Config  # noqa: E402
 from keras_team.data import Task  # noqa: E402
+from keras_team.export.metadata import package_versions  # noqa: E402
 from keras_team.team import Team  # noqa: E402
 from keras_team.app.config import stage_suffix  # noqa: E402
 from keras_team.app.workspace import Workspace  # noqa: E402
@@ -120,12 +120,7 @@ def run_record(config: Config, plan) -> dict:
         >>> run_record(config, make_plan(config))["cut"]
         {'name': 'pool1', 'depth': 3, 'output_shape': [None, 4, 4, 16]}
     """
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = package_versions(PACKAGES)
     cuts = {name: {"name": cut.name, "depth": cut.depth, "output_shape": list(cut.output_shape)}
             for name, cut in plan.cuts.items()}
     return {
