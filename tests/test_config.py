@@ -437,7 +437,7 @@ def test_override_path_below_a_value():
 
 
 def test_override_list_index_out_of_range():
-    assert_error(error_of(overrides=["followers.3.epochs=5"]), "followers[3]", "an index 0..0")
+    assert_error(error_of(overrides=["followers.3.epochs=5"]), "followers[3]", "an index 0..1")
 
 
 def test_override_value_bad_yaml():
