@@ -11,9 +11,9 @@ figures and mean +- sample std (ddof=1) over seeds of each, and the gains in
 points: ensemble - baseline, leader - baseline (and every other member -
 baseline), and ensemble - best member (the member best on test, per seed).
 
-The team has the default followers (an MLP and a `linear_probe`, a linear
-layer on the cut whose L2 strength is chosen on validation) unless a
-`--set followers=...` says otherwise. Each seed also fits a comparison
+The team has the config's followers (the default: an MLP; add a linear
+probe with `--set "followers=[{name: mlp}, {name: probe, kind:
+linear_probe, learning_rate: 0.03}]"`). Each seed also fits a comparison
 outside the team: scikit-learn's logistic regression on the same frozen
 cut features (of the trained transfer model's body), its C chosen on the
 validation split (`logreg`, in the figures as if a member, never in the

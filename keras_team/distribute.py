@@ -121,15 +121,21 @@ def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
     examples per second of one step at batch 32 / 100 / 256 (625 / 200 / 79
     steps per epoch), but the default run, whose few-shot epochs are one
     step each, took 28.9 s instead of 21.1 s with it, and its 28-step
-    leader epochs gained nothing.
+    leader epochs gained nothing. Under a `tf.distribute` strategy scope it
+    is 1: Keras 3.15's multi-step loop fails under `MirroredStrategy` ("You
+    must feed a value for placeholder tensor"), so more is refused there.
 
     Example:
         >>> steps_per_execution("auto", 625), steps_per_execution("auto", 1), steps_per_execution(4, 1)
         (10, 1, 4)
     """
-    if setting != "auto":
-        return setting
-    return 10 if steps_per_epoch >= 50 else 1
+    distributed = tf.distribute.has_strategy()
+    if setting == "auto":
+        return 10 if steps_per_epoch >= 50 and not distributed else 1
+    if setting > 1 and distributed:
+        raise KerasTeamError("steps_per_execution", setting, "1 or auto under a tf.distribute strategy (Keras "
+                             "3.15's multi-step loop fails under MirroredStrategy)")
+    return setting
 
 
 def global_batch_size(batch_size: int, examples: int | None = None) -> int:

@@ -167,7 +167,9 @@ def fit_probe(
         model.compile(keras.optimizers.Adam(learning_rate), LOSS,
                       metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="log_loss"),
                                keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                      steps_per_execution=steps)  # one call into TensorFlow per epoch
+                      # One call into TensorFlow per epoch; one step per call under a distribution strategy
+                      # (Keras 3.15's multi-step loop fails there: "You must feed a value for placeholder").
+                      steps_per_execution=1 if tf.distribute.has_strategy() else steps)
         stop = keras.callbacks.EarlyStopping("val_log_loss", patience=patience, restore_best_weights=True)
         history = model.fit(batches, steps_per_epoch=steps, validation_data=held_out,
                             epochs=epochs, callbacks=[stop, *callbacks], verbose=verbose, shuffle=False)  # shuffled above

@@ -531,11 +531,9 @@ class Config(Section):
         "takes what it omits from leader and transfer above ([]: one leader, named leader, as those describe)",
     )
     followers: ListOf[FollowerConfig] = Field(
-        default_factory=lambda: (FollowerConfig(), FollowerConfig(name="probe", kind="linear_probe", learning_rate=0.03)),
+        default_factory=lambda: (FollowerConfig(),),
         description="models fed by the leader's outputs: a list ([] for none) of mappings like the one below; "
-        "a follower you list takes the fields it omits from it (the default list: that MLP and a linear probe, "
-        "{name: probe, kind: linear_probe, learning_rate: 0.03}, which beat the MLP on validation in 6 of 6 "
-        "few-shot digits runs)",
+        "a follower you list takes the fields it omits from it",
     )
     baseline: TrainConfig = Field(
         default_factory=TrainConfig,

@@ -488,8 +488,11 @@ class Recipe:
         cfg = self.config.distribute
         examples = len(task.labels("train"))
         steps = math.ceil(examples / distribute.global_batch_size(task.batch_size, examples))
-        return {"jit_compile": cfg.jit_compile,
-                "steps_per_execution": distribute.steps_per_execution(cfg.steps_per_execution, steps)}
+        try:
+            per_call = distribute.steps_per_execution(cfg.steps_per_execution, steps)
+        except KerasTeamError as error:
+            raise KerasTeamError(f"distribute.{error.field}", error.value, error.allowed) from None
+        return {"jit_compile": cfg.jit_compile, "steps_per_execution": per_call}
 
     def _fit_resumable(self, stage: str, model: keras.Model, task: Task, epochs: int):
         """`model.fit` on `task` from the stage's checkpoint; returns the `History`.
@@ -810,6 +813,20 @@ def run(config: Config, *, output: Output | None = None) -> dict:
             return Recipe(config, workspace, plan, output=output).run()
 
 
+def _refuse_linear_probes(config: Config) -> None:
+    """A linear probe (`keras_team.probe`: `model.fit` with early stopping) trains on one machine only."""
+    allowed = ("mlp on several machines (a linear probe fits with Keras' model.fit, which fails under "
+               "MultiWorkerMirroredStrategy: keras-team/keras#20585)")
+    for i, follower in enumerate(config.followers):
+        if follower.kind == "linear_probe":
+            raise KerasTeamError(f"followers[{i}].kind", follower.kind, allowed)
+    for leader in config.team_leaders:
+        if leader.transfer.head.kind == "linear_probe":
+            field = "transfer.head.kind" if not config.leaders else f"leaders[{config.team_leaders.index(leader)}].transfer.head.kind"
+            raise KerasTeamError(field, "linear_probe", "dense, conv or cosine on several machines (a linear probe "
+                                 "fits with Keras' model.fit, which fails under MultiWorkerMirroredStrategy)")
+
+
 def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | None:
     """`run` as one worker of the cluster `TF_CONFIG` names; the chief returns the report, the others None.
 
@@ -824,6 +841,7 @@ def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | No
     Example (on each of two machines, with its own index; a run takes a minute):
         $ keras-team run --config my.yaml --workers 10.0.0.1:2222,10.0.0.2:2222 --worker-index 0
     """
+    _refuse_linear_probes(config)
     here = distribute.cluster()
     strategy = distribute.choose_strategy("multi_worker")  # first: it starts TensorFlow's runtime
     if config.deterministic:
