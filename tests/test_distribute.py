@@ -10,6 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_team import distribute
 from keras_team.errors import KerasTeamError
@@ -150,3 +151,11 @@ def test_two_workers_train_identically_chief_writes_and_a_restart_resumes(tmp_pa
     reference = make_team()
     reference.fit(train, epochs=3, verbose=0, shuffle=False)
     assert _close(resumed[0]["weights"], reference.get_weights(), rtol=1e-4, atol=1e-5)
+
+
+def test_steps_per_execution_auto_is_one_under_a_strategy_where_more_is_refused():
+    assert distribute.steps_per_execution("auto", 625) == 10  # many small steps, one device: 10 per call
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():  # Keras' multi-step loop fails under MirroredStrategy
+        assert distribute.steps_per_execution("auto", 625) == 1
+        with pytest.raises(KerasTeamError, match="steps_per_execution=10 is not valid: expected 1 or auto"):
+            distribute.steps_per_execution(10, 625)
