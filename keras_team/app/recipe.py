@@ -215,8 +215,15 @@ def load_leader(path: str, task: Task | None, field: str = "leader.path") -> ker
                              f"images it can be fitted to: {error.allowed}") from error
 
 
-def _new_leader(config: Config, index: int, source: Task, *, pretrained: bool = True) -> keras.Model:
-    """The `index`-th leader, untrained (or with its application's weights unless not `pretrained`)."""
+def new_leader(config: Config, index: int, source: Task, *, pretrained: bool = True) -> keras.Model:
+    """The `index`-th leader, untrained (or with its application's weights unless not `pretrained`).
+
+    Example:
+        >>> from keras_team.app.config import load_config
+        >>> config = load_config()
+        >>> new_leader(config, 0, load_tasks(config)[0]).name
+        'leader'
+    """
     spec = config.team_leaders[index]
     if not spec.application:
         return ARCHITECTURES[spec.architecture](source.input_shape, source.num_classes, name=spec.name)
@@ -390,7 +397,7 @@ def make_plan(config: Config) -> Plan:
             leaders[spec.name] = load_leader(spec.path, source, leader_field(config, index, "path"))
             stages[f"leader{suffix}"] = f"{said}load {spec.path}"
         else:  # an application's structure: its weights are downloaded by the leader stage
-            leaders[spec.name] = _new_leader(config, index, source, pretrained=False)
+            leaders[spec.name] = new_leader(config, index, source, pretrained=False)
             if is_pretrained(spec):
                 stages[f"leader{suffix}"] = (f"{said}{spec.application} with ImageNet weights: already trained, "
                                              f"not trained on {source.name} ({leader_field(config, index, 'weights')}=null "
@@ -561,9 +568,9 @@ class Recipe:
                 return self.plan.leaders[spec.name], {"seconds": 0.0, "loaded_from": spec.path}
             if is_pretrained(spec):
                 start = time.perf_counter()
-                leader = _new_leader(self.config, index, source)
+                leader = new_leader(self.config, index, source)
                 return leader, {"seconds": time.perf_counter() - start, "weights": spec.weights}
-            leader = _new_leader(self.config, index, source)
+            leader = new_leader(self.config, index, source)
             # The source stage's own options (training only): augmentation and label smoothing.
             figures = self._fit(stage, leader, dataclasses.replace(source, augment=spec.augment), spec.epochs,
                                 spec.learning_rate, leader_field(self.config, index, "learning_rate"),
@@ -820,11 +827,11 @@ def _refuse_linear_probes(config: Config) -> None:
     for i, follower in enumerate(config.followers):
         if follower.kind == "linear_probe":
             raise KerasTeamError(f"followers[{i}].kind", follower.kind, allowed)
-    for leader in config.team_leaders:
+    for index, leader in enumerate(config.team_leaders):
         if leader.transfer.head.kind == "linear_probe":
-            field = "transfer.head.kind" if not config.leaders else f"leaders[{config.team_leaders.index(leader)}].transfer.head.kind"
-            raise KerasTeamError(field, "linear_probe", "dense, conv or cosine on several machines (a linear probe "
-                                 "fits with Keras' model.fit, which fails under MultiWorkerMirroredStrategy)")
+            raise KerasTeamError(leader_field(config, index, "transfer.head.kind"), "linear_probe",
+                                 "dense, conv or cosine on several machines (a linear probe fits with Keras' "
+                                 "model.fit, which fails under MultiWorkerMirroredStrategy)")
 
 
 def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | None:

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from keras_team.app.config import Config, load_config
-from keras_team.app.recipe import _new_leader, is_pretrained, load_leader, load_tasks
+from keras_team.app.recipe import new_leader, is_pretrained, load_leader, load_tasks
 from keras_team.app.workspace import check_writable
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, load_model, read_json_mapping, remove_temporaries, write_text
@@ -202,12 +202,12 @@ class TuneJob:
                                  f"the chief first (it writes {saved} in the shared directory)")
         cfg = self.config.leader
         if is_pretrained(cfg):  # an application with its ImageNet weights: nothing to train on the source
-            leader = _new_leader(self.config, 0, source)  # built as `keras-team run` builds it
+            leader = new_leader(self.config, 0, source)  # built as `keras-team run` builds it
         else:
             print(f"== training the leader ({cfg.application or cfg.architecture}) on {source.name}, "
                   f"{cfg.epochs} epochs", flush=True)
             keras.utils.set_random_seed(self.config.seed)
-            leader = _new_leader(self.config, 0, source)
+            leader = new_leader(self.config, 0, source)
             leader.compile(keras.optimizers.Adam(cfg.learning_rate), LOSS, metrics=["accuracy"])
             leader.fit(source.dataset("train", training=True), validation_data=source.dataset("validation"),
                        epochs=cfg.epochs, verbose=0, shuffle=False)
@@ -309,7 +309,7 @@ class TuneJob:
         self.num_classes = target.num_classes
         # Every check before anything is written or trained: a rejected search leaves the directory as it was.
         leader = load_leader(self.config.leader.path, source) if self.config.leader.path else None
-        self.hypermodel(leader or _new_leader(self.config, 0, source, pretrained=False))
+        self.hypermodel(leader or new_leader(self.config, 0, source, pretrained=False))
         if workers and self.tune.oracle_port:
             distributed.check_port(self.tune.oracle_ip, self.tune.oracle_port, "tune.oracle_port")
         elif role == "chief":
