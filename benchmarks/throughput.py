@@ -115,8 +115,8 @@ def measure(batch_size: int, x: np.ndarray, y: np.ndarray, repeats: int, torch_t
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=4000, help="examples per epoch")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant (median counts)")
+    parser.add_argument("--examples", type=int, default=20000, help="examples per epoch")
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per variant (median counts)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 100, 256])
     parser.add_argument("--output", default=str(RESULTS / "throughput.json"))
     args = parser.parse_args(argv)
