@@ -16,7 +16,7 @@ import pathlib
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from importlib.metadata import PackageNotFoundError, version
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -61,6 +61,21 @@ def stopwatch() -> Iterator[dict[str, float]]:
     finally:
         times["wall_seconds"] = time.perf_counter() - wall
         times["cpu_seconds"] = time.process_time() - cpu
+
+
+def time_calls(functions: Mapping[str, tuple[object, str]], seconds: MutableMapping[str, float]) -> None:
+    """Replace each `getattr(owner, name)` of `functions` (part -> (owner, name)) by a wrapper adding its wall seconds to `seconds[part]`."""
+    for part, (owner, name) in functions.items():
+        function = getattr(owner, name)
+
+        def timed(*args, _function=function, _part=part, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                seconds[_part] += time.perf_counter() - start
+
+        setattr(owner, name, timed)
 
 
 def median_latencies(calls: Mapping[str, Callable[[], object]], rounds: int, warmup: int = 10) -> dict[str, float]:

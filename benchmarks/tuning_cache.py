@@ -48,7 +48,7 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer  # noqa: E402
 from keras_tuner.src.engine import tuner as kt_tuner  # noqa: E402
 from keras_tuner.src.engine import tuner_utils  # noqa: E402
 
-from _common import RESULTS, load_average, machine, stopwatch, write_json  # noqa: E402
+from _common import RESULTS, load_average, machine, stopwatch, time_calls, write_json  # noqa: E402
 from follower_cache import image_task  # noqa: E402
 from keras_team import zoo  # noqa: E402
 from keras_team.heads import LOSS  # noqa: E402
@@ -73,17 +73,7 @@ SPLITS: list = []  # one {part: seconds} per trial, in the order they ran
 
 def time_parts() -> None:
     """Wrap each part's function (its seconds add up in `SECONDS`) and each trial (its split goes to `SPLITS`)."""
-    for part, (owner, name) in PARTS.items():
-        function = getattr(owner, name)
-
-        def timed(*args, _function=function, _part=part, **kwargs):
-            start = time.perf_counter()
-            try:
-                return _function(*args, **kwargs)
-            finally:
-                SECONDS[_part] += time.perf_counter() - start
-
-        setattr(owner, name, timed)
+    time_calls(PARTS, SECONDS)
     run_trial = search_module._RecordsTrials.run_trial
 
     def timed_trial(self, *args, **kwargs):

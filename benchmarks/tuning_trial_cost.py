@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from keras_tuner.src.engine import tuner as kt_tuner  # noqa: E402
 from keras_tuner.src.engine import tuner_utils  # noqa: E402
 
-from _common import RESULTS, load_average, machine, write_json  # noqa: E402
+from _common import RESULTS, load_average, machine, time_calls, write_json  # noqa: E402
 from follower_cache import image_task  # noqa: E402
 from keras_team import zoo  # noqa: E402
 from keras_team.heads import LOSS  # noqa: E402
@@ -60,22 +60,6 @@ PARTS = {
     "best-epoch snapshots (in memory; before: written)": (tuner_utils.SaveBestEpoch, "_save_model"),
     "checkpoint write (once per trial)": (tuner_utils.SaveBestEpoch, "on_train_end"),
 }
-
-
-def timing(seconds: dict, parts=tuple(PARTS)) -> None:
-    """Wrap each part's function so that its wall seconds add up in `seconds[part]`."""
-    for part in parts:
-        owner, name = PARTS[part]
-        function = getattr(owner, name)
-
-        def timed(*args, _function=function, _part=part, **kwargs):
-            start = time.perf_counter()
-            try:
-                return _function(*args, **kwargs)
-            finally:
-                seconds[_part] += time.perf_counter() - start
-
-        setattr(owner, name, timed)
 
 
 def _head_on_arrays(self, store, model, learning_rate, x, y, validation_data, initial_epoch, split, common):
@@ -104,7 +88,8 @@ def before_issue_15():
     gc.freeze = lambda: None
     TransferHyperModel._fit_head_on_features = _head_on_arrays
     tuner_utils.SaveBestEpoch._save_model = _write_every_better_epoch
-    timing(SECONDS, ["head phase (Keras fit on the features)", "best-epoch snapshots (in memory; before: written)"])
+    time_calls({part: PARTS[part] for part in ("head phase (Keras fit on the features)",
+                                               "best-epoch snapshots (in memory; before: written)")}, SECONDS)
     try:
         yield
     finally:
@@ -143,7 +128,7 @@ def main(argv=None) -> dict:
     leader = zoo.residual_cnn(target.input_shape, source.num_classes, filters=(32, 64, 128), name="leader")
     leader.compile("adam", LOSS)
     leader.fit(source.dataset("train", training=True), epochs=1, verbose=0, shuffle=False)
-    timing(SECONDS)
+    time_calls(PARTS, SECONDS)
     per_trial, parts = timed_search(leader, target, args)
     with before_issue_15():
         before_per_trial, before_parts = timed_search(leader, target, args)
