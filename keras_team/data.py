@@ -52,8 +52,23 @@ CROP_PADDING = 4
 Split = tuple[np.ndarray, np.ndarray]
 
 
+class _Classes:
+    """What every task kind shares: its training-only augmentation is checked, and it counts its classes."""
+
+    augment: tuple[str, ...]
+    class_names: tuple[str, ...]
+
+    def __post_init__(self):
+        _check_augment(self.augment)
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels range over."""
+        return len(self.class_names)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class Task:
+class Task(_Classes):
     """A classification task: numpy splits plus how to serve them.
 
     Args:
@@ -79,14 +94,6 @@ class Task:
     batch_size: int = 32
     augment: tuple[str, ...] = ()
     seed: int = 0
-
-    def __post_init__(self):
-        _check_augment(self.augment)
-
-    @property
-    def num_classes(self) -> int:
-        """How many classes the labels range over."""
-        return len(self.class_names)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -167,7 +174,7 @@ def _augmenter(augment: Sequence[str], input_shape: tuple[int, ...], seed: int):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FileTask:
+class FileTask(_Classes):
     """A task whose splits are image files, decoded batch by batch as they are served (larger than memory).
 
     Class subsets, k-shot sampling and the validation split are chosen on
@@ -203,14 +210,6 @@ class FileTask:
     batch_size: int = 32
     augment: tuple[str, ...] = ()
     seed: int = 0
-
-    def __post_init__(self):
-        _check_augment(self.augment)
-
-    @property
-    def num_classes(self) -> int:
-        """How many classes the labels range over."""
-        return len(self.class_names)
 
     def labels(self, split: str) -> np.ndarray:
         """The int32 labels of one split, in the order `dataset(split)` serves them (no image is read)."""
@@ -825,7 +824,7 @@ STREAM_SHUFFLE_BUFFER = 1024  # examples held for shuffling a streamed split (bo
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class StreamTask:
+class StreamTask(_Classes):
     """A task whose splits stream from TFDS: nothing is held in memory but a shuffle buffer.
 
     Built by `tfds_stream`; `dataset(split, training=)` serves batches like
@@ -850,14 +849,6 @@ class StreamTask:
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> examples, where known
     augment: tuple[str, ...] = ()
     _labels: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)  # filled by `labels`
-
-    def __post_init__(self):
-        _check_augment(self.augment)
-
-    @property
-    def num_classes(self) -> int:
-        """How many classes the labels range over."""
-        return len(self.class_names)
 
     def labels(self, split: str) -> np.ndarray:
         """The int32 labels of one split in the order `dataset(split)` serves them (one pass, then remembered)."""
