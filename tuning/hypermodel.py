@@ -61,7 +61,9 @@ from keras_team.tuning.feature_cache import FeatureCache
 CACHE_DIRECTORY = "feature_cache"
 """The feature cache's folder inside a tuner's project directory."""
 
-# Layers that only prepare the input of the next weighted layer: a cut after them is no new place.
+VALIDATION_BATCH_BYTES = 64 * 2**20
+"""Largest batch of float32 validation features a head-on-features fit evaluates at once."""
+
 
 
 def searchable_cuts(leader: keras.Model, allowed: Sequence[str] | None = None) -> list[CutPoint]:
@@ -547,8 +549,7 @@ class TransferHyperModel(kt.HyperModel):
         weights = common.pop("sample_weight", None)
         train, steps = _batches((features, y) if weights is None else (features, y, weights), batch_size,
                                 shuffle=shuffle, seed=self.seed, repeat=True)
-        # Not repeated: an evaluation runs `steps_per_execution` (an epoch of training) steps unless the data ends.
-        validation, _ = _batches((val_features, *validation_data[1:]), batch_size, shuffle=False)
+        validation = _validation_batches((val_features, *validation_data[1:]), batch_size)
         trainer = self._head_trainer(head, features.shape[1:], steps)
         trainer.start(head, learning_rate)
         return trainer.model.fit(
@@ -609,6 +610,27 @@ class _CopyWeights(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         _copy(self.source, self.target)
+
+
+def _validation_batches(arrays: tuple, batch_size: int) -> tf.data.Dataset:
+    """Validation features (cast to float32) with their labels, in one batch when it fits `VALIDATION_BATCH_BYTES`.
+
+    Validation runs every epoch; one batch made once costs Keras a fraction
+    of a batched pipeline's per-epoch iterator and steps, and gives the same
+    example-weighted loss and metrics. Larger sets go in batches of that size
+    (at least `batch_size`). Never repeated: an evaluation runs
+    `steps_per_execution` (an epoch of training) steps unless the data ends.
+
+    Example:
+        >>> [len(b[1]) for b in _validation_batches((np.zeros((5, 3), "float16"), np.arange(5)), 2)]
+        [5]
+    """
+    features = arrays[0]
+    size = max(batch_size, VALIDATION_BATCH_BYTES // max(1, 4 * math.prod(features.shape[1:])))
+    if len(features) > size:
+        return _batches(arrays, size, shuffle=False)[0]
+    return tf.data.Dataset.from_tensors((tf.cast(np.asarray(features), "float32"),
+                                         *(tf.convert_to_tensor(np.asarray(a)) for a in arrays[1:])))
 
 
 def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None = None,
