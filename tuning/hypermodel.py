@@ -629,8 +629,8 @@ def _validation_batches(arrays: tuple, batch_size: int) -> tf.data.Dataset:
     size = max(batch_size, VALIDATION_BATCH_BYTES // max(1, 4 * math.prod(features.shape[1:])))
     if len(features) > size:
         return _batches(arrays, size, shuffle=False)[0]
-    return tf.data.Dataset.from_tensors((tf.cast(np.asarray(features), "float32"),
-                                         *(tf.convert_to_tensor(np.asarray(a)) for a in arrays[1:])))
+    return _unrewritten(tf.data.Dataset.from_tensors((tf.cast(np.asarray(features), "float32"),
+                                                      *(tf.convert_to_tensor(np.asarray(a)) for a in arrays[1:]))))
 
 
 def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None = None,
@@ -662,4 +662,16 @@ def _batches(arrays: tuple, batch_size: int, *, shuffle: bool, seed: int | None 
     batches = index.batch(batch_size)
     if repeat:
         batches = batches.repeat()
-    return batches.map(gather).prefetch(tf.data.AUTOTUNE), math.ceil(count / batch_size)
+    return _unrewritten(batches.map(gather).prefetch(tf.data.AUTOTUNE)), math.ceil(count / batch_size)
+
+
+def _unrewritten(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` without tf.data's default graph rewrites.
+
+    A rewrite serialises the pipeline's graph, the features it captures
+    included (tens of MB), each time Keras makes an iterator; these
+    pipelines have nothing to gain from it.
+    """
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return dataset.with_options(options)
