@@ -214,6 +214,19 @@ def test_head_phase_on_cached_features_reports_what_the_full_model_scores(residu
     assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-4)
 
 
+@pytest.mark.parametrize("budget_examples, batches", [(100, 1), (4, 3)])
+def test_validation_features_go_in_one_batch_when_they_fit_and_in_order_when_not(budget_examples, batches,
+                                                                                monkeypatch):
+    features = np.arange(10 * 6, dtype="float16").reshape(10, 2, 3)
+    labels = np.arange(10)
+    monkeypatch.setattr(hypermodel_module, "VALIDATION_BATCH_BYTES", budget_examples * 6 * 4)  # float32 features
+    dataset = hypermodel_module._validation_batches((features, labels), 2)
+    parts = list(dataset)
+    assert len(parts) == batches
+    np.testing.assert_array_equal(np.concatenate([p[0].numpy() for p in parts]), features.astype("float32"))
+    np.testing.assert_array_equal(np.concatenate([p[1].numpy() for p in parts]), labels)
+
+
 @pytest.mark.large
 def test_a_trials_head_does_not_depend_on_the_trials_before_it(residual_leader, digits):
     """Trials share one compiled head on the cached features: each starts from its own head and a new optimizer."""
