@@ -65,7 +65,6 @@ VALIDATION_BATCH_BYTES = 64 * 2**20
 """Largest batch of float32 validation features a head-on-features fit evaluates at once."""
 
 
-
 def searchable_cuts(leader: keras.Model, allowed: Sequence[str] | None = None) -> list[CutPoint]:
     """The cuts a search may choose: the leader's block view, or the cut points `allowed` names.
 
