@@ -290,6 +290,17 @@ def test_feature_cache_hits_misses_and_invalidation(seed_leader, digits, tmp_pat
     assert cache.misses == 4
 
 
+def test_feature_cache_shows_progress_only_when_asked_and_only_while_computing(seed_leader, capsys):
+    cache, body, x = FeatureCache(), keras_team.body(seed_leader, "pool2"), np.zeros((300, 8, 8, 1), "float32")
+    cache.features_of(body, [x[:10]])
+    assert capsys.readouterr().out == ""
+    cache.features_of(body, [x], verbose=1)
+    out = capsys.readouterr().out
+    assert "computing the features of 'pool2'" in out and "300/300" in out
+    cache.features_of(body, [x], verbose=1)  # a hit: nothing to compute
+    assert capsys.readouterr().out == ""
+
+
 # --- tuners -----------------------------------------------------------------------
 
 

@@ -96,13 +96,14 @@ class FeatureCache:
         """
         return self.features_of(body, [x])[0]
 
-    def features_of(self, body: keras.Model, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def features_of(self, body: keras.Model, arrays: list[np.ndarray], *, verbose: int = 0) -> list[np.ndarray]:
         """`features(body, x)` for each of `arrays` (a trial's training and validation examples).
 
         Those not stored yet go through `body` once, batch by batch, each
         batch cast to `dtype` in the graph and written straight into its
         store (a `.npy` memory map on disk): no float32 copy of all the
-        features is ever held.
+        features is ever held. `verbose=1` shows a progress bar over the
+        examples computed, as `predict` does.
 
         Example:
             >>> cache = FeatureCache()
@@ -116,25 +117,28 @@ class FeatureCache:
         self.misses += len(missing)
         if missing:
             infer = _Inference(body, self.dtype)
+            if verbose:
+                print(f"feature cache: computing the features of {body.layers[-1].name!r}", flush=True)
+            progress = keras.utils.Progbar(sum(len(x) for _, x in missing), verbose=verbose, unit_name="example")
             for key, x in missing:
-                self._store(key, infer, x)
+                self._store(key, infer, x, progress)
         return [self._load(key) for key in keys]
 
     def _stored(self, key: str) -> bool:
         return key in self._memory if self.directory is None else (self.directory / f"{key}.npy").is_file()
 
-    def _store(self, key: str, infer: _Inference, x: np.ndarray) -> None:
+    def _store(self, key: str, infer: _Inference, x: np.ndarray, progress: keras.utils.Progbar) -> None:
         shape = (len(x), *infer.output_shape)
         if self.directory is None:
             values = np.empty(shape, self.dtype)
-            infer.fill(values, x)
+            infer.fill(values, x, progress)
             values.flags.writeable = False
             self._memory[key] = values
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.directory / f"{key}.npy") as tmp:  # written whole: concurrent workers never read half
             values = np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=shape)
-            infer.fill(values, x)
+            infer.fill(values, x, progress)
             values.flush()
             del values
 
@@ -160,8 +164,9 @@ class _Inference:
             input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)],
         )
 
-    def fill(self, values: np.ndarray, x: np.ndarray) -> None:
-        """Write the outputs on `x`, `PREDICT_BATCH` examples at a time, into `values`."""
+    def fill(self, values: np.ndarray, x: np.ndarray, progress: keras.utils.Progbar) -> None:
+        """Write the outputs on `x`, `PREDICT_BATCH` examples at a time, into `values`; `progress` counts them."""
         for start in range(0, len(x), PREDICT_BATCH):
             batch = tf.cast(x[start:start + PREDICT_BATCH], self.input_dtype)  # as a Keras Input casts it
             values[start:start + PREDICT_BATCH] = self.call(batch).numpy()
+            progress.add(len(batch))

@@ -541,7 +541,8 @@ class TransferHyperModel(kt.HyperModel):
     def _fit_head_on_features(self, store, model, learning_rate, x, y, validation_data, initial_epoch, split, common):
         body, head = model.body, model.head
         hits = store.hits
-        features, val_features = store.features_of(body, [x, validation_data[0]])
+        verbose = 1 if common.get("verbose", "auto") == "auto" else common["verbose"]
+        features, val_features = store.features_of(body, [x, validation_data[0]], verbose=verbose)
         self.last_cache = "hit" if store.hits == hits + 2 else "miss"
         common = dict(common)
         batch_size, shuffle = common.pop("batch_size"), common.pop("shuffle", True)
