@@ -238,10 +238,25 @@ class FileTask(_Classes):
         return _serve(tf.data.Dataset.from_tensor_slices((paths, labels)), self, len(labels), training, self._decode)
 
     def _decode(self, path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        height, width, channels = self.input_shape
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-        image = tf.image.resize(image, (height, width), method="bilinear")  # what image_dataset_from_directory does
-        return tf.cast(tf.round(image), tf.uint8), label
+        return decode_image(path, self.input_shape), label
+
+
+def decode_image(path: tf.Tensor | str, shape: tuple[int, int, int]) -> tf.Tensor:
+    """The image file at `path` as uint8 pixels shaped `(height, width, channels)`, as a folder is read for training.
+
+    Decoded with `channels` (grey <-> RGB) and resized bilinearly, as
+    `keras.utils.image_dataset_from_directory` does; usable in a `tf.data` map.
+
+    Example:
+        >>> from PIL import Image
+        >>> Image.new("L", (6, 5), 200).save(f"{tmp}/grey.png")
+        >>> decode_image(f"{tmp}/grey.png", (4, 4, 3)).numpy()[0, 0].tolist()
+        [200, 200, 200]
+    """
+    height, width, channels = shape
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    image = tf.image.resize(image, (height, width), method="bilinear")  # what image_dataset_from_directory does
+    return tf.cast(tf.round(image), tf.uint8)
 
 
 def from_arrays(

@@ -19,17 +19,21 @@ Example (`keras-team predict` calls `predict`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 import pathlib
 import zipfile
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import IO
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team.data import IMAGE_EXTENSIONS
+from keras_team.data import IMAGE_EXTENSIONS, PROGRESS_ABOVE, decode_image
 from keras_team.errors import KerasTeamError
 from keras_team.files import load_model, read_json_mapping
 from keras_team.team import Team
@@ -37,6 +41,7 @@ from keras_team.team import Team
 RUN_MODEL = "team.keras"
 RUN_REPORT = "report.json"
 IMAGE_CHANNELS = (1, 3, 4)  # what an image decodes to: grey, RGB, RGBA
+BATCH_SIZE = 32  # inputs read and predicted at a time (model.predict's default batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +59,13 @@ def predict(
     *,
     member: str | None = None,
     top: int = 3,
+    progress: bool = False,
 ) -> list[Prediction]:
     """The `top` classes of each input, by name, from the run's team ensemble or one member.
+
+    Inputs are read and predicted `BATCH_SIZE` at a time (images decoded by
+    a `tf.data` pipeline, `.npz` rows read as needed), so memory holds a few
+    batches and the answers, never all the inputs.
 
     Args:
         run_dir: a finished run's directory (holding `team.keras` and `report.json`).
@@ -64,6 +74,8 @@ def predict(
             (a follower with one output per leader: their mean) instead of
             the ensemble's.
         top: how many classes per input (at most the number of classes).
+        progress: show a Keras progress bar (on stdout) while predicting
+            `PROGRESS_ABOVE` inputs or more.
 
     Returns:
         One `Prediction` per input, in the order given (a folder's images
@@ -82,13 +94,28 @@ def predict(
     owned = team.member_outputs()
     if member is not None and member not in owned:
         raise KerasTeamError("member", member, f"a member of the team: {', '.join(owned)}")
-    names, x = _read_inputs(sources, tuple(team.inputs[0].shape[1:]))
-    logits = team.predict(x, verbose=0)
-    if member is None:
-        probabilities = Team.ensemble(logits, weights)
-    else:
-        probabilities = Team.ensemble({name: logits[name] for name in owned[member]})
-    probabilities = keras.ops.convert_to_numpy(probabilities)
+    shape, dtype = tuple(team.inputs[0].shape[1:]), team.inputs[0].dtype
+    total = _count(sources, shape)
+    bar = keras.utils.Progbar(total, unit_name="input", interval=0.5) if progress and total >= PROGRESS_ABOVE else None
+    predictions = []
+    try:
+        for names, x in _batches(sources, shape, BATCH_SIZE):
+            logits = team.predict_on_batch(x.astype(dtype, copy=False))  # one dtype: one traced function
+            if member is None:
+                probabilities = Team.ensemble(logits, weights)
+            else:
+                probabilities = Team.ensemble({name: logits[name] for name in owned[member]})
+            predictions += _most_probable(names, keras.ops.convert_to_numpy(probabilities), class_names, top)
+            if bar is not None:
+                bar.update(len(predictions))
+    except KerasTeamError:
+        if bar is not None:
+            bar.update(len(predictions), finalize=True)  # ends the bar's line before the error is printed
+        raise
+    return predictions
+
+
+def _most_probable(names: list[str], probabilities: np.ndarray, class_names: list[str], top: int) -> list[Prediction]:
     best = np.argsort(-probabilities, axis=-1, kind="stable")[:, :top]
     return [Prediction(name, tuple(class_names[i] for i in row), tuple(float(p[i]) for i in row))
             for name, row, p in zip(names, best, probabilities)]
@@ -133,45 +160,100 @@ def _sources(inputs) -> list[pathlib.Path]:
     return found
 
 
-def _read_inputs(sources: list[pathlib.Path], shape: tuple) -> tuple[list[str], np.ndarray]:
-    """(a name per example, the examples), each shaped `shape`."""
-    names, arrays = [], []
+def _count(sources: list[pathlib.Path], shape: tuple) -> int:
+    """How many examples `sources` hold; a `.npz` file's header or a team that takes no images refused now, before any prediction."""
+    count = 0
     for path in sources:
         if path.suffix.lower() == ".npz":
-            x = _read_npz(path, shape)
-            names += [f"{path}[{i}]" for i in range(len(x))]
-            arrays.append(x)
+            with _npz_x(path, shape) as (_, x_shape, _, _):
+                count += x_shape[0]
+        elif len(shape) != 3 or shape[-1] not in IMAGE_CHANNELS:
+            raise KerasTeamError("inputs", str(path), f"a .npz file of arrays shaped {shape}: this team does not take images")
         else:
-            names.append(str(path))
-            arrays.append(_read_image(path, shape)[np.newaxis])
-    dtypes = {array.dtype for array in arrays}
-    return names, np.concatenate(arrays) if len(dtypes) == 1 else np.concatenate([a.astype("float32") for a in arrays])
+            count += 1
+    return count
 
 
-def _read_npz(path: pathlib.Path, shape: tuple) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive.files:
-                raise KerasTeamError("inputs", str(path), f"a .npz file holding an array x (it holds "
-                                     f"{', '.join(sorted(archive.files)) or 'nothing'})")
-            x = archive["x"]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise KerasTeamError("inputs", str(path), f"a readable .npz file with an array x ({error})") from None
-    if tuple(x.shape[1:]) != shape or x.dtype.kind not in "biuf":
-        raise KerasTeamError("inputs", f"{path}: x {x.dtype}{x.shape}",
-                             f"numbers shaped (examples, {', '.join(map(str, shape))}) as the team takes them")
-    return x
+def _batches(sources: list[pathlib.Path], shape: tuple, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(a name per example, the examples shaped `shape`), at most `size` at a time, in order."""
+    images: list[pathlib.Path] = []
+    for path in [*sources, None]:
+        if path is not None and path.suffix.lower() != ".npz":
+            images.append(path)
+            continue
+        if images:  # a run of image files, decoded together
+            yield from _image_batches(images, shape, size)
+            images = []
+        if path is not None:
+            yield from _npz_batches(path, shape, size)
+
+
+def _image_batches(paths: list[pathlib.Path], shape: tuple, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """The images decoded as the training folder was read (`data.decode_image`) by a `tf.data` pipeline."""
+    decoded = (tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
+               .map(lambda path: decode_image(path, shape), num_parallel_calls=tf.data.AUTOTUNE)
+               .batch(size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+    for start in range(0, len(paths), size):
+        try:
+            x = next(decoded)
+        except tf.errors.InvalidArgumentError:
+            for path in paths[start:]:  # the pipeline names no file: find the first unreadable one
+                _read_image(path, shape)
+            raise
+        yield [str(path) for path in paths[start:start + size]], x
 
 
 def _read_image(path: pathlib.Path, shape: tuple) -> np.ndarray:
-    """An image as uint8 pixels of the team's height, width and channels (as the training folder was read)."""
-    if len(shape) != 3 or shape[-1] not in IMAGE_CHANNELS:
-        raise KerasTeamError("inputs", str(path), f"a .npz file of arrays shaped {shape}: this team does not take images")
+    """An image as uint8 pixels of the team's height, width and channels; an unreadable one is an error naming it."""
     try:
-        image = tf.io.decode_image(tf.io.read_file(str(path)), channels=shape[-1], expand_animations=False)
+        return decode_image(str(path), shape).numpy()
     except tf.errors.InvalidArgumentError as error:
         said = error.message.splitlines()[0] if error.message else type(error).__name__
         raise KerasTeamError("inputs", str(path), f"a readable image ({said})") from None
-    if tuple(image.shape[:2]) != shape[:2]:
-        image = tf.image.resize(image, shape[:2], method="bilinear")
-    return np.round(image.numpy()).astype(np.uint8)
+
+
+@contextlib.contextmanager
+def _npz_x(path: pathlib.Path, shape: tuple) -> Iterator[tuple[IO[bytes], tuple, np.dtype, bool]]:
+    """(the open stream of array `x`'s data, its shape, dtype and Fortran order), checked against `shape`; no data read yet."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "x.npy" not in names:
+                held = sorted(name.removesuffix(".npy") for name in names)
+                raise KerasTeamError("inputs", str(path), f"a .npz file holding an array x (it holds "
+                                     f"{', '.join(held) or 'nothing'})")
+            with archive.open("x.npy") as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                x_shape, fortran_order, dtype = read_header(stream)
+                if tuple(x_shape[1:]) != shape or dtype.kind not in "biuf":
+                    raise KerasTeamError("inputs", f"{path}: x {dtype}{x_shape}",
+                                         f"numbers shaped (examples, {', '.join(map(str, shape))}) as the team takes them")
+                yield stream, x_shape, dtype, fortran_order
+    except KerasTeamError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise KerasTeamError("inputs", str(path), f"a readable .npz file with an array x ({error})") from None
+
+
+def _npz_batches(path: pathlib.Path, shape: tuple, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """The rows of a `.npz` file's array `x`, read from the (possibly compressed) file `size` at a time."""
+    with _npz_x(path, shape) as (stream, x_shape, dtype, fortran_order):
+        # A Fortran-ordered array (np.save of a transposed one) has no contiguous rows: it is read whole.
+        whole = _read_array(stream, dtype, x_shape[::-1]).T if fortran_order else None
+        for start in range(0, x_shape[0], size):
+            count = min(size, x_shape[0] - start)
+            x = _read_array(stream, dtype, (count, *shape)) if whole is None else whole[start:start + count]
+            yield [f"{path}[{i}]" for i in range(start, start + count)], x
+
+
+def _read_array(stream: IO[bytes], dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """The next array of `dtype` and `shape` in `stream`."""
+    size = dtype.itemsize * math.prod(shape)
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError(f"x ends {size - len(data)} bytes early")
+    return np.frombuffer(data, dtype).reshape(shape)

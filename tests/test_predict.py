@@ -6,6 +6,7 @@ The large tests share one run on a folder of images (MobileNetV3Small, random we
 
 import json
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -15,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 import keras_team
-from keras_team import Team, export
+from keras_team import Team, export, predictions
 from keras_team.app import cli
 from keras_team.errors import KerasTeamError
 
@@ -130,16 +131,48 @@ def test_images_of_another_size_and_colour_are_read_as_the_training_folder_was(f
 
 
 @pytest.mark.large
-def test_predict_mistakes_with_a_finished_run_are_one_line_errors(folder_run, tmp_path, capsys):
+def test_inputs_read_a_batch_at_a_time_are_predicted_as_the_saved_team_predicts_them_all_at_once(
+        folder_run, folder_team, tmp_path, capsys, monkeypatch):
+    run_dir, new = folder_run
+    monkeypatch.setattr(predictions, "BATCH_SIZE", 2)  # 3 images, 6 rows, 1 image: six batches, some partial
+    monkeypatch.setattr(predictions, "PROGRESS_ABOVE", 10)
+    rng = np.random.default_rng(3)
+    rows = np.stack([pixels(colour, rng) for colour in COLOURS.values() for _ in range(2)])
+    np.savez_compressed(tmp_path / "rows.npz", x=rows)
+    files = sorted(new.glob("*.png"))
+    capsys.readouterr()
+    assert cli.main(["predict", str(run_dir), str(new), str(tmp_path / "rows.npz"), str(files[1]), "--json"]) == 0
+    out, err = capsys.readouterr()
+    answers = json.loads(out)  # the progress bar went to stderr
+    assert "10/10" in err
+    assert [a["input"] for a in answers] == [*map(str, files), *(f"{tmp_path / 'rows.npz'}[{i}]" for i in range(6)),
+                                             str(files[1])]
+    x = np.concatenate([np.stack([np.asarray(Image.open(f)) for f in files]), rows, np.asarray(Image.open(files[1]))[None]])
+    names = ["blue", "green", "red"]
+    for answer, expected in zip(answers, ensemble(run_dir, x, team=folder_team), strict=True):
+        order = np.argsort(-expected, kind="stable")
+        assert answer["classes"] == [names[i] for i in order]
+        np.testing.assert_allclose(answer["probabilities"], expected[order], atol=1e-5)
+
+
+@pytest.mark.large
+def test_predict_mistakes_with_a_finished_run_are_one_line_errors(folder_run, tmp_path, capsys, monkeypatch):
     run_dir, new = folder_run
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     np.savez(tmp_path / "flat.npz", x=np.zeros((2, 32, 32), np.uint8))
+    np.savez(tmp_path / "labels.npz", y=np.zeros(2, np.uint8))
+    shutil.copytree(new, tmp_path / "many")  # a_blue.png, a_green.png, a_red.png, b_broken.png, c_red.png
+    shutil.copy(tmp_path / "broken.png", tmp_path / "many" / "b_broken.png")
+    shutil.copy(new / "a_red.png", tmp_path / "many" / "c_red.png")
+    monkeypatch.setattr(predictions, "BATCH_SIZE", 2)  # the broken image is met in the second batch
     for argv, phrase in [([new, "--member", "nobody"], "member='nobody'"),
                          ([tmp_path / "broken.png"], "broken.png"),
-                         ([tmp_path / "flat.npz"], "(examples, 32, 32, 3)")]:
+                         ([tmp_path / "many"], "b_broken.png' is not valid: expected a readable image"),
+                         ([tmp_path / "flat.npz"], "(examples, 32, 32, 3)"),
+                         ([tmp_path / "labels.npz"], "a .npz file holding an array x (it holds y)")]:
         assert cli.main(["predict", str(run_dir), *map(str, argv)]) == cli.USER_ERROR
-        err = capsys.readouterr().err
-        assert err.startswith("keras-team: error: ") and err.count("\n") == 1 and phrase in err, err
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("keras-team: error: ") and err.count("\n") == 1 and phrase in err, err
 
 
 @pytest.mark.large
@@ -188,3 +221,16 @@ def test_a_directory_that_holds_no_finished_run_is_one_line_on_the_cli(tmp_path,
     assert err.count("\n") == 1 and "a finished keras-team run directory holding team.keras and report.json" in err
     with pytest.raises(KerasTeamError, match="top=0"):
         keras_team.predict(tmp_path, tmp_path / "a.png", top=0)
+
+
+def test_a_npz_file_is_read_a_batch_at_a_time_as_numpy_reads_it(tmp_path):
+    x = np.arange(7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3)
+    np.savez(tmp_path / "plain.npz", x=x)
+    np.savez_compressed(tmp_path / "small.npz", x=x.astype(np.uint8), y=np.arange(7))
+    np.savez(tmp_path / "fortran.npz", x=np.asfortranarray(x))
+    for name in ("plain", "small", "fortran"):
+        batches = list(predictions._npz_batches(tmp_path / f"{name}.npz", (2, 3), size=3))
+        assert [len(rows) for _, rows in batches] == [3, 3, 1]
+        assert sum((names for names, _ in batches), []) == [f"{tmp_path / name}.npz[{i}]" for i in range(7)]
+        with np.load(tmp_path / f"{name}.npz") as archive:
+            np.testing.assert_array_equal(np.concatenate([rows for _, rows in batches]), archive["x"])

@@ -8,8 +8,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import sys
 
 from keras_team.predictions import Prediction, predict
 
@@ -30,8 +32,12 @@ def format_predictions(predictions: list[Prediction]) -> str:
 
 
 def handle(args: argparse.Namespace) -> None:
-    """Run `keras-team predict` (errors are `KerasTeamError`s, printed by the caller)."""
-    predictions = predict(args.run_dir, args.inputs, member=args.member, top=args.top)
+    """Run `keras-team predict` (errors are `KerasTeamError`s, printed by the caller).
+
+    Many inputs show a progress bar on stderr, so stdout holds only the answers (e.g. `--json > answers.json`).
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        predictions = predict(args.run_dir, args.inputs, member=args.member, top=args.top, progress=True)
     if args.json:
         print(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))
     else:
