@@ -200,10 +200,13 @@ def _blocks(cuts: list[CutPoint], calls: list[graph.Call]) -> list[CutPoint]:
         named = [call.operation.name for call in segment if not is_auto_named(call.operation)]
         block = block_name(named[-1]) if named else None
         last = groups[-1] if groups else None
-        # A segment of auto-named layers (an activation, a Keras-named add) joins the block before it,
-        # unless it changes the rank (a pooling that ends the blocks).
+        # A segment of auto-named layers without weights (an activation, a Keras-named add) joins the
+        # block before it, unless it changes the rank (a pooling that ends the blocks); one with weights
+        # (`conv2d_3`, a residual block of Keras-named layers) starts a block.
+        weighted = any(weighted_layer_count(call.operation) for call in segment)
         same = last is not None and (
-            block == last[0] if block is not None else len(cut.output_shape) == len(last[1].output_shape)
+            block == last[0] if block is not None
+            else not weighted and len(cut.output_shape) == len(last[1].output_shape)
         )
         if same:
             last[1] = cut
@@ -231,7 +234,9 @@ def cut_points(model: keras.Model, view: str = "all") -> list[CutPoint]:
             the architecture: the last cut of each run of cuts whose layers
             share a block name (`expanded_conv_5_*`, `block4c_*`, see
             `block_name`), leaving out cuts that keep nothing (`rescaling`)
-            or everything (the output). A block whose output Keras named
+            or everything (the output). Between Keras-named layers, each
+            cut's segment with a weighted layer starts a block, and the
+            weightless segments after it (`activation_3`) end it. A block whose output Keras named
             (`activation_17`, `add_9`) is named `<block>_out`;
             `resolve_cut` takes that name too.
 

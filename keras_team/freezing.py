@@ -1,10 +1,12 @@
 """Freeze and unfreeze with the `trainable` flag.
 
 `unfreeze` counts from the top of the frozen part, either weighted layers or
-blocks (the architecture's blocks, as `cut_points(model, view="blocks")`
-bounds them). Batch norm stays frozen by default, while layer, group, RMS and spectral normalisation are
-trained with the layers around them, as Transformers are usually
-fine-tuned. The kept part of a `keras_team.Transferred` model runs in
+blocks: the architecture's blocks, as `cut_points(model, view="blocks")`
+ends them (a residual or inverted-bottleneck block, a stem, a Keras-named
+weighted layer with the activation after it); a nested backbone counts its
+own blocks. Batch norm stays frozen by default, while layer, group, RMS and
+spectral normalisation are trained with the layers around them, as
+Transformers are usually fine-tuned. The kept part of a `keras_team.Transferred` model runs in
 inference mode whether frozen or not, so unfrozen batch norm trains its
 scale and offset but keeps its moving statistics.
 
@@ -93,16 +95,31 @@ def freeze(model: keras.layers.Layer) -> keras.layers.Layer:
 
 
 def _blocks(model: keras.Model) -> list[list[keras.layers.Layer]]:
-    """The units of `model` grouped into the segments that end at its cut points."""
+    """The units of `model` grouped into the blocks of its architecture."""
     source = model.body if isinstance(model, Transferred) else model
     if not graph.has_graph(source):
         raise KerasTeamError("unit", "blocks", "a Sequential or functional model, whose cut points bound the blocks")
+    return _graph_blocks(source)
+
+
+def _graph_blocks(source: keras.Model) -> list[list[keras.layers.Layer]]:
+    """The units of `source` in the runs of layer calls that end at its block-view cuts.
+
+    A nested model with weights and a graph (a backbone inside
+    `Sequential([backbone, ...])`) brings its own blocks instead of being one.
+    """
     ends = {cut.position for cut in cut_points(source, view="blocks")}
     blocks, current, seen = [], [], set()
     for position, call in enumerate(graph.layer_calls(source)):
-        if isinstance(call.operation, keras.layers.Layer) and id(call.operation) not in seen:
-            seen.add(id(call.operation))
-            current.extend(units(call.operation))
+        operation = call.operation
+        if isinstance(operation, keras.layers.Layer) and id(operation) not in seen:
+            seen.add(id(operation))
+            inner = _inner(operation)
+            if isinstance(inner, keras.Model) and graph.has_graph(inner) and weighted_layer_count(inner):
+                blocks += [current, *_graph_blocks(inner)]
+                current = []
+            else:
+                current.extend(units(operation))
         if position in ends:
             blocks.append(current)
             current = []
@@ -128,9 +145,10 @@ def unfreeze(
     Args:
         model: a model built by `keras_team.transfer` or any Keras model.
         top: how many frozen units to unfreeze, from the top.
-        unit: "layers" (weighted layers) or "blocks" (the segments between
-            the block-view cuts of the kept part: e.g. a whole residual,
-            inverted-bottleneck or Transformer block).
+        unit: "layers" (weighted layers) or "blocks" (the architecture's
+            blocks in the kept part, as its block-view cuts end them: e.g. a
+            whole residual, inverted-bottleneck or Transformer block, or the
+            stem; blocks without weights are not counted).
         train_norms: normalisation kinds (keys of
             `keras_team.cuts.NORMALIZATION_KINDS`) to train when unfrozen;
             default layer, group, RMS and spectral norm, not batch norm.
