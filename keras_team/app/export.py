@@ -95,7 +95,8 @@ def export_model(
 
     Returns:
         The parity report (also in `out_dir/export_report.json`), with
-        ``verified_on`` and the artefact paths; raises `KerasTeamError` when an artefact misses its tolerance.
+        ``verified_on`` and the artefact paths; raises `KerasTeamError` when
+        an artefact misses its tolerance.
 
     Every artefact is written and verified in a temporary folder inside
     `out_dir` (``.tmp-*``), and only then renamed into place: an artefact
