@@ -100,13 +100,12 @@ def main() -> None:
             "size_bytes": path.stat().st_size,
             "size_vs_float32": path.stat().st_size / paths["float32"].stat().st_size,
             "tolerance": entry["tolerance"],
-            "validation": {("accuracy" if key == "test_accuracy" else key): value
-                           for key, value in entry["signatures"]["serving_default"]["digits"].items()},
+            "validation": entry["signatures"]["serving_default"]["digits"],
             "within_tolerance": entry["passed"],
             "top1_agreement_with_keras": test["top1_agreement"],
             "max_abs_logit_diff": test["max_abs_diff"],
             "max_logit_diff_of_range": test["max_range_diff"],
-            "test_accuracy": test["test_accuracy"],
+            "test_accuracy": test["accuracy"],
         }
 
     one = x_test[:1]

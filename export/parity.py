@@ -6,7 +6,7 @@ signature) on the same held-out examples, and reports per artefact,
 signature and output: the largest absolute difference from Keras (of the
 logits; of the probabilities and scores, from the softmaxes of the Keras
 logits, weighted as the export's ensemble), the top-1 agreement with Keras
-and, with labels, the test accuracy. Each
+and, with labels, the accuracy. Each
 artefact is held to the tolerance of its format (`TOLERANCES`, for logits of
 classifiers: an absolute bound for float32, a fraction of the Keras logits'
 range on the examples checked for float16, dynamic range and int8);
@@ -140,7 +140,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | N
 
     Example:
         >>> compare(np.array([[1.0, 0.0]]), np.array([[0.5, 0.0]]), np.array([0]))
-        {'max_abs_diff': 0.5, 'logit_range': 1.0, 'max_range_diff': 0.5, 'top1_agreement': 1.0, 'test_accuracy': 1.0}
+        {'max_abs_diff': 0.5, 'logit_range': 1.0, 'max_range_diff': 0.5, 'top1_agreement': 1.0, 'accuracy': 1.0}
     """
     if reference.shape != candidate.shape:
         raise KerasTeamError("artefact output", f"shape {candidate.shape}", f"the Keras output's shape {reference.shape}")
@@ -153,7 +153,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | N
         "top1_agreement": float(np.mean(reference.argmax(-1) == candidate.argmax(-1))),
     }
     if labels is not None:
-        figures["test_accuracy"] = float(np.mean(candidate.argmax(-1) == labels))
+        figures["accuracy"] = float(np.mean(candidate.argmax(-1) == labels))
     return figures
 
 
@@ -185,7 +185,7 @@ def verify(
             "tflite-int8", "tflite-int8-float-io", ...); a SavedModel is its
             version directory.
         examples: held-out raw examples (as the data holds them, e.g. uint8).
-        labels: their labels, for per-artefact test accuracy.
+        labels: their labels, for per-artefact accuracy on them.
         tolerances: per format overrides of `TOLERANCES` (merged by key).
         report_path: where to write the report as JSON (atomically) before any raise.
         weights: the ensemble weights the SavedModel was exported with
@@ -230,7 +230,7 @@ def parity_report(
     report: dict = {"examples": int(len(examples)), "keras": {}, "artefacts": {}}
     if labels is not None:
         labels = np.asarray(labels)
-        report["keras"] = {name: {"test_accuracy": float(np.mean(out.argmax(-1) == labels))} for name, out in reference.items()}
+        report["keras"] = {name: {"accuracy": float(np.mean(out.argmax(-1) == labels))} for name, out in reference.items()}
     for label, path in artefacts.items():
         tolerance = tolerance_for(label, limits)
         path = pathlib.Path(path)

@@ -90,7 +90,7 @@ def predict(
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise KerasTeamError("top", top, "an int >= 1")
     sources = _sources(inputs)
-    team, class_names, weights = _read_run(pathlib.Path(run_dir))
+    team, class_names, weights = read_run(pathlib.Path(run_dir))
     owned = team.member_outputs()
     if member is not None and member not in owned:
         raise KerasTeamError("member", member, f"a member of the team: {', '.join(owned)}")
@@ -121,8 +121,14 @@ def _most_probable(names: list[str], probabilities: np.ndarray, class_names: lis
             for name, row, p in zip(names, best, probabilities)]
 
 
-def _read_run(run_dir: pathlib.Path) -> tuple[Team, list[str], dict[str, float] | None]:
-    """The run's team, its class names and its ensemble weights (None: equal, as a report without them)."""
+def read_run(run_dir: pathlib.Path) -> tuple[Team, list[str], dict[str, float] | None]:
+    """The run's team, its class names and its ensemble weights (None: equal, as a report without them).
+
+    Example:
+        >>> team, class_names, weights = read_run(pathlib.Path(run_dir))
+        >>> class_names, weights
+        (['5', '6', '7', '8', '9'], {'leader': 0.5, 'mlp': 0.5})
+    """
     report = read_json_mapping(run_dir / RUN_REPORT, "ensemble")
     if not (run_dir / RUN_MODEL).is_file() or report is None or not isinstance(report.get("class_names"), list):
         raise KerasTeamError("run_dir", str(run_dir), f"a finished keras-team run directory holding {RUN_MODEL} "

@@ -52,7 +52,7 @@ def exported(team, digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     x_train = digits.splits["train"][0]
     report = export_model(team, out, name="digits", formats=ALL_FORMATS, train_examples=x_train,
-                          test_examples=digits.splits["test"][0], test_labels=digits.splits["test"][1],
+                          examples=digits.images("validation"), labels=digits.labels("validation"), verified_on="validation",
                           class_names=NAMES, weights=WEIGHTS)
     return out, report
 
@@ -73,17 +73,18 @@ def test_every_format_is_verified_and_matches_keras(exported, team, digits):
     assert json.loads((out / "export_report.json").read_text()) == report
     members = ["leader", "mlp", "student"]
     assert set(report["artefacts"]["saved_model"]["signatures"]) == {"serving_default", "classify", *members}
-    x, y = digits.splits["test"]
+    x, y = digits.splits["validation"]
+    assert report["verified_on"] == "validation" and report["examples"] == len(y)
     reference = _keras_logits(team, x)
     for label, entry in report["artefacts"].items():
         if label != "saved_model":
             assert set(entry["signatures"]) == {"serving_default"}, label  # one signature: every member
         for outputs in entry["signatures"].values():
             for name in set(outputs) & set(members):
-                assert outputs[name]["test_accuracy"] == pytest.approx(np.mean(
+                assert outputs[name]["accuracy"] == pytest.approx(np.mean(
                     reference[name].argmax(-1) == y), abs=0.03), (label, name)
     # The leader learnt the digits: int8 keeps it as good as Keras.
-    assert report["artefacts"]["tflite-int8"]["signatures"]["serving_default"]["leader"]["test_accuracy"] > 0.85
+    assert report["artefacts"]["tflite-int8"]["signatures"]["serving_default"]["leader"]["accuracy"] > 0.85
     # An independent run of the float32 file with the LiteRT interpreter itself: its one signature needs no name.
     runner = Interpreter(model_path=report["artefacts"]["tflite-float32"]["path"]).get_signature_runner()
     got = runner(inputs=x[:16])

@@ -88,7 +88,7 @@ def test_an_artefact_that_misses_its_tolerance_is_not_published(run_dir, tmp_pat
     x = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1)).astype("uint8")
     with pytest.raises(KerasTeamError, match="artefact tflite-int8"):
         export_model(model, tmp_path, name="team", formats=["saved_model", "tflite-int8"], train_examples=x,
-                     test_examples=x, tolerances={"tflite-int8": {"max_abs_diff": 0.0}})
+                     examples=x, verified_on="random", tolerances={"tflite-int8": {"max_abs_diff": 0.0}})
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert report["artefacts"]["saved_model"]["passed"] and not report["artefacts"]["tflite-int8"]["passed"]
     assert _loadable_versions(tmp_path / "serving" / "team") == ["1"]

@@ -429,7 +429,7 @@ class ExportConfig(Section):
 
     formats: DistinctListOf[Literal[tuple(FORMATS)]] = Field(
         (),
-        description="artefacts written to <output_dir>/export, each verified against Keras on the test split: "
+        description="artefacts written to <output_dir>/export, each verified against Keras on the validation split: "
         "saved_model is TF Serving's layout, tflite is float32, tflite-int8 has int8 I/O ([]: no export stage)",
     )
     name: Identifier = Field("team", description="the model's name for TF Serving and in the LiteRT file names")

@@ -2,8 +2,11 @@
 
 The data comes from a keras-team config: the run's own ``config.yaml``, or
 ``--config`` (default: the built-in config): its target task's unaugmented
-training split calibrates int8 and feeds the warmup requests, and its test
-split is what every artefact is verified on.
+training split calibrates int8 and feeds the warmup requests, and its
+validation split (the training split when it has no validation examples;
+never the test split: publishing is a choice) is what every artefact is
+verified on. A run directory's ``report.json`` gives the class names and the
+ensemble weights its report chose (`keras_team.predictions.read_run`).
 
 Layout under `out_dir`:
 
@@ -43,12 +46,12 @@ from keras_team.export.parity import parity_report, raise_misses
 from keras_team.export.savedmodel import version_dir, write_version
 from keras_team.export.serving import serving_config
 from keras_team.files import TEMPORARY_PREFIX, load_model, move_into_place, remove_temporaries, write_text
+from keras_team.predictions import RUN_MODEL, RUN_REPORT, read_run
 from keras_team.team import Team
 
 REPORT = "export_report.json"
 LOCK = ".lock"
 WARMUP_EXAMPLES = 10
-RUN_MODEL = "team.keras"
 RUN_CONFIG = "config.yaml"
 
 
@@ -59,8 +62,9 @@ def export_model(
     name: str,
     formats: Sequence[str],
     train_examples: np.ndarray,
-    test_examples: np.ndarray,
-    test_labels: np.ndarray | None = None,
+    examples: np.ndarray,
+    labels: np.ndarray | None = None,
+    verified_on: str,
     input_dtype: str | None = None,
     version: int | None = None,
     force: bool = False,
@@ -69,7 +73,7 @@ def export_model(
     class_names: Sequence[str] | None = None,
     weights: Mapping[str, float] | None = None,
 ) -> dict:
-    """Write every format of `model` under `out_dir`, then verify each on the test examples.
+    """Write every format of `model` under `out_dir`, then verify each on held-out `examples`.
 
     Args:
         model: the Keras model or Team.
@@ -78,7 +82,9 @@ def export_model(
         formats: keys of `FORMATS`.
         train_examples: raw, unaugmented training examples: int8 calibration
             and warmup requests come from them.
-        test_examples, test_labels: held-out examples the artefacts are verified on.
+        examples, labels: held-out examples the artefacts are verified on,
+            and whether each is published (validation data: `verification_data`).
+        verified_on: the split `examples` come from, recorded in the report.
         input_dtype: dtype of the raw examples; default that of `train_examples`.
         version, force: the SavedModel version (default the next free) and
             whether to replace it.
@@ -88,8 +94,9 @@ def export_model(
             weights (`labelled`), for the SavedModel's class outputs and the labels.
 
     Returns:
-        The parity report (also in `out_dir/export_report.json`), with the
-        artefact paths; raises `KerasTeamError` when an artefact misses its tolerance.
+        The parity report (also in `out_dir/export_report.json`), with
+        ``verified_on`` and the artefact paths; raises `KerasTeamError` when
+        an artefact misses its tolerance.
 
     Every artefact is written and verified in a temporary folder inside
     `out_dir` (``.tmp-*``), and only then renamed into place: an artefact
@@ -100,9 +107,9 @@ def export_model(
     """
     formats = check_formats(formats)
     expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs or ()) == 1 else None
-    for field, examples in (("train_examples", train_examples), ("test_examples", test_examples)):
-        if expected is not None and tuple(np.shape(examples)[1:]) != expected:
-            raise KerasTeamError(field, f"examples shaped {tuple(np.shape(examples)[1:])}",
+    for field, given in (("train_examples", train_examples), ("examples", examples)):
+        if expected is not None and tuple(np.shape(given)[1:]) != expected:
+            raise KerasTeamError(field, f"examples shaped {tuple(np.shape(given)[1:])}",
                                  f"examples shaped like the model input {expected} (data from another config?)")
     out_dir = pathlib.Path(out_dir)
     input_dtype = input_dtype or np.asarray(train_examples).dtype.name
@@ -128,8 +135,9 @@ def export_model(
                 if error.filename and pathlib.Path(error.filename).is_relative_to(staging):
                     error.filename = str(out_dir)
                 raise
-            report = parity_report(model, {fmt: staged[fmt] for fmt in formats}, test_examples, test_labels,
-                                   tolerances=tolerances, weights=weights)
+            report = {"verified_on": verified_on,
+                      **parity_report(model, {fmt: staged[fmt] for fmt in formats}, examples, labels,
+                                      tolerances=tolerances, weights=weights)}
             for fmt, entry in report["artefacts"].items():
                 entry["path"] = str(final[fmt])
                 if entry["passed"]:  # only a verified artefact is published
@@ -143,21 +151,36 @@ def export_model(
     return report
 
 
-def labelled(model: keras.Model, task: Task) -> dict:
-    """`export_model`'s class names and, for a Team, the ensemble weights the run's report uses.
+def verification_data(task: Task) -> tuple[str, np.ndarray, np.ndarray]:
+    """The split artefacts are verified on, its examples and labels: validation, else train; never test.
 
-    The weights are `Team.ensemble_weights` of the task's validation split,
-    as `keras_team.app.report.evaluate_team` chooses them (None, equal
-    weights, without validation examples or for a single model).
+    Whether an artefact is published is a choice, and choices are made on
+    validation data. A task without validation examples falls back to its
+    training split (which also calibrates int8: a milder check for int8).
+
+    Example:
+        >>> split, examples, labels = verification_data(target)
+        >>> split, len(labels) == len(target.labels("validation"))
+        ('validation', True)
+    """
+    split = "validation" if len(task.labels("validation")) else "train"
+    return split, task.images(split), task.labels(split)
+
+
+def labelled(model: keras.Model, task: Task) -> dict:
+    """`export_model`'s class names and, for a Team, the ensemble weights a run's report would choose.
+
+    For a model without a run's report (a run's export takes the weights
+    its report uses): `keras_team.app.report.ensemble_choice` on the task's
+    validation split (None, equal weights, for a single model).
 
     Example:
         >>> labelled(team, target)["class_names"]
         ('5', '6', '7', '8', '9')
     """
-    y_val = task.labels("validation")
-    weights = None
-    if isinstance(model, Team) and len(y_val):
-        weights = Team.ensemble_weights(model.predict(task.dataset("validation"), verbose=0), y_val).weights
+    from keras_team.app.report import ensemble_choice  # matplotlib only when a team needs weights
+
+    weights = ensemble_choice(model, task).weighting.weights if isinstance(model, Team) else None
     return {"class_names": task.class_names, "weights": weights}
 
 
@@ -225,13 +248,19 @@ def handle(args: argparse.Namespace) -> None:
     out_dir = pathlib.Path(args.output_dir or out_dir)
     check_writable(out_dir, "--output-dir")
     config = load_config(config_file)
-    model = load_model(model_file, "path")
     _, target = load_tasks(config)
-    x_test, y_test = target.splits["test"]
+    run_dir = pathlib.Path(args.path)
+    if run_dir.is_dir() and (run_dir / RUN_REPORT).is_file():
+        model, class_names, weights = read_run(run_dir)  # the weights the run's report chose
+        names = {"class_names": class_names, "weights": weights}
+    else:
+        model = load_model(model_file, "path")
+        names = labelled(model, target)
+    split, examples, labels = verification_data(target)
     report = export_model(model, out_dir, name=args.name or name, formats=formats,
-                          train_examples=target.splits["train"][0], test_examples=x_test, test_labels=y_test,
-                          version=args.version, force=args.force, seed=config.seed, **labelled(model, target))
+                          train_examples=target.images("train"), examples=examples, labels=labels, verified_on=split,
+                          version=args.version, force=args.force, seed=config.seed, **names)
     for label, entry in summary(report).items():
         print(f"{label:22s} {entry['size_bytes'] / 1024:9.1f} KiB  max|diff| {entry['max_abs_diff']:.2e}  "
               f"top-1 agreement {entry['top1_agreement']:.4f}  {entry['path']}")
-    print(f"\nverified on {report['examples']} test examples; report in {out_dir / REPORT}")
+    print(f"\nverified on {report['examples']} {report['verified_on']} examples; report in {out_dir / REPORT}")

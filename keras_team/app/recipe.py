@@ -435,7 +435,7 @@ def make_plan(config: Config) -> Plan:
                               cuts[first.name].name if first.transfer.keep == AUTO else None)
     stages["baseline"] = f"the first leader's architecture from scratch on the target ({config.baseline.epochs} epochs)"
     if config.export.formats:
-        stages["export"] = f"{', '.join(config.export.formats)} of the team, each verified against it on the test split"
+        stages["export"] = f"{', '.join(config.export.formats)} of the team, each verified against it on validation data"
     stages["evaluate"] = "members, team ensemble and baseline on the target's test split"
     auto = {spec.name for spec in config.team_leaders if spec.transfer.keep == AUTO}
     return Plan(source, target, leaders, cuts, students, team, baseline, stages, task_warnings(config), rankings, auto)
@@ -683,9 +683,12 @@ class Recipe:
 
         self._stage("baseline", self.plan.stages["baseline"], build, "baseline.keras")
 
-    def export_team(self, team_file: str) -> None:
-        """The team as deployment artefacts in ``export/``, each verified (`keras_team.export.export_model`)."""
-        from keras_team.app.export import export_model, labelled, summary
+    def export_team(self, team_file: str, weights: dict[str, float]) -> None:
+        """The team as deployment artefacts in ``export/``, each verified on validation data (`export_model`).
+
+        `weights` are the ensemble weights the run's report uses (`ensemble_choice`).
+        """
+        from keras_team.app.export import export_model, summary, verification_data
 
         if self.ws.done("export"):
             self.out.say(f"{'export':<11}done earlier")
@@ -693,10 +696,11 @@ class Recipe:
         cfg, target = self.config.export, self.plan.target
         self.out.stage("export", self.plan.stages["export"])
         team = self._load(team_file)
+        split, examples, labels = verification_data(target)
         report = export_model(team, self.ws.path("export"), name=cfg.name, formats=cfg.formats,
-                              train_examples=target.images("train"), test_examples=target.images("test"),
-                              test_labels=target.labels("test"), version=1, force=True, seed=self.config.seed,
-                              **labelled(team, target))  # the run owns its version 1
+                              train_examples=target.images("train"), examples=examples, labels=labels,
+                              verified_on=split, version=1, force=True, seed=self.config.seed,
+                              class_names=target.class_names, weights=weights)  # the run owns its version 1
         figures = summary(report)
         self.ws.finish("export", figures)
         for label, entry in figures.items():
@@ -721,13 +725,14 @@ class Recipe:
 
     def report(self, team_file: str) -> dict:
         """Export (if asked) and evaluate; returns the report (also written). Only the chief of a cluster runs it."""
-        from keras_team.app.report import evaluate_team, run_record, write_report  # matplotlib only when reporting
+        from keras_team.app.report import ensemble_choice, evaluate_team, run_record, write_report  # matplotlib here only
 
-        if "export" in self.plan.stages:
-            self.export_team(team_file)
-        self.out.stage("evaluate", self.plan.stages["evaluate"])
         team = self._load(team_file)
-        report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"))
+        choice = ensemble_choice(team, self.plan.target)  # one prediction of validation: the export's and report's weights
+        if "export" in self.plan.stages:
+            self.export_team(team_file, choice.weighting.weights)
+        self.out.stage("evaluate", self.plan.stages["evaluate"])
+        report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"), choice=choice)
         report["stages"] = self.ws.state["stages"]
         report.update(run_record(self.config, self.plan))
         write_report(self.ws, report)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from typing import NamedTuple
 
 import keras
 import matplotlib
@@ -27,17 +28,44 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E4
 from keras_team.app.config import Config  # noqa: E402
 from keras_team.data import Task  # noqa: E402
 from keras_team.export.metadata import package_versions  # noqa: E402
-from keras_team.team import Team  # noqa: E402
+from keras_team.team import Team, Weighting  # noqa: E402
 from keras_team.app.config import stage_suffix  # noqa: E402
 from keras_team.app.workspace import Workspace  # noqa: E402
 from keras_team.files import atomic_path, write_text  # noqa: E402
+
+
+class EnsembleChoice(NamedTuple):
+    """The team's logits on the validation split, its labels, and the weights `Team.ensemble_weights` chose on them."""
+
+    predictions: dict[str, np.ndarray]
+    labels: np.ndarray
+    weighting: Weighting
+
+
+def ensemble_choice(team: Team, task: Task) -> EnsembleChoice:
+    """Predict the task's validation split once and choose the ensemble weights on it (equal without examples).
+
+    A run's export and its report take the same choice (`evaluate_team(choice=...)`).
+
+    Example:
+        >>> choice = ensemble_choice(team, target)
+        >>> len(choice.labels) == len(target.labels("validation")), round(sum(choice.weighting.weights.values()), 6)
+        (True, 1.0)
+    """
+    labels = task.labels("validation")
+    if len(labels):
+        predictions = team.predict(task.dataset("validation"), verbose=0)
+    else:
+        predictions = {name: np.zeros((0, task.num_classes)) for names in team.member_outputs().values() for name in names}
+    return EnsembleChoice(predictions, labels, Team.ensemble_weights(predictions, labels))
 
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
 
 
-def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: keras.Model | None = None) -> dict:
+def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: keras.Model | None = None,
+                  choice: EnsembleChoice | None = None) -> dict:
     """Accuracy of every member, of the team ensemble and of a baseline on one split; per class for the ensemble.
 
     The ensemble weighs the members as `Team.ensemble_weights` chooses on the
@@ -45,7 +73,9 @@ def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: kera
     "validation"): its weights, rule and validation accuracy are in
     ``report["ensemble"]``, with the equal-weight mean's accuracy beside
     them. The ensemble's per-class accuracy and confusion matrix are keyed
-    and ordered by the task's class names.
+    and ordered by the task's class names. `choice` is an `ensemble_choice`
+    already made (a run's export took it): the validation split is then not
+    predicted again.
 
     Example:
         >>> report = evaluate_team(team, target)
@@ -54,10 +84,7 @@ def evaluate_team(team: Team, task: Task, *, split: str = "test", baseline: kera
     """
     # Batch by batch from the task's own pipeline, so a streamed task is never read whole into memory.
     y, predictions = task.labels(split), team.predict(task.dataset(split), verbose=0)
-    y_val = task.labels("validation")
-    validation = (team.predict(task.dataset("validation"), verbose=0) if len(y_val)
-                  else {name: np.zeros((0, task.num_classes)) for name in predictions})
-    weighting = Team.ensemble_weights(validation, y_val)
+    validation, y_val, weighting = choice or ensemble_choice(team, task)
     key = f"{split}_accuracy"
     ensemble = np.argmax(np.asarray(Team.ensemble(predictions, weighting.weights)), axis=-1)
     confusion = confusion_matrix(y, ensemble, labels=range(task.num_classes))
