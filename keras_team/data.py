@@ -244,6 +244,27 @@ class FileTask(_Classes):
         return tf.cast(tf.round(image), tf.uint8), label
 
 
+def examples(task: Task | FileTask | StreamTask, splits: Sequence[str],
+             batch_size: int = 256) -> tuple[tf.data.Dataset, np.ndarray]:
+    """The inputs of `splits`, one split after another, batched for `model.predict`, and their int32 labels.
+
+    Read as `task.dataset` serves them (a streamed task decodes a few batches
+    at a time, never a whole split), neither shuffled nor augmented. The
+    batches are those `predict(np.concatenate(xs), batch_size=batch_size)`
+    makes of the same examples in memory, so a model's outputs are the same.
+
+    Example:
+        >>> task = digits(classes=[0, 1], shots=5)
+        >>> inputs, labels = examples(task, ["train"], batch_size=8)
+        >>> [tuple(x.shape) for x in inputs], labels.tolist() == task.labels("train").tolist()
+        ([(8, 8, 8, 1), (2, 8, 8, 1)], True)
+    """
+    inputs = functools.reduce(tf.data.Dataset.concatenate, [task.dataset(split).unbatch() for split in splits])
+    labels = np.concatenate([task.labels(split) for split in splits]).astype(np.int32)
+    inputs = inputs.map(lambda x, y: x).apply(tf.data.experimental.assert_cardinality(len(labels)))  # Keras knows the end
+    return inputs.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
+
+
 def from_arrays(
     x: np.ndarray,
     y: np.ndarray,
