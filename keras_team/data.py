@@ -245,22 +245,26 @@ class FileTask(_Classes):
 
 
 def examples(task: Task | FileTask | StreamTask, splits: Sequence[str],
-             batch_size: int = 256) -> tuple[tf.data.Dataset, np.ndarray]:
-    """The inputs of `splits`, one split after another, batched for `model.predict`, and their int32 labels.
+             batch_size: int = 256) -> tuple[np.ndarray | tf.data.Dataset, np.ndarray]:
+    """The inputs of `splits`, one split after another, for `model.predict`, and their int32 labels.
 
-    Read as `task.dataset` serves them (a streamed task decodes a few batches
-    at a time, never a whole split), neither shuffled nor augmented. The
-    batches are those `predict(np.concatenate(xs), batch_size=batch_size)`
-    makes of the same examples in memory, so a model's outputs are the same.
+    A `Task`'s inputs are its arrays, joined; a streamed task's
+    (`FileTask`, `StreamTask`) are a `tf.data.Dataset` of `batch_size`
+    batches read as `task.dataset` serves them (a few batches decoded at a
+    time, never a whole split), neither shuffled nor augmented: the batches
+    `predict(arrays, batch_size=batch_size)` makes, so a model's outputs are
+    those of the same task in memory.
 
     Example:
         >>> task = digits(classes=[0, 1], shots=5)
-        >>> inputs, labels = examples(task, ["train"], batch_size=8)
-        >>> [tuple(x.shape) for x in inputs], labels.tolist() == task.labels("train").tolist()
-        ([(8, 8, 8, 1), (2, 8, 8, 1)], True)
+        >>> x, y = examples(task, ["train", "validation"])
+        >>> x.shape[1:], len(y) == len(task.labels("train")) + len(task.labels("validation"))
+        ((8, 8, 1), True)
     """
-    inputs = functools.reduce(tf.data.Dataset.concatenate, [task.dataset(split).unbatch() for split in splits])
     labels = np.concatenate([task.labels(split) for split in splits]).astype(np.int32)
+    if isinstance(task, Task):
+        return np.concatenate([task.images(split) for split in splits]), labels
+    inputs = functools.reduce(tf.data.Dataset.concatenate, [task.dataset(split).unbatch() for split in splits])
     inputs = inputs.map(lambda x, y: x).apply(tf.data.experimental.assert_cardinality(len(labels)))  # Keras knows the end
     return inputs.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
 

@@ -236,22 +236,21 @@ class TuneJob:
         decoded = (len(y) + len(keep)) * math.prod(target.input_shape)
         self.streamed = not isinstance(target, Task) and streams(self.config.data.stream, decoded)
         if self.streamed:
-            print(f"search data: streamed (data.stream={str(self.config.data.stream).lower()}; {decoded / 2**20:,.0f} MB decoded, "
-                  f"budget {memory_budget() / 2**20:,.0f} MB): the feature cache needs arrays, so it is OFF for this "
-                  "search and every epoch decodes the images and runs the frozen layers", flush=True)
+            print(f"search data: streamed (data.stream={str(self.config.data.stream).lower()}; {decoded / 2**20:,.0f} "
+                  f"MB decoded, budget {memory_budget() / 2**20:,.0f} MB): the feature cache needs arrays, so it is "
+                  "OFF for this search and every epoch decodes the images and runs the frozen layers", flush=True)
             labels = tf.data.Dataset.from_tensor_slices(y_capped)
             validation = tf.data.Dataset.zip(_inputs_at(target, "validation", keep), labels).batch(target.batch_size)
             if self.tune.space.top_k_cuts:
-                train_inputs = examples(target, ["train"])[0].unbatch()
-                self.rank_data = (train_inputs.concatenate(_inputs_at(target, "validation", keep)).batch(128),
-                                  np.concatenate([y, y_capped]))
+                inputs = examples(target, ["train"])[0].unbatch().concatenate(_inputs_at(target, "validation", keep))
+                inputs = inputs.apply(tf.data.experimental.assert_cardinality(len(y) + len(keep)))  # Keras knows the end
+                self.rank_data = (inputs.batch(128), np.concatenate([y, y_capped]))
             return (target.dataset("train", training=True), None), validation, sizes
         if not isinstance(target, Task):
             print(f"search data: the streamed task's training and capped validation images ({decoded / 2**20:,.0f} MB "
                   f"decoded) are read into memory for the feature cache (within data.stream=auto's budget of "
                   f"{memory_budget() / 2**20:,.0f} MB)", flush=True)
-        x, x_val = target.images("train"), np.concatenate([*_inputs_at(target, "validation", keep).batch(256)
-                                                           .as_numpy_iterator()])
+        x, x_val = target.images("train"), _decoded(target, "validation", keep)
         if self.tune.space.top_k_cuts:  # the advisor reads the examples the search reads, never the test split
             self.rank_data = (np.concatenate([x, x_val]), np.concatenate([y, y_capped]))
         train = (target.dataset("train", training=True), None) if target.augment else (x, y)
@@ -434,8 +433,15 @@ class TuneJob:
         return Config.from_dict(data)
 
 
+def _decoded(target, split: str, positions: np.ndarray) -> np.ndarray:
+    """The inputs of `split` at `positions` (sorted) as one array; a streamed task's read, only those kept."""
+    if isinstance(target, Task):
+        return target.images(split)[positions]
+    return np.concatenate(list(_inputs_at(target, split, positions).batch(256).as_numpy_iterator()))
+
+
 def _inputs_at(target, split: str, positions: np.ndarray) -> tf.data.Dataset:
-    """The unbatched inputs of `split` at `positions` (sorted), read in order: only those are kept."""
+    """The unbatched inputs of a streamed task's `split` at `positions` (sorted), read in order: only those kept."""
     wanted = np.zeros(len(target.labels(split)), bool)
     wanted[positions] = True
     wanted = tf.constant(wanted)
