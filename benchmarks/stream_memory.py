@@ -18,7 +18,10 @@ with every example (no k-shot), one epoch per stage (seed_cnn cut at fc1, the
 default MLP follower on cached taps, the scratch baseline, the evaluation),
 once with `data.stream=true` (file names split, pixels decoded batch by
 batch) and once with `data.stream=false` (both tasks read into numpy), each
-in a fresh process. It records the process's peak resident memory (VmHWM)
+in a fresh process. `--part steps` measures, on the same kind of folder streamed,
+the steps that read the target outside training (the cosine head's imprint,
+the cut advisor of `keep: auto`, `keras-team tune`'s search data) with the
+split(s) decoded into arrays as they were, and as they now read them. It records the process's peak resident memory (VmHWM)
 and the peak above the resident memory once TensorFlow and keras-team are
 imported. Each part updates its own keys of the JSON file.
 
@@ -27,6 +30,7 @@ Run from the repository root:
     python benchmarks/stream_memory.py       # writes benchmarks/results/stream_memory.json
     python benchmarks/stream_memory.py --examples 20000 --mode streamed --print
     python benchmarks/stream_memory.py --part folder --images 20000
+    python benchmarks/stream_memory.py --part steps --images 20000
 """
 
 from __future__ import annotations
@@ -145,6 +149,84 @@ def measure_run(folder: str, mode: str) -> dict:
             "ensemble_test_accuracy": report["ensemble"]["test_accuracy"]}
 
 
+STEPS = ("imprint", "rank_keep", "tune_data")
+
+
+def measure_step(folder: str, step: str, mode: str) -> dict:
+    """In this process: peak memory of one step on a streamed folder's target, as it was ("arrays") or is ("examples").
+
+    "arrays" is the code before `keras_team.data.examples`: the split(s) the
+    step reads decoded into numpy (`task.splits`, `task.images`); "examples"
+    is the step as the recipe and `keras-team tune` now run it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_team
+    from keras_team import data, heads
+    from keras_team.app import recipe
+    from keras_team.app.config import load_config
+    from keras_team.app.tune import TuneJob
+    from keras_team.tuning.search import cap_per_class
+
+    half = FOLDER_CLASSES // 2
+    config = load_config(overrides=[
+        f"data.source.name={folder}", f"data.source.classes=[{','.join(f'c{i}' for i in range(half))}]",
+        f"data.target.name={folder}", f"data.target.classes=[{','.join(f'c{i}' for i in range(half, FOLDER_CLASSES))}]",
+        "data.target.shots=null", "data.batch_size=128", "data.stream=true", "tune.space.top_k_cuts=2"])
+    _, target = recipe.load_tasks(config)
+    leader = keras_team.zoo.seed_cnn(SHAPE, half)
+    student = keras_team.transfer(leader, "fc1", heads.cosine(half))
+    tf.constant(0) + 1  # the runtime started
+    pathlib.Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = _status("VmRSS")
+    start = time.perf_counter()
+    if step == "imprint":
+        heads.imprint(student, *((target.images("train"), target.labels("train")) if mode == "arrays"
+                                 else data.examples(target, ["train"])))
+    elif step == "rank_keep" and mode == "arrays":
+        (x, y), (xv, yv) = target.splits["train"], target.splits["validation"]
+        keras_team.rank_cuts(leader, np.concatenate([x, xv]), np.concatenate([y, yv]),
+                             cuts=keras_team.cut_points(leader, view="blocks"))
+    elif step == "rank_keep":
+        recipe.rank_keep(leader, target)
+    elif mode == "arrays":  # tune_data: TuneJob.data and the advisor's examples as they were
+        x_val, y_val = target.splits["validation"]
+        capped = cap_per_class(x_val, y_val, None)
+        x, y = target.splits["train"]
+        rank_data = tuple(np.concatenate([a, b]) for a, b in zip((x, y), capped))
+    else:  # what the search then reads: one pass over its training and validation data and the advisor's examples
+        job = TuneJob(config)
+        (train, _), validation, _ = job.data(target)
+        for ds in (train, validation, job.rank_data[0]):
+            for _ in ds:
+                pass
+    seconds = time.perf_counter() - start
+    peak = _status("VmHWM")
+    return {"step": step, "mode": mode, "peak_bytes_above_start": peak - before, "seconds": round(seconds, 1),
+            "train_examples": len(target.labels("train")), "validation_examples": len(target.labels("validation"))}
+
+
+def steps_part(images: int) -> dict:
+    """Each step of `measure_step` both ways on one generated folder, each in a fresh process."""
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_folder(pathlib.Path(tmp) / "images", images)
+        runs = {step: {mode: _child("--part", "steps", "--folder", str(folder), "--step", step, "--mode", mode)
+                       for mode in ("arrays", "examples")} for step in STEPS}
+    return {
+        "what": "peak resident memory (VmHWM) above the start of one step on a streamed folder's target "
+                "(classes c5-c9, every example): the split(s) decoded into arrays (before) vs read through "
+                "keras_team.data.examples / the streamed search data (now); seed_cnn leader, cosine head at fc1",
+        "images": images, "image_shape": list(SHAPE), **runs,
+        "arrays_over_examples_peak": {step: round(r["arrays"]["peak_bytes_above_start"]
+                                                  / max(r["examples"]["peak_bytes_above_start"], 1), 2)
+                                      for step, r in runs.items()},
+        "machine": machine(load_before),
+    }
+
+
 def _child(*args: str) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, *args, "--print"],
@@ -193,20 +275,26 @@ def main(argv=None) -> None:
     parser.add_argument("--examples", type=int, default=60000, help="examples in each split")
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--classes", type=int, default=100, help="the first N classes form the task")
-    parser.add_argument("--mode", choices=("streamed", "materialised"))
+    parser.add_argument("--mode", choices=("streamed", "materialised", "arrays", "examples"))
+    parser.add_argument("--step", choices=STEPS, help="--part steps --print: the step to measure")
     parser.add_argument("--print", action="store_true", help="measure one mode here and print its JSON")
-    parser.add_argument("--part", choices=("tfds", "folder"), default="tfds")
+    parser.add_argument("--part", choices=("tfds", "folder", "steps"), default="tfds")
     parser.add_argument("--images", type=int, default=20000, help="--part folder: PNGs in the generated folder")
     parser.add_argument("--folder", help="--part folder --print: the folder to run on")
     args = parser.parse_args(argv)
     if args.print:
         if args.part == "folder":
             print(json.dumps(measure_run(args.folder, args.mode)), flush=True)
+        elif args.part == "steps":
+            print(json.dumps(measure_step(args.folder, args.step, args.mode)), flush=True)
         else:
             print(json.dumps(measure(args.examples, args.mode, args.shots, args.classes)), flush=True)
         return
     if args.part == "folder":
         print(json.dumps(_update({"folder_run": folder_part(args.images)})["folder_run"], indent=2))
+        return
+    if args.part == "steps":
+        print(json.dumps(_update({"folder_steps": steps_part(args.images)})["folder_steps"], indent=2))
         return
     load_before = load_average()
     runs = {mode: in_subprocess(args.examples, mode, args.shots, args.classes) for mode in ("streamed", "materialised")}

@@ -259,6 +259,31 @@ def decode_image(path: tf.Tensor | str, shape: tuple[int, int, int]) -> tf.Tenso
     return tf.cast(tf.round(image), tf.uint8)
 
 
+def examples(task: Task | FileTask | StreamTask, splits: Sequence[str],
+             batch_size: int = 256) -> tuple[np.ndarray | tf.data.Dataset, np.ndarray]:
+    """The inputs of `splits`, one split after another, for `model.predict`, and their int32 labels.
+
+    A `Task`'s inputs are its arrays, joined; a streamed task's
+    (`FileTask`, `StreamTask`) are a `tf.data.Dataset` of `batch_size`
+    batches read as `task.dataset` serves them (a few batches decoded at a
+    time, never a whole split), neither shuffled nor augmented: the batches
+    `predict(arrays, batch_size=batch_size)` makes, so a model's outputs are
+    those of the same task in memory.
+
+    Example:
+        >>> task = digits(classes=[0, 1], shots=5)
+        >>> x, y = examples(task, ["train", "validation"])
+        >>> x.shape[1:], len(y) == len(task.labels("train")) + len(task.labels("validation"))
+        ((8, 8, 1), True)
+    """
+    labels = np.concatenate([task.labels(split) for split in splits]).astype(np.int32)
+    if isinstance(task, Task):
+        return np.concatenate([task.images(split) for split in splits]), labels
+    inputs = functools.reduce(tf.data.Dataset.concatenate, [task.dataset(split).unbatch() for split in splits])
+    inputs = inputs.map(lambda x, y: x).apply(tf.data.experimental.assert_cardinality(len(labels)))  # Keras knows the end
+    return inputs.batch(batch_size).prefetch(tf.data.AUTOTUNE), labels
+
+
 def from_arrays(
     x: np.ndarray,
     y: np.ndarray,

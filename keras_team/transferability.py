@@ -77,11 +77,13 @@ def rank_cuts(leader: keras.Model, x, y, *, cuts=None, batch_size: int = 128) ->
     Args:
         leader: the trained source model (a built Sequential or functional model).
         x: the target task's examples, as the leader takes them (its
-            training and validation splits; never the test split).
+            training and validation splits; never the test split): an
+            array, or a `tf.data.Dataset` of batches (a streamed task's,
+            `keras_team.data.examples`), read once per cut.
         y: their class labels.
         cuts: the cuts to score (names, depths or `CutPoint`s); default every
             cut point of the leader, the input itself included.
-        batch_size: batch size of the pass computing each cut's features.
+        batch_size: batch size of the pass computing each cut's features (arrays only).
 
     Returns:
         `CutScore(cut, score, seconds)` per cut, highest score first (ties
@@ -95,12 +97,12 @@ def rank_cuts(leader: keras.Model, x, y, *, cuts=None, batch_size: int = 128) ->
     """
     chosen = cut_points(leader) if cuts is None else [resolve_cut(leader, keep) for keep in cuts]
     labels = np.asarray(y).reshape(-1)
-    if len(labels) != len(x):
-        raise KerasTeamError("y", f"{len(labels)} labels", f"one label per example of x ({len(x)})")
     scores = []
     for cut in chosen:
         start = time.perf_counter()
         features = body(leader, cut, share=True).predict(x, batch_size=batch_size, verbose=0)
+        if len(features) != len(labels):  # known once read: `x` may be a dataset
+            raise KerasTeamError("y", f"{len(labels)} labels", f"one label per example of x ({len(features)})")
         score = leave_one_out_ncm_accuracy(features, labels)
         scores.append(CutScore(cut, score, time.perf_counter() - start))
     return sorted(scores, key=lambda s: -s.score)

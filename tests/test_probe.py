@@ -1,7 +1,6 @@
 """Few-shot members: the linear probe (its L2 chosen on validation), `keep: auto`, and linear probe then fine-tune."""
 
 import json
-import types
 
 import keras
 import numpy as np
@@ -68,7 +67,7 @@ def test_keep_auto_takes_the_fewest_features_among_cuts_within_one_standard_erro
     monkeypatch.setattr(recipe, "rank_cuts", lambda *args, **kwargs: ranking)
     monkeypatch.setattr(recipe, "cut_points", lambda *args, **kwargs: [])
     examples = (np.zeros((100, 2)), np.zeros(100, "int32"))
-    target = types.SimpleNamespace(splits={"train": examples, "validation": examples})  # one SE: 0.020
+    target = keras_team.data.Task("t", {"train": examples, "validation": examples}, ("a",))  # one SE: 0.020
     assert recipe.rank_keep(None, target) == (ranking[1], ranking)
     ranking[1] = CutScore(_cut("narrow", 256), 0.85, 0.1)  # 3 SE below: noise no longer explains it
     assert recipe.rank_keep(None, target)[0] == ranking[0]

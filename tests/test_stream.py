@@ -52,3 +52,65 @@ def test_a_tfds_set_streams_with_labels_and_training_only_augmentation(tmp_path)
         assert np.array_equal(x, task.images("test"))  # evaluation: neither shuffled nor augmented
         x, _ = _served(task, "train", training=True)
         assert x.shape == (4, 32, 32, 3)
+
+
+@pytest.fixture
+def pets(tmp_path):
+    """The same folder as a task in memory and streamed (k-shot: a few images each)."""
+    root = write_folder(tmp_path / "pets", per_class=12)
+    options = dict(shots=3, seed=1, batch_size=4)
+    return root, data.load_task(str(root), stream=False, **options), data.load_task(str(root), stream=True, **options)
+
+
+@pytest.mark.large  # 3 s: a leader's cuts predicted on both tasks
+def test_imprinting_and_the_cut_advisor_read_a_streamed_task_as_the_same_task_in_memory(pets):
+    import keras
+
+    import keras_team
+    from keras_team import heads
+    from keras_team.app import recipe
+
+    _, held, streamed = pets
+    keras.utils.set_random_seed(0)
+    leader = keras_team.zoo.seed_cnn(held.input_shape, 3)
+    kernels = []
+    for task in (held, streamed):
+        student = heads.imprint(keras_team.transfer(leader, keep="pool1", head=heads.cosine(3)),
+                                *data.examples(task, ["train"]))
+        kernels.append(np.asarray(student.head.layers[-1].kernel))
+    assert np.array_equal(*kernels)
+    (x, y), (xv, yv) = held.splits["train"], held.splits["validation"]
+    in_memory = keras_team.rank_cuts(leader, np.concatenate([x, xv]), np.concatenate([y, yv]))  # the arrays, as before
+    for task in (held, streamed):
+        chosen, ranking = recipe.rank_keep(leader, task)
+        scores = {s.cut.name: s.score for s in ranking}
+        assert scores == {s.cut.name: s.score for s in in_memory if s.cut.name in scores}, task
+    assert "_splits" not in vars(streamed) and "splits" not in vars(streamed)  # never decoded whole
+
+
+@pytest.mark.large  # 2 s: the validation images decoded through tf.data
+def test_a_search_on_a_streamed_folder_streams_it_or_reads_the_same_arrays_within_the_budget(pets, capsys, monkeypatch):
+    from keras_team.app.config import load_config
+    from keras_team.app.tune import TuneJob
+
+    root, held, streamed = pets
+
+    def search_data(task, stream):
+        job = TuneJob(load_config(overrides=[f"data.target.name={root}", f"data.stream={stream}",
+                                             "tune.validation_per_class=1", "tune.space.top_k_cuts=1"]))
+        return job, *job.data(task)
+
+    job, (x, y), (xv, yv), sizes = search_data(held, "false")
+    assert not job.streamed and (sizes["validation_examples"], sizes["validation_available"]) == (len(yv), 4) == (3, 4)
+    assert np.array_equal(job.rank_data[0], np.concatenate([x, xv]))
+    job, (xs, ys), (xvs, yvs), _ = search_data(streamed, "auto")  # 3 KB of images: read into memory
+    assert not job.streamed and "read into memory for the feature cache" in capsys.readouterr().out
+    assert np.array_equal(xs, x) and np.array_equal(xvs, xv) and np.array_equal(yvs, yv)
+    job, (train, none), validation, _ = search_data(streamed, "true")
+    assert job.streamed and none is None and "feature cache needs arrays, so it is OFF" in capsys.readouterr().out
+    served = [np.concatenate(part) for part in zip(*validation.as_numpy_iterator())]
+    assert np.array_equal(served[0], xv) and np.array_equal(served[1], yv)
+    ranked = np.concatenate(list(job.rank_data[0].as_numpy_iterator()))
+    assert np.array_equal(ranked, np.concatenate([x, xv])) and np.array_equal(job.rank_data[1], np.concatenate([y, yv]))
+    monkeypatch.setattr("keras_team.data.memory_budget", lambda: 10)  # auto: over the budget, streamed
+    assert search_data(streamed, "auto")[0].streamed

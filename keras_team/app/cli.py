@@ -340,9 +340,8 @@ def _cuts(args) -> None:
 
 def _rank_cuts(args, leader) -> None:
     """`cuts --rank`: every cut scored on the target's training + validation examples, best first."""
-    import numpy as np
-
     from keras_team.app.recipe import load_tasks
+    from keras_team.data import examples
     from keras_team.transferability import rank_cuts
 
     config = load_config(None, [*([f"data.target.name={args.data}"] if args.data else []), *args.set])
@@ -350,11 +349,11 @@ def _rank_cuts(args, leader) -> None:
     if tuple(leader.inputs[0].shape[1:]) != tuple(target.input_shape):
         raise KerasTeamError("--data", config.data.target.name, f"a dataset of inputs shaped like the leader's "
                              f"{tuple(leader.inputs[0].shape[1:])}, not {tuple(target.input_shape)}")
-    (x, y), (xv, yv) = target.splits["train"], target.splits["validation"]
-    print(f"{target.name}: {len(y)} training + {len(yv)} validation examples of {target.num_classes} classes; "
-          "score: leave-one-out nearest-class-mean accuracy")
+    x, y = examples(target, ["train", "validation"], batch_size=128)  # a streamed task is read, never held
+    print(f"{target.name}: {len(target.labels('train'))} training + {len(target.labels('validation'))} validation "
+          f"examples of {target.num_classes} classes; score: leave-one-out nearest-class-mean accuracy")
     rows = [("rank", "keep (name)", "keep (depth)", "score", "seconds")]
-    for rank, scored in enumerate(rank_cuts(leader, np.concatenate([x, xv]), np.concatenate([y, yv])), start=1):
+    for rank, scored in enumerate(rank_cuts(leader, x, y), start=1):
         rows.append((str(rank), scored.cut.name, str(scored.cut.depth), f"{scored.score:.3f}", f"{scored.seconds:.2f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:

@@ -46,7 +46,7 @@ from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace, WorkerSpace
 from keras_team.caching import fit_follower
 from keras_team.cuts import CutPoint, cut_points, default_cut, resolve_cut
-from keras_team.data import Task, load_task
+from keras_team.data import Task, examples, load_task
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, load_model
 from keras_team.followers import Distill, Follower
@@ -159,10 +159,10 @@ def rank_keep(leader: keras.Model, target: Task) -> tuple[CutScore, list[CutScor
     Example (what `keras-team run --set transfer.keep=auto` chooses from, for a trained `leader`):
         $ python -c "from keras_team.app import recipe; print(recipe.rank_keep(leader, target)[0])"
     """
-    (x, y), (xv, yv) = target.splits["train"], target.splits["validation"]
-    ranking = rank_cuts(leader, np.concatenate([x, xv]), np.concatenate([y, yv]), cuts=cut_points(leader, view="blocks"))
+    x, y = examples(target, ["train", "validation"], batch_size=128)  # a streamed task is read, never held
+    ranking = rank_cuts(leader, x, y, cuts=cut_points(leader, view="blocks"))
     best = ranking[0].score
-    close = [s for s in ranking if s.score >= best - math.sqrt(best * (1 - best) / (len(y) + len(yv)))]
+    close = [s for s in ranking if s.score >= best - math.sqrt(best * (1 - best) / len(y))]
     return min(close, key=lambda s: math.prod(s.cut.output_shape[1:])), ranking
 
 
@@ -526,7 +526,7 @@ class Recipe:
     def _probe(self, stage: str, model: keras.Model, cfg: TransferConfig, field: str) -> dict:
         """Fit a transfer model's linear head on its frozen cut's features, computed once (`keras_team.probe`)."""
         target, start = self.plan.target, time.perf_counter()
-        (x, y), (xv, yv) = target.splits["train"], target.splits["validation"]
+        (x, y), (xv, yv) = (examples(target, [split]) for split in ("train", "validation"))  # features held, not images
         fit = probe.fit_probe(model.head, (probe.features_of(model.body, x), y), (probe.features_of(model.body, xv), yv),
                               l2=cfg.head.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
                               batch_size=target.batch_size, callbacks=self.out.callbacks(cfg.epochs),
@@ -591,7 +591,7 @@ class Recipe:
             chosen = self._choose_cut(spec.name, leader) if cfg.keep == AUTO else {}
             model = build_student(self.config, index, leader, target, self.plan.cuts[spec.name])
             if cfg.head.kind == "cosine":  # start from the training split's class means (weight imprinting)
-                heads.imprint(model, target.images("train"), target.labels("train"))
+                heads.imprint(model, *examples(target, ["train"]))  # a streamed split read, not held
             if cfg.head.kind == "linear_probe":
                 return model, {**chosen, **self._probe(f"transfer{suffix}", model, cfg, field)}
             return model, {**chosen, **self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,

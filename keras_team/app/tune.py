@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -29,10 +30,12 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_team.app.config import Config, load_config
 from keras_team.app.recipe import new_leader, is_pretrained, load_leader, load_tasks
 from keras_team.app.workspace import check_writable
+from keras_team.data import Task, examples, memory_budget, streams
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, load_model, read_json_mapping, remove_temporaries, write_text
 from keras_team.heads import LOSS
@@ -110,6 +113,7 @@ class TuneJob:
         self.root = pathlib.Path(config.tune.output_dir)
         self.action = "new"
         self.rank_data = None  # with tune.space.top_k_cuts: the examples the cuts are ranked on
+        self.streamed = False  # set by `data`: the search streams its examples (feature cache off)
 
     # --- the directory -------------------------------------------------------
     def prepare(self) -> None:
@@ -215,15 +219,42 @@ class TuneJob:
             leader.save(tmp)
         return leader
 
-    def data(self, target) -> tuple[tuple, tuple, dict]:
-        """Training data (arrays, or the augmented pipeline), the capped validation arrays, their sizes."""
-        x_val, y_val = target.splits["validation"]
-        capped = cap_per_class(x_val, y_val, self.tune.validation_per_class, seed=self.config.seed)
-        x, y = target.splits["train"]
-        train = (target.dataset("train", training=True), None) if target.augment else (x, y)
-        sizes = {"train_examples": len(y), "validation_examples": len(capped[1]),
+    def data(self, target) -> tuple[tuple, tuple | tf.data.Dataset, dict]:
+        """Training data (arrays, or a pipeline: augmented or streamed), the capped validation data, their sizes.
+
+        The feature cache needs arrays. A streamed task (`data.stream`) is
+        read into them only with `data.stream: auto` and when its training
+        and capped validation images fit the budget `auto` streams above
+        (`keras_team.data.memory_budget`); else the search streams them too,
+        with the cache off. Sets `rank_data` for `tune.space.top_k_cuts`:
+        the training and capped validation examples.
+        """
+        y, y_val = target.labels("train"), target.labels("validation")
+        keep, y_capped = cap_per_class(np.arange(len(y_val)), y_val, self.tune.validation_per_class, seed=self.config.seed)
+        sizes = {"train_examples": len(y), "validation_examples": len(keep),
                  "validation_available": len(y_val), "validation_per_class": self.tune.validation_per_class}
-        return train, capped, sizes
+        decoded = (len(y) + len(keep)) * math.prod(target.input_shape)
+        self.streamed = not isinstance(target, Task) and streams(self.config.data.stream, decoded)
+        if self.streamed:
+            print(f"search data: streamed (data.stream={str(self.config.data.stream).lower()}; {decoded / 2**20:,.0f} "
+                  f"MB decoded, budget {memory_budget() / 2**20:,.0f} MB): the feature cache needs arrays, so it is "
+                  "OFF for this search and every epoch decodes the images and runs the frozen layers", flush=True)
+            labels = tf.data.Dataset.from_tensor_slices(y_capped)
+            validation = tf.data.Dataset.zip(_inputs_at(target, "validation", keep), labels).batch(target.batch_size)
+            if self.tune.space.top_k_cuts:
+                inputs = examples(target, ["train"])[0].unbatch().concatenate(_inputs_at(target, "validation", keep))
+                inputs = inputs.apply(tf.data.experimental.assert_cardinality(len(y) + len(keep)))  # Keras knows the end
+                self.rank_data = (inputs.batch(128), np.concatenate([y, y_capped]))
+            return (target.dataset("train", training=True), None), validation, sizes
+        if not isinstance(target, Task):
+            print(f"search data: the streamed task's training and capped validation images ({decoded / 2**20:,.0f} MB "
+                  f"decoded) are read into memory for the feature cache (within data.stream=auto's budget of "
+                  f"{memory_budget() / 2**20:,.0f} MB)", flush=True)
+        x, x_val = target.images("train"), _decoded(target, "validation", keep)
+        if self.tune.space.top_k_cuts:  # the advisor reads the examples the search reads, never the test split
+            self.rank_data = (np.concatenate([x, x_val]), np.concatenate([y, y_capped]))
+        train = (target.dataset("train", training=True), None) if target.augment else (x, y)
+        return train, (x_val, y_capped), sizes
 
     def hypermodel(self, leader: keras.Model, rank_data: tuple | None = None) -> TransferHyperModel:
         """The configured search space on `leader`; errors name the `tune.space` field.
@@ -320,10 +351,7 @@ class TuneJob:
             self.start()
         leader = leader or self.leader(source)
         (x, y), validation, sizes = self.data(target)
-        if self.tune.space.top_k_cuts:  # the advisor reads the examples the search reads, never the test split
-            train = target.splits["train"]
-            self.rank_data = tuple(np.concatenate([a, b]) for a, b in zip(train, validation))
-        if target.augment:
+        if target.augment and not self.streamed:
             print(f"augmentation configured ({', '.join(target.augment)}): feature cache OFF for this search, "
                   "every epoch runs the frozen layers on augmented images", flush=True)
         print(f"search data: {sizes['train_examples']} training examples, {sizes['validation_examples']} validation "
@@ -344,7 +372,8 @@ class TuneJob:
             if role == "worker":
                 return None
         return self.finish(tuner, {**sizes, "tuner": self.tune.tuner, "workers": workers,
-                                   "feature_cache": "off (augmentation)" if target.augment else "on",
+                                   "feature_cache": "off (streamed)" if self.streamed
+                                   else "off (augmentation)" if target.augment else "on",
                                    "seconds": round(time.perf_counter() - start, 1)})
 
     def _chief_with_local_workers(self, leader: keras.Model, workers: int):
@@ -403,6 +432,28 @@ class TuneJob:
             data["leader"].update(path=str((self.root / LEADER).resolve()), application=None, input_shape=None)
         return Config.from_dict(data)
 
+
+def _decoded(target, split: str, positions: np.ndarray) -> np.ndarray:
+    """The inputs of `split` at `positions` (sorted) as one array; a streamed task's read, only those kept."""
+    if isinstance(target, Task):
+        return target.images(split)[positions]
+    return np.concatenate(list(_inputs_at(target, split, positions).batch(256).as_numpy_iterator()))
+
+
+def _inputs_at(target, split: str, positions: np.ndarray) -> tf.data.Dataset:
+    """The unbatched inputs of a streamed task's `split` at `positions` (sorted), read in order: only those kept."""
+    wanted = np.zeros(len(target.labels(split)), bool)
+    wanted[positions] = True
+    wanted = tf.constant(wanted)
+
+    def kept(index, image):
+        return wanted[index]
+
+    def image_of(index, image):
+        return image
+
+    inputs = examples(target, [split])[0].unbatch().enumerate().filter(kept).map(image_of)
+    return inputs.apply(tf.data.experimental.assert_cardinality(len(positions)))
 
 
 def handle(args: argparse.Namespace) -> None:
