@@ -3,10 +3,13 @@
 import pathlib
 import re
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
+@pytest.mark.large
 def test_readme_recipe_runs_and_trains_every_member(capsys):
     code = re.search(r"## The write-up's recipe.*?```python\n(.*?)```", README, re.S).group(1)
     namespace = {}

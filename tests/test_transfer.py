@@ -40,6 +40,7 @@ def test_frozen_kept_part_is_unchanged_by_fit_and_head_learns():
     assert not same_weights(weights_of(student.head), head_before)
 
 
+@pytest.mark.large
 def test_frozen_batch_norm_statistics_unchanged_and_in_inference_mode():
     leader = trained_leader(architecture=keras_team.zoo.residual_cnn)
     student = keras_team.transfer(leader, keep="block1_out", head=keras_team.heads.conv(5, filters=(8,)))
@@ -269,6 +270,7 @@ def test_unfreeze_transformer_by_layers_or_blocks_trains_layer_norms(unit, top, 
     assert _trained_in_body(student) == expected
 
 
+@pytest.mark.large
 def test_unfreeze_by_blocks_keeps_batch_norm_frozen_unless_asked():
     leader = trained_leader(architecture=keras_team.zoo.residual_cnn, epochs=1)
     student = keras_team.transfer(leader, keep="block2_out", head=keras_team.heads.dense(5))
