@@ -236,9 +236,9 @@ def cut_points(model: keras.Model, view: str = "all") -> list[CutPoint]:
             `block_name`), leaving out cuts that keep nothing (`rescaling`)
             or everything (the output). Between Keras-named layers, each
             cut's segment with a weighted layer starts a block, and the
-            weightless segments after it (`activation_3`) end it. A block whose output Keras named
-            (`activation_17`, `add_9`) is named `<block>_out`;
-            `resolve_cut` takes that name too.
+            weightless segments after it (`activation_3`) end it. A block
+            whose output Keras named (`activation_17`, `add_9`) is named
+            `<block>_out`; `resolve_cut` takes that name too.
 
     Returns:
         A list of `CutPoint(name, depth, output_shape, position)`. A layer

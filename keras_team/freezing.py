@@ -6,9 +6,10 @@ ends them (a residual or inverted-bottleneck block, a stem, a Keras-named
 weighted layer with the activation after it); a nested backbone counts its
 own blocks. Batch norm stays frozen by default, while layer, group, RMS and
 spectral normalisation are trained with the layers around them, as
-Transformers are usually fine-tuned. The kept part of a `keras_team.Transferred` model runs in
-inference mode whether frozen or not, so unfrozen batch norm trains its
-scale and offset but keeps its moving statistics.
+Transformers are usually fine-tuned. The kept part of a
+`keras_team.Transferred` model runs in inference mode whether frozen or
+not, so unfrozen batch norm trains its scale and offset but keeps its
+moving statistics.
 
 Example:
     >>> import keras_team
