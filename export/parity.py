@@ -18,7 +18,7 @@ Example:
     >>> version = saved_model(model, f"{tmp}/exports", name="digits", input_dtype="uint8")
     >>> dynamic = tflite(model, f"{tmp}/digits-dynamic.tflite", quantization="dynamic")
     >>> report = verify(model, {"saved_model": version, "tflite-dynamic": dynamic},
-    ...                 x_test, y_test, report_path=f"{tmp}/export_report.json")
+    ...                 xv, yv, report_path=f"{tmp}/export_report.json")
     >>> report["passed"]
     True
 """
