@@ -157,6 +157,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--search", choices=["cached", "uncached"], help=argparse.SUPPRESS)  # a child process's run
     parser.add_argument("--leader", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: the pairs of searches to run, an int >= 1")
     if args.search:
         write_json(args.output, one_search(args.search, args.leader, args))
         return {}
