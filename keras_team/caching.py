@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pathlib
 from typing import NamedTuple
@@ -37,12 +38,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team.distribute import fit as distributed_fit, global_batch_size
+from keras_team import graph
+from keras_team.checkpoints import BackupAndRestore
+from keras_team.cuts import cut_points
+from keras_team.distribute import fit as distributed_fit, global_batch_size, restore
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, is_out_of_space, needing, remove_temporaries
 from keras_team.heads import LOSS
+from keras_team.layers import InferenceMode
 from keras_team.taps import tap_key
 from keras_team.team import Team
+from keras_team.transfers import Transferred
 
 # Inference batch of the caching pass: batch size does not change a frozen
 # leader's outputs, and larger batches cost fewer calls.
@@ -221,8 +227,14 @@ def cache_taps(
     leaders = list(follower.leaders or team.leaders)
     keys = sorted({tap_key(tap) for tap in follower.taps_needed()})
     reader = _tap_reader(team, leaders, keys)
-    store = _Store([f"{leader}_{key}" for leader in leaders for key in keys], directory and os.fspath(directory),
-                   dtype, "dtype")
+    return _cache_passes(reader, [f"{leader}_{key}" for leader in leaders for key in keys], dataset, views=views,
+                         directory=directory, dtype=dtype, verbose=verbose, what=f"follower {name!r}")
+
+
+def _cache_passes(reader: keras.Model, keys: list[str], dataset: tf.data.Dataset, *, views: int, directory,
+                  dtype: str, verbose: int, what: str) -> TapCache:
+    """`views` passes of `reader` (a model whose outputs are a dict keyed by `keys`) over `dataset`, stored by `_Store`."""
+    store = _Store(keys, directory and os.fspath(directory), dtype, "dtype")
     progress = keras.utils.Progbar(None, verbose=verbose, unit_name="example")
     seen = 0
     try:
@@ -232,7 +244,7 @@ def cache_taps(
                 seen += len(y)
                 progress.update(seen)
         if not seen:
-            raise KerasTeamError("dataset", "0 examples", f"at least one example to cache for follower {name!r}")
+            raise KerasTeamError("dataset", "0 examples", f"at least one example to cache for {what}")
         progress.update(seen, finalize=True)
         return store.finish()
     except BaseException as error:
@@ -254,12 +266,24 @@ def cached_batches(cache: TapCache, *, outputs: int, batch_size: int, seed: int 
         >>> x["leader_features"].numpy().tolist(), y[0].numpy().tolist()
         ([[4.0, 5.0]], [2])
     """
+    order = tf.data.Dataset.range(len(cache.labels))
+    if seed is not None:
+        order = order.shuffle(len(cache.labels), seed=seed, reshuffle_each_iteration=True)
+    return order.batch(batch_size).map(_gatherer(cache, outputs)).prefetch(tf.data.AUTOTUNE)
+
+
+def _gatherer(cache: TapCache, outputs: int):
+    """Batch of row indices -> ``(inputs, (labels,) * outputs)`` read from the cache's arrays."""
     keys = list(cache.inputs)
     labels = np.asarray(cache.labels)
 
     def gather(rows: np.ndarray):
-        rows = np.sort(rows)
-        return (*(np.asarray(cache.inputs[key][rows], dtype=np.float32) for key in keys), labels[rows])
+        # Read in file order (a memory map reads forward), served in the batch's order (dropout masks are per row).
+        order = np.argsort(rows, kind="stable")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        ordered = rows[order]
+        return (*(np.asarray(cache.inputs[key][ordered], dtype=np.float32)[back] for key in keys), labels[rows])
 
     def batch(rows):
         *inputs, y = tf.numpy_function(gather, [rows], [tf.float32] * len(keys) + [tf.as_dtype(labels.dtype)])
@@ -268,10 +292,7 @@ def cached_batches(cache: TapCache, *, outputs: int, batch_size: int, seed: int 
         y.set_shape((None,))
         return dict(zip(keys, inputs)), (y,) * outputs
 
-    order = tf.data.Dataset.range(len(labels))
-    if seed is not None:
-        order = order.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    return order.batch(batch_size).map(batch).prefetch(tf.data.AUTOTUNE)
+    return batch
 
 
 def fit_follower(
@@ -341,3 +362,212 @@ def fit_follower(
     # model.fit, or on several workers keras_team.distribute's loop; the batches reshuffle themselves, seeded
     return distributed_fit(graph, train_batches, validation_data=validation_batches, epochs=epochs,
                            callbacks=callbacks or (), verbose=verbose)
+
+
+# --- the frozen part of a transferred model, computed once ---------------------------------------------------------
+FEATURES = "features"  # the key of the cached boundary output, and the name of the trained part's input
+
+
+class FrozenSplit(NamedTuple):
+    """A `Transferred` model cut at its freeze boundary (`split_frozen`).
+
+    Attributes:
+        bottom: the kept part below the boundary: frozen, run once in
+            inference mode to fill the cache (its layers are the model's own).
+        top: what trains: the body's layers above the boundary (in inference
+            mode, as in the model) and the head, taking the bottom's output as
+            its input ``"features"``; its layers are the model's own, so fitting
+            it trains the model.
+        boundary: the name of the body's layer whose output is cached.
+    """
+
+    bottom: keras.Model
+    top: keras.Model
+    boundary: str
+
+
+def split_frozen(model: Transferred) -> FrozenSplit | None:
+    """Cut a transferred model at its freeze boundary: the highest cut of its body with nothing trainable below.
+
+    With the whole body frozen (the transfer's first phase) the boundary is
+    the body's output and the top is the head; after `keras_team.unfreeze`
+    it is the cut just below the lowest unfrozen layer, and the top holds
+    the unfrozen blocks too. A nested model in the body is one call of its
+    graph: partly unfrozen, the boundary falls below it. None when nothing
+    below the first trainable layer can be cut off (nothing to cache).
+
+    Example:
+        >>> model = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=3, head=keras_team.heads.dense(3))
+        >>> split_frozen(model).boundary, split_frozen(keras_team.unfreeze(model, top=1)).boundary
+        ('fc1', 'flatten')
+    """
+    if not isinstance(model, Transferred) or not model.inference_mode:
+        raise KerasTeamError("model", getattr(model, "name", model),
+                             "a keras_team.Transferred model whose body runs in inference mode (keras_team.transfer)")
+    body = model.body
+    trainable = {id(w) for w in model.trainable_weights}
+    calls = graph.layer_calls(body)
+    trained, below = False, []  # below[p]: whether any call up to position p trains
+    for call in calls:
+        trained = trained or any(id(w) in trainable for w in getattr(call.operation, "weights", ()))
+        below.append(trained)
+    frozen = [cut for cut in cut_points(body) if not below[cut.position]]
+    if not frozen:
+        return None
+    cut = frozen[-1]
+    boundary = calls[cut.position].outputs[0]
+    bottom = keras.Model(body.inputs, boundary, name="frozen")
+    features = keras.Input(shape=tuple(boundary.shape[1:]), name=FEATURES)
+    if cut.position == len(calls) - 1:  # the whole body is frozen: the head alone trains
+        outputs = model.head(features)
+    else:  # the unfrozen layers above the boundary, sharing the model's layers, in inference mode as there
+        above = keras.Model([boundary], body.outputs[0], name="unfrozen")
+        outputs = model.head(InferenceMode(above, name="unfrozen_body")(features))
+    top = keras.Model(features, outputs, name=f"{model.name}_top")
+    if model.given_dtype is not None:
+        top.dtype_policy = model.dtype_policy  # `compile` reads it (loss scaling), as for the model
+    return FrozenSplit(bottom, top, calls[cut.position].operation.name)
+
+
+def cache_features(bottom: keras.Model, dataset: tf.data.Dataset, *, views: int = 1,
+                   directory: str | os.PathLike | None = None, dtype: str = "auto", verbose: int = 0) -> TapCache:
+    """`bottom`'s outputs (inference mode) over `views` passes of `dataset`, as a `TapCache` keyed ``"features"``.
+
+    The tap cache's storage (`cache_taps`): in memory, float16 past
+    `FLOAT16_ABOVE_BYTES`, or memory-mapped files under `directory`.
+
+    Example:
+        >>> bottom = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> data = tf.data.Dataset.from_tensor_slices((np.ones((5, 3)), np.arange(5))).batch(2)
+        >>> inputs, labels = cache_features(bottom, data, views=2)
+        >>> inputs["features"].shape, labels.tolist()
+        ((10, 2), [0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    """
+    if not isinstance(views, int) or isinstance(views, bool) or views < 1:
+        raise KerasTeamError("views", views, "an int >= 1")
+    if dtype not in DTYPES:
+        raise KerasTeamError("dtype", dtype, f"one of {', '.join(DTYPES)}")
+    reader = keras.Model(bottom.inputs, {FEATURES: bottom.outputs[0]}, name="feature_reader")
+    return _cache_passes(reader, [FEATURES], dataset, views=views, directory=directory, dtype=dtype,
+                         verbose=verbose, what="the frozen part")
+
+
+def cached_epochs(cache: TapCache, *, batch_size: int, seed: int | None, views: int = 1,
+                  start: int = 0) -> tuple[tf.data.Dataset, int]:
+    """The training stream of a feature cache, one epoch after another from epoch `start`, and its steps per epoch.
+
+    Each epoch reads every example of one view once (epoch e: view e mod
+    `views`), reshuffled every epoch as ``dataset.shuffle(n, seed,
+    reshuffle_each_iteration=True).batch(batch_size).repeat()`` orders a
+    dataset of n examples: a `keras_team.data.Task` with that seed serves
+    its training split in the same order.
+
+    Example:
+        >>> cache = TapCache({"features": np.arange(4.0)[:, None]}, np.arange(4))
+        >>> stream, steps = cached_epochs(cache, batch_size=2, seed=None, views=2)
+        >>> steps, [y.numpy().tolist() for _, y in stream.take(4)]
+        (1, [[0, 1], [2, 3], [0, 1], [2, 3]])
+    """
+    examples = len(cache.labels) // views
+    steps = math.ceil(examples / batch_size)
+    order = tf.data.Dataset.range(examples)
+    if seed is not None:
+        order = order.shuffle(examples, seed=seed, reshuffle_each_iteration=True)
+    order = order.batch(batch_size).repeat()
+    if views > 1:
+        order = order.enumerate().map(lambda j, rows: rows + (j // steps) % views * examples)
+    gather = _gatherer(cache, 1)
+    return order.skip(start * steps).map(lambda rows: _features(*gather(rows))).prefetch(tf.data.AUTOTUNE), steps
+
+
+def _features(inputs: dict, labels: tuple):
+    """A feature cache's batch as the trained part takes it: its one input, one label."""
+    return inputs[FEATURES], labels[0]
+
+
+def fit_transfer(
+    model: Transferred,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset | None = None,
+    *,
+    epochs: int = 10,
+    optimizer: keras.optimizers.Optimizer | str = "adam",
+    loss=LOSS,
+    metrics=("accuracy",),
+    batch_size: int = 32,
+    seed: int | None = 0,
+    views: int = 1,
+    directory: str | os.PathLike | None = None,
+    dtype: str = "auto",
+    callbacks: list | None = None,
+    verbose: int | str = "auto",
+    steps_per_execution: int = 1,
+    jit_compile: bool | str = "auto",
+) -> keras.callbacks.History:
+    """Fit a transferred model's trainable part on its frozen part's output, computed once.
+
+    The frozen part below the freeze boundary (`split_frozen`: the whole body
+    before fine-tuning, the blocks under the unfrozen ones after
+    `keras_team.unfreeze`) runs once over `train` (`views` times: once per
+    augmented view) and once over `validation`, in inference mode as in the
+    model; `model.fit` then trains the part above on the cache. The model's
+    weights are updated in place. With ``views=1`` and a `train` that does
+    not augment, the result equals `model.fit` on ``train.unbatch()
+    .shuffle(n, seed, reshuffle_each_iteration=True).batch(batch_size)``
+    (the order a `keras_team.data.Task` seeded `seed` serves) to float
+    tolerance, for the frozen body's outputs do not depend on the epoch.
+
+    A `keras_team.checkpoints.BackupAndRestore` among `callbacks` is
+    restored first, and the fit resumes after its epoch with the shuffles an
+    uninterrupted fit draws there. A model with nothing frozen below its
+    trainable layers is fitted on `train` as it is.
+
+    Args:
+        model: a `keras_team.Transferred` model (`keras_team.transfer`), frozen
+            or partly unfrozen.
+        train: batched `(x, y)` of raw inputs, read in order (`views` passes).
+        validation: optional batched `(x, y)`.
+        epochs, optimizer, loss, metrics, callbacks, verbose,
+            steps_per_execution, jit_compile: as for `compile` and `fit`.
+        batch_size: the global batch of the cached training stream.
+        seed: seeds the reshuffle of every epoch (None: no shuffle).
+        views: passes over `train` cached; epoch e reads pass e mod `views`.
+        directory: cache on disk there (``train/``, ``validation/``), memory-mapped.
+        dtype: storage of the cache, as for `cache_taps`.
+
+    Example:
+        >>> task = keras_team.data.digits(classes=[0, 1, 2], shots=10)
+        >>> model = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 3), keep=3, head=keras_team.heads.dense(3))
+        >>> history = fit_transfer(model, task.dataset("train"), task.dataset("validation"), epochs=2, verbose=0)
+        >>> sorted(history.history)
+        ['accuracy', 'loss', 'val_accuracy', 'val_loss']
+    """
+    split = split_frozen(model)
+    callbacks = list(callbacks or ())
+    options = {"loss": loss, "metrics": list(metrics), "steps_per_execution": steps_per_execution,
+               "jit_compile": jit_compile}
+    if split is None:  # nothing to cache
+        model.compile(optimizer, **options)
+        return distributed_fit(model, train, validation_data=validation, epochs=epochs, callbacks=callbacks,
+                               verbose=verbose)
+    split.top.compile(optimizer, **options)
+    start = 0
+    for callback in callbacks:  # positions the stream where a resumed fit starts
+        if isinstance(callback, BackupAndRestore):
+            start = max(start, restore(callback, split.top) if callback.initial_epoch is None else callback.initial_epoch)
+    progress = verbose if verbose in (0, 2) else 1
+
+    def cached(data, part, passes):
+        where = None if directory is None else os.path.join(directory, part)
+        return cache_features(split.bottom, data, views=passes, directory=where, dtype=dtype, verbose=progress)
+
+    features = cached(train, "train", views)
+    stream, steps = cached_epochs(features, batch_size=global_batch_size(batch_size, len(features.labels) // views),
+                                  seed=seed, views=views, start=start)
+    validation_batches = None
+    if validation is not None:
+        held = cached(validation, "validation", 1)
+        validation_batches = cached_batches(held, outputs=1, batch_size=global_batch_size(batch_size, len(held.labels)))
+        validation_batches = validation_batches.map(_features)
+    return distributed_fit(split.top, stream, steps_per_epoch=steps, validation_data=validation_batches,
+                           epochs=epochs, callbacks=callbacks, verbose=verbose, initial_epoch=start)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_team
-from keras_team import Distill, Follower, KerasTeamError, Team
+from keras_team import Distill, Follower, KerasTeamError, Team, caching
 from keras_team.caching import cache_taps, cached_batches, fit_follower
 from tests.helpers import blobs, weights_of
 
@@ -165,3 +165,29 @@ def test_each_output_of_a_follower_reports_its_own_accuracy():
     assert accuracies[0] != accuracies[1]  # the two outputs differ, so a pooled figure would show
     reported = [history[key][-1] for key in history if key.startswith("val_") and "accuracy" in key]
     assert sorted(reported) == pytest.approx(sorted(accuracies))
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("unfrozen_blocks", [0, 1])
+def test_fit_transfer_on_cached_features_gives_the_full_forward_weights(unfrozen_blocks):
+    """The frozen part computed once gives the weights `model.fit` on the whole model gives (same seeds)."""
+    task = keras_team.data.digits(classes=[0, 1, 2], shots=10, batch_size=8)
+    leader = keras_team.zoo.residual_cnn((8, 8, 1), 3)
+
+    def student():
+        keras.utils.set_random_seed(1)
+        model = keras_team.transfer(leader, keep="block2_out", head=keras_team.heads.dense(3, hidden=(16,), dropout=0.5))
+        return keras_team.unfreeze(model, top=unfrozen_blocks, unit="blocks")
+
+    full, cached = student(), student()
+    keras.utils.set_random_seed(2)
+    full.compile(keras.optimizers.Adam(0.01), keras_team.heads.LOSS, metrics=["accuracy"])
+    reference = full.fit(task.dataset("train", training=True).repeat(), steps_per_epoch=4, epochs=3,
+                         validation_data=task.dataset("validation"), verbose=0)
+    keras.utils.set_random_seed(2)
+    history = caching.fit_transfer(cached, task.dataset("train"), task.dataset("validation"), epochs=3,
+                                   optimizer=keras.optimizers.Adam(0.01), batch_size=8, seed=task.seed, verbose=0)
+    assert caching.split_frozen(cached).boundary == ("block2_out" if not unfrozen_blocks else "pool1")
+    for a, b in zip(full.get_weights(), cached.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history.history["val_loss"], reference.history["val_loss"], rtol=1e-5)

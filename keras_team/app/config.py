@@ -346,6 +346,13 @@ class TransferConfig(Section):
     )
     fine_tune_epochs: Count = Field(10, description="epochs of that fine-tuning")
     fine_tune_learning_rate: Rate = Field(0.0001, description="learning rate of that fine-tuning")
+    cache: bool = Field(
+        True, description="train on the frozen part's output computed once (keras_team.caching.fit_transfer): the "
+        "same weights as running it every step, faster; false runs the whole model every step"
+    )
+    views: Positive = Field(
+        10, description="with data.augment: augmented passes of the frozen part cached (epoch e reads pass e mod views)"
+    )
 
     @model_validator(mode="after")
     def _unfreeze_within_keep(self) -> TransferConfig:

@@ -31,6 +31,7 @@ Example (what `keras-team run --set leader.epochs=2` does; a run takes a minute)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import shutil
 import time
@@ -40,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team import checkpoints, distribute, heads, probe, zoo
+from keras_team import caching, checkpoints, distribute, heads, probe, zoo
 from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace, WorkerSpace
@@ -515,6 +516,29 @@ class Recipe:
                               epochs=epochs, callbacks=self._callbacks(stage, epochs, checkpoint),
                               verbose=self.out.fit_verbose)  # the training dataset shuffles itself, seeded
 
+    def _fit_cached(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float,
+                    field: str, views: int = 1) -> dict:
+        """`_fit` of a transferred model on its frozen part's output, computed once (`keras_team.caching.fit_transfer`).
+
+        Same weights as `_fit` to float tolerance when the target does not
+        augment (the same seeded shuffles); an augmenting target is cached as
+        `transfer.views` augmented passes. Same checkpoints and resume.
+        """
+        if not _in_memory(task) or caching.split_frozen(model) is None:
+            return self._fit(stage, model, task, epochs, learning_rate, field)
+        views = min(views, epochs) if task.augment else 1
+        train = task.dataset("train", training=True) if task.augment else task.dataset("train")
+        options = self._compile_options(task)
+        checkpoint = self._checkpoint(stage)
+        start = time.perf_counter()
+        history = caching.fit_transfer(model, train, task.dataset("validation"), epochs=epochs,
+                                       optimizer=keras.optimizers.Adam(learning_rate), batch_size=task.batch_size,
+                                       seed=task.seed, views=views, callbacks=self._callbacks(stage, epochs, checkpoint),
+                                       verbose=self.out.fit_verbose, steps_per_execution=options["steps_per_execution"],
+                                       jit_compile=options["jit_compile"])
+        self._check_finite(stage, model, history, field, learning_rate)
+        return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), "cached": True, **_last(history)}
+
     def _fit(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float, field: str,
              loss: keras.losses.Loss = LOSS) -> dict:
         model.compile(keras.optimizers.Adam(learning_rate), loss, metrics=["accuracy"], **self._compile_options(task))
@@ -594,8 +618,9 @@ class Recipe:
                 heads.imprint(model, *examples(target, ["train"]))  # a streamed split read, not held
             if cfg.head.kind == "linear_probe":
                 return model, {**chosen, **self._probe(f"transfer{suffix}", model, cfg, field)}
-            return model, {**chosen, **self._fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
-                                                 f"{field}.learning_rate")}
+            fit = functools.partial(self._fit_cached, views=cfg.views) if cfg.cache else self._fit
+            return model, {**chosen, **fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
+                                           f"{field}.learning_rate")}
 
         self._stage(f"transfer{suffix}", self.plan.stages[f"transfer{suffix}"], build, f"stages/transfer{suffix}.keras")
         if cfg.keep == AUTO:  # a resumed run: the cut its transfer stage chose
@@ -605,8 +630,9 @@ class Recipe:
 
         def fine_tune():
             model = unfreeze(self._load(f"stages/transfer{suffix}.keras"), top=cfg.unfreeze)
-            return model, self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
-                                    cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            fit = functools.partial(self._fit_cached, views=cfg.views) if cfg.cache else self._fit
+            return model, fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
+                              cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
 
         self._stage(f"fine_tune{suffix}", self.plan.stages[f"fine_tune{suffix}"], fine_tune,
                     f"stages/fine_tune{suffix}.keras")
@@ -784,6 +810,11 @@ def _last(history) -> dict:
 def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
     predicted = np.argmax(model.predict(task.dataset(split), verbose=0), axis=-1)
     return float(np.mean(predicted == task.labels(split)))
+
+
+def _in_memory(task) -> bool:
+    """Whether a task's splits are arrays (a streamed task trains its transfer uncached)."""
+    return isinstance(task, Task)
 
 
 def _taps(tap: str | tuple[str, ...]) -> str:
