@@ -1,0 +1,61 @@
+"""The transfer and fine-tune stages on cached features (`transfer.cache`) against the full forward every step.
+
+Two `keras-team run`s of MobileNetV3Small (weights None) on the photo
+patches (`../shared/data/photo_patches.py`, 64x64 RGB), 20 shots, with
+``transfer.unfreeze=1`` (the top weighted layer of the kept part) so both
+the frozen phase and the fine-tune phase run; the same config and seed,
+``transfer.cache`` true and false. Records each stage's seconds, their
+ratios, the test accuracies and the load average.
+
+    python benchmarks/transfer_cache.py /work/data/patches
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+from _common import RESULTS, load_average, machine, write_json
+
+SOURCE = "[astronaut,brick,camera,chelsea,coffee,coins,grass,gravel]"
+TARGET = "[hubble,ihc,moon,page,retina,rocket,text,clock,cell]"
+
+
+def run(data: str, out: pathlib.Path, cache: bool, leader_epochs: int) -> dict:
+    sets = [f"data.source.name={data}", f"data.target.name={data}", f"data.source.classes={SOURCE}",
+            f"data.target.classes={TARGET}", "data.target.shots=20", "leader.application=MobileNetV3Small",
+            "leader.weights=null", f"leader.epochs={leader_epochs}", "transfer.unfreeze=1",
+            f"transfer.cache={str(cache).lower()}", f"output_dir={out}"]
+    command = [sys.executable, "-m", "keras_team.app.cli", "run"] + [a for s in sets for a in ("--set", s)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    report = json.loads((out / "report.json").read_text())
+    stages = report["stages"]
+    return {"transfer_seconds": stages["transfer"]["seconds"], "fine_tune_seconds": stages["fine_tune"]["seconds"],
+            "transfer_val_accuracy": stages["transfer"].get("val_accuracy"),
+            "fine_tune_val_accuracy": stages["fine_tune"].get("val_accuracy"),
+            "members": {k: v for k, v in report.items() if k in ("members", "ensemble")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", help="the photo patches folder (train/, test/)")
+    parser.add_argument("--leader-epochs", type=int, default=3)
+    args = parser.parse_args()
+    load = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        cached = run(args.data, pathlib.Path(tmp) / "cached", True, args.leader_epochs)
+        full = run(args.data, pathlib.Path(tmp) / "full", False, args.leader_epochs)
+    result = {"cached": cached, "full_forward": full,
+              "transfer_speedup": full["transfer_seconds"] / cached["transfer_seconds"],
+              "fine_tune_speedup": full["fine_tune_seconds"] / cached["fine_tune_seconds"],
+              "machine": machine(load)}
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str))
+    write_json(RESULTS / "transfer_cache.json", result)
+
+
+if __name__ == "__main__":
+    main()
