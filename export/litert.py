@@ -93,11 +93,14 @@ def tflite_files(
     calibration_examples: int = CALIBRATION_EXAMPLES,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
+    failed: dict | None = None,
 ) -> list[pathlib.Path]:
     """Several LiteRT files of one model: path -> quantization, arguments as `tflite`.
 
     The model is traced and saved once for all of them (in a temporary
-    folder next to the first file).
+    folder next to the first file). Given a `failed` dict, a file that
+    cannot be made (a converter error, unusable calibration data) is left
+    out and its `KerasTeamError` stored there by path; the others are made.
 
     Example:
         >>> [path.name for path in tflite_files(model, {f"{tmp}/m.tflite": "float32", f"{tmp}/m-int8.tflite": "int8"},
@@ -111,7 +114,12 @@ def tflite_files(
     labels = "".join(f"{name}\n" for name in class_names_of(model, class_names))
     sample = None
     if any(quantization.startswith("int8") for quantization in files.values()):
-        sample = _calibration_sample(representative_data, spec, calibration_examples, seed)
+        try:
+            sample = _calibration_sample(representative_data, spec, calibration_examples, seed)
+        except KerasTeamError as error:
+            if failed is None:
+                raise
+            failed.update({path: error for path, quantization in files.items() if quantization.startswith("int8")})
     keys = list(members(model))
     written = []
     folder = pathlib.Path(next(iter(files))).parent
@@ -119,10 +127,15 @@ def tflite_files(
     with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=folder) as tmp:
         write_archive(model, tmp, spec, classes=False)
         for path, quantization in files.items():
+            if failed is not None and path in failed:
+                continue
             try:
                 flatbuffer = _convert(tmp, [DEFAULT_SIGNATURE], quantization, sample)
             except ConverterError as error:
-                raise _conversion_error(tmp, keys, error) from error
+                if failed is None:
+                    raise _conversion_error(tmp, keys, error) from error
+                failed[path] = _conversion_error(tmp, keys, error)
+                continue
             write_bytes(path, flatbuffer)
             write_text(labels_path(path), labels)
             written.append(pathlib.Path(path))
@@ -145,8 +158,15 @@ def _calibration_sample(data, spec: tf.TensorSpec, count: int, seed: int) -> np.
     data = np.asarray(data)
     if tuple(data.shape[1:]) != tuple(spec.shape[1:]):
         raise KerasTeamError("representative_data", f"shape {data.shape}", f"examples shaped {tuple(spec.shape[1:])}")
+    if count < 1:
+        raise KerasTeamError("calibration_examples", count, "a positive number of examples to calibrate int8")
     chosen = np.random.default_rng(seed).permutation(len(data))[:count]
-    return data[np.sort(chosen)].astype(spec.dtype.as_numpy_dtype)
+    sample = data[np.sort(chosen)]
+    if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
+        bad = int(np.sum(~np.isfinite(sample).reshape(len(sample), -1).all(axis=1)))
+        raise KerasTeamError("representative_data", f"{bad} of {len(sample)} examples with NaN/inf values",
+                             "finite examples (int8 calibrated on them has no valid range)")
+    return sample.astype(spec.dtype.as_numpy_dtype)
 
 
 def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample) -> bytes:

@@ -100,6 +100,7 @@ def predict(
     predictions = []
     try:
         for names, x in _batches(sources, shape, BATCH_SIZE):
+            _check_values(names, x, dtype)
             logits = team.predict_on_batch(x.astype(dtype, copy=False))  # one dtype: one traced function
             if member is None:
                 probabilities = Team.ensemble(logits, weights)
@@ -113,6 +114,27 @@ def predict(
             bar.update(len(predictions), finalize=True)  # ends the bar's line before the error is printed
         raise
     return predictions
+
+
+def _check_values(names: list[str], x: np.ndarray, dtype: str) -> None:
+    """Refuse inputs the team would answer without meaning: NaN/inf, or [0, 1] floats for a team of 0-255 pixels.
+
+    Example:
+        >>> _check_values(["a.npz[0]"], np.full((1, 2), 0.5, np.float32), "uint8")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: inputs='a.npz[0]: floats from 0 to 0.5' is not valid: expected pixel values as the team's training data held them (uint8, 0 to 255; the team scales them itself): multiply [0, 1] values by 255
+    """
+    if x.dtype.kind != "f" or not len(x):
+        return
+    rows = x.reshape(len(x), -1)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        raise KerasTeamError("inputs", f"{names[int(np.argmin(finite))]}: NaN/inf values", "finite pixel values")
+    if np.dtype(dtype).kind in "iu" and 0 < rows.max() <= 1:
+        raise KerasTeamError("inputs", f"{names[0]}: floats from {rows.min():g} to {rows.max():g}",
+                             f"pixel values as the team's training data held them ({dtype}, 0 to 255; the team scales "
+                             "them itself): multiply [0, 1] values by 255")
 
 
 def _most_probable(names: list[str], probabilities: np.ndarray, class_names: list[str], top: int) -> list[Prediction]:

@@ -1,6 +1,8 @@
 """`keras-team`: init a config, check it, run the recipe, list a leader's cuts, evaluate a run.
 
-User mistakes print one line and exit with status 2; the config is checked
+User mistakes print one line and exit with status 2; an export that fails
+(an artefact off its tolerance, a converter error, a full disk) prints one
+line and exits with status 3, the run before it kept whole. The config is checked
 before TensorFlow starts (`--help`, `init` and `schema` never start it), and
 the whole team is built once, untrained, before anything trains. TensorFlow's
 start-up lines are hidden unless `--verbose` (or kept when the import fails).
@@ -32,16 +34,18 @@ import warnings
 from collections.abc import Sequence
 
 from keras_team.app.config import default_config_text, json_schema_text, load_config
-from keras_team.errors import KerasTeamError
+from keras_team.errors import ExportFailed, KerasTeamError
 from keras_team.files import is_out_of_space, load_model
 
 USER_ERROR = 2
+EXPORT_FAILED = 3  # `run` or `export`: an artefact failed; the trained run and the artefacts verified before it are kept
 INTERRUPTED = 130
 # Zoo architecture -> the smallest height and width it takes (each 2x2 pooling halves them).
 ZOO = {"seed_cnn": 4, "residual_cnn": 2}
 # What a disk says when it refuses a write: full, over quota, read-only, not this user's.
 REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 DEFAULT_EXPORT_FORMATS = "saved_model,tflite,tflite-int8"
+CALIBRATION_EXAMPLES = 200  # keras_team.export.litert.CALIBRATION_EXAMPLES (TensorFlow is not imported to parse)
 APPLICATION_SHAPE = "224,224,3"  # `keras-team cuts` of a keras.applications name without --input-shape
 # absl's INFO lines and its notice, written before TensorFlow reads TF_CPP_MIN_LOG_LEVEL.
 START_UP_NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\))")
@@ -150,6 +154,9 @@ def _export_arguments(commands) -> None:
     export.add_argument("--version", type=int, help="SavedModel version (default: the next free one)")
     export.add_argument("--force", action="store_true", help="replace an existing SavedModel version")
     export.add_argument("--config", help="config naming the data (default: the run's config.yaml, else the built-in one)")
+    export.add_argument("--calibration-examples", type=int, default=CALIBRATION_EXAMPLES, metavar="N",
+                        help="tflite-int8: training examples that calibrate it (default: %(default)s; more, or "
+                             "other data via --config, when int8 misses its tolerance)")
 
 
 def _tune_arguments(commands) -> None:
@@ -259,7 +266,13 @@ def _run(args) -> None:
 
     output = Output("quiet" if args.quiet else "verbose" if args.verbose else None)
     here = _join_cluster(args)
-    report = run(config, output=output)
+    failed = None
+    try:
+        report = run(config, output=output)
+    except ExportFailed as error:  # the run is finished and saved: its table first, then the export's line
+        if error.report is None:
+            raise
+        report, failed = error.report, error
     if report is None:  # a worker of a cluster other than the chief
         print(f"worker {here.index}: every stage trained; the chief ({here.workers[0]}) writes the report and "
               f"models to {config.output_dir}/")
@@ -270,6 +283,10 @@ def _run(args) -> None:
     if not args.quiet:
         print(f"({TIME_NOTE})")
         print(f"\nreport, plots and models in {config.output_dir}/")
+    if failed is not None:
+        print(f"the run in {config.output_dir}/ is finished and kept (evaluate, predict); only its export failed: "
+              "rerun with other export fields, or use keras-team export", flush=True)
+        raise failed
 
 
 def _zoo_leader(name: str, input_shape: str | None, classes: int):
@@ -430,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "predict": _predict}
     try:
         commands[args.command](args)
+    except ExportFailed as error:
+        print(f"keras-team: export failed: {error}", file=sys.stderr)
+        return EXPORT_FAILED
     except KerasTeamError as error:
         print(f"keras-team: error: {error}", file=sys.stderr)
         return USER_ERROR

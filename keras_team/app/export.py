@@ -39,9 +39,9 @@ from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks
 from keras_team.app.workspace import check_writable
 from keras_team.data import Task
-from keras_team.errors import KerasTeamError
+from keras_team.errors import ExportFailed, KerasTeamError
 from keras_team.export.formats import FORMATS, check_formats
-from keras_team.export.litert import labels_path, tflite_files
+from keras_team.export.litert import CALIBRATION_EXAMPLES, labels_path, tflite_files
 from keras_team.export.parity import parity_report, raise_misses
 from keras_team.export.savedmodel import version_dir, write_version
 from keras_team.export.serving import serving_config
@@ -72,6 +72,7 @@ def export_model(
     seed: int = 0,
     class_names: Sequence[str] | None = None,
     weights: Mapping[str, float] | None = None,
+    calibration_examples: int = CALIBRATION_EXAMPLES,
 ) -> dict:
     """Write every format of `model` under `out_dir`, then verify each on held-out `examples`.
 
@@ -92,18 +93,20 @@ def export_model(
         seed: seeds the int8 calibration sample.
         class_names, weights: the classes' names and the team ensemble's
             weights (`labelled`), for the SavedModel's class outputs and the labels.
+        calibration_examples: how many of `train_examples` calibrate int8.
 
     Returns:
         The parity report (also in `out_dir/export_report.json`), with
-        ``verified_on`` and the artefact paths; raises `KerasTeamError` when
-        an artefact misses its tolerance.
+        ``verified_on`` and the artefact paths; raises `ExportFailed` when
+        an artefact misses its tolerance or cannot be made.
 
     Every artefact is written and verified in a temporary folder inside
     `out_dir` (``.tmp-*``), and only then renamed into place: an artefact
-    that misses its tolerance is never published (``"passed": false`` in the
-    report), and an export killed at any moment leaves published artefacts
-    whole and verified, no report describing other files, and a temporary
-    folder the next export into `out_dir` removes (saying so).
+    that misses its tolerance or cannot be made is never published
+    (``"passed": false`` in the report, with its figures), the ones verified
+    before it are kept, and an export killed at any moment leaves published
+    artefacts whole and verified, no report describing other files, and a
+    temporary folder the next export into `out_dir` removes (saying so).
     """
     formats = check_formats(formats)
     expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs or ()) == 1 else None
@@ -117,38 +120,71 @@ def export_model(
     if "saved_model" in formats:
         final["saved_model"] = version_dir(out_dir / "serving", name, version, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"verified_on": verified_on, "examples": int(len(examples)), "keras": {}, "artefacts": {}}
+    failures: dict[str, KerasTeamError] = {}
     with _locked(out_dir):
         _remove_leftovers(out_dir, name)
         (out_dir / REPORT).unlink(missing_ok=True)  # a report never describes files it did not check
         with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out_dir) as staging:
             staged = {fmt: pathlib.Path(staging) / path.relative_to(out_dir) for fmt, path in final.items()}
-            try:
+
+            def verify_and_publish(written: list[str]) -> None:
+                checked = parity_report(model, {fmt: staged[fmt] for fmt in written}, examples, labels,
+                                        tolerances=tolerances, weights=weights)
+                report["keras"] = checked["keras"]
+                for fmt, entry in checked["artefacts"].items():
+                    report["artefacts"][fmt] = {**entry, "path": str(final[fmt])}
+                    if entry["passed"]:  # only a verified artefact is published
+                        if FORMATS[fmt]:  # a LiteRT file's labels first: a published file has its labels
+                            move_into_place(labels_path(staged[fmt]), labels_path(final[fmt]))
+                        move_into_place(staged[fmt], final[fmt], replace=force or fmt != "saved_model")
+                if checked["artefacts"].get("saved_model", {}).get("passed"):
+                    serving_config(out_dir / "serving", names=[name])
+
+            try:  # each artefact verified and published as soon as it is written: a later failure keeps it
                 if "saved_model" in staged:
                     write_version(model, staged["saved_model"], name=name, input_dtype=input_dtype,
                                   warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]), class_names=class_names,
                                   weights=weights)
+                    verify_and_publish(["saved_model"])
                 litert_files = {staged[fmt]: FORMATS[fmt] for fmt in formats if FORMATS[fmt]}
                 if litert_files:
+                    failed: dict = {}
                     tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype,
-                                 seed=seed, class_names=class_names)
+                                 seed=seed, class_names=class_names, calibration_examples=calibration_examples,
+                                 failed=failed)
+                    failures.update({fmt: failed[staged[fmt]] for fmt in litert_files_formats(formats)
+                                     if staged[fmt] in failed})
+                    verify_and_publish([fmt for fmt in litert_files_formats(formats) if fmt not in failures])
             except OSError as error:  # a full disk: name the output directory, not the temporary one
                 if error.filename and pathlib.Path(error.filename).is_relative_to(staging):
                     error.filename = str(out_dir)
                 raise
-            report = {"verified_on": verified_on,
-                      **parity_report(model, {fmt: staged[fmt] for fmt in formats}, examples, labels,
-                                      tolerances=tolerances, weights=weights)}
-            for fmt, entry in report["artefacts"].items():
-                entry["path"] = str(final[fmt])
-                if entry["passed"]:  # only a verified artefact is published
-                    if FORMATS[fmt]:  # a LiteRT file's labels first: a published file has its labels
-                        move_into_place(labels_path(staged[fmt]), labels_path(final[fmt]))
-                    move_into_place(staged[fmt], final[fmt], replace=force or fmt != "saved_model")
-        if "saved_model" in formats and report["artefacts"]["saved_model"]["passed"]:
-            serving_config(out_dir / "serving", names=[name])
-        write_text(out_dir / REPORT, json.dumps(report, indent=2) + "\n")
-    raise_misses(report)
+            finally:  # the figures of every artefact checked, the missed and failed ones included
+                for fmt, error in failures.items():
+                    report["artefacts"][fmt] = {"path": str(final[fmt]), "size_bytes": 0, "signatures": {},
+                                                "misses": [f"not written: {error}"], "passed": False}
+                report["artefacts"] = {fmt: report["artefacts"][fmt] for fmt in formats if fmt in report["artefacts"]}
+                report["passed"] = len(report["artefacts"]) == len(formats) and all(
+                    entry["passed"] for entry in report["artefacts"].values())
+                if report["artefacts"]:
+                    write_text(out_dir / REPORT, json.dumps(report, indent=2) + "\n")
+    for fmt in formats:
+        if fmt in failures:
+            raise ExportFailed(f"artefact {fmt} ({failures[fmt].field})", failures[fmt].value, failures[fmt].allowed)
+        if fmt in report["artefacts"] and not report["artefacts"][fmt]["passed"]:
+            raise_misses({"artefacts": {fmt: report["artefacts"][fmt]}})
     return report
+
+
+def litert_files_formats(formats: Sequence[str]) -> list[str]:
+    """The LiteRT formats among `formats`, in order.
+
+    Example:
+        >>> litert_files_formats(["saved_model", "tflite-int8", "tflite"])
+        ['tflite-int8', 'tflite']
+    """
+    return [fmt for fmt in formats if FORMATS[fmt]]
 
 
 def verification_data(task: Task) -> tuple[str, np.ndarray, np.ndarray]:
@@ -244,6 +280,8 @@ def _sources(path: pathlib.Path, config: str | None) -> tuple[pathlib.Path, str 
 def handle(args: argparse.Namespace) -> None:
     """Run `keras-team export` (errors are `KerasTeamError`s, printed by the caller)."""
     formats = check_formats([fmt.strip() for fmt in args.formats.split(",") if fmt.strip()])
+    if args.calibration_examples < 1:
+        raise KerasTeamError("--calibration-examples", args.calibration_examples, "a positive number of examples")
     model_file, config_file, out_dir, name = _sources(pathlib.Path(args.path), args.config)
     out_dir = pathlib.Path(args.output_dir or out_dir)
     check_writable(out_dir, "--output-dir")
@@ -259,7 +297,8 @@ def handle(args: argparse.Namespace) -> None:
     split, examples, labels = verification_data(target)
     report = export_model(model, out_dir, name=args.name or name, formats=formats,
                           train_examples=target.images("train"), examples=examples, labels=labels, verified_on=split,
-                          version=args.version, force=args.force, seed=config.seed, **names)
+                          version=args.version, force=args.force, seed=config.seed,
+                          calibration_examples=args.calibration_examples, **names)
     for label, entry in summary(report).items():
         print(f"{label:22s} {entry['size_bytes'] / 1024:9.1f} KiB  max|diff| {entry['max_abs_diff']:.2e}  "
               f"top-1 agreement {entry['top1_agreement']:.4f}  {entry['path']}")

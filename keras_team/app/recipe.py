@@ -12,10 +12,12 @@ Stages, in order: ``leader`` (train on the source task, or load a given
 each once per leader, suffixed by its name when there are several --
 ``followers`` (each on cached taps of the frozen leaders), ``team`` (optional
 joint fine-tuning), ``baseline`` (the first leader's architecture trained
-from scratch on the target alone), ``export`` (optional, when
-``export.formats`` names any: SavedModel and LiteRT files of the team, each
-verified against it; `keras_team.export`) and ``evaluate`` (member by member
-and as an ensemble).
+from scratch on the target alone), ``evaluate`` (member by member and as an
+ensemble; then ``team.keras``, ``report.json`` and the plots are written) and
+last ``export`` (optional, when ``export.formats`` names any: SavedModel and
+LiteRT files of the team, each verified against it; `keras_team.export`). An
+export that fails (`keras_team.errors.ExportFailed`) leaves the finished run
+whole: a rerun, with the same or other ``export`` fields, redoes only the export.
 
 Each stage is seeded by its own name, reads its inputs from the files earlier
 stages saved, saves its model to a file of its own and is then recorded in
@@ -31,6 +33,7 @@ Example (what `keras-team run --set leader.epochs=2` does; a run takes a minute)
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -47,8 +50,8 @@ from keras_team.app.workspace import Workspace, WorkerSpace
 from keras_team.caching import fit_follower
 from keras_team.cuts import CutPoint, cut_points, default_cut, resolve_cut
 from keras_team.data import Task, examples, load_task
-from keras_team.errors import KerasTeamError
-from keras_team.files import atomic_path, load_model
+from keras_team.errors import ExportFailed, KerasTeamError
+from keras_team.files import atomic_path, load_model, read_json_mapping, write_text
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
 from keras_team.heads import LOSS
@@ -387,7 +390,7 @@ def make_plan(config: Config) -> Plan:
         target  digits: 5 classes, 25 training examples (121 validation, 269 test)
         cut     pool1 (depth 3, features (None, 4, 4, 16))
         ...
-          5. evaluate   members, team ensemble and baseline on the target's test split
+          5. evaluate   members, team ensemble and baseline on the target's test split; team.keras, the report
     """
     source, target = load_tasks(config)
     leaders, cuts, students, stages, rankings = {}, {}, {}, {}, {}
@@ -434,9 +437,9 @@ def make_plan(config: Config) -> Plan:
     baseline = build_baseline(config, leaders[first.name], target,
                               cuts[first.name].name if first.transfer.keep == AUTO else None)
     stages["baseline"] = f"the first leader's architecture from scratch on the target ({config.baseline.epochs} epochs)"
+    stages["evaluate"] = "members, team ensemble and baseline on the target's test split; team.keras, the report"
     if config.export.formats:
         stages["export"] = f"{', '.join(config.export.formats)} of the team, each verified against it on validation data"
-    stages["evaluate"] = "members, team ensemble and baseline on the target's test split"
     auto = {spec.name for spec in config.team_leaders if spec.transfer.keep == AUTO}
     return Plan(source, target, leaders, cuts, students, team, baseline, stages, task_warnings(config), rankings, auto)
 
@@ -683,10 +686,12 @@ class Recipe:
 
         self._stage("baseline", self.plan.stages["baseline"], build, "baseline.keras")
 
-    def export_team(self, team_file: str, weights: dict[str, float]) -> None:
+    def export_team(self, team_file: str, weights: dict[str, float] | None) -> None:
         """The team as deployment artefacts in ``export/``, each verified on validation data (`export_model`).
 
         `weights` are the ensemble weights the run's report uses (`ensemble_choice`).
+        Any failure (a tolerance miss, a converter error, a full disk) is an
+        `ExportFailed` naming the artefact; the artefacts verified before it are kept.
         """
         from keras_team.app.export import export_model, summary, verification_data
 
@@ -697,10 +702,19 @@ class Recipe:
         self.out.stage("export", self.plan.stages["export"])
         team = self._load(team_file)
         split, examples, labels = verification_data(target)
-        report = export_model(team, self.ws.path("export"), name=cfg.name, formats=cfg.formats,
-                              train_examples=target.images("train"), examples=examples, labels=labels,
-                              verified_on=split, version=1, force=True, seed=self.config.seed,
-                              class_names=target.class_names, weights=weights)  # the run owns its version 1
+        try:
+            report = export_model(team, self.ws.path("export"), name=cfg.name, formats=cfg.formats,
+                                  train_examples=target.images("train"), examples=examples, labels=labels,
+                                  verified_on=split, version=1, force=True, seed=self.config.seed,
+                                  class_names=target.class_names, weights=weights)  # the run owns its version 1
+        except ExportFailed:
+            raise
+        except KerasTeamError as error:  # e.g. an op the converter lacks
+            raise ExportFailed(f"export.formats ({error.field})", error.value, error.allowed) from error
+        except OSError as error:  # e.g. a full disk
+            raise ExportFailed("export", str(error.filename or self.ws.path("export")),
+                               f"room to write the artefacts ({error.strerror}); free some space and run the "
+                               "same command again") from error
         figures = summary(report)
         self.ws.finish("export", figures)
         for label, entry in figures.items():
@@ -724,21 +738,39 @@ class Recipe:
         return team_file
 
     def report(self, team_file: str) -> dict:
-        """Export (if asked) and evaluate; returns the report (also written). Only the chief of a cluster runs it."""
+        """Evaluate, write the report, plots and `team.keras`, then export (if asked); returns the report.
+
+        The export comes last, so that its failure (`ExportFailed`, carrying
+        the report) leaves a finished run: a rerun redoes only the export.
+        Only the chief of a cluster runs it.
+        """
         from keras_team.app.report import ensemble_choice, evaluate_team, run_record, write_report  # matplotlib here only
 
-        team = self._load(team_file)
-        choice = ensemble_choice(team, self.plan.target)  # one prediction of validation: the export's and report's weights
+        if self.ws.done("evaluate"):  # a rerun for the export alone: the report as it was written
+            self.out.say(f"{'evaluate':<11}done earlier")
+            report = read_json_mapping(self.ws.path("report.json"), "ensemble")
+            if report is None:
+                raise KerasTeamError("output_dir", str(self.ws.root), "a run directory whose report.json is whole "
+                                     "(it is missing or damaged: rerun with --set overwrite=true)")
+        else:
+            team = self._load(team_file)
+            choice = ensemble_choice(team, self.plan.target)  # one prediction of validation: the export's and report's weights
+            self.out.stage("evaluate", self.plan.stages["evaluate"])
+            report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"), choice=choice)
+            report["stages"] = self.ws.state["stages"]
+            report.update(run_record(self.config, self.plan))
+            write_report(self.ws, report)
+            with atomic_path(self.ws.path("team.keras")) as tmp:  # the final team, written by this stage only
+                shutil.copyfile(self.ws.path(team_file), tmp)
+            self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
         if "export" in self.plan.stages:
-            self.export_team(team_file, choice.weighting.weights)
-        self.out.stage("evaluate", self.plan.stages["evaluate"])
-        report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"), choice=choice)
-        report["stages"] = self.ws.state["stages"]
-        report.update(run_record(self.config, self.plan))
-        write_report(self.ws, report)
-        with atomic_path(self.ws.path("team.keras")) as tmp:  # the final team, written by this stage only
-            shutil.copyfile(self.ws.path(team_file), tmp)
-        self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
+            try:
+                self.export_team(team_file, report["ensemble"].get("weights"))
+            except ExportFailed as error:
+                error.report = report
+                raise
+            report["stages"] = self.ws.state["stages"]
+            write_text(self.ws.path("report.json"), json.dumps(report, indent=2, sort_keys=True))
         return report
 
 

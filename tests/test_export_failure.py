@@ -1,0 +1,103 @@
+"""Never lose a finished run: the export comes last, its failure keeps the run, a rerun redoes only the export."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_team.app import cli, workspace
+from keras_team.app.config import load_config
+from keras_team.errors import ExportFailed, KerasTeamError
+from keras_team.export import parity
+from tests.test_run import TINY, _args
+
+
+def _evaluated(root, config, *, exported=False):
+    """A run directory whose every stage up to the report finished (and, if `exported`, its export)."""
+    ws = workspace.Workspace.prepare(root, config)
+    with ws.start():
+        ws.finish("leader", {"seconds": 1.0})
+        ws.finish("evaluate", {})
+        if exported:
+            ws.finish("export", {})
+    return ws
+
+
+def test_a_rerun_changing_only_the_export_keeps_the_trained_stages_and_redoes_the_export(tmp_path):
+    root = tmp_path / "run"
+    config = load_config(overrides=[f"output_dir={root}", "export.formats=[tflite-int8]"])
+    _evaluated(root, config)  # the export failed: the same config resumes, to export again
+    assert workspace.Workspace.prepare(root, config).state["stages"].keys() == {"leader", "evaluate"}
+
+    other = load_config(overrides=[f"output_dir={root}", "export.formats=[tflite-dynamic]", "tune.max_trials=3"])
+    ws = workspace.Workspace.prepare(root, other)
+    assert not ws.replace and ws.state["stages"].keys() == {"leader", "evaluate"}
+    with ws.start():
+        pass
+    assert load_config(root / "config.yaml").export.formats == ("tflite-dynamic",)  # what the directory's tools read
+
+    _evaluated(tmp_path / "done", config, exported=True)  # a finished export, asked for other formats: redone
+    ws = workspace.Workspace.prepare(tmp_path / "done", other)
+    assert ws.state["stages"].keys() == {"leader", "evaluate"}
+    with pytest.raises(KerasTeamError, match="a finished run"):  # the same config, all done: nothing to redo
+        workspace.Workspace.prepare(tmp_path / "done", config)
+    for training in ("seed=1", "transfer.epochs=3"):  # what changes the trained stages is another config
+        with pytest.raises(KerasTeamError, match="a finished run"):
+            workspace.Workspace.prepare(tmp_path / "done", load_config(overrides=[f"output_dir={tmp_path / 'done'}",
+                                                                                  training]))
+
+
+def test_an_int8_miss_says_what_to_try():
+    entry = {"misses": ["serving_default/team: top1_agreement=0.9300 < 0.95"], "tolerance": {"top1_agreement": 0.95}}
+    with pytest.raises(ExportFailed) as caught:
+        parity.raise_misses({"artefacts": {"saved_model": {"misses": []}, "tflite-int8-float-io": entry}})
+    message = str(caught.value)
+    assert message.startswith("artefact tflite-int8-float-io=") and "top1_agreement=0.9300 < 0.95" in message
+    assert all(tip in message for tip in ("representative data", "--calibration-examples", "tflite-dynamic",
+                                          "tflite-float16"))
+    assert isinstance(caught.value, KerasTeamError)  # callers catching the user-error class still catch it
+
+
+def test_export_rejects_a_calibration_size_below_one_before_reading_anything(tmp_path, capsys):
+    (tmp_path / "team.keras").write_bytes(b"")
+    assert cli.main(["export", str(tmp_path / "team.keras"), "--calibration-examples", "0"]) == cli.USER_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--calibration-examples=0" in err
+
+
+@pytest.mark.large
+def test_a_parity_miss_inside_run_keeps_the_finished_run_usable(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    monkeypatch.setitem(parity.TOLERANCES, "tflite-float32", {"max_abs_diff": -1.0, "top1_agreement": 1.0})
+    argv = _args(out, "export.formats=[saved_model,tflite]")
+    assert cli.main(argv) == cli.EXPORT_FAILED
+    captured = capsys.readouterr()
+    assert captured.err.startswith("keras-team: export failed: artefact tflite-float32=") and "max_abs_diff=" in captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert "ensemble" in captured.out  # the run's table was printed before the export's line
+    for name in ("team.keras", "report.json", "report.md", "accuracy.png"):
+        assert (out / name).is_file(), name
+    state = json.loads((out / "state.json").read_text())
+    assert "evaluate" in state["stages"] and "export" not in state["stages"]
+    exported = json.loads((out / "export" / "export_report.json").read_text())
+    assert exported["artefacts"]["saved_model"]["passed"] and not exported["artefacts"]["tflite-float32"]["passed"]
+    missed = exported["artefacts"]["tflite-float32"]["signatures"]["serving_default"]
+    assert all(0 <= figures["max_abs_diff"] < 1e-3 for figures in missed.values())  # the missed one's figures kept
+    assert (out / "export" / "serving" / "team" / "1" / "saved_model.pb").is_file()  # verified, so published
+    assert not (out / "export" / "litert" / "team.float32.tflite").exists()  # missed, so never published
+
+    assert cli.main(["evaluate", str(out)]) == 0
+    np.savez(tmp_path / "rows.npz", x=np.zeros((2, 8, 8, 1), np.uint8))
+    assert cli.main(["predict", str(out), str(tmp_path / "rows.npz"), "--top", "1"]) == 0
+    trained = {name: os.stat(out / name).st_mtime_ns for name in ("leader.keras", "team.keras", "baseline.keras")}
+
+    assert cli.main(argv) == cli.EXPORT_FAILED  # the same command: only the export again, failing again
+    assert "done earlier" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert cli.main(_args(out, "export.formats=[tflite-float16]")) == 0  # other formats: exported, nothing retrained
+    assert {name: os.stat(out / name).st_mtime_ns for name in trained} == trained
+    state = json.loads((out / "state.json").read_text())
+    assert list(state["stages"]["export"]) == ["tflite-float16"] and (out / "export" / "litert" / "team.float16.tflite").is_file()
+    assert json.loads((out / "report.json").read_text())["stages"]["export"]["tflite-float16"]["top1_agreement"] >= 0.98
+    assert cli.main(["export", str(out), "--formats", "tflite", "--output-dir", str(tmp_path / "again")]) == 0
