@@ -95,12 +95,13 @@ def predict(
     if member is not None and member not in owned:
         raise KerasTeamError("member", member, f"a member of the team: {', '.join(owned)}")
     shape, dtype = tuple(team.inputs[0].shape[1:]), team.inputs[0].dtype
+    pixels = _takes_pixels(team)
     total = _count(sources, shape)
     bar = keras.utils.Progbar(total, unit_name="input", interval=0.5) if progress and total >= PROGRESS_ABOVE else None
     predictions = []
     try:
         for names, x in _batches(sources, shape, BATCH_SIZE):
-            _check_values(names, x, dtype)
+            _check_values(names, x, pixels)
             logits = team.predict_on_batch(x.astype(dtype, copy=False))  # one dtype: one traced function
             if member is None:
                 probabilities = Team.ensemble(logits, weights)
@@ -116,14 +117,35 @@ def predict(
     return predictions
 
 
-def _check_values(names: list[str], x: np.ndarray, dtype: str) -> None:
-    """Refuse inputs the team would answer without meaning: NaN/inf, or [0, 1] floats for a team of 0-255 pixels.
+def _takes_pixels(model: keras.Model) -> bool:
+    """Whether `model` scales 0-255 pixels itself: a `Rescaling` by 1/100 or less inside it (every zoo model's).
 
     Example:
-        >>> _check_values(["a.npz[0]"], np.full((1, 2), 0.5, np.float32), "uint8")
+        >>> from keras_team import zoo
+        >>> _takes_pixels(zoo.seed_cnn((8, 8, 1), 2)), _takes_pixels(zoo.mlp(2))
+        (True, False)
+    """
+    found, seen = [model], set()
+    while found:
+        layer = found.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.Rescaling) and np.all(np.abs(np.asarray(layer.scale)) <= 0.01):
+            return True
+        # sublayers: a model's, and those a wrapper holds (a Team's leader inside its `LeaderTaps`)
+        found += [*getattr(layer, "layers", []), *(v for v in vars(layer).values() if isinstance(v, keras.layers.Layer))]
+    return False
+
+
+def _check_values(names: list[str], x: np.ndarray, pixels: bool) -> None:
+    """Refuse inputs the team would answer without meaning: NaN/inf, or [0, 1] floats for a team of 0-255 `pixels`.
+
+    Example:
+        >>> _check_values(["a.npz[0]"], np.full((1, 2), 0.5, np.float32), pixels=True)
         Traceback (most recent call last):
         ...
-        keras_team.errors.KerasTeamError: inputs='a.npz[0]: floats from 0 to 0.5' is not valid: expected pixel values as the team's training data held them (uint8, 0 to 255; the team scales them itself): multiply [0, 1] values by 255
+        keras_team.errors.KerasTeamError: inputs='a.npz[0]: floats from 0.5 to 0.5' is not valid: expected pixel values from 0 to 255, as the team's training data held them (it scales them itself): multiply [0, 1] values by 255
     """
     if x.dtype.kind != "f" or not len(x):
         return
@@ -131,10 +153,10 @@ def _check_values(names: list[str], x: np.ndarray, dtype: str) -> None:
     finite = np.isfinite(rows).all(axis=1)
     if not finite.all():
         raise KerasTeamError("inputs", f"{names[int(np.argmin(finite))]}: NaN/inf values", "finite pixel values")
-    if np.dtype(dtype).kind in "iu" and 0 < rows.max() <= 1:
+    if pixels and 0 < rows.max() <= 1:
         raise KerasTeamError("inputs", f"{names[0]}: floats from {rows.min():g} to {rows.max():g}",
-                             f"pixel values as the team's training data held them ({dtype}, 0 to 255; the team scales "
-                             "them itself): multiply [0, 1] values by 255")
+                             "pixel values from 0 to 255, as the team's training data held them (it scales them "
+                             "itself): multiply [0, 1] values by 255")
 
 
 def _most_probable(names: list[str], probabilities: np.ndarray, class_names: list[str], top: int) -> list[Prediction]:

@@ -101,3 +101,22 @@ def test_a_parity_miss_inside_run_keeps_the_finished_run_usable(tmp_path, monkey
     assert list(state["stages"]["export"]) == ["tflite-float16"] and (out / "export" / "litert" / "team.float16.tflite").is_file()
     assert json.loads((out / "report.json").read_text())["stages"]["export"]["tflite-float16"]["top1_agreement"] >= 0.98
     assert cli.main(["export", str(out), "--formats", "tflite", "--output-dir", str(tmp_path / "again")]) == 0
+
+
+def test_predict_refuses_nan_and_zero_to_one_floats_for_a_team_of_uint8_pixels(tmp_path):
+    from keras_team import Follower, Team, predictions, zoo
+
+    team = Team({"leader": zoo.seed_cnn((8, 8, 1), 2, name="leader")}, [Follower(zoo.mlp(2), name="mlp")])
+    team.save(tmp_path / "team.keras")
+    (tmp_path / "report.json").write_text(json.dumps({"class_names": ["a", "b"], "ensemble": {"weights": None}}))
+    scaled = np.random.default_rng(0).random((3, 8, 8, 1)).astype(np.float32)  # [0, 1]: every row would read as 0
+    np.savez(tmp_path / "scaled.npz", x=scaled)
+    with pytest.raises(KerasTeamError, match=r"scaled.npz\[0\]: floats from 0.* to 0.9.*multiply \[0, 1\] values by 255"):
+        predictions.predict(tmp_path, tmp_path / "scaled.npz")
+    nan = scaled * 255
+    nan[1, 2, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", x=nan)
+    with pytest.raises(KerasTeamError, match=r"nan.npz\[1\]: NaN/inf values"):
+        predictions.predict(tmp_path, tmp_path / "nan.npz")
+    np.savez(tmp_path / "pixels.npz", x=np.round(scaled * 255))  # 0-255 floats: answered
+    assert [len(p.classes) for p in predictions.predict(tmp_path, tmp_path / "pixels.npz", top=1)] == [1, 1, 1]
