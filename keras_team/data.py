@@ -843,12 +843,20 @@ def _check_augment(augment: Sequence[str]) -> None:
 
 def _check_classes(classes: Sequence[int | str] | None, available: np.ndarray,
                    class_names: Sequence[str]) -> list[int]:
-    """The labels to keep, as plain ints (a class given by name becomes its label); all available when `None`."""
+    """The labels to keep, as plain ints (a class given by name becomes its label); all available when `None`.
+
+    A class is found by its name first: with folders named ``1, 2, 5, 7``,
+    ``classes: [1, 2]`` keeps the folders 1 and 2, not the second and third.
+
+    Example:
+        >>> _check_classes([1, 2], np.arange(4), ["1", "2", "5", "7"]), _check_classes([3], np.arange(4), "abcd")
+        ([0, 1], [3])
+    """
     available = [int(c) for c in available]
     if classes is None:
         return available
     lookup = {str(name): label for label, name in enumerate(class_names)}
-    chosen = [lookup.get(c, c) if isinstance(c, str) else int(c) for c in classes]
+    chosen = [lookup[str(c)] if str(c) in lookup else c if isinstance(c, str) else int(c) for c in classes]
     unknown = [c for c in chosen if c not in available]
     if unknown or not chosen or len(set(chosen)) != len(chosen):
         offered = ", ".join(f"{label} ({class_names[label]})" if str(class_names[label]) != str(label) else str(label)

@@ -120,3 +120,15 @@ def test_predict_refuses_nan_and_zero_to_one_floats_for_a_team_of_uint8_pixels(t
         predictions.predict(tmp_path, tmp_path / "nan.npz")
     np.savez(tmp_path / "pixels.npz", x=np.round(scaled * 255))  # 0-255 floats: answered
     assert [len(p.classes) for p in predictions.predict(tmp_path, tmp_path / "pixels.npz", top=1)] == [1, 1, 1]
+
+
+def test_classes_named_like_numbers_are_chosen_by_name_not_position(tmp_path):
+    from keras_team.data import load_task
+
+    x = np.arange(4 * 6 * 4, dtype=np.uint8).reshape(24, 2, 2, 1)
+    y = np.repeat(np.arange(4), 6)  # folders 1, 2, 5, 7 read as labels 0..3
+    np.savez(tmp_path / "numbered.npz", x=x, y=y, class_names=np.array(["1", "2", "5", "7"]))
+    task = load_task(str(tmp_path / "numbered.npz"), classes=[1, 7])
+    assert task.class_names == ("1", "7")
+    kept = {tuple(row) for split in ("train", "validation", "test") for row in task.images(split).reshape(-1, 4).tolist()}
+    assert kept <= {tuple(row) for row in x[(y == 0) | (y == 3)].reshape(-1, 4).tolist()}
