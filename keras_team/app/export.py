@@ -103,8 +103,8 @@ def export_model(
     Every artefact is written and verified in a temporary folder inside
     `out_dir` (``.tmp-*``), and only then renamed into place: an artefact
     that misses its tolerance or cannot be made is never published
-    (``"passed": false`` in the report, with its figures), the ones verified
-    before it are kept, and an export killed at any moment leaves published
+    (``"passed": false`` in the report, with its figures) while the others
+    that pass are, and an export killed at any moment leaves published
     artefacts whole and verified, no report describing other files, and a
     temporary folder the next export into `out_dir` removes (saying so).
     """
@@ -120,59 +120,49 @@ def export_model(
     if "saved_model" in formats:
         final["saved_model"] = version_dir(out_dir / "serving", name, version, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"verified_on": verified_on, "examples": int(len(examples)), "keras": {}, "artefacts": {}}
     failures: dict[str, KerasTeamError] = {}
     with _locked(out_dir):
         _remove_leftovers(out_dir, name)
         (out_dir / REPORT).unlink(missing_ok=True)  # a report never describes files it did not check
         with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=out_dir) as staging:
             staged = {fmt: pathlib.Path(staging) / path.relative_to(out_dir) for fmt, path in final.items()}
-
-            def verify_and_publish(written: list[str]) -> None:
-                checked = parity_report(model, {fmt: staged[fmt] for fmt in written}, examples, labels,
-                                        tolerances=tolerances, weights=weights)
-                report["keras"] = checked["keras"]
-                for fmt, entry in checked["artefacts"].items():
-                    report["artefacts"][fmt] = {**entry, "path": str(final[fmt])}
-                    if entry["passed"]:  # only a verified artefact is published
-                        if FORMATS[fmt]:  # a LiteRT file's labels first: a published file has its labels
-                            move_into_place(labels_path(staged[fmt]), labels_path(final[fmt]))
-                        move_into_place(staged[fmt], final[fmt], replace=force or fmt != "saved_model")
-                if checked["artefacts"].get("saved_model", {}).get("passed"):
-                    serving_config(out_dir / "serving", names=[name])
-
-            try:  # each artefact verified and published as soon as it is written: a later failure keeps it
+            try:
                 if "saved_model" in staged:
                     write_version(model, staged["saved_model"], name=name, input_dtype=input_dtype,
                                   warmup=np.asarray(train_examples[:WARMUP_EXAMPLES]), class_names=class_names,
                                   weights=weights)
-                    verify_and_publish(["saved_model"])
                 litert_files = {staged[fmt]: FORMATS[fmt] for fmt in formats if FORMATS[fmt]}
                 if litert_files:
-                    failed: dict = {}
+                    failed: dict = {}  # a file the converter cannot make: reported, the others still checked
                     tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype,
                                  seed=seed, class_names=class_names, calibration_examples=calibration_examples,
                                  failed=failed)
-                    failures.update({fmt: failed[staged[fmt]] for fmt in litert_files_formats(formats)
-                                     if staged[fmt] in failed})
-                    verify_and_publish([fmt for fmt in litert_files_formats(formats) if fmt not in failures])
+                    failures = {fmt: failed[staged[fmt]] for fmt in litert_files_formats(formats) if staged[fmt] in failed}
             except OSError as error:  # a full disk: name the output directory, not the temporary one
                 if error.filename and pathlib.Path(error.filename).is_relative_to(staging):
                     error.filename = str(out_dir)
                 raise
-            finally:  # the figures of every artefact checked, the missed and failed ones included
-                for fmt, error in failures.items():
-                    report["artefacts"][fmt] = {"path": str(final[fmt]), "size_bytes": 0, "signatures": {},
-                                                "misses": [f"not written: {error}"], "passed": False}
-                report["artefacts"] = {fmt: report["artefacts"][fmt] for fmt in formats if fmt in report["artefacts"]}
-                report["passed"] = len(report["artefacts"]) == len(formats) and all(
-                    entry["passed"] for entry in report["artefacts"].values())
-                if report["artefacts"]:
-                    write_text(out_dir / REPORT, json.dumps(report, indent=2) + "\n")
-    for fmt in formats:
+            report = {"verified_on": verified_on,
+                      **parity_report(model, {fmt: staged[fmt] for fmt in formats if fmt not in failures}, examples,
+                                      labels, tolerances=tolerances, weights=weights)}
+            for fmt, entry in report["artefacts"].items():
+                entry["path"] = str(final[fmt])
+                if entry["passed"]:  # only a verified artefact is published
+                    if FORMATS[fmt]:  # a LiteRT file's labels first: a published file has its labels
+                        move_into_place(labels_path(staged[fmt]), labels_path(final[fmt]))
+                    move_into_place(staged[fmt], final[fmt], replace=force or fmt != "saved_model")
+        if "saved_model" in formats and report["artefacts"]["saved_model"]["passed"]:
+            serving_config(out_dir / "serving", names=[name])
+        for fmt, error in failures.items():  # the figures of every artefact, the missed and failed ones included
+            report["artefacts"][fmt] = {"path": str(final[fmt]), "size_bytes": 0, "signatures": {},
+                                        "misses": [f"not made: {error}"], "passed": False}
+        report["artefacts"] = {fmt: report["artefacts"][fmt] for fmt in formats}
+        report["passed"] = all(entry["passed"] for entry in report["artefacts"].values())
+        write_text(out_dir / REPORT, json.dumps(report, indent=2) + "\n")
+    for fmt in formats:  # the first failure, in the order asked
         if fmt in failures:
             raise ExportFailed(f"artefact {fmt} ({failures[fmt].field})", failures[fmt].value, failures[fmt].allowed)
-        if fmt in report["artefacts"] and not report["artefacts"][fmt]["passed"]:
+        if not report["artefacts"][fmt]["passed"]:
             raise_misses({"artefacts": {fmt: report["artefacts"][fmt]}})
     return report
 
