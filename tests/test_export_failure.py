@@ -132,3 +132,16 @@ def test_classes_named_like_numbers_are_chosen_by_name_not_position(tmp_path):
     assert task.class_names == ("1", "7")
     kept = {tuple(row) for split in ("train", "validation", "test") for row in task.images(split).reshape(-1, 4).tolist()}
     assert kept <= {tuple(row) for row in x[(y == 0) | (y == 3)].reshape(-1, 4).tolist()}
+
+
+def test_too_few_examples_to_hold_a_test_split_out_names_the_data_not_an_internal_field(tmp_path):
+    from keras_team.app.recipe import load_tasks
+
+    x, y = np.zeros((20, 8, 8, 1), np.uint8), np.repeat(np.arange(10), 2)  # 10 classes, 2 examples each
+    np.savez(tmp_path / "few.npz", x=x, y=y)
+    config = load_config(overrides=[f"data.target.name={tmp_path / 'few.npz'}", "data.target.classes=null",
+                                    "data.target.shots=null"])
+    with pytest.raises(KerasTeamError) as caught:
+        load_tasks(config)
+    assert caught.value.field == "data.target.name" and "test" not in caught.value.field
+    assert "a test split" in str(caught.value) and "30%" in str(caught.value)

@@ -85,6 +85,10 @@ def _load_task(config: Config, task: str, **kwargs) -> Task:
         # The global batch the current strategy's replicas share: checked now, not at the first stage.
         distribute.global_batch_size(loaded.batch_size, len(loaded.labels("train")))
     except KerasTeamError as error:
+        if error.field == "test":  # the test split a source without one has held out: not a config field
+            raise KerasTeamError(f"data.{task}.name", spec.name, "data with a test split (a test/ folder, or x_test "
+                                 "and y_test in a .npz), or enough examples of every class to hold "
+                                 f"{error.value:.0%} of them out as one: {error.allowed}") from error
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
     return loaded
 
