@@ -145,3 +145,17 @@ def test_too_few_examples_to_hold_a_test_split_out_names_the_data_not_an_interna
         load_tasks(config)
     assert caught.value.field == "data.target.name" and "test" not in caught.value.field
     assert "a test split" in str(caught.value) and "30%" in str(caught.value)
+
+
+def test_images_too_small_for_the_architecture_are_a_one_line_error_while_planning(tmp_path):
+    from keras_team.app.recipe import make_plan
+
+    x, y = np.zeros((60, 2, 2, 1), np.uint8), np.repeat(np.arange(3), 20)
+    np.savez(tmp_path / "tiny.npz", x=x, y=y)
+    overrides = [f"data.{task}.name={tmp_path / 'tiny.npz'}" for task in ("source", "target")]
+    config = load_config(overrides=[*overrides, "data.source.classes=null", "data.target.classes=null",
+                                    "data.target.shots=null", "leader.architecture=seed_cnn"])
+    with pytest.raises(KerasTeamError) as caught:
+        make_plan(config)
+    assert caught.value.field == "leader.architecture" and "2x2 images" in caught.value.allowed
+    assert "residual_cnn from 2x2" in caught.value.allowed

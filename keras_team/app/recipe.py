@@ -61,6 +61,7 @@ from keras_team.transferability import CutScore, rank_cuts
 from keras_team.transfers import transfer
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
+SMALLEST_IMAGES = {"seed_cnn": 4, "residual_cnn": 2}  # the least height and width each takes (2x2 poolings)
 CHECKPOINT_SECONDS = 5.0  # the least time between two checkpoints of a stage (a kill loses at most this much)
 
 
@@ -233,6 +234,13 @@ def new_leader(config: Config, index: int, source: Task, *, pretrained: bool = T
     """
     spec = config.team_leaders[index]
     if not spec.application:
+        height, width = source.input_shape[:2]
+        if min(height, width) < SMALLEST_IMAGES[spec.architecture]:
+            smallest = SMALLEST_IMAGES[spec.architecture]
+            raise KerasTeamError(leader_field(config, index, "architecture"), spec.architecture,
+                                 f"an architecture that takes the data's {height}x{width} images ({spec.architecture} "
+                                 f"pools them down and takes {smallest}x{smallest} or larger; "
+                                 f"{', '.join(f'{a} from {n}x{n}' for a, n in SMALLEST_IMAGES.items())})")
         return ARCHITECTURES[spec.architecture](source.input_shape, source.num_classes, name=spec.name)
     try:
         return zoo.application(spec.application, source.input_shape, source.num_classes,
