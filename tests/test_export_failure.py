@@ -122,16 +122,21 @@ def test_predict_refuses_nan_and_zero_to_one_floats_for_a_team_of_uint8_pixels(t
     assert [len(p.classes) for p in predictions.predict(tmp_path, tmp_path / "pixels.npz", top=1)] == [1, 1, 1]
 
 
-def test_classes_named_like_numbers_are_chosen_by_name_not_position(tmp_path):
+def test_classes_named_like_numbers_are_chosen_by_name_not_position_and_the_plan_names_them(tmp_path):
+    from keras_team.app.recipe import make_plan
     from keras_team.data import load_task
 
-    x = np.arange(4 * 6 * 4, dtype=np.uint8).reshape(24, 2, 2, 1)
-    y = np.repeat(np.arange(4), 6)  # folders 1, 2, 5, 7 read as labels 0..3
+    x = np.repeat(np.arange(4, dtype=np.uint8) * 60, 20 * 64).reshape(80, 8, 8, 1)  # each class its own grey
+    y = np.repeat(np.arange(4), 20)  # folders 1, 2, 5, 7 read as labels 0..3
     np.savez(tmp_path / "numbered.npz", x=x, y=y, class_names=np.array(["1", "2", "5", "7"]))
     task = load_task(str(tmp_path / "numbered.npz"), classes=[1, 7])
     assert task.class_names == ("1", "7")
-    kept = {tuple(row) for split in ("train", "validation", "test") for row in task.images(split).reshape(-1, 4).tolist()}
-    assert kept <= {tuple(row) for row in x[(y == 0) | (y == 3)].reshape(-1, 4).tolist()}
+    kept = {int(image.max()) for split in ("train", "validation", "test") for image in task.images(split)}
+    assert kept == {0, 180}  # the examples of folders 1 and 7 (labels 0 and 3), not of labels 1 and 2
+    config = load_config(overrides=[f"data.source.name={tmp_path / 'numbered.npz'}", "data.source.classes=[2, 5]",
+                                    f"data.target.name={tmp_path / 'numbered.npz'}", "data.target.classes=[1, 7]",
+                                    "data.target.shots=null", "followers=[]"])
+    assert "classes source 2, 5; target 1, 7" in make_plan(config).describe().splitlines()
 
 
 def test_too_few_examples_to_hold_a_test_split_out_names_the_data_not_an_internal_field(tmp_path):

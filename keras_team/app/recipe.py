@@ -371,6 +371,7 @@ class Plan:
             f"inputs {source.input_shape}{_streamed(source)}",
             f"target  {target.name}: {target.num_classes} classes, {len(target.labels('train'))} training examples "
             f"({len(target.labels('validation'))} validation, {len(target.labels('test'))} test){_streamed(target)}",
+            f"classes source {_names(source.class_names)}; target {_names(target.class_names)}",
         ]
         several = len(self.cuts) > 1
         lines += [f"input   {f'{name}: ' if several else ''}{layer.describe(source.input_shape)}, inside the model "
@@ -400,6 +401,7 @@ def make_plan(config: Config) -> Plan:
         >>> print(make_plan(load_config()).describe())
         source  digits: 5 classes, 504 training examples, inputs (8, 8, 1)
         target  digits: 5 classes, 25 training examples (121 validation, 269 test)
+        classes source 0, 1, 2, 3, 4; target 5, 6, 7, 8, 9
         cut     pool1 (depth 3, features (None, 4, 4, 16))
         ...
           5. evaluate   members, team ensemble and baseline on the target's test split; team.keras, the report
@@ -828,6 +830,17 @@ def _last(history) -> dict:
 def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
     predicted = np.argmax(model.predict(task.dataset(split), verbose=0), axis=-1)
     return float(np.mean(predicted == task.labels(split)))
+
+
+def _names(class_names, shown: int = 10) -> str:
+    """The first `shown` class names, and how many there are in all when that is more.
+
+    Example:
+        >>> _names(["cat", "dog"]), _names([str(i) for i in range(100)], shown=3)
+        ('cat, dog', '0, 1, 2, ... (100 in all)')
+    """
+    names = [str(name) for name in class_names]
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _taps(tap: str | tuple[str, ...]) -> str:
