@@ -164,3 +164,14 @@ def test_images_too_small_for_the_architecture_are_a_one_line_error_while_planni
         make_plan(config)
     assert caught.value.field == "leader.architecture" and "2x2 images" in caught.value.allowed
     assert "residual_cnn from 2x2" in caught.value.allowed
+
+
+def test_int8_calibration_refuses_nan_examples_before_converting(tmp_path):
+    from keras_team import zoo
+    from keras_team.export import litert
+
+    x = np.random.default_rng(0).random((12, 8, 8, 1)).astype(np.float32) * 255
+    x[5, 1, 1] = np.nan
+    with pytest.raises(KerasTeamError, match="representative_data='1 of 12 examples with NaN/inf values'"):
+        litert.tflite(zoo.seed_cnn((8, 8, 1), 2), tmp_path / "m.tflite", quantization="int8", representative_data=x)
+    assert not list(tmp_path.iterdir())
