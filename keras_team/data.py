@@ -44,6 +44,7 @@ from keras_team.errors import KerasTeamError
 
 AUGMENTATIONS = ("flip", "crop")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what keras.utils.image_dataset_from_directory reads
+NPZ_MEMORY_FRACTION = 0.5  # a .npz file whose arrays declare more than this share of the memory is refused unread
 STREAM_MEMORY_FRACTION = 0.1  # stream="auto" streams images whose decoded size exceeds this share of the memory
 PROGRESS_ABOVE = 2000  # images: checking a folder this large shows a progress bar
 SPLITS = ("train", "validation", "test")
@@ -524,9 +525,13 @@ def from_npz(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) -> Ta
     """
     path = pathlib.Path(path)
     try:
+        declared, limit = _declared_bytes(path), NPZ_MEMORY_FRACTION * memory_budget() / STREAM_MEMORY_FRACTION
+        if declared > limit:  # checked before a byte is inflated: a small archive may declare a huge array
+            raise MemoryError(f"its arrays declare {declared / 2**30:.1f} GiB; at most {limit / 2**30:.1f} GiB, "
+                              f"{NPZ_MEMORY_FRACTION:g} of this machine's memory, are read: a folder of images can stream")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, MemoryError, zipfile.BadZipFile, EOFError) as error:
         raise KerasTeamError("name", str(path), f"a readable .npz file of arrays x and y ({error})") from None
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing or ("x_test" in arrays) != ("y_test" in arrays):
@@ -595,6 +600,28 @@ def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | st
     else:
         task = from_arrays(*train, test=test, class_names=class_names, name=name, **kwargs)
     return FileTask(task.name, task.splits, task.class_names, shape, task.batch_size, task.augment, task.seed)
+
+
+def _declared_bytes(path: pathlib.Path) -> int:
+    """The bytes the arrays of a `.npz` file declare in their headers, read without inflating any data.
+
+    Example:
+        >>> path = pathlib.Path(getfixture("tmp_path")) / "a.npz"
+        >>> np.savez_compressed(path, x=np.zeros((10, 4), np.float32), y=np.zeros(10, np.uint8))
+        >>> _declared_bytes(path)
+        170
+    """
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            with archive.open(name) as stream:
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(stream))
+                if read_header is None:
+                    continue  # np.load says what it cannot read
+                shape, _, dtype = read_header(stream)
+                total += math.prod(shape) * dtype.itemsize
+    return total
 
 
 def memory_budget() -> int:

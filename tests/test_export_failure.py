@@ -175,3 +175,20 @@ def test_int8_calibration_refuses_nan_examples_before_converting(tmp_path):
     with pytest.raises(KerasTeamError, match="representative_data='1 of 12 examples with NaN/inf values'"):
         litert.tflite(zoo.seed_cnn((8, 8, 1), 2), tmp_path / "m.tflite", quantization="int8", representative_data=x)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_small_npz_declaring_a_huge_array_is_refused_before_it_is_read(tmp_path):
+    import io
+    import zipfile
+
+    from keras_team.data import load_task
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**7, 1000, 1000)})
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as archive:  # 10 TB declared, a few bytes stored
+        archive.writestr("x.npy", header.getvalue() + b"\x00" * 16)
+        with archive.open("y.npy", "w") as y:
+            np.save(y, np.zeros(3, np.int64))
+    assert (tmp_path / "bomb.npz").stat().st_size < 1000
+    with pytest.raises(KerasTeamError, match=r"bomb.npz.*arrays declare 9313.2 GiB"):
+        load_task(str(tmp_path / "bomb.npz"))
