@@ -727,6 +727,8 @@ def _common_format(groups) -> tuple[tuple[int, int], str]:
                 image.verify()  # reads the whole file: a truncated or corrupt image fails here
                 sizes[image.size[::-1]] += 1
                 modes["grayscale" if image.mode in ("1", "L", "I;16", "I", "F") else "rgb"] += 1
+        except Image.DecompressionBombError as error:  # its header declares it too large to decode: not read
+            raise KerasTeamError("name", str(file), f"an image of at most {Image.MAX_IMAGE_PIXELS:,} pixels ({error})") from None
         except (OSError, UnidentifiedImageError, SyntaxError) as error:
             raise KerasTeamError("name", str(file), f"a readable image ({type(error).__name__}: {error})") from None
     return sizes.most_common(1)[0][0], modes.most_common(1)[0][0]

@@ -192,3 +192,23 @@ def test_a_small_npz_declaring_a_huge_array_is_refused_before_it_is_read(tmp_pat
     assert (tmp_path / "bomb.npz").stat().st_size < 1000
     with pytest.raises(KerasTeamError, match=r"bomb.npz.*arrays declare 9313.2 GiB"):
         load_task(str(tmp_path / "bomb.npz"))
+
+
+def test_an_image_declaring_a_huge_size_is_refused_by_name_before_it_is_decoded(tmp_path):
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from keras_team.data import load_task
+
+    for label in ("a", "b"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / "train" / label / f"{i}.png")
+    png = bytearray((tmp_path / "train" / "b" / "0.png").read_bytes())
+    png[16:24] = struct.pack(">II", 200_000, 200_000)  # IHDR width and height: 40 gigapixels declared
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    (tmp_path / "train" / "b" / "huge.png").write_bytes(bytes(png))
+    with pytest.raises(KerasTeamError, match=r"huge.png.*an image of at most [\d,]+ pixels"):
+        load_task(str(tmp_path))
