@@ -580,6 +580,8 @@ def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | st
     root = pathlib.Path(path)
     name = kwargs.pop("name", root.name)
     two_splits = (root / "train").is_dir() and (root / "test").is_dir()
+    if not two_splits and root.is_dir() and {p.name for p in root.iterdir() if p.is_dir()} == {"train"}:
+        root = root / "train"  # train/ alone: its class folders, a test split held out of them
     files = _image_files(root / "train" if two_splits else root)
     class_names = sorted(files)
     test_files = _image_files(root / "test", class_names=class_names) if two_splits else {}
@@ -703,6 +705,9 @@ def _image_files(folder: pathlib.Path, class_names: Sequence[str] | None = None)
     if class_names is not None and set(found) - set(class_names):
         raise KerasTeamError("name", str(folder), f"class folders that train/ also has ({sorted(class_names)}); "
                              f"{sorted(set(found) - set(class_names))} are not")
+    if class_names is not None and set(class_names) - set(found):
+        raise KerasTeamError("name", str(folder), f"a folder for every class of train/ ({sorted(class_names)}); "
+                             f"{sorted(set(class_names) - set(found))} missing")
     files = {}
     for label in found:
         images = sorted(p for p in (folder / label).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -212,3 +212,20 @@ def test_an_image_declaring_a_huge_size_is_refused_by_name_before_it_is_decoded(
     (tmp_path / "train" / "b" / "huge.png").write_bytes(bytes(png))
     with pytest.raises(KerasTeamError, match=r"huge.png.*an image of at most [\d,]+ pixels"):
         load_task(str(tmp_path))
+
+
+def test_a_test_folder_missing_a_class_or_missing_altogether_is_handled_by_name(tmp_path):
+    from PIL import Image
+
+    from keras_team.data import load_task
+
+    for split, labels in (("train", "abc"), ("test", "ab")):
+        for label in labels:
+            (tmp_path / "both" / split / label).mkdir(parents=True)
+            for i in range(10):
+                Image.new("L", (8, 8), 20 * i).save(tmp_path / "both" / split / label / f"{i}.png")
+    with pytest.raises(KerasTeamError, match=r"both/test'.*a folder for every class of train/.*\['c'\] missing"):
+        load_task(str(tmp_path / "both"))
+    (tmp_path / "both" / "test").rename(tmp_path / "test")  # train/ alone: a test split is held out of it
+    task = load_task(str(tmp_path / "both"), validation=0.2)
+    assert task.class_names == ("a", "b", "c") and len(task.labels("test")) == 9
