@@ -1,4 +1,5 @@
-"""Never lose a finished run: the export comes last, its failure keeps the run, a rerun redoes only the export."""
+"""Never lose a finished run (the export comes last, its failure keeps the run, a rerun redoes only the export),
+and bad input caught where it enters: NaN, sizes declared too large, names and shapes the user did not mean."""
 
 import json
 import os
