@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import subprocess
 import shutil
 import sys
 import tempfile
@@ -52,6 +54,9 @@ from keras_team.app.progress import Output  # noqa: E402
 from keras_team.app.recipe import run  # noqa: E402
 
 NAME = "transfer_gain"
+PHOTO_PATCHES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "photo_patches.py"
+PATCHES_SOURCE = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel")
+PATCHES_TARGET = ("hubble", "ihc", "moon", "page", "retina", "rocket", "text", "clock", "cell")
 LOGREG_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 TARGET_GAIN_POINTS = {1: 8.0, 5: 3.0}  # by shots; 5.0 at other shot counts
 BEST_MEMBER_SLACK_POINTS = 1.0
@@ -83,6 +88,21 @@ def logistic_regression(run_dir: str, config) -> dict:
         fits[c] = (model.score(x, y), -log_loss(y, model.predict_proba(x), labels=model.classes_), model)
     c = max(fits, key=lambda k: fits[k][:2])
     return {"C": c, "validation_accuracy": round(fits[c][0], 4), "test_accuracy": fits[c][2].score(*splits["test"])}
+
+
+def data_overrides(data: str) -> list[str]:
+    """The config overrides for `--data`: digits (the default config), or photo patches (a folder; generated if missing).
+
+    `patches` is the folder `photo_patches.py` writes (64x64 RGB, 17 photographs; source: 8 of them, target:
+    the other 9), at ``/work/data/patches`` or generated there; any other value is the path of such a folder.
+    """
+    if data == "digits":
+        return []
+    folder = pathlib.Path("/work/data/patches" if data == "patches" else data)
+    if not (folder / "train").is_dir():
+        subprocess.run([sys.executable, str(PHOTO_PATCHES), str(folder)], check=True)
+    return [f"data.source.name={folder}/", f"data.target.name={folder}/",
+            f"data.source.classes=[{','.join(PATCHES_SOURCE)}]", f"data.target.classes=[{','.join(PATCHES_TARGET)}]"]
 
 
 def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
@@ -121,8 +141,8 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
         "cut": report["cut"]["name"],
         "logreg_C": logreg["C"],
         "probe_l2": {name: f["l2"] for name, f in stages.get("followers", {}).items() if "l2" in f},
-        "validation_accuracy": {**{name: f.get("val_accuracy") for name, f in stages.get("followers", {}).items()},
-                                "leader": stages.get("transfer", {}).get("val_accuracy"),
+        "validation_accuracy": {**{name: m.get("validation_accuracy") for name, m in report["members"].items()},
+                                "ensemble": ensemble.get("validation_accuracy"),
                                 "logreg": logreg["validation_accuracy"]},
         "ensemble_weights": ensemble["weights"],
         "ensemble_rule": ensemble["rule"],
@@ -136,6 +156,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="config override passed to load_config, as for `keras-team run --set` (repeatable)")
+    parser.add_argument("--data", default="digits", help="digits (default config), patches (photo patches, "
+                        "generated if missing) or the path of a photo-patches folder")
     parser.add_argument("--shots", type=int, default=5, help="labelled target examples per class (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the runs' output directories")
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
@@ -144,13 +166,14 @@ def main(argv=None) -> dict:
     target_gain = TARGET_GAIN_POINTS.get(shots, 5.0)
     seeds = [int(s) for s in args.seeds.split(",")]
     load_before = load_average()
-    load_config(overrides=[f"data.target.shots={shots}", *args.set])  # a bad --set fails now, not after a run
+    overrides = [*data_overrides(args.data), *args.set]
+    load_config(overrides=[f"data.target.shots={shots}", *overrides])  # a bad --set fails now, not after a run
 
     progress = keras.utils.Progbar(len(seeds), unit_name="seed", stateful_metrics=["ensemble", "baseline", "gain"])
     runs = []
     for step, seed in enumerate(seeds, start=1):
         print(f"\n## seed {seed} ({step}/{len(seeds)})", flush=True)
-        runs.append(one_seed(seed, shots, args.set, args.keep))
+        runs.append(one_seed(seed, shots, overrides, args.keep))
         last = runs[-1]
         progress.update(step, [("ensemble", last["test_accuracy"]["ensemble"]),
                                ("baseline", last["test_accuracy"]["baseline"]),
@@ -164,7 +187,8 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": NAME,
         "what": f"team (transfer + followers) vs scratch baseline, target test accuracy at {shots} shots",
-        "overrides": [f"data.target.shots={shots}", *args.set],
+        "data": args.data,
+        "overrides": [f"data.target.shots={shots}", *overrides],
         "seeds": seeds,
         "per_seed": runs,
         "test_accuracy": {name: summary([r["test_accuracy"][name] for r in runs]) for name in names},

@@ -825,20 +825,6 @@ def run(config: Config, *, output: Output | None = None) -> dict:
             return Recipe(config, workspace, plan, output=output).run()
 
 
-def _refuse_linear_probes(config: Config) -> None:
-    """A linear probe (`keras_team.probe`: `model.fit` with early stopping) trains on one machine only."""
-    allowed = ("mlp on several machines (a linear probe fits with Keras' model.fit, which fails under "
-               "MultiWorkerMirroredStrategy: keras-team/keras#20585)")
-    for i, follower in enumerate(config.followers):
-        if follower.kind == "linear_probe":
-            raise KerasTeamError(f"followers[{i}].kind", follower.kind, allowed)
-    for index, leader in enumerate(config.team_leaders):
-        if leader.transfer.head.kind == "linear_probe":
-            raise KerasTeamError(leader_field(config, index, "transfer.head.kind"), "linear_probe",
-                                 "dense, conv or cosine on several machines (a linear probe fits with Keras' "
-                                 "model.fit, which fails under MultiWorkerMirroredStrategy)")
-
-
 def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | None:
     """`run` as one worker of the cluster `TF_CONFIG` names; the chief returns the report, the others None.
 
@@ -853,7 +839,6 @@ def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | No
     Example (on each of two machines, with its own index; a run takes a minute):
         $ keras-team run --config my.yaml --workers 10.0.0.1:2222,10.0.0.2:2222 --worker-index 0
     """
-    _refuse_linear_probes(config)
     here = distribute.cluster()
     strategy = distribute.choose_strategy("multi_worker")  # first: it starts TensorFlow's runtime
     if config.deterministic:
