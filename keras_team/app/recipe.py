@@ -271,7 +271,7 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
     for i, f in enumerate(config.followers):
         try:
             followers.append(Follower(
-                zoo.mlp(target.num_classes, name=f.name) if f.kind == "linear_probe"  # a linear layer
+                zoo.mlp(target.num_classes, hidden=(), name=f.name) if f.kind == "linear_probe"  # a linear layer
                 else zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                 distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
@@ -424,7 +424,8 @@ def make_plan(config: Config) -> Plan:
                 unfreeze(build_student(config, index, leaders[spec.name], target), top=t.unfreeze)
             except KerasTeamError as error:
                 raise KerasTeamError(leader_field(config, index, "transfer.unfreeze"), t.unfreeze, error.allowed) from error
-            stages[f"fine_tune{suffix}"] = f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} epochs)"
+            stages[f"fine_tune{suffix}"] = (f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} "
+                                            "epochs), kept if it raises the validation accuracy")
     team = build_team(config, students, target)
     stages["followers"] = (f"{len(config.followers)} follower(s) on cached taps: "
                            + ", ".join(f"{f.name} ({_taps(f.tap)}, {f.epochs} epochs)" for f in config.followers))
@@ -605,11 +606,17 @@ class Recipe:
 
         def fine_tune():
             model = unfreeze(self._load(f"stages/transfer{suffix}.keras"), top=cfg.unfreeze)
-            return model, self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
-                                    cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            figures = self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
+                                cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            # Kept only when validation says it helps: a higher accuracy than the head alone.
+            head_only = self.ws.figures(f"transfer{suffix}").get("val_accuracy", -math.inf)
+            return model, {**figures, "kept": figures.get("val_accuracy", -math.inf) > head_only}
 
         self._stage(f"fine_tune{suffix}", self.plan.stages[f"fine_tune{suffix}"], fine_tune,
                     f"stages/fine_tune{suffix}.keras")
+        if not self.ws.figures(f"fine_tune{suffix}")["kept"]:
+            self.out.say(f"{'fine_tune':<11}not kept: validation accuracy no higher than the head's alone")
+            return f"stages/transfer{suffix}.keras"
         return f"stages/fine_tune{suffix}.keras"
 
     def train_followers(self, student_files: dict[str, str]) -> str:
