@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from keras_team import distribute
 from keras_team.errors import KerasTeamError
-from keras_team.heads import LOSS
+from keras_team.heads import LOSS, adapt
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 """The L2 strengths a probe tries by default (penalty ``l2 * sum(kernel**2)`` per batch, as `keras.regularizers.L2`)."""
@@ -155,6 +155,7 @@ def fit_probe(
     # tf.data, not arrays: Keras' array adapter costs ~0.1 s per epoch, more than a probe's whole step.
     batches = tf.data.Dataset.from_tensor_slices(train).shuffle(examples, seed=seed).repeat().batch(batch_size)
     held_out = tf.data.Dataset.from_tensor_slices(validation).batch(VALIDATION_BATCH).cache()
+    adapt(model, train[0])  # a Standardize layer's statistics: the training split's (keras_team.heads.probe)
     initial = model.get_weights()
     best: tuple[float, Score, list] | None = None
     scores = {}

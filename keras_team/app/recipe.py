@@ -138,8 +138,8 @@ def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> ke
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     if head.kind == "cosine":
         return heads.cosine(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
-    if head.kind == "linear_probe":  # its L2 strength is set when it is fitted (keras_team.probe)
-        return heads.dense(num_classes)
+    if head.kind == "linear_probe":  # its statistics and L2 strength are set when it is fitted (keras_team.probe)
+        return heads.probe(num_classes)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
@@ -271,7 +271,7 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
     for i, f in enumerate(config.followers):
         try:
             followers.append(Follower(
-                zoo.mlp(target.num_classes, hidden=(), name=f.name) if f.kind == "linear_probe"  # a linear layer
+                heads.probe(target.num_classes, name=f.name) if f.kind == "linear_probe"  # standardized, linear
                 else zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                 distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
