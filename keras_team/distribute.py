@@ -472,7 +472,8 @@ class _MultiWorkerLoop:
         start = self._start_epoch(callbacks, initial_epoch)
         history = keras.callbacks.History()
         callbacks = keras.callbacks.CallbackList(
-            [*(callbacks if self.chief else ()), *worker_callbacks], add_history=False, add_progbar=self.chief and verbose != 0,
+            [*(callbacks if self.chief else ()), *worker_callbacks], add_history=False,
+            add_progbar=self.chief and verbose != 0,
             model=model, verbose=1 if verbose == "auto" else verbose, epochs=epochs, steps=steps_per_epoch,
         )
         history.set_model(model)

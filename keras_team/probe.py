@@ -174,7 +174,8 @@ def fit_probe(
         history = distribute.fit(model, batches, steps_per_epoch=steps, validation_data=held_out, epochs=epochs,
                                  callbacks=callbacks, worker_callbacks=[stop], verbose=verbose).history
         epoch = int(np.argmin(history["val_log_loss"]))  # the restored weights' epoch
-        scores[strength] = Score(float(history["val_log_loss"][epoch]), float(history["val_accuracy"][epoch]), epoch + 1)
+        scores[strength] = Score(float(history["val_log_loss"][epoch]), float(history["val_accuracy"][epoch]),
+                                 epoch + 1)
         if best is None or scores[strength].loss < best[1].loss:
             best = (strength, scores[strength], model.get_weights())
     strength, score, weights = best

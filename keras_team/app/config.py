@@ -319,7 +319,8 @@ class HeadConfig(Section):
     kind: Literal["dense", "conv", "cosine", "linear_probe"] = Field(
         "linear_probe", description="layer type of the head; cosine: a cosine classifier with a learned scale after the "
         "hidden layers, imprinted with the class means of the training split's features before training; "
-        "linear_probe: one linear layer (hidden, dropout and activation do not apply) fitted once per strength "
+        "linear_probe: one linear layer on the features standardized by the training split's statistics, then "
+        "L2-normalised (keras_team.heads.probe; hidden, dropout and activation do not apply), fitted once per strength "
         "of l2, each stopped early on the validation log-loss, the strength best there kept (keras_team.probe; "
         "the default: it beat the dense head on validation, digits and photo patches, benchmarks/README.md)"
     )
@@ -371,7 +372,8 @@ class FollowerConfig(Section):
 
     name: Identifier = Field("mlp", description="unique name of the follower")
     kind: Literal["mlp", "linear_probe"] = Field(
-        "mlp", description="mlp: hidden layers then the logits; linear_probe: one linear layer (hidden and "
+        "mlp", description="mlp: hidden layers then the logits; linear_probe: one linear layer on the taps "
+        "standardized by the training split's statistics, then L2-normalised (keras_team.heads.probe; hidden and "
         "dropout do not apply), fitted once per strength of l2 on the cached taps, each stopped early on the "
         "validation log-loss, the strength best there kept (keras_team.probe; a learning_rate of 0.03 suits it)"
     )
@@ -534,7 +536,8 @@ class Config(Section):
         "takes what it omits from leader and transfer above ([]: one leader, named leader, as those describe)",
     )
     followers: ListOf[FollowerConfig] = Field(
-        default_factory=lambda: (FollowerConfig(), FollowerConfig(name="probe", kind="linear_probe", learning_rate=0.03)),
+        default_factory=lambda: (FollowerConfig(),
+                                 FollowerConfig(name="probe", kind="linear_probe", learning_rate=0.03)),
         description="models fed by the leader's outputs: a list ([] for none) of mappings like the ones below; "
         "a follower you list takes the fields it omits from the first (the mlp)",
     )
