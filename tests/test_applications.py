@@ -207,7 +207,7 @@ def test_a_follower_reads_a_layer_named_like_a_tap():
 
 # --- the recipe ----------------------------------------------------------------------------------------
 
-TINY = ["leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1", "baseline.epochs=1",
+TINY = ["leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1", "followers.1.epochs=1", "baseline.epochs=1",
         "data.source.shots=10", "data.target.shots=3", "data.batch_size=16"]
 
 
