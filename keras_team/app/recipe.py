@@ -530,8 +530,8 @@ class Recipe:
         (x, y), (xv, yv) = (examples(target, [split]) for split in ("train", "validation"))  # features held, not images
         fit = probe.fit_probe(model.head, (probe.features_of(model.body, x), y), (probe.features_of(model.body, xv), yv),
                               l2=cfg.head.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-                              batch_size=target.batch_size, callbacks=self.out.callbacks(cfg.epochs),
-                              verbose=self.out.fit_verbose)
+                              batch_size=target.batch_size, seed=self.config.seed,
+                              callbacks=self.out.callbacks(cfg.epochs), verbose=self.out.fit_verbose)
         self._check_finite(stage, model, None, f"{field}.learning_rate", cfg.learning_rate)
         return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **fit.figures()}
 
@@ -639,7 +639,8 @@ class Recipe:
                 if f.kind == "linear_probe":  # a fit per L2 strength, seconds each: no checkpoints
                     fit = probe.probe_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                                l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
-                                               batch_size=target.batch_size, callbacks=self.out.callbacks(f.epochs),
+                                               batch_size=target.batch_size, seed=self.config.seed,
+                                               callbacks=self.out.callbacks(f.epochs),
                                                verbose=self.out.fit_verbose)
                     history, figures = None, fit.figures()
                 else:
