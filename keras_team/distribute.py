@@ -356,6 +356,7 @@ def fit(
     verbose: int | str = "auto",
     steps_per_epoch: int | None = None,
     initial_epoch: int = 0,
+    worker_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> keras.callbacks.History:
     """Train a compiled `model` on a batched `dataset` under the current strategy.
 
@@ -365,8 +366,9 @@ def fit(
     global-batch dataset: it is sharded by `DATA`, each step runs the model's own `train_step` (its losses, loss weights
     and metrics, the Team's summed member losses included) on every replica
     through `strategy.run`, and gradients are all-reduced by the Keras
-    optimizer. Callbacks and progress run on the chief only, and a stop one
-    of them asks for (`model.stop_training`) stops every worker. Two ways to
+    optimizer. Callbacks and progress run on the chief only (`worker_callbacks` on
+    every worker), and a stop one of them asks for
+    (`model.stop_training`) stops every worker. Two ways to
     resume a restarted cluster after its last finished epoch: a
     `keras_team.checkpoints.BackupAndRestore` among the callbacks (the chief
     writes it; every worker restores it, the chief first), or
@@ -384,6 +386,11 @@ def fit(
         verbose: as for `model.fit`.
         steps_per_epoch, initial_epoch: as for `model.fit` (with
             `steps_per_epoch`, `dataset` is one stream read on across epochs).
+        worker_callbacks: callbacks every worker runs, after `callbacks`:
+            ones that read only the epoch's figures and the weights (alike on
+            every worker) and may set the weights, such as
+            `EarlyStopping(restore_best_weights=True)`, whose restore every
+            worker must apply. On one machine they are more `callbacks`.
 
     Example:
         >>> model = keras_team.zoo.seed_cnn((8, 8, 1), 2)
@@ -394,14 +401,14 @@ def fit(
     """
     strategy = model.distribute_strategy
     if not _is_multi_worker(strategy):
-        callbacks = list(callbacks)
+        callbacks = [*callbacks, *worker_callbacks]
         if checkpoint_dir:
             callbacks.append(BackupAndRestore(checkpoint_dir))
         return model.fit(dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
                          verbose=verbose, shuffle=False, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch)
     return _MultiWorkerLoop(model, strategy, checkpoint_dir).fit(
         dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
-        steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch, worker_callbacks=worker_callbacks,
     )
 
 
@@ -460,12 +467,13 @@ class _MultiWorkerLoop:
         return max([int(self.epoch.numpy()), initial_epoch, *restored])
 
     def fit(self, dataset, *, epochs, validation_data, callbacks, verbose, steps_per_epoch=None,
-            initial_epoch=0) -> keras.callbacks.History:
+            initial_epoch=0, worker_callbacks=()) -> keras.callbacks.History:
         model = self.model
         start = self._start_epoch(callbacks, initial_epoch)
         history = keras.callbacks.History()
         callbacks = keras.callbacks.CallbackList(
-            list(callbacks) if self.chief else [], add_history=False, add_progbar=self.chief and verbose != 0,
+            [*(callbacks if self.chief else ()), *worker_callbacks], add_history=False,
+            add_progbar=self.chief and verbose != 0,
             model=model, verbose=1 if verbose == "auto" else verbose, epochs=epochs, steps=steps_per_epoch,
         )
         history.set_model(model)

@@ -105,7 +105,7 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     import keras_team
 
     reference = keras_team.transfer(keras_team.zoo.residual_cnn((8, 8, 1), 5), "pool1",
-                                    keras_team.heads.dense(5, hidden=(64,), dropout=0.2))
+                                    keras_team.heads.probe(5))  # the default head: a linear probe
     line = next(line for line in plan.splitlines() if line.strip().startswith("transfer ") and "parameters" in line)
     assert f"{reference.count_params():,} parameters" in line
     assert not out.exists()

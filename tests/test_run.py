@@ -17,7 +17,7 @@ from keras_team.errors import KerasTeamError
 from tests.helpers import same_weights, weights_of
 
 TINY = [
-    "leader.epochs=2", "transfer.epochs=3", "followers.0.epochs=2", "baseline.epochs=1",
+    "leader.epochs=2", "transfer.epochs=3", "followers.0.epochs=2", "followers.1.epochs=2", "baseline.epochs=1",
     "transfer.head.hidden=[8]", "data.target.shots=3",
 ]
 # Two followers and a team stage (the stages whose files and records a crash could confuse);

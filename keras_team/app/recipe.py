@@ -146,8 +146,8 @@ def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> ke
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     if head.kind == "cosine":
         return heads.cosine(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
-    if head.kind == "linear_probe":  # its L2 strength is set when it is fitted (keras_team.probe)
-        return heads.dense(num_classes)
+    if head.kind == "linear_probe":  # its statistics and L2 strength are set when it is fitted (keras_team.probe)
+        return heads.probe(num_classes)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
@@ -286,7 +286,7 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
     for i, f in enumerate(config.followers):
         try:
             followers.append(Follower(
-                zoo.mlp(target.num_classes, name=f.name) if f.kind == "linear_probe"  # a linear layer
+                heads.probe(target.num_classes, name=f.name) if f.kind == "linear_probe"  # standardized, linear
                 else zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                 distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
@@ -441,7 +441,8 @@ def make_plan(config: Config) -> Plan:
                 unfreeze(build_student(config, index, leaders[spec.name], target), top=t.unfreeze)
             except KerasTeamError as error:
                 raise KerasTeamError(leader_field(config, index, "transfer.unfreeze"), t.unfreeze, error.allowed) from error
-            stages[f"fine_tune{suffix}"] = f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} epochs)"
+            stages[f"fine_tune{suffix}"] = (f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} "
+                                            "epochs), kept if it raises the validation accuracy")
     team = build_team(config, students, target)
     stages["followers"] = (f"{len(config.followers)} follower(s) on cached taps: "
                            + ", ".join(f"{f.name} ({_taps(f.tap)}, {f.epochs} epochs)" for f in config.followers))
@@ -546,8 +547,8 @@ class Recipe:
         (x, y), (xv, yv) = (examples(target, [split]) for split in ("train", "validation"))  # features held, not images
         fit = probe.fit_probe(model.head, (probe.features_of(model.body, x), y), (probe.features_of(model.body, xv), yv),
                               l2=cfg.head.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-                              batch_size=target.batch_size, callbacks=self.out.callbacks(cfg.epochs),
-                              verbose=self.out.fit_verbose)
+                              batch_size=target.batch_size, seed=self.config.seed,
+                              callbacks=self.out.callbacks(cfg.epochs), verbose=self.out.fit_verbose)
         self._check_finite(stage, model, None, f"{field}.learning_rate", cfg.learning_rate)
         return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **fit.figures()}
 
@@ -622,11 +623,17 @@ class Recipe:
 
         def fine_tune():
             model = unfreeze(self._load(f"stages/transfer{suffix}.keras"), top=cfg.unfreeze)
-            return model, self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
-                                    cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            figures = self._fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
+                                cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            # Kept only when validation says it helps: a higher accuracy than the head alone.
+            head_only = self.ws.figures(f"transfer{suffix}").get("val_accuracy", -math.inf)
+            return model, {**figures, "kept": figures.get("val_accuracy", -math.inf) > head_only}
 
         self._stage(f"fine_tune{suffix}", self.plan.stages[f"fine_tune{suffix}"], fine_tune,
                     f"stages/fine_tune{suffix}.keras")
+        if not self.ws.figures(f"fine_tune{suffix}")["kept"]:
+            self.out.say(f"{'fine_tune':<11}not kept: validation accuracy no higher than the head's alone")
+            return f"stages/transfer{suffix}.keras"
         return f"stages/fine_tune{suffix}.keras"
 
     def train_followers(self, student_files: dict[str, str]) -> str:
@@ -649,7 +656,8 @@ class Recipe:
                 if f.kind == "linear_probe":  # a fit per L2 strength, seconds each: no checkpoints
                     fit = probe.probe_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                                l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
-                                               batch_size=target.batch_size, callbacks=self.out.callbacks(f.epochs),
+                                               batch_size=target.batch_size, seed=self.config.seed,
+                                               callbacks=self.out.callbacks(f.epochs),
                                                verbose=self.out.fit_verbose)
                     history, figures = None, fit.figures()
                 else:
@@ -882,20 +890,6 @@ def run(config: Config, *, output: Output | None = None) -> dict:
             return Recipe(config, workspace, plan, output=output).run()
 
 
-def _refuse_linear_probes(config: Config) -> None:
-    """A linear probe (`keras_team.probe`: `model.fit` with early stopping) trains on one machine only."""
-    allowed = ("mlp on several machines (a linear probe fits with Keras' model.fit, which fails under "
-               "MultiWorkerMirroredStrategy: keras-team/keras#20585)")
-    for i, follower in enumerate(config.followers):
-        if follower.kind == "linear_probe":
-            raise KerasTeamError(f"followers[{i}].kind", follower.kind, allowed)
-    for index, leader in enumerate(config.team_leaders):
-        if leader.transfer.head.kind == "linear_probe":
-            raise KerasTeamError(leader_field(config, index, "transfer.head.kind"), "linear_probe",
-                                 "dense, conv or cosine on several machines (a linear probe fits with Keras' "
-                                 "model.fit, which fails under MultiWorkerMirroredStrategy)")
-
-
 def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | None:
     """`run` as one worker of the cluster `TF_CONFIG` names; the chief returns the report, the others None.
 
@@ -910,7 +904,6 @@ def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | No
     Example (on each of two machines, with its own index; a run takes a minute):
         $ keras-team run --config my.yaml --workers 10.0.0.1:2222,10.0.0.2:2222 --worker-index 0
     """
-    _refuse_linear_probes(config)
     here = distribute.cluster()
     strategy = distribute.choose_strategy("multi_worker")  # first: it starts TensorFlow's runtime
     if config.deterministic:
