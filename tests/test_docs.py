@@ -56,8 +56,8 @@ def offline(code: str) -> str:
     return code
 
 
-def make_images(root: pathlib.Path, classes=("cat", "dog", "fox"), per_class: int = 12, size: int = 32) -> None:
-    """A folder of class subfolders of small RGB PNGs, each class a colour the models can learn."""
+def make_images(root: pathlib.Path, classes=("cat", "dog", "fox"), per_class: int = 20, size: int = 32) -> None:
+    """A folder of class subfolders of small RGB PNGs (70% train, 30% test), each class a colour to learn."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -89,12 +89,14 @@ def run_page(page: pathlib.Path, cwd: pathlib.Path) -> None:
     for index, block in enumerate(blocks(page)):
         if block["reason"] is not None or block["lang"] not in RUNNABLE:
             continue
+        start = time.perf_counter()
         if block["lang"] == "python":
             code = compile(offline(block["code"]), f"{page.name} block {index}", "exec")
             exec(code, namespace)  # noqa: S102 - the page's own code
         else:
             for command in commands(block["code"]):
                 run_command(command, cwd)
+        print(f"{page.name} block {index} ({block['lang']}): {time.perf_counter() - start:.1f} s")
 
 
 def test_every_runnable_block_runs_or_says_why_not():
