@@ -150,7 +150,7 @@ class FeatureCache:
 
 
 class _Inference:
-    """`body` in inference mode on a batch, cast to `dtype`: one trace for every batch size.
+    """`body` in inference mode on a batch, cast to `dtype` (on TensorFlow one trace for every batch size).
 
     On TensorFlow, faster than `body.predict` for the cache: no float32 copy
     of the whole output, and the cast to float16 runs in the graph. On JAX
