@@ -16,7 +16,8 @@ ROOT = pathlib.Path(__file__).parent.parent
 
 def without(monkeypatch, module: str, *reimported: str) -> None:
     """Import `module` fails for this test, and the `reimported` packages (and their submodules) import again."""
-    monkeypatch.setitem(sys.modules, module, None)
+    for name in [module, *(name for name in sys.modules if name.startswith(f"{module}."))]:
+        monkeypatch.setitem(sys.modules, name, None)
     for name in list(sys.modules):
         if any(name == package or name.startswith(f"{package}.") for package in reimported):
             monkeypatch.delitem(sys.modules, name)
