@@ -36,6 +36,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.python.convert_phase import ConverterError  # what `convert()` raises for a model it refuses
 
+from keras_team.backend import require_tensorflow
 from keras_team.errors import KerasTeamError
 from keras_team.export.formats import QUANTIZATIONS
 from keras_team.export.signatures import DEFAULT_SIGNATURE, class_names_of, input_spec, members, write_archive
@@ -107,6 +108,7 @@ def tflite_files(
         ...                                     representative_data=x_train)]
         ['m.tflite', 'm-int8.tflite']
     """
+    require_tensorflow("LiteRT export")
     for quantization in files.values():
         if quantization not in QUANTIZATIONS:
             raise KerasTeamError("quantization", quantization, f"one of {', '.join(QUANTIZATIONS)}")

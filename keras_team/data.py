@@ -35,12 +35,12 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from keras_team.distribute import global_batch_size, shard_by_data
 from keras_team.errors import KerasTeamError
+from keras_team.extras import import_module
 
 AUGMENTATIONS = ("flip", "crop")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what keras.utils.image_dataset_from_directory reads
@@ -441,6 +441,7 @@ def tfds_task(
         >>> target.num_classes, target.input_shape, int(np.bincount(target.splits["train"][1]).max())
         (100, (32, 32, 3), 3)
     """
+    tfds = import_module("tensorflow_datasets")
     builder, names, _ = _tfds_builder(name, classes, shots, validation, data_dir, download)
     shape, splits = builder.info.features["image"].shape, builder.info.splits
     examples = splits["train"].num_examples if "train" in splits else 0  # 0: not prepared, size unknown
@@ -459,8 +460,9 @@ def tfds_task(
 
 
 def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | None, validation: float,
-                  data_dir: str | None, download: bool) -> tuple[tfds.core.DatasetBuilder, list[str], list[int]]:
+                  data_dir: str | None, download: bool) -> tuple[Any, list[str], list[int]]:
     """The TFDS builder of `name`, its class names and the classes kept: all checked before any download."""
+    tfds = import_module("tensorflow_datasets")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
@@ -993,6 +995,7 @@ def tfds_stream(
         >>> task.class_names
         ('3', '1')
     """
+    tfds = import_module("tensorflow_datasets")
     builder, names, chosen = _tfds_builder(name, classes, shots, validation, data_dir, download)
     lookup = np.full(len(names), -1, np.int32)
     lookup[chosen] = np.arange(len(chosen), dtype=np.int32)

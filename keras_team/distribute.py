@@ -43,6 +43,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from keras_team.backend import is_tensorflow, require_tensorflow
 from keras_team.checkpoints import BackupAndRestore
 from keras_team.errors import KerasTeamError
 
@@ -75,6 +76,10 @@ def choose_strategy(name: str = "auto", *, devices: Sequence[str] | None = None)
         raise KerasTeamError("strategy", name, f"one of {', '.join(STRATEGIES)}")
     if name == "auto" and cluster() is not None:
         name = "multi_worker"
+    if name in ("mirrored", "multi_worker"):
+        require_tensorflow(f"the {name} strategy")
+    elif not is_tensorflow():
+        return tf.distribute.get_strategy()  # one device: Keras' own fit on JAX or PyTorch
     if name == "multi_worker":  # first: it must configure TensorFlow's runtime before anything starts it
         if "TF_CONFIG" not in os.environ:
             raise KerasTeamError("strategy", name, "'multi_worker' with the cluster in the TF_CONFIG environment variable")
@@ -206,6 +211,11 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def strategy_of(model: keras.Model) -> tf.distribute.Strategy:
+    """The strategy `model` was built under (only TensorFlow-backend models have one)."""
+    return model.distribute_strategy if is_tensorflow() else tf.distribute.get_strategy()
+
+
 def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
@@ -286,7 +296,7 @@ def restore(checkpoint: BackupAndRestore, model: keras.Model) -> int:
         >>> restore(BackupAndRestore(getfixture("tmp_path") / "none"), model)
         0
     """
-    strategy = model.distribute_strategy
+    strategy = strategy_of(model)
     if not _is_multi_worker(strategy):
         return checkpoint.restore(model)
     if model.optimizer is not None and not model.optimizer.built:  # on every worker: it creates variables
@@ -399,7 +409,7 @@ def fit(
         >>> fit(model, data, epochs=1, verbose=0).epoch
         [0]
     """
-    strategy = model.distribute_strategy
+    strategy = strategy_of(model)
     if not _is_multi_worker(strategy):
         callbacks = [*callbacks, *worker_callbacks]
         if checkpoint_dir:

@@ -33,6 +33,10 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 
+# The command line runs on TensorFlow (its SavedModel/LiteRT export and tf.distribute need it): chosen
+# before Keras is imported; a user's other KERAS_BACKEND is refused in `main`.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
 from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import ExportFailed, KerasTeamError
 from keras_team.files import is_out_of_space, load_model
@@ -440,6 +444,11 @@ def refused_write(error: OSError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-team` console script."""
     args = _parser().parse_args(argv)
+    backend = os.environ["KERAS_BACKEND"]
+    if backend != "tensorflow" and args.command not in ("init", "schema"):
+        print(f"keras-team: error: KERAS_BACKEND={backend!r} is not valid: expected tensorflow, the backend "
+              "the command line runs on (unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow)", file=sys.stderr)
+        return USER_ERROR
     if not getattr(args, "verbose", False):
         quiet_tensorflow()
     commands = {"init": _init, "check": _check, "run": _run, "cuts": _cuts, "evaluate": _evaluate,

@@ -827,7 +827,7 @@ def _from_epoch(train: tf.data.Dataset, epoch: int) -> tuple[tf.data.Dataset, in
 
 def _replicas(model: keras.Model) -> int:
     """How many replicas of the model's distribution strategy trained it."""
-    return model.distribute_strategy.num_replicas_in_sync
+    return distribute.strategy_of(model).num_replicas_in_sync
 
 
 def _last(history) -> dict:
