@@ -33,7 +33,8 @@ from collections.abc import Sequence
 
 from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import KerasTeamError
-from keras_team.files import is_out_of_space, load_model
+from keras_team.app.workspace import load_model
+from keras_team.files import is_out_of_space
 
 USER_ERROR = 2
 INTERRUPTED = 130

@@ -34,10 +34,10 @@ import tensorflow as tf
 
 from keras_team.app.config import Config, load_config
 from keras_team.app.recipe import new_leader, is_pretrained, load_leader, load_tasks
-from keras_team.app.workspace import check_writable
+from keras_team.app.workspace import check_writable, load_model
 from keras_team.data import Task, examples, memory_budget, streams
 from keras_team.errors import KerasTeamError
-from keras_team.files import atomic_path, load_model, read_json_mapping, remove_temporaries, write_text
+from keras_team.files import atomic_path, read_json_mapping, remove_temporaries, write_text
 from keras_team.heads import LOSS
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
