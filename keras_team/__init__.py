@@ -40,8 +40,9 @@ _NAMES = {
     "predict": "keras_team.predictions",
     "Prediction": "keras_team.predictions",
     "rank_cuts": "keras_team.transferability",
+    "CutScore": "keras_team.transferability",
 }
-_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "probe", "tuning", "zoo")
+_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "files", "heads", "probe", "tuning", "zoo")
 
 __all__ = sorted([*_NAMES, *_PUBLIC_MODULES])
 

@@ -109,3 +109,10 @@ def test_a_bug_in_the_package_is_not_reported_as_a_bad_file(tmp_path, monkeypatc
     with pytest.raises(TypeError, match="could not be deserialized"):
         workspace.load_model(tmp_path / "transferred.keras", "leader.path")
 
+
+
+def test_the_documented_names_are_exported():
+    from keras_team.transferability import CutScore
+
+    assert {"CutScore", "files", "load_model"} <= set(keras_team.__all__)
+    assert keras_team.CutScore is CutScore and keras_team.files is files
