@@ -129,9 +129,7 @@ def tflite_outputs(path: str | os.PathLike, examples: np.ndarray) -> dict[str, d
         >>> tflite_outputs(path, x)["serving_default"]["digits"].shape
         (25, 5)
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    keys = Interpreter(model_path=str(path)).get_signature_list()
+    keys = litert.interpreter(path).get_signature_list()
     return {key: litert.predict(path, examples, key) for key in keys}
 
 

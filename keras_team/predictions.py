@@ -177,7 +177,10 @@ def read_run(run_dir: pathlib.Path) -> tuple[Team, list[str], dict[str, float] |
     if not (run_dir / RUN_MODEL).is_file() or report is None or not isinstance(report.get("class_names"), list):
         raise KerasTeamError("run_dir", str(run_dir), f"a finished keras-team run directory holding {RUN_MODEL} "
                              f"and {RUN_REPORT}")
-    team = load_model(run_dir / RUN_MODEL, "run_dir")
+    try:
+        team = load_model(run_dir / RUN_MODEL)
+    except KerasTeamError as error:
+        raise KerasTeamError("run_dir", str(run_dir), f"a finished run's directory: {RUN_MODEL}: {error.allowed}") from error
     if not isinstance(team, Team):
         raise KerasTeamError("run_dir", str(run_dir), f"a run whose {RUN_MODEL} holds a keras_team Team, "
                              f"not a {type(team).__name__}")

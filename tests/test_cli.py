@@ -137,7 +137,7 @@ def test_tensorflow_says_nothing_unless_asked():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "keras_team.app.cli", "cuts", "seed_cnn", "--input-shape", "8,8,1"],
+    done = subprocess.run([sys.executable, "-m", "keras_team_cli", "cuts", "seed_cnn", "--input-shape", "8,8,1"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "fc1" in done.stdout
     assert done.stderr == ""
@@ -200,3 +200,17 @@ def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
 
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert cli.main(["schema"]) == 0  # e.g. `keras-team schema | head`
+
+
+def test_help_init_schema_and_config_errors_answer_without_keras(tmp_path):
+    """The console script's fast commands import neither Keras nor TensorFlow (each would take seconds)."""
+    import subprocess
+
+    script = ("import sys, keras_team_cli\n"
+              "codes = [keras_team_cli.main(argv) for argv in (['init', sys.argv[1]], ['schema'], "
+              "['run', '--set', 'data.batch_size=0'])]\n"
+              "print(codes, sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "my.yaml")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.splitlines()[-1] == "[0, 0, 2] []", done.stdout + done.stderr
+    assert "data.batch_size=0" in done.stderr

@@ -22,6 +22,8 @@ from keras_team.app import tune as tune_module
 from keras_team.app.cli import main
 from keras_team.app.config import load_config
 from keras_team.errors import KerasTeamError
+from keras_team import zoo
+from keras_team.tuning import TransferHyperModel, make_tuner
 from keras_team.tuning import hypermodel as hypermodel_module
 from tests.test_tuning_cli import TINY, leader_file  # noqa: F401  (the shared trained leader)
 
@@ -192,18 +194,15 @@ def test_more_workers_than_cores_are_refused_before_any_starts(untrained_config,
 # --- kills and torn files --------------------------------------------------------
 
 
-def test_keras_tuner_state_files_are_replaced_whole(tmp_path):
-    """KerasTuner writes oracle.json, trial.json, ... with `utils.save_json`: a new file renamed into place
-    (a kill mid-write leaves the old one), never the old file rewritten in place."""
-    import keras_team.tuning.search  # noqa: F401  (a search writes KerasTuner's state whole)
-    from keras_tuner.src import utils as kt_utils
-
-    path = tmp_path / "oracle.json"
-    kt_utils.save_json(str(path), {"trials": 1})
-    inode = path.stat().st_ino
-    kt_utils.save_json(str(path), {"trials": 2})
-    assert json.loads(path.read_text()) == {"trials": 2}
-    assert path.stat().st_ino != inode and [p.name for p in tmp_path.iterdir()] == ["oracle.json"]
+def test_the_package_s_searches_replace_keras_tuner_state_files_whole(tmp_path):
+    """oracle.json and tuner0.json: a new file renamed into place (a kill mid-write leaves the old one)."""
+    hypermodel = TransferHyperModel(zoo.seed_cnn((8, 8, 1), 5), 5, cuts=["fc1"])
+    tuner = make_tuner(hypermodel, max_trials=1, directory=tmp_path, progress=False)
+    tuner.save()
+    files = [pathlib.Path(tuner.project_dir) / name for name in ("oracle.json", "tuner0.json")]
+    inodes = [path.stat().st_ino for path in files]
+    tuner.save()
+    assert all(before != path.stat().st_ino for before, path in zip(inodes, files))
 
 
 def _interrupted_search(config: pathlib.Path, monkeypatch) -> None:

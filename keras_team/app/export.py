@@ -37,7 +37,7 @@ import numpy as np
 
 from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks
-from keras_team.app.workspace import check_writable
+from keras_team.app.workspace import check_writable, load_model
 from keras_team.data import Task
 from keras_team.errors import ExportFailed, KerasTeamError
 from keras_team.export.formats import FORMATS, check_formats
@@ -45,7 +45,7 @@ from keras_team.export.litert import CALIBRATION_EXAMPLES, labels_path, tflite_f
 from keras_team.export.parity import parity_report, raise_misses
 from keras_team.export.savedmodel import version_dir, write_version
 from keras_team.export.serving import serving_config
-from keras_team.files import TEMPORARY_PREFIX, load_model, move_into_place, remove_temporaries, write_text
+from keras_team.files import TEMPORARY_PREFIX, move_into_place, remove_temporaries, write_text
 from keras_team.predictions import RUN_MODEL, RUN_REPORT, read_run
 from keras_team.team import Team
 

@@ -46,12 +46,12 @@ import tensorflow as tf
 from keras_team import checkpoints, distribute, heads, probe, zoo
 from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
-from keras_team.app.workspace import Workspace, WorkerSpace
+from keras_team.app.workspace import Workspace, WorkerSpace, load_model
 from keras_team.caching import fit_follower
 from keras_team.cuts import CutPoint, cut_points, default_cut, resolve_cut
 from keras_team.data import Task, examples, load_task
 from keras_team.errors import ExportFailed, KerasTeamError
-from keras_team.files import atomic_path, load_model, read_json_mapping, write_text
+from keras_team.files import atomic_path, read_json_mapping, write_text
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
 from keras_team.heads import LOSS
