@@ -134,11 +134,13 @@ def test_cuts_lists_name_depth_shape_and_parameters_kept(tmp_path, capsys):
 
 @pytest.mark.large  # starts the command in a fresh interpreter (TensorFlow's start-up)
 def test_tensorflow_says_nothing_unless_asked():
+    import os
     import subprocess
     import sys
 
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # an earlier --verbose set it here
     done = subprocess.run([sys.executable, "-m", "keras_team_cli", "cuts", "seed_cnn", "--input-shape", "8,8,1"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0 and "fc1" in done.stdout
     assert done.stderr == ""
 
