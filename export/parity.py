@@ -50,7 +50,7 @@ from keras_team.export.signatures import (DEFAULT_SIGNATURE, PROBABILITIES, SCOR
 # weights alone (dynamic range) cost up to half of one of 255 steps per weight, per layer
 # (5%); int8 activations too add one such step per layer's output (10%).
 TOLERANCES = {
-    "saved_model": {"max_abs_diff": 1e-4, "top1_agreement": 1.0},
+    "saved_model": {"max_abs_diff": 1e-3, "top1_agreement": 1.0},  # float32 rounding through a real backbone: ~1e-4
     "tflite-float32": {"max_abs_diff": 1e-3, "top1_agreement": 0.99},
     "tflite-float16": {"max_range_diff": 0.01, "top1_agreement": 0.98},
     "tflite-dynamic": {"max_range_diff": 0.05, "top1_agreement": 0.97},
