@@ -178,7 +178,7 @@ def read_run(run_dir: pathlib.Path) -> tuple[Team, list[str], dict[str, float] |
         raise KerasTeamError("run_dir", str(run_dir), f"a finished keras-team run directory holding {RUN_MODEL} "
                              f"and {RUN_REPORT}")
     try:
-        team = load_model(run_dir / RUN_MODEL)
+        team = load_model(run_dir / RUN_MODEL, compile=False)  # predicting needs no optimizer (none of its warnings)
     except KerasTeamError as error:
         raise KerasTeamError("run_dir", str(run_dir), f"a finished run's directory: {RUN_MODEL}: {error.allowed}") from error
     if not isinstance(team, Team):

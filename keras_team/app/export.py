@@ -282,7 +282,7 @@ def handle(args: argparse.Namespace) -> None:
         model, class_names, weights = read_run(run_dir)  # the weights the run's report chose
         names = {"class_names": class_names, "weights": weights}
     else:
-        model = load_model(model_file, "path")
+        model = load_model(model_file, "path", compile=False)  # exporting needs no optimizer
         names = labelled(model, target)
     split, examples, labels = verification_data(target)
     report = export_model(model, out_dir, name=args.name or name, formats=formats,

@@ -347,8 +347,8 @@ class WorkerSpace(Workspace):
         pass  # the chief records the stages
 
 
-def load_model(path: str | os.PathLike, field: str):
-    """`keras_team.load_model(path)`, a file that is not a model, or one Keras cannot rebuild, an error on `field`.
+def load_model(path: str | os.PathLike, field: str, **options):
+    """`keras_team.load_model(path, **options)`, a file that is not a model, or one Keras cannot rebuild, an error on `field`.
 
     Keras' own error is chained; one raised in the package's code is a bug
     and passes unchanged.
@@ -362,7 +362,7 @@ def load_model(path: str | os.PathLike, field: str):
     from keras_team import files
 
     try:
-        return files.load_model(path)
+        return files.load_model(path, **options)
     except KerasTeamError as error:
         raise KerasTeamError(field, error.value, error.allowed) from error
     except (TypeError, ValueError, KeyError) as error:  # what Keras raises for a file it cannot rebuild
