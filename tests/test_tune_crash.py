@@ -277,7 +277,8 @@ def test_a_full_disk_stops_the_search_at_once_and_the_rerun_continues(tmp_path, 
     from keras_team.tuning import search
 
     config = _write_config(tmp_path / "tune.yaml", tmp_path / "tune", {"path": leader_file})
-    monkeypatch.setattr(search.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    from keras_team.tuning import whole_state
+    monkeypatch.setattr(whole_state.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(OSError) as raised:  # the CLI prints it in one line
         tune_module.TuneJob(load_config(config)).run()
     assert raised.value.errno == errno.ENOSPC and "bytes needed, 1,000 free" in str(raised.value)
