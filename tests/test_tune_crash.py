@@ -274,10 +274,9 @@ def test_a_search_killed_mid_trial_continues_on_the_same_command(tmp_path, leade
 
 @pytest.mark.large
 def test_a_full_disk_stops_the_search_at_once_and_the_rerun_continues(tmp_path, leader_file, monkeypatch, capsys):  # noqa: F811
-    from keras_team.tuning import search
+    from keras_team.tuning import whole_state
 
     config = _write_config(tmp_path / "tune.yaml", tmp_path / "tune", {"path": leader_file})
-    from keras_team.tuning import whole_state
     monkeypatch.setattr(whole_state.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(OSError) as raised:  # the CLI prints it in one line
         tune_module.TuneJob(load_config(config)).run()
