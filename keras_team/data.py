@@ -96,6 +96,14 @@ class Task(_Classes):
     augment: tuple[str, ...] = ()
     seed: int = 0
 
+    def __post_init__(self):
+        super().__post_init__()
+        train = self.splits.get("train")
+        if train is None or len(train[1]) == 0:
+            raise KerasTeamError("x", "no training examples", "a train split of at least one example per class")
+        for split, (x, _) in self.splits.items():
+            _check_finite(x, split)
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one example, e.g. `(32, 32, 3)`."""
@@ -469,13 +477,23 @@ def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | N
         raise KerasTeamError("name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
     names = builder.info.features["label"].names
     chosen = _check_selection(classes, shots, validation, np.arange(len(names)), names)
-    if download:
+    if builder.is_prepared():
+        return builder, names, chosen
+    if not download:  # checked up front: as_dataset would fail later, download_and_prepare retry for minutes
+        raise _not_prepared(name, builder.data_dir)
+    try:
         builder.download_and_prepare()
+    except Exception as error:  # a network failure of any kind TFDS's downloader lets through
+        raise KerasTeamError("download", True, f"{name!r} downloaded into {builder.data_dir}, which failed "
+                             f"({type(error).__name__}: {str(error)[:200]}); prepare it where there is a network "
+                             f"(`tfds build {name} --data_dir DIR`) and set data_dir to DIR") from error
     return builder, names, chosen
 
 
 def _not_prepared(name: str, data_dir: str | None) -> KerasTeamError:
-    return KerasTeamError("data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True")
+    return KerasTeamError("data_dir", data_dir, f"a folder holding {name!r} prepared, which it does not hold (not "
+                          f"downloaded): run `tfds build {name} --data_dir DIR` with a network and set data_dir "
+                          "to DIR, or set download to true")
 
 
 def load_task(name: str, *, data_dir: str | None = None, download: bool = False, **kwargs: Any) -> Task:
@@ -543,12 +561,17 @@ def from_npz(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) -> Ta
     labels = [arrays["y"], *([arrays["y_test"]] if "y_test" in arrays else [])]
     class_names, labels = _named_labels(labels, None if given_names is None else [str(n) for n in given_names], path)
     name = kwargs.pop("name", path.stem)
-    if "x_test" not in arrays:
-        return from_arrays(arrays["x"], labels[0], test=test, class_names=class_names, name=name, **kwargs)
-    for key, x, y in (("x", arrays["x"], labels[0]), ("x_test", arrays["x_test"], labels[1])):
-        _check_pairs(key, x, y, class_names)
-    return _make_task(name, (arrays["x"], labels[0]), (arrays["x_test"], labels[1]), class_names=class_names,
-                      available=np.unique(labels[0]), **_split_options(kwargs))
+    try:
+        if "x_test" not in arrays:
+            return from_arrays(arrays["x"], labels[0], test=test, class_names=class_names, name=name, **kwargs)
+        for key, x, y in (("x", arrays["x"], labels[0]), ("x_test", arrays["x_test"], labels[1])):
+            _check_pairs(key, x, y, class_names)
+        return _make_task(name, (arrays["x"], labels[0]), (arrays["x_test"], labels[1]), class_names=class_names,
+                          available=np.unique(labels[0]), **_split_options(kwargs))
+    except KerasTeamError as error:
+        if error.field != "x":  # the examples themselves: the file is what to fix
+            raise
+        raise KerasTeamError("name", str(path), f"{error.allowed}: it holds {error.value}") from None
 
 
 def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | str = False,
@@ -767,9 +790,9 @@ def _make_task(
     """The one splitter: class subset, k-shot train, stratified validation."""
     classes = _check_selection(classes, shots, validation, available, class_names)
     _check_augment(augment)
-    _check_finite(train[0])
-    _check_finite(test[0])
     x, y = _select(*train, classes)
+    if len(y) == 0:
+        raise KerasTeamError("x", "no training examples", "a train split of at least one example per class")
     if shots is not None:
         _check_shots(y, shots, validation, [class_names[c] for c in classes])
         shot_idx = _sample_shots(y, shots, len(classes), seed)
@@ -799,12 +822,14 @@ def _select(x: np.ndarray, y: np.ndarray, classes: list[int]) -> Split:
     return x[keep], np.array([lookup[c] for c in y[keep]], dtype=np.int32)
 
 
-def _check_finite(x: np.ndarray) -> None:
+def _check_finite(x: np.ndarray, split: str) -> None:
     """Refuse NaN or infinite inputs: one such example turns every loss into NaN."""
     if np.issubdtype(x.dtype, np.inexact):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         if bad:
-            raise KerasTeamError("x", f"{bad} NaN or infinite values", "finite numbers in every example")
+            rows = int(np.count_nonzero((~np.isfinite(x.reshape(len(x), -1))).any(axis=1)))
+            raise KerasTeamError("x", f"{bad} NaN or infinite values in the {split} split", "finite numbers in "
+                                 f"every example ({rows} of {len(x)} examples hold some)")
 
 
 def _validation_holds_every_class(counts: np.ndarray, validation: float) -> bool:

@@ -90,6 +90,8 @@ def _load_task(config: Config, task: str, **kwargs) -> Task:
             raise KerasTeamError(f"data.{task}.name", spec.name, "data with a test split (a test/ folder, or x_test "
                                  "and y_test in a .npz), or enough examples of every class to hold "
                                  f"{error.value:.0%} of them out as one: {error.allowed}") from error
+        if error.field in ("x", "y"):  # the examples themselves: the data the name points to
+            raise KerasTeamError(f"data.{task}.name", spec.name, f"{error.allowed}: it holds {error.value}") from error
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
     return loaded
 
@@ -507,7 +509,8 @@ class Recipe:
                 shutil.rmtree(self.ws.backup_dir(stage), ignore_errors=True)
             when = f"in epoch {bad[0] + 1}" if bad else "by the end"
             raise KerasTeamError(field, rate, f"a learning rate at which stage {stage!r} stays finite "
-                                 f"(its loss or weights became NaN/inf {when}; nothing was saved)")
+                                 f"(its loss or weights became NaN/inf {when} on finite inputs, every split "
+                                 "checked when loaded; nothing was saved)")
 
     def _compile_options(self, task: Task) -> dict:
         cfg = self.config.distribute
