@@ -288,3 +288,31 @@ def test_a_full_disk_stops_the_search_at_once_and_the_rerun_continues(tmp_path, 
     monkeypatch.undo()  # space freed
     assert main(["tune", "--config", str(config)]) == 0
     assert [row["status"] for row in json.loads((out / "trials.json").read_text())["trials"]] == ["COMPLETED"] * 2
+
+
+@pytest.mark.large
+def test_a_failed_final_write_keeps_the_trials_and_the_rerun_writes_without_training(
+        tmp_path, leader_file, monkeypatch, capsys):  # noqa: F811
+    config = _write_config(tmp_path / "tune.yaml", tmp_path / "tune", {"path": leader_file})
+    real_write = tune_module.write_text
+
+    def full_disk(path, text):
+        if pathlib.Path(path).name == tune_module.BEST:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, text)
+
+    monkeypatch.setattr(tune_module, "write_text", full_disk)
+    assert main(["tune", "--config", str(config)]) == 2
+    err = _one_line_error(capsys)
+    assert "No space left on device" in err and "its 2 trials are kept" in err and tune_module.BEST in err
+    trials = sorted((tmp_path / "tune" / "search").glob("trial_*"))
+    assert len(trials) == 2 and not (tmp_path / "tune" / tune_module.BEST).exists()
+    monkeypatch.setattr(tune_module, "write_text", real_write)
+
+    def no_training(self, *args, **kwargs):
+        raise AssertionError("the rerun trained again")
+
+    monkeypatch.setattr(hypermodel_module.TransferHyperModel, "fit", no_training)
+    assert main(["tune", "--config", str(config)]) == 0
+    assert (tmp_path / "tune" / tune_module.BEST).is_file()
+    assert sorted((tmp_path / "tune" / "search").glob("trial_*")) == trials

@@ -408,9 +408,14 @@ class TuneJob:
             figures = {**figures, "cut_ranking": [
                 {"cut": s.cut.name, "score": round(s.score, 4), "seconds": round(s.seconds, 3),
                  "searched": s.cut.name in searched} for s in tuner.hypermodel.cut_ranking]}
-        write_results(tuner, self.root, extra=figures)
         best = best_settings(tuner)
-        write_text(self.root / BEST, self.best_config(best).to_yaml())
+        try:
+            write_results(tuner, self.root, extra=figures)
+            write_text(self.root / BEST, self.best_config(best).to_yaml())
+        except OSError as error:  # a full disk, say: every trial is on disk, only these files are missing
+            raise KerasTeamError("tune.output_dir", str(self.root), f"room for the search's results: writing them "
+                                 f"failed ({error.strerror or error}); its {len(rows)} trials are kept, and the same "
+                                 f"command writes {BEST} without training again") from error
         self._save_state(finished=True, trials=len(rows), best=best)
         return best
 
