@@ -169,7 +169,8 @@ def test_an_empty_train_split_is_one_error_from_the_loaders_and_the_cli(tmp_path
         data.Task("t", {"train": (np.zeros((0, 2)), np.zeros(0, np.int32))}, ("a", "b"))
     assert caught.value.field == "x"
     for command in ("run", "check"):
-        assert cli.main([command, "--output-dir", str(tmp_path / "run"), "--set", f"data.target.name={empty}"]) == 2
+        assert cli.main([command, "--output-dir", str(tmp_path / "run"), "--set", f"data.target.name={empty}",
+                         "--set", "data.target.classes=null"]) == 2
         err = capsys.readouterr().err.strip()
         assert "data.target.name=" in err and "no training examples" in err and "Traceback" not in err
 
@@ -184,7 +185,8 @@ def test_non_finite_inputs_name_the_split_and_the_file_not_the_learning_rate(tmp
     images = np.ones((60, 8, 8, 1), np.float32)
     images[3, 2, 2] = np.inf
     bad = _npz(tmp_path / "bad.npz", images, np.arange(60) % 2)
-    assert cli.main(["check", "--output-dir", str(tmp_path / "run"), "--set", f"data.target.name={bad}"]) == 2
+    assert cli.main(["check", "--output-dir", str(tmp_path / "run"), "--set", f"data.target.name={bad}",
+                     "--set", "data.target.classes=null"]) == 2
     err = capsys.readouterr().err.strip()
     assert "data.target.name=" in err and "bad.npz" in err and "NaN or infinite" in err
     assert "learning_rate" not in err and "Traceback" not in err
