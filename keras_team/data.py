@@ -28,6 +28,7 @@ import functools
 import math
 import os
 import pathlib
+import socket
 import zipfile
 from collections.abc import Sequence
 from typing import Any
@@ -467,6 +468,9 @@ def tfds_task(
     )
 
 
+TFDS_HOST = "storage.googleapis.com"  # where TFDS downloads from first (its mirror, and most datasets' files)
+
+
 def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | None, validation: float,
                   data_dir: str | None, download: bool) -> tuple[Any, list[str], list[int]]:
     """The TFDS builder of `name`, its class names and the classes kept: all checked before any download."""
@@ -481,6 +485,12 @@ def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | N
         return builder, names, chosen
     if not download:  # checked up front: as_dataset would fail later, download_and_prepare retry for minutes
         raise _not_prepared(name, builder.data_dir)
+    try:  # offline, TFDS's downloader retries every file for minutes: a name lookup tells in an instant
+        socket.getaddrinfo(TFDS_HOST, 443)
+    except OSError as error:
+        raise KerasTeamError("download", True, f"a network to download {name!r} into {builder.data_dir}: it is not "
+                             f"downloaded there and {TFDS_HOST} cannot be looked up ({error}); prepare it where "
+                             f"there is a network (`tfds build {name} --data_dir DIR`) and set data_dir to DIR") from None
     try:
         builder.download_and_prepare()
     except Exception as error:  # a network failure of any kind TFDS's downloader lets through
