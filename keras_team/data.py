@@ -490,7 +490,8 @@ def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | N
     except OSError as error:
         raise KerasTeamError("download", True, f"a network to download {name!r} into {builder.data_dir}: it is not "
                              f"downloaded there and {TFDS_HOST} cannot be looked up ({error}); prepare it where "
-                             f"there is a network (`tfds build {name} --data_dir DIR`) and set data_dir to DIR") from None
+                             f"there is a network (`tfds build {name} --data_dir DIR`) and set data_dir to DIR"
+                             ) from None
     try:
         builder.download_and_prepare()
     except Exception as error:  # a network failure of any kind TFDS's downloader lets through
