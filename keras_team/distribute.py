@@ -119,7 +119,11 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
-    """Training batches per call into TensorFlow: `setting`, or for `"auto"` 10 when an epoch has 50 steps or more, else 1.
+    """Training batches per call into TensorFlow: `setting` (at most the `steps_per_epoch`), or for `"auto"` 10 when an epoch has 50 steps or more, else 1.
+
+    More steps per call than an epoch has would change nothing but the
+    size of the traced loop (an absurd setting hung the first stage), so it
+    is lowered to the epoch's steps; a run's stage figures record the value used.
 
     Measured on two CPU cores (benchmarks/results/throughput.json,
     default_run.json): 10 steps per call trained 1.41x / 1.22x / 1.18x the
@@ -132,7 +136,7 @@ def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
 
     Example:
         >>> steps_per_execution("auto", 625), steps_per_execution("auto", 1), steps_per_execution(4, 1)
-        (10, 1, 4)
+        (10, 1, 1)
     """
     distributed = tf.distribute.has_strategy()
     if setting == "auto":
@@ -140,7 +144,7 @@ def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
     if setting > 1 and distributed:
         raise KerasTeamError("steps_per_execution", setting, "1 or auto under a tf.distribute strategy (Keras "
                              "3.15's multi-step loop fails under MirroredStrategy)")
-    return setting
+    return min(setting, max(steps_per_epoch, 1))
 
 
 def global_batch_size(batch_size: int, examples: int | None = None) -> int:

@@ -154,7 +154,9 @@ def fit_probe(
     steps = max(math.ceil(examples / batch_size), STEPS_PER_EPOCH)
     # tf.data, not arrays: Keras' array adapter costs ~0.1 s per epoch, more than a probe's whole step.
     batches = tf.data.Dataset.from_tensor_slices(train).shuffle(examples, seed=seed).repeat().batch(batch_size)
-    held_out = tf.data.Dataset.from_tensor_slices(validation).batch(VALIDATION_BATCH).cache()
+    # Under a mirrored strategy every replica needs an equal share of the first batch (Keras builds on it).
+    held_out_batch = distribute.global_batch_size(VALIDATION_BATCH, len(np.asarray(validation[1])))
+    held_out = tf.data.Dataset.from_tensor_slices(validation).batch(held_out_batch).cache()
     adapt(model, train[0])  # a Standardize layer's statistics: the training split's (keras_team.heads.probe)
     initial = model.get_weights()
     best: tuple[float, Score, list] | None = None

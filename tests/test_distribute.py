@@ -156,6 +156,12 @@ def test_two_workers_train_identically_chief_writes_and_a_restart_resumes(tmp_pa
     assert _close(resumed[0]["weights"], reference.get_weights(), rtol=1e-4, atol=1e-5)
 
 
+def test_steps_per_execution_is_at_most_the_steps_of_an_epoch():
+    # An absurd setting hung the first stage: more steps per call than an epoch has change nothing.
+    assert distribute.steps_per_execution(10**9, 28) == 28
+    assert distribute.steps_per_execution(4, 28) == 4
+
+
 def test_steps_per_execution_auto_is_one_under_a_strategy_where_more_is_refused():
     assert distribute.steps_per_execution("auto", 625) == 10  # many small steps, one device: 10 per call
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():  # Keras' multi-step loop fails under MirroredStrategy
