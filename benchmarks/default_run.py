@@ -58,7 +58,7 @@ def keras_team_command(prelude: str = "") -> list[str]:
     script = pathlib.Path(sys.executable).parent / "keras-team"
     if prelude:
         return [sys.executable, "-c", f"import sys; {prelude}; from keras_team.app import cli; sys.exit(cli.main())"]
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "keras_team.app.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "keras_team_cli"]
 
 
 def load_average() -> list[float]:

@@ -3,7 +3,8 @@
 Two `keras-team run`s of MobileNetV3Small (weights None) on the photo
 patches (`../shared/data/photo_patches.py`, 64x64 RGB), 20 shots, with
 ``transfer.unfreeze=1`` (the top weighted layer of the kept part) so both
-the frozen phase and the fine-tune phase run; the same config and seed,
+the frozen phase and the fine-tune phase run, and a dense head (the default
+linear probe computes its features once either way); the same config and seed,
 ``transfer.cache`` true and false. Records each stage's seconds, their
 ratios, the test accuracies and the load average.
 
@@ -29,6 +30,7 @@ def run(data: str, out: pathlib.Path, cache: bool, leader_epochs: int) -> dict:
     sets = [f"data.source.name={data}", f"data.target.name={data}", f"data.source.classes={SOURCE}",
             f"data.target.classes={TARGET}", "data.target.shots=20", "leader.application=MobileNetV3Small",
             "leader.weights=null", f"leader.epochs={leader_epochs}", "transfer.unfreeze=1",
+            "transfer.head.kind=dense", "transfer.learning_rate=0.003",  # a trained head: the probe fits once anyway
             f"transfer.cache={str(cache).lower()}", f"output_dir={out}"]
     command = [sys.executable, "-m", "keras_team.app.cli", "run"] + [a for s in sets for a in ("--set", s)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

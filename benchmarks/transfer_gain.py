@@ -1,40 +1,36 @@
-"""What the team buys over training from scratch: test accuracy over seeds.
+"""What the team buys over training from scratch and over a logistic regression: test accuracy over seeds.
 
-For each seed, runs the whole recipe in-process
+For each seed and shot count, runs the whole recipe in-process
 (`keras_team.app.recipe.run(load_config(overrides=[seed=s, output_dir=<tmp>,
-data.target.shots=5, *your --set overrides]), output=Output("quiet"))`) and reads its
-report: every member's test accuracy, the team `ensemble` (weighed on
-validation, `keras_team.Team.ensemble_weights`; its weights and the
-equal-weight mean's accuracy are recorded too) and the scratch `baseline`
-(the same architecture trained on the target alone). Records the per-seed
-figures and mean +- sample std (ddof=1) over seeds of each, and the gains in
-points: ensemble - baseline, leader - baseline (and every other member -
-baseline), and ensemble - best member (the member best on test, per seed).
+data.target.shots=k, *--data's, *your --set overrides]), output=Output("quiet"))`)
+and reads its report: every member's test and validation accuracy, the team
+`ensemble` (weighed on validation, `keras_team.Team.ensemble_weights`) and
+the scratch `baseline`. A seed's runs at several shot counts share its
+leader (trained by the first, loaded by the others: the leader stage never
+sees the target). Each run also fits scikit-learn's logistic regression on
+the same frozen cut features, C chosen on validation (`logreg`: the anchor,
+never in the ensemble). Records per-seed figures, mean +- sample std over
+seeds, the gains in points over the baseline, and the ensemble's lead over
+each member and over `logreg`; test figures are reported, never chosen on.
 
-The team has the config's followers (the default: an MLP; add a linear
-probe with `--set "followers=[{name: mlp}, {name: probe, kind:
-linear_probe, learning_rate: 0.03}]"`). Each seed also fits a comparison
-outside the team: scikit-learn's logistic regression on the same frozen
-cut features (of the trained transfer model's body), its C chosen on the
-validation split (`logreg`, in the figures as if a member, never in the
-ensemble); `ensemble_minus_points` is the ensemble's lead over each member
-and over it, per seed.
-Targets (issue 14): mean ensemble gain >= 8 points at 1 shot, >= 3 at 5
-shots (5 at other shot counts); the ensemble never more than 1 point below
-its best member in any seed.
+`--data digits` is the default config; `--data patches` the photo patches
+(64x64 RGB, `../shared/data/photo_patches.py`, generated if the folder is
+missing; or give a folder's path): source 8 photographs, target 9 others.
 
 Run from the repository root:
 
-    python benchmarks/transfer_gain.py                     # default config, seeds 0 1 2, 5 shots
-    python benchmarks/transfer_gain.py --shots 1 --output benchmarks/results/transfer_gain_1shot.json
-    python benchmarks/transfer_gain.py --set transfer.keep=fc1 --set followers.0.tap=probs
-    python benchmarks/transfer_gain.py --seeds 0,1,2,3,4 --output benchmarks/results/transfer_gain_5seeds.json
+    python benchmarks/transfer_gain.py --data digits --shots 1,5,20
+    python benchmarks/transfer_gain.py --data patches --shots 1,5 --seeds 0,1,2
+    python benchmarks/transfer_gain.py --set transfer.head.kind=dense --set transfer.learning_rate=0.003 \
+        --output /tmp/dense_{data}_{shots}.json
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import subprocess
 import shutil
 import sys
 import tempfile
@@ -52,6 +48,9 @@ from keras_team.app.progress import Output  # noqa: E402
 from keras_team.app.recipe import run  # noqa: E402
 
 NAME = "transfer_gain"
+PHOTO_PATCHES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "photo_patches.py"
+PATCHES_SOURCE = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel")
+PATCHES_TARGET = ("hubble", "ihc", "moon", "page", "retina", "rocket", "text", "clock", "cell")
 LOGREG_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 TARGET_GAIN_POINTS = {1: 8.0, 5: 3.0}  # by shots; 5.0 at other shot counts
 BEST_MEMBER_SLACK_POINTS = 1.0
@@ -85,15 +84,39 @@ def logistic_regression(run_dir: str, config) -> dict:
     return {"C": c, "validation_accuracy": round(fits[c][0], 4), "test_accuracy": fits[c][2].score(*splits["test"])}
 
 
-def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
+def data_overrides(data: str) -> list[str]:
+    """The config overrides for `--data`: digits (the default config), or photo patches (a folder; generated if missing).
+
+    `patches` is the folder `photo_patches.py` writes (64x64 RGB, 17 photographs; source: 8 of them, target:
+    the other 9), at ``/work/data/patches`` or generated there; any other value is the path of such a folder.
+    """
+    if data == "digits":
+        return []
+    folder = pathlib.Path("/work/data/patches" if data == "patches" else data)
+    if not (folder / "train").is_dir():
+        subprocess.run([sys.executable, str(PHOTO_PATCHES), str(folder)], check=True)
+    return [f"data.source.name={folder}/", f"data.target.name={folder}/",
+            f"data.source.classes=[{','.join(PATCHES_SOURCE)}]", f"data.target.classes=[{','.join(PATCHES_TARGET)}]"]
+
+
+def one_seed(seed: int, shots: int, overrides: list[str], keep: bool, leader: str | None = None) -> dict:
+    """One run's figures; `leader`: where to save its trained leader (None), or a leader saved so to load.
+
+    The leader stage is seeded by the seed alone and never sees the target, so the runs of one seed at
+    several shot counts share its leader: trained by the first, loaded by the others.
+    """
     output_dir = tempfile.mkdtemp(prefix=f"keras_team_gain_{seed}_")
+    reuse = leader is not None and os.path.exists(leader)
     try:
         keras.backend.clear_session()  # each seed starts as a fresh process would
-        config = load_config(overrides=[f"seed={seed}", f"output_dir={output_dir}", f"data.target.shots={shots}", *overrides])
+        config = load_config(overrides=[f"seed={seed}", f"output_dir={output_dir}", f"data.target.shots={shots}",
+                                        *overrides, *([f"leader.path={leader}"] if reuse else [])])
         start = time.perf_counter()
         report = run(config, output=Output("quiet"))
         seconds = time.perf_counter() - start
         logreg = logistic_regression(output_dir, config)
+        if leader is not None and not reuse:
+            shutil.copyfile(os.path.join(output_dir, "leader.keras"), leader)
     finally:
         if not keep:
             shutil.rmtree(output_dir, ignore_errors=True)
@@ -110,6 +133,7 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
     return {
         "seed": seed,
         "seconds": round(seconds, 1),
+        "leader_reused": reuse,
         "leader_source_test_accuracy": stages.get("leader", {}).get("source_test_accuracy"),
         "test_examples": report["examples"],
         "test_accuracy": {**{k: round(v, 4) for k, v in accuracy.items()}, "baseline": round(baseline, 4)},
@@ -121,8 +145,8 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
         "cut": report["cut"]["name"],
         "logreg_C": logreg["C"],
         "probe_l2": {name: f["l2"] for name, f in stages.get("followers", {}).items() if "l2" in f},
-        "validation_accuracy": {**{name: f.get("val_accuracy") for name, f in stages.get("followers", {}).items()},
-                                "leader": stages.get("transfer", {}).get("val_accuracy"),
+        "validation_accuracy": {**{name: m.get("validation_accuracy") for name, m in report["members"].items()},
+                                "ensemble": ensemble.get("validation_accuracy"),
                                 "logreg": logreg["validation_accuracy"]},
         "ensemble_weights": ensemble["weights"],
         "ensemble_rule": ensemble["rule"],
@@ -131,43 +155,24 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default %(default)s)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="config override passed to load_config, as for `keras-team run --set` (repeatable)")
-    parser.add_argument("--shots", type=int, default=5, help="labelled target examples per class (default %(default)s)")
-    parser.add_argument("--keep", action="store_true", help="keep the runs' output directories")
-    parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
-    args = parser.parse_args(argv)
-    shots = args.shots
+def summarise(runs: list[dict], shots: int, data: str, overrides: list[str], load_before: float) -> dict:
+    """The figures of one shot count over seeds: means +- std, gains, targets met."""
     target_gain = TARGET_GAIN_POINTS.get(shots, 5.0)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    load_before = load_average()
-    load_config(overrides=[f"data.target.shots={shots}", *args.set])  # a bad --set fails now, not after a run
-
-    progress = keras.utils.Progbar(len(seeds), unit_name="seed", stateful_metrics=["ensemble", "baseline", "gain"])
-    runs = []
-    for step, seed in enumerate(seeds, start=1):
-        print(f"\n## seed {seed} ({step}/{len(seeds)})", flush=True)
-        runs.append(one_seed(seed, shots, args.set, args.keep))
-        last = runs[-1]
-        progress.update(step, [("ensemble", last["test_accuracy"]["ensemble"]),
-                               ("baseline", last["test_accuracy"]["baseline"]),
-                               ("gain", last["gain_points"]["ensemble"])])
-        print(flush=True)
-
-    names = list(runs[0]["test_accuracy"])
-    gains = list(runs[0]["gain_points"])
+    names, gains = list(runs[0]["test_accuracy"]), list(runs[0]["gain_points"])
     mean_gain = float(np.mean([r["gain_points"]["ensemble"] for r in runs]))
     worst_vs_best = min(r["ensemble_minus_best_member_points"] for r in runs)
-    result = {
+    validation = {name: summary([r["validation_accuracy"][name] for r in runs])
+                  for name in runs[0]["validation_accuracy"] if all(r["validation_accuracy"][name] is not None for r in runs)}
+    return {
         "benchmark": NAME,
         "what": f"team (transfer + followers) vs scratch baseline, target test accuracy at {shots} shots",
-        "overrides": [f"data.target.shots={shots}", *args.set],
-        "seeds": seeds,
+        "data": data,
+        "shots": shots,
+        "overrides": [f"data.target.shots={shots}", *overrides],
+        "seeds": [r["seed"] for r in runs],
         "per_seed": runs,
         "test_accuracy": {name: summary([r["test_accuracy"][name] for r in runs]) for name in names},
+        "validation_accuracy": validation,
         "gain_points": {name: summary([r["gain_points"][name] for r in runs]) for name in gains},
         "ensemble_minus_best_member_points": summary([r["ensemble_minus_best_member_points"] for r in runs]),
         "ensemble_minus_points": {name: summary([r["ensemble_minus_points"][name] for r in runs])
@@ -177,22 +182,57 @@ def main(argv=None) -> dict:
                                "worst_seed": worst_vs_best, "met": worst_vs_best >= -BEST_MEMBER_SLACK_POINTS},
         "machine": machine(load_before),
     }
-    output = write_json(args.output, result)
 
-    print(f"\n{NAME} over seeds {seeds} ({shots} shots{', ' + ' '.join(args.set) if args.set else ''}):")
-    for name, figures in result["test_accuracy"].items():
-        print(f"  {name:>10}: {figures['mean']:.3f} +- {figures['std']:.3f}")
-    for name in ("ensemble", "leader"):
-        if name in result["gain_points"]:
-            g = result["gain_points"][name]
-            print(f"  gain {name} - baseline: {g['mean']:+.1f} +- {g['std']:.1f} points")
-    for name, g in result["ensemble_minus_points"].items():
-        print(f"  ensemble - {name}: {g['mean']:+.1f} +- {g['std']:.1f} points")
-    print(f"  target: mean ensemble gain >= {target_gain:g} points: {'met' if result['target']['met'] else 'NOT met'}")
-    print(f"  target: ensemble >= best member - {BEST_MEMBER_SLACK_POINTS:g} point in every seed (worst "
-          f"{worst_vs_best:+.1f}): {'met' if result['target_best_member']['met'] else 'NOT met'}")
-    print(f"wrote {output}")
-    return result
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config override passed to load_config, as for `keras-team run --set` (repeatable)")
+    parser.add_argument("--data", default="digits", help="digits (default config), patches (photo patches, "
+                        "generated if missing) or the path of a photo-patches folder")
+    parser.add_argument("--shots", default="5", help="labelled target examples per class, comma-separated "
+                        "(default %(default)s; a seed's runs share its leader)")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' output directories")
+    parser.add_argument("--output", default=str(RESULTS / f"{NAME}_{{data}}_{{shots}}shot.json"),
+                        help="the JSON of each shot count ({data} and {shots} filled in; default %(default)s)")
+    args = parser.parse_args(argv)
+    shot_counts = [int(s) for s in args.shots.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    load_before = load_average()
+    overrides = [*data_overrides(args.data), *args.set]
+    load_config(overrides=[f"data.target.shots={shot_counts[0]}", *overrides])  # a bad --set fails now, not after a run
+
+    leaders = tempfile.mkdtemp(prefix="keras_team_gain_leaders_")
+    runs = {shots: [] for shots in shot_counts}
+    try:
+        for step, seed in enumerate(seeds, start=1):
+            for shots in shot_counts:
+                print(f"\n## seed {seed} ({step}/{len(seeds)}), {shots} shots", flush=True)
+                runs[shots].append(one_seed(seed, shots, overrides, args.keep, os.path.join(leaders, f"{seed}.keras")))
+                last = runs[shots][-1]
+                print(f"ensemble {last['test_accuracy']['ensemble']:.3f} baseline {last['test_accuracy']['baseline']:.3f} "
+                      f"logreg {last['test_accuracy']['logreg']:.3f}", flush=True)
+    finally:
+        shutil.rmtree(leaders, ignore_errors=True)
+
+    data = pathlib.Path(args.data).name if args.data not in ("digits", "patches") else args.data
+    results = {}
+    for shots in shot_counts:
+        result = results[shots] = summarise(runs[shots], shots, args.data, overrides, load_before)
+        output = write_json(args.output.format(data=data, shots=shots), result)
+        print(f"\n{NAME} on {args.data}, seeds {seeds}, {shots} shots{', ' + ' '.join(args.set) if args.set else ''}:")
+        for name, figures in result["test_accuracy"].items():
+            print(f"  {name:>13}: {figures['mean']:.3f} +- {figures['std']:.3f}"
+                  f"  (validation {result['validation_accuracy'].get(name, {}).get('mean', float('nan')):.3f})")
+        for name, g in result["ensemble_minus_points"].items():
+            print(f"  ensemble - {name}: {g['mean']:+.1f} +- {g['std']:.1f} points")
+        print(f"  target: mean ensemble gain >= {result['target']['mean_ensemble_gain_points_at_least']:g} points: "
+              f"{'met' if result['target']['met'] else 'NOT met'}")
+        print(f"  target: ensemble >= best member - {BEST_MEMBER_SLACK_POINTS:g} point in every seed (worst "
+              f"{result['target_best_member']['worst_seed']:+.1f}): {'met' if result['target_best_member']['met'] else 'NOT met'}")
+        print(f"wrote {output}")
+    return results
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import keras  # noqa: E402
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer  # noqa: E402
 from keras_tuner.src.engine import tuner as kt_tuner  # noqa: E402
-from keras_tuner.src.engine import tuner_utils  # noqa: E402
+from keras_team.tuning.whole_state import BestEpoch  # noqa: E402
 
 from _common import RESULTS, load_average, machine, stopwatch, time_calls, write_json  # noqa: E402
 from follower_cache import image_task  # noqa: E402
@@ -74,7 +74,7 @@ PARTS = {
     "build": (TransferHyperModel, "build"),
     "cache_lookups": (FeatureCache, "features_of"),
     "fit": (TensorFlowTrainer, "fit"),
-    "checkpoint_write": (tuner_utils.SaveBestEpoch, "on_train_end"),
+    "checkpoint_write": (BestEpoch, "on_train_end"),
 }
 SECONDS: dict = collections.defaultdict(float)
 SPLITS: list = []  # one {part: seconds} per trial, in the order they ran

@@ -42,7 +42,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras_tuner.src.engine import tuner as kt_tuner  # noqa: E402
-from keras_tuner.src.engine import tuner_utils  # noqa: E402
+from keras_team.tuning.whole_state import BestEpoch  # noqa: E402
 
 from _common import RESULTS, load_average, machine, time_calls, write_json  # noqa: E402
 from follower_cache import image_task  # noqa: E402
@@ -51,7 +51,6 @@ from keras_team import zoo  # noqa: E402
 from keras_team.heads import LOSS  # noqa: E402
 from keras_team.tuning import FeatureCache, TransferHyperModel, make_tuner  # noqa: E402
 from keras_team.tuning import hypermodel as hypermodel_module  # noqa: E402
-from keras_team.tuning import search as search_module  # noqa: E402
 
 NAME = "tuning_trial_cost"
 PARTS = {
@@ -61,8 +60,8 @@ PARTS = {
     "cache lookups (hash weights and data, read .npy)": (FeatureCache, "features_of"),
     "head data pipeline": (hypermodel_module, "_batches"),
     "head phase (Keras fit on the features)": (TransferHyperModel, "_fit_head_on_features"),
-    "best-epoch snapshots (in memory; before: written)": (tuner_utils.SaveBestEpoch, "_save_model"),
-    "checkpoint write (once per trial)": (tuner_utils.SaveBestEpoch, "on_train_end"),
+    "best-epoch snapshots (in memory; before: written)": (BestEpoch, "_save_model"),
+    "checkpoint write (once per trial)": (BestEpoch, "on_train_end"),
 }
 
 
@@ -80,7 +79,7 @@ def _head_on_arrays(self, store, model, learning_rate, x, y, validation_data, in
 
 def _write_every_better_epoch(self):
     self.best_weights = self.model.get_weights()
-    search_module._write_best_weights(self)
+    BestEpoch.on_train_end(self)
 
 
 @contextlib.contextmanager
@@ -88,10 +87,10 @@ def before_issue_15():
     """The three per-trial costs this issue cut, put back."""
     saved = [(gc, "freeze", gc.freeze), (TransferHyperModel, "_fit_head_on_features",
                                           TransferHyperModel._fit_head_on_features),
-             (tuner_utils.SaveBestEpoch, "_save_model", tuner_utils.SaveBestEpoch._save_model)]
+             (BestEpoch, "_save_model", BestEpoch._save_model)]
     gc.freeze = lambda: None
     TransferHyperModel._fit_head_on_features = _head_on_arrays
-    tuner_utils.SaveBestEpoch._save_model = _write_every_better_epoch
+    BestEpoch._save_model = _write_every_better_epoch
     time_calls({part: PARTS[part] for part in ("head phase (Keras fit on the features)",
                                                "best-epoch snapshots (in memory; before: written)")}, SECONDS)
     try:

@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
             path = root / f"config{workers}.yaml"
             path.write_text(yaml.safe_dump(config))
             with stopwatch() as took:  # wall time: the work runs in the subprocesses
-                subprocess.run([sys.executable, "-m", "keras_team.app.cli", "tune", "--config", str(path),
+                subprocess.run([sys.executable, "-m", "keras_team_cli", "tune", "--config", str(path),
                                 "--workers", str(workers)], check=True)
             seconds = took["wall_seconds"]
             table = json.loads((root / f"tune{workers}" / "trials.json").read_text())

@@ -36,7 +36,7 @@ Example:
 Names load lazily, so the CLI's argument checks start without TensorFlow.
 """
 
-import importlib
+from keras_team.extras import import_module
 
 _EXPORTS = {
     "INPUT": "signatures",
@@ -65,5 +65,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"keras_team.export.{_EXPORTS[name]}"), name)
+        return getattr(import_module(f"keras_team.export.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'keras_team.export' has no attribute {name!r}")

@@ -23,19 +23,19 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tensorflow.lite.python.convert_phase import ConverterError  # what `convert()` raises for a model it refuses
 
+from keras_team.backend import require_tensorflow
 from keras_team.errors import KerasTeamError
 from keras_team.export.formats import QUANTIZATIONS
 from keras_team.export.signatures import DEFAULT_SIGNATURE, class_names_of, input_spec, members, write_archive
@@ -93,17 +93,21 @@ def tflite_files(
     calibration_examples: int = CALIBRATION_EXAMPLES,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
+    failed: dict | None = None,
 ) -> list[pathlib.Path]:
     """Several LiteRT files of one model: path -> quantization, arguments as `tflite`.
 
     The model is traced and saved once for all of them (in a temporary
-    folder next to the first file).
+    folder next to the first file). Given a `failed` dict, a file that
+    cannot be made (a converter error, unusable calibration data) is left
+    out and its `KerasTeamError` stored there by path; the others are made.
 
     Example:
         >>> [path.name for path in tflite_files(model, {f"{tmp}/m.tflite": "float32", f"{tmp}/m-int8.tflite": "int8"},
         ...                                     representative_data=x_train)]
         ['m.tflite', 'm-int8.tflite']
     """
+    require_tensorflow("LiteRT export")
     for quantization in files.values():
         if quantization not in QUANTIZATIONS:
             raise KerasTeamError("quantization", quantization, f"one of {', '.join(QUANTIZATIONS)}")
@@ -111,7 +115,12 @@ def tflite_files(
     labels = "".join(f"{name}\n" for name in class_names_of(model, class_names))
     sample = None
     if any(quantization.startswith("int8") for quantization in files.values()):
-        sample = _calibration_sample(representative_data, spec, calibration_examples, seed)
+        try:
+            sample = _calibration_sample(representative_data, spec, calibration_examples, seed)
+        except KerasTeamError as error:
+            if failed is None:
+                raise
+            failed.update({path: error for path, quantization in files.items() if quantization.startswith("int8")})
     keys = list(members(model))
     written = []
     folder = pathlib.Path(next(iter(files))).parent
@@ -119,10 +128,15 @@ def tflite_files(
     with tempfile.TemporaryDirectory(prefix=TEMPORARY_PREFIX, dir=folder) as tmp:
         write_archive(model, tmp, spec, classes=False)
         for path, quantization in files.items():
+            if failed is not None and path in failed:
+                continue
             try:
                 flatbuffer = _convert(tmp, [DEFAULT_SIGNATURE], quantization, sample)
             except ConverterError as error:
-                raise _conversion_error(tmp, keys, error) from error
+                if failed is None:
+                    raise _conversion_error(tmp, keys, error) from error
+                failed[path] = _conversion_error(tmp, keys, error)
+                continue
             write_bytes(path, flatbuffer)
             write_text(labels_path(path), labels)
             written.append(pathlib.Path(path))
@@ -145,8 +159,15 @@ def _calibration_sample(data, spec: tf.TensorSpec, count: int, seed: int) -> np.
     data = np.asarray(data)
     if tuple(data.shape[1:]) != tuple(spec.shape[1:]):
         raise KerasTeamError("representative_data", f"shape {data.shape}", f"examples shaped {tuple(spec.shape[1:])}")
+    if count < 1:
+        raise KerasTeamError("calibration_examples", count, "a positive number of examples to calibrate int8")
     chosen = np.random.default_rng(seed).permutation(len(data))[:count]
-    return data[np.sort(chosen)].astype(spec.dtype.as_numpy_dtype)
+    sample = data[np.sort(chosen)]
+    if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
+        bad = int(np.sum(~np.isfinite(sample).reshape(len(sample), -1).all(axis=1)))
+        raise KerasTeamError("representative_data", f"{bad} of {len(sample)} examples with NaN/inf values",
+                             "finite examples (int8 calibrated on them has no valid range)")
+    return sample.astype(spec.dtype.as_numpy_dtype)
 
 
 def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample) -> bytes:
@@ -166,8 +187,7 @@ def _convert(saved_model_dir: str, keys: list[str], quantization: str, sample) -
         if quantization == "int8":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-    with _quiet_stderr():
-        return converter.convert()
+    return converter.convert()
 
 
 def _conversion_error(saved_model_dir: str, keys: list[str], error: ConverterError) -> KerasTeamError:
@@ -189,17 +209,16 @@ def _fails_alone(saved_model_dir: str, key: str) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence the converter's C++ log lines (MLIR dumps) on file descriptor 2."""
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+def interpreter(path: str | os.PathLike) -> Interpreter:
+    """The LiteRT interpreter the package checks a file with: TFLite's builtin kernels, without the default
+    XNNPACK delegate (whose creation prints an INFO line on stderr that no Python option silences).
+
+    Example:
+        >>> interpreter(tflite(model, f"{tmp}/digits.tflite")).get_signature_list()
+        {'serving_default': {'inputs': ['inputs'], 'outputs': ['digits']}}
+    """
+    return Interpreter(model_path=str(path),
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
 def predict(path: str | os.PathLike, examples: np.ndarray, signature: str | None = None,
@@ -214,7 +233,7 @@ def predict(path: str | os.PathLike, examples: np.ndarray, signature: str | None
         >>> predict(path, x)["digits"].shape
         (25, 5)
     """
-    runner = Interpreter(model_path=str(path)).get_signature_runner(signature)
+    runner = interpreter(path).get_signature_runner(signature)
     (name, detail), = runner.get_input_details().items()
     outputs = runner.get_output_details()
     results: dict[str, list[np.ndarray]] = {key: [] for key in outputs}

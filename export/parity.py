@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_team.errors import KerasTeamError
+from keras_team.errors import ExportFailed, KerasTeamError
 from keras_team.files import write_text
 from keras_team.export import litert
 from keras_team.export.formats import ALIASES
@@ -50,7 +50,7 @@ from keras_team.export.signatures import (DEFAULT_SIGNATURE, PROBABILITIES, SCOR
 # weights alone (dynamic range) cost up to half of one of 255 steps per weight, per layer
 # (5%); int8 activations too add one such step per layer's output (10%).
 TOLERANCES = {
-    "saved_model": {"max_abs_diff": 1e-4, "top1_agreement": 1.0},
+    "saved_model": {"max_abs_diff": 1e-3, "top1_agreement": 1.0},  # float32 rounding through a real backbone: ~1e-4
     "tflite-float32": {"max_abs_diff": 1e-3, "top1_agreement": 0.99},
     "tflite-float16": {"max_range_diff": 0.01, "top1_agreement": 0.98},
     "tflite-dynamic": {"max_range_diff": 0.05, "top1_agreement": 0.97},
@@ -129,9 +129,7 @@ def tflite_outputs(path: str | os.PathLike, examples: np.ndarray) -> dict[str, d
         >>> tflite_outputs(path, x)["serving_default"]["digits"].shape
         (25, 5)
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    keys = Interpreter(model_path=str(path)).get_signature_list()
+    keys = litert.interpreter(path).get_signature_list()
     return {key: litert.predict(path, examples, key) for key in keys}
 
 
@@ -280,13 +278,28 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+# A quantized format that missed its tolerance -> what to try instead (the first format the label starts with).
+ADVICE = {
+    "tflite-int8": "more or other representative data (keras-team export --calibration-examples, or more training "
+                   "examples), or a milder format: tflite-dynamic or tflite-float16",
+    "tflite-dynamic": "a milder format: tflite-float16 or tflite (float32)",
+    "tflite-float16": "tflite (float32)",
+}
+
+
 def raise_misses(report: dict) -> None:
-    """Raise `KerasTeamError` for the first artefact of `report` that missed its tolerance.
+    """Raise `ExportFailed` for the first artefact of `report` that missed its tolerance, saying what to try.
 
     Example:
         >>> raise_misses({"artefacts": {}})
+        >>> raise_misses({"artefacts": {"tflite-int8": {"misses": ["top1_agreement=0.9300 < 0.95"],
+        ...                                             "tolerance": {"top1_agreement": 0.95}}}})
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.ExportFailed: artefact tflite-int8='top1_agreement=0.9300 < 0.95' is not valid: expected within its tolerance {'top1_agreement': 0.95} (figures in the export report; try more or other representative data (keras-team export --calibration-examples, or more training examples), or a milder format: tflite-dynamic or tflite-float16)
     """
     for label, entry in report["artefacts"].items():
         if entry["misses"]:
-            raise KerasTeamError(f"artefact {label}", "; ".join(entry["misses"][:3]),
-                                 f"within its tolerance {entry['tolerance']} (figures in the export report)")
+            advice = next((f"; try {tip}" for fmt, tip in ADVICE.items() if ALIASES.get(label, label).startswith(fmt)), "")
+            raise ExportFailed(f"artefact {label}", "; ".join(entry["misses"][:3]),
+                               f"within its tolerance {entry['tolerance']} (figures in the export report{advice})")

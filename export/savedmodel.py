@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_team.backend import require_tensorflow
 from keras_team.errors import KerasTeamError
 from keras_team.export.metadata import METADATA_FILE, metadata
 from keras_team.export.predict_requests import write_warmup
@@ -86,6 +87,7 @@ def saved_model(
         >>> saved_model(model, f"{tmp}/exports", name="digits", input_dtype="uint8")
         PosixPath('.../exports/digits/1')
     """
+    require_tensorflow("SavedModel export")
     target = version_dir(base_dir, name, version, force=force)
     try:
         with atomic_dir(target, replace=force) as building:

@@ -10,14 +10,16 @@ Example:
     >>> model.output_shape
     (None, 5)
 
-`import keras_team` is instant: TensorFlow and the library load on the first
-use of any name below (PEP 562), which also registers the package's models
-and layers with Keras. `keras_team.load_model("team.keras")` reads a saved
-team, transferred model or follower in a fresh process;
-`keras.models.load_model` does too once any `keras_team` name was used.
+`import keras_team` registers the package's models and layers with Keras, as
+keras-hub does, so `keras.models.load_model("team.keras")` reads a saved
+team, transferred model or follower right after it; the rest of the library
+loads on the first use of a name (PEP 562). The `keras-team` console script
+(`keras_team_cli`) leaves the registration, and with it Keras and
+TensorFlow, to the commands that need them.
 """
 
 import importlib
+import os
 
 __version__ = "0.1.0"
 
@@ -38,8 +40,9 @@ _NAMES = {
     "predict": "keras_team.predictions",
     "Prediction": "keras_team.predictions",
     "rank_cuts": "keras_team.transferability",
+    "CutScore": "keras_team.transferability",
 }
-_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "heads", "probe", "tuning", "zoo")
+_PUBLIC_MODULES = ("caching", "data", "distribute", "export", "files", "heads", "probe", "tuning", "zoo")
 
 __all__ = sorted([*_NAMES, *_PUBLIC_MODULES])
 
@@ -52,10 +55,23 @@ def __getattr__(name: str):
     else:
         raise AttributeError(f"module 'keras_team' has no attribute {name!r}")
     if name != "KerasTeamError":
-        importlib.import_module("keras_team.team")  # registers every serialisable class with Keras
+        register()
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+# Set by the console script while it imports the package (`keras_team_cli`).
+DEFER_REGISTRATION = "_KERAS_TEAM_DEFER_REGISTRATION"
+
+
+def register() -> None:
+    """Register every serialisable class of the package with Keras (importing Keras)."""
+    importlib.import_module("keras_team.team")  # its imports define (and register) every layer and model
+
+
+if not os.environ.get(DEFER_REGISTRATION):
+    register()

@@ -28,6 +28,7 @@ import functools
 import math
 import os
 import pathlib
+import socket
 import zipfile
 from collections.abc import Sequence
 from typing import Any
@@ -35,15 +36,16 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from keras_team.distribute import global_batch_size, shard_by_data
 from keras_team.errors import KerasTeamError
+from keras_team.extras import import_module
 
 AUGMENTATIONS = ("flip", "crop")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what keras.utils.image_dataset_from_directory reads
+NPZ_MEMORY_FRACTION = 0.5  # a .npz file whose arrays declare more than this share of the memory is refused unread
 STREAM_MEMORY_FRACTION = 0.1  # stream="auto" streams images whose decoded size exceeds this share of the memory
 PROGRESS_ABOVE = 2000  # images: checking a folder this large shows a progress bar
 SPLITS = ("train", "validation", "test")
@@ -94,6 +96,14 @@ class Task(_Classes):
     batch_size: int = 32
     augment: tuple[str, ...] = ()
     seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        train = self.splits.get("train")
+        if train is None or len(train[1]) == 0:
+            raise KerasTeamError("x", "no training examples", "a train split of at least one example per class")
+        for split, (x, _) in self.splits.items():
+            _check_finite(x, split)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -440,6 +450,7 @@ def tfds_task(
         >>> target.num_classes, target.input_shape, int(np.bincount(target.splits["train"][1]).max())
         (100, (32, 32, 3), 3)
     """
+    tfds = import_module("tensorflow_datasets")
     builder, names, _ = _tfds_builder(name, classes, shots, validation, data_dir, download)
     shape, splits = builder.info.features["image"].shape, builder.info.splits
     examples = splits["train"].num_examples if "train" in splits else 0  # 0: not prepared, size unknown
@@ -457,22 +468,43 @@ def tfds_task(
     )
 
 
+TFDS_HOST = "storage.googleapis.com"  # where TFDS downloads from first (its mirror, and most datasets' files)
+
+
 def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | None, validation: float,
-                  data_dir: str | None, download: bool) -> tuple[tfds.core.DatasetBuilder, list[str], list[int]]:
+                  data_dir: str | None, download: bool) -> tuple[Any, list[str], list[int]]:
     """The TFDS builder of `name`, its class names and the classes kept: all checked before any download."""
+    tfds = import_module("tensorflow_datasets")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise KerasTeamError("name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
     names = builder.info.features["label"].names
     chosen = _check_selection(classes, shots, validation, np.arange(len(names)), names)
-    if download:
+    if builder.is_prepared():
+        return builder, names, chosen
+    if not download:  # checked up front: as_dataset would fail later, download_and_prepare retry for minutes
+        raise _not_prepared(name, builder.data_dir)
+    try:  # offline, TFDS's downloader retries every file for minutes: a name lookup tells in an instant
+        socket.getaddrinfo(TFDS_HOST, 443)
+    except OSError as error:
+        raise KerasTeamError("download", True, f"a network to download {name!r} into {builder.data_dir}: it is not "
+                             f"downloaded there and {TFDS_HOST} cannot be looked up ({error}); prepare it where "
+                             f"there is a network (`tfds build {name} --data_dir DIR`) and set data_dir to DIR"
+                             ) from None
+    try:
         builder.download_and_prepare()
+    except Exception as error:  # a network failure of any kind TFDS's downloader lets through
+        raise KerasTeamError("download", True, f"{name!r} downloaded into {builder.data_dir}, which failed "
+                             f"({type(error).__name__}: {str(error)[:200]}); prepare it where there is a network "
+                             f"(`tfds build {name} --data_dir DIR`) and set data_dir to DIR") from error
     return builder, names, chosen
 
 
 def _not_prepared(name: str, data_dir: str | None) -> KerasTeamError:
-    return KerasTeamError("data_dir", data_dir, f"a folder holding prepared {name!r}, or download=True")
+    return KerasTeamError("data_dir", data_dir, f"a folder holding {name!r} prepared, which it does not hold (not "
+                          f"downloaded): run `tfds build {name} --data_dir DIR` with a network and set data_dir "
+                          "to DIR, or set download to true")
 
 
 def load_task(name: str, *, data_dir: str | None = None, download: bool = False, **kwargs: Any) -> Task:
@@ -524,9 +556,13 @@ def from_npz(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) -> Ta
     """
     path = pathlib.Path(path)
     try:
+        declared, limit = _declared_bytes(path), NPZ_MEMORY_FRACTION * memory_budget() / STREAM_MEMORY_FRACTION
+        if declared > limit:  # checked before a byte is inflated: a small archive may declare a huge array
+            raise MemoryError(f"its arrays declare {declared / 2**30:.1f} GiB; at most {limit / 2**30:.1f} GiB, "
+                              f"{NPZ_MEMORY_FRACTION:g} of this machine's memory, are read: a folder of images can stream")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, MemoryError, zipfile.BadZipFile, EOFError) as error:
         raise KerasTeamError("name", str(path), f"a readable .npz file of arrays x and y ({error})") from None
     missing = [key for key in ("x", "y") if key not in arrays]
     if missing or ("x_test" in arrays) != ("y_test" in arrays):
@@ -536,12 +572,17 @@ def from_npz(path: str | os.PathLike, *, test: float = 0.3, **kwargs: Any) -> Ta
     labels = [arrays["y"], *([arrays["y_test"]] if "y_test" in arrays else [])]
     class_names, labels = _named_labels(labels, None if given_names is None else [str(n) for n in given_names], path)
     name = kwargs.pop("name", path.stem)
-    if "x_test" not in arrays:
-        return from_arrays(arrays["x"], labels[0], test=test, class_names=class_names, name=name, **kwargs)
-    for key, x, y in (("x", arrays["x"], labels[0]), ("x_test", arrays["x_test"], labels[1])):
-        _check_pairs(key, x, y, class_names)
-    return _make_task(name, (arrays["x"], labels[0]), (arrays["x_test"], labels[1]), class_names=class_names,
-                      available=np.unique(labels[0]), **_split_options(kwargs))
+    try:
+        if "x_test" not in arrays:
+            return from_arrays(arrays["x"], labels[0], test=test, class_names=class_names, name=name, **kwargs)
+        for key, x, y in (("x", arrays["x"], labels[0]), ("x_test", arrays["x_test"], labels[1])):
+            _check_pairs(key, x, y, class_names)
+        return _make_task(name, (arrays["x"], labels[0]), (arrays["x_test"], labels[1]), class_names=class_names,
+                          available=np.unique(labels[0]), **_split_options(kwargs))
+    except KerasTeamError as error:
+        if error.field != "x":  # the examples themselves: the file is what to fix
+            raise
+        raise KerasTeamError("name", str(path), f"{error.allowed}: it holds {error.value}") from None
 
 
 def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | str = False,
@@ -575,6 +616,8 @@ def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | st
     root = pathlib.Path(path)
     name = kwargs.pop("name", root.name)
     two_splits = (root / "train").is_dir() and (root / "test").is_dir()
+    if not two_splits and root.is_dir() and {p.name for p in root.iterdir() if p.is_dir()} == {"train"}:
+        root = root / "train"  # train/ alone: its class folders, a test split held out of them
     files = _image_files(root / "train" if two_splits else root)
     class_names = sorted(files)
     test_files = _image_files(root / "test", class_names=class_names) if two_splits else {}
@@ -595,6 +638,28 @@ def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | st
     else:
         task = from_arrays(*train, test=test, class_names=class_names, name=name, **kwargs)
     return FileTask(task.name, task.splits, task.class_names, shape, task.batch_size, task.augment, task.seed)
+
+
+def _declared_bytes(path: pathlib.Path) -> int:
+    """The bytes the arrays of a `.npz` file declare in their headers, read without inflating any data.
+
+    Example:
+        >>> path = pathlib.Path(getfixture("tmp_path")) / "a.npz"
+        >>> np.savez_compressed(path, x=np.zeros((10, 4), np.float32), y=np.zeros(10, np.uint8))
+        >>> _declared_bytes(path)
+        170
+    """
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            with archive.open(name) as stream:
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(stream))
+                if read_header is None:
+                    continue  # np.load says what it cannot read
+                shape, _, dtype = read_header(stream)
+                total += math.prod(shape) * dtype.itemsize
+    return total
 
 
 def memory_budget() -> int:
@@ -676,6 +741,9 @@ def _image_files(folder: pathlib.Path, class_names: Sequence[str] | None = None)
     if class_names is not None and set(found) - set(class_names):
         raise KerasTeamError("name", str(folder), f"class folders that train/ also has ({sorted(class_names)}); "
                              f"{sorted(set(found) - set(class_names))} are not")
+    if class_names is not None and set(class_names) - set(found):
+        raise KerasTeamError("name", str(folder), f"a folder for every class of train/ ({sorted(class_names)}); "
+                             f"{sorted(set(class_names) - set(found))} missing")
     files = {}
     for label in found:
         images = sorted(p for p in (folder / label).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -700,6 +768,8 @@ def _common_format(groups) -> tuple[tuple[int, int], str]:
                 image.verify()  # reads the whole file: a truncated or corrupt image fails here
                 sizes[image.size[::-1]] += 1
                 modes["grayscale" if image.mode in ("1", "L", "I;16", "I", "F") else "rgb"] += 1
+        except Image.DecompressionBombError as error:  # its header declares it too large to decode: not read
+            raise KerasTeamError("name", str(file), f"an image of at most {Image.MAX_IMAGE_PIXELS:,} pixels ({error})") from None
         except (OSError, UnidentifiedImageError, SyntaxError) as error:
             raise KerasTeamError("name", str(file), f"a readable image ({type(error).__name__}: {error})") from None
     return sizes.most_common(1)[0][0], modes.most_common(1)[0][0]
@@ -731,9 +801,9 @@ def _make_task(
     """The one splitter: class subset, k-shot train, stratified validation."""
     classes = _check_selection(classes, shots, validation, available, class_names)
     _check_augment(augment)
-    _check_finite(train[0])
-    _check_finite(test[0])
     x, y = _select(*train, classes)
+    if len(y) == 0:
+        raise KerasTeamError("x", "no training examples", "a train split of at least one example per class")
     if shots is not None:
         _check_shots(y, shots, validation, [class_names[c] for c in classes])
         shot_idx = _sample_shots(y, shots, len(classes), seed)
@@ -763,12 +833,14 @@ def _select(x: np.ndarray, y: np.ndarray, classes: list[int]) -> Split:
     return x[keep], np.array([lookup[c] for c in y[keep]], dtype=np.int32)
 
 
-def _check_finite(x: np.ndarray) -> None:
+def _check_finite(x: np.ndarray, split: str) -> None:
     """Refuse NaN or infinite inputs: one such example turns every loss into NaN."""
     if np.issubdtype(x.dtype, np.inexact):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         if bad:
-            raise KerasTeamError("x", f"{bad} NaN or infinite values", "finite numbers in every example")
+            rows = int(np.count_nonzero((~np.isfinite(x.reshape(len(x), -1))).any(axis=1)))
+            raise KerasTeamError("x", f"{bad} NaN or infinite values in the {split} split", "finite numbers in "
+                                 f"every example ({rows} of {len(x)} examples hold some)")
 
 
 def _validation_holds_every_class(counts: np.ndarray, validation: float) -> bool:
@@ -843,12 +915,20 @@ def _check_augment(augment: Sequence[str]) -> None:
 
 def _check_classes(classes: Sequence[int | str] | None, available: np.ndarray,
                    class_names: Sequence[str]) -> list[int]:
-    """The labels to keep, as plain ints (a class given by name becomes its label); all available when `None`."""
+    """The labels to keep, as plain ints (a class given by name becomes its label); all available when `None`.
+
+    A class is found by its name first: with folders named ``1, 2, 5, 7``,
+    ``classes: [1, 2]`` keeps the folders 1 and 2, not the second and third.
+
+    Example:
+        >>> _check_classes([1, 2], np.arange(4), ["1", "2", "5", "7"]), _check_classes([3], np.arange(4), "abcd")
+        ([0, 1], [3])
+    """
     available = [int(c) for c in available]
     if classes is None:
         return available
     lookup = {str(name): label for label, name in enumerate(class_names)}
-    chosen = [lookup.get(c, c) if isinstance(c, str) else int(c) for c in classes]
+    chosen = [lookup[str(c)] if str(c) in lookup else c if isinstance(c, str) else int(c) for c in classes]
     unknown = [c for c in chosen if c not in available]
     if unknown or not chosen or len(set(chosen)) != len(chosen):
         offered = ", ".join(f"{label} ({class_names[label]})" if str(class_names[label]) != str(label) else str(label)
@@ -951,6 +1031,7 @@ def tfds_stream(
         >>> task.class_names
         ('3', '1')
     """
+    tfds = import_module("tensorflow_datasets")
     builder, names, chosen = _tfds_builder(name, classes, shots, validation, data_dir, download)
     lookup = np.full(len(names), -1, np.int32)
     lookup[chosen] = np.arange(len(chosen), dtype=np.int32)

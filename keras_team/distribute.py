@@ -43,6 +43,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from keras_team.backend import is_tensorflow, require_tensorflow
 from keras_team.checkpoints import BackupAndRestore
 from keras_team.errors import KerasTeamError
 
@@ -75,6 +76,10 @@ def choose_strategy(name: str = "auto", *, devices: Sequence[str] | None = None)
         raise KerasTeamError("strategy", name, f"one of {', '.join(STRATEGIES)}")
     if name == "auto" and cluster() is not None:
         name = "multi_worker"
+    if name in ("mirrored", "multi_worker"):
+        require_tensorflow(f"the {name} strategy")
+    elif not is_tensorflow():
+        return tf.distribute.get_strategy()  # one device: Keras' own fit on JAX or PyTorch
     if name == "multi_worker":  # first: it must configure TensorFlow's runtime before anything starts it
         if "TF_CONFIG" not in os.environ:
             raise KerasTeamError("strategy", name, "'multi_worker' with the cluster in the TF_CONFIG environment variable")
@@ -114,7 +119,11 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
-    """Training batches per call into TensorFlow: `setting`, or for `"auto"` 10 when an epoch has 50 steps or more, else 1.
+    """Training batches per call into TensorFlow: `setting` (at most the `steps_per_epoch`), or for `"auto"` 10 when an epoch has 50 steps or more, else 1.
+
+    More steps per call than an epoch has would change nothing but the
+    size of the traced loop (an absurd setting hung the first stage), so it
+    is lowered to the epoch's steps; a run's stage figures record the value used.
 
     Measured on two CPU cores (benchmarks/results/throughput.json,
     default_run.json): 10 steps per call trained 1.41x / 1.22x / 1.18x the
@@ -127,7 +136,7 @@ def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
 
     Example:
         >>> steps_per_execution("auto", 625), steps_per_execution("auto", 1), steps_per_execution(4, 1)
-        (10, 1, 4)
+        (10, 1, 1)
     """
     distributed = tf.distribute.has_strategy()
     if setting == "auto":
@@ -135,7 +144,7 @@ def steps_per_execution(setting: int | str, steps_per_epoch: int) -> int:
     if setting > 1 and distributed:
         raise KerasTeamError("steps_per_execution", setting, "1 or auto under a tf.distribute strategy (Keras "
                              "3.15's multi-step loop fails under MirroredStrategy)")
-    return setting
+    return min(setting, max(steps_per_epoch, 1))
 
 
 def global_batch_size(batch_size: int, examples: int | None = None) -> int:
@@ -204,6 +213,11 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
         return True
     kind, index = resolver.task_type, resolver.task_id
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def strategy_of(model: keras.Model) -> tf.distribute.Strategy:
+    """The strategy `model` was built under (only TensorFlow-backend models have one)."""
+    return model.distribute_strategy if is_tensorflow() else tf.distribute.get_strategy()
 
 
 def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
@@ -286,7 +300,7 @@ def restore(checkpoint: BackupAndRestore, model: keras.Model) -> int:
         >>> restore(BackupAndRestore(getfixture("tmp_path") / "none"), model)
         0
     """
-    strategy = model.distribute_strategy
+    strategy = strategy_of(model)
     if not _is_multi_worker(strategy):
         return checkpoint.restore(model)
     if model.optimizer is not None and not model.optimizer.built:  # on every worker: it creates variables
@@ -356,6 +370,7 @@ def fit(
     verbose: int | str = "auto",
     steps_per_epoch: int | None = None,
     initial_epoch: int = 0,
+    worker_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> keras.callbacks.History:
     """Train a compiled `model` on a batched `dataset` under the current strategy.
 
@@ -365,8 +380,9 @@ def fit(
     global-batch dataset: it is sharded by `DATA`, each step runs the model's own `train_step` (its losses, loss weights
     and metrics, the Team's summed member losses included) on every replica
     through `strategy.run`, and gradients are all-reduced by the Keras
-    optimizer. Callbacks and progress run on the chief only, and a stop one
-    of them asks for (`model.stop_training`) stops every worker. Two ways to
+    optimizer. Callbacks and progress run on the chief only (`worker_callbacks` on
+    every worker), and a stop one of them asks for
+    (`model.stop_training`) stops every worker. Two ways to
     resume a restarted cluster after its last finished epoch: a
     `keras_team.checkpoints.BackupAndRestore` among the callbacks (the chief
     writes it; every worker restores it, the chief first), or
@@ -384,6 +400,11 @@ def fit(
         verbose: as for `model.fit`.
         steps_per_epoch, initial_epoch: as for `model.fit` (with
             `steps_per_epoch`, `dataset` is one stream read on across epochs).
+        worker_callbacks: callbacks every worker runs, after `callbacks`:
+            ones that read only the epoch's figures and the weights (alike on
+            every worker) and may set the weights, such as
+            `EarlyStopping(restore_best_weights=True)`, whose restore every
+            worker must apply. On one machine they are more `callbacks`.
 
     Example:
         >>> model = keras_team.zoo.seed_cnn((8, 8, 1), 2)
@@ -392,16 +413,16 @@ def fit(
         >>> fit(model, data, epochs=1, verbose=0).epoch
         [0]
     """
-    strategy = model.distribute_strategy
+    strategy = strategy_of(model)
     if not _is_multi_worker(strategy):
-        callbacks = list(callbacks)
+        callbacks = [*callbacks, *worker_callbacks]
         if checkpoint_dir:
             callbacks.append(BackupAndRestore(checkpoint_dir))
         return model.fit(dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
                          verbose=verbose, shuffle=False, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch)
     return _MultiWorkerLoop(model, strategy, checkpoint_dir).fit(
         dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
-        steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch, worker_callbacks=worker_callbacks,
     )
 
 
@@ -460,12 +481,13 @@ class _MultiWorkerLoop:
         return max([int(self.epoch.numpy()), initial_epoch, *restored])
 
     def fit(self, dataset, *, epochs, validation_data, callbacks, verbose, steps_per_epoch=None,
-            initial_epoch=0) -> keras.callbacks.History:
+            initial_epoch=0, worker_callbacks=()) -> keras.callbacks.History:
         model = self.model
         start = self._start_epoch(callbacks, initial_epoch)
         history = keras.callbacks.History()
         callbacks = keras.callbacks.CallbackList(
-            list(callbacks) if self.chief else [], add_history=False, add_progbar=self.chief and verbose != 0,
+            [*(callbacks if self.chief else ()), *worker_callbacks], add_history=False,
+            add_progbar=self.chief and verbose != 0,
             model=model, verbose=1 if verbose == "auto" else verbose, epochs=epochs, steps=steps_per_epoch,
         )
         history.set_model(model)

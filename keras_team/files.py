@@ -261,29 +261,26 @@ def describe_keras_file(path: str | os.PathLike) -> str | None:
     return None
 
 
-def load_model(path: str | os.PathLike, field: str = "path"):
-    """`keras.models.load_model` of a `.keras` file, with a `KerasTeamError` on `field` when the file is unusable.
+def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None, compile: bool = True,
+               safe_mode: bool = True):
+    """`keras.models.load_model`, with a one-line `KerasTeamError` on `filepath` for a file that is not a model.
 
     The archive is checked first (missing, not a zip, truncated, damaged);
-    then Keras rebuilds it. A file Keras cannot rebuild (a class it does not
-    know, a config of another Keras) is the user's file, so its error is
-    reported on `field` with Keras' own first line.
+    then Keras rebuilds it, and any error of that is Keras' own. The
+    package's classes are registered by `import keras_team`, so
+    `keras.models.load_model` serves as well.
 
     Example:
-        >>> load_model("missing.keras", "leader.path")
+        >>> load_model("missing.keras")
         Traceback (most recent call last):
         ...
-        keras_team.errors.KerasTeamError: leader.path='missing.keras' is not valid: expected a readable Keras .keras model (no such file)
+        keras_team.errors.KerasTeamError: filepath='missing.keras' is not valid: expected a readable Keras .keras model (no such file)
     """
-    problem = describe_keras_file(path)
-    if problem is None:
-        import keras
+    problem = describe_keras_file(filepath)
+    if problem is not None:
+        raise KerasTeamError("filepath", str(filepath), f"a readable Keras .keras model ({problem})")
+    import keras
 
-        import keras_team.team  # noqa: F401  (registers the package's models and layers with Keras)
+    import keras_team.team  # noqa: F401  (registers the package's models and layers with Keras)
 
-        try:
-            return keras.models.load_model(path)
-        except (TypeError, ValueError, KeyError, OSError) as error:  # what Keras raises for a file it cannot rebuild
-            first = str(error).splitlines()[0] if str(error) else ""
-            problem = f"Keras could not rebuild it: {type(error).__name__}: {first}"
-    raise KerasTeamError(field, str(path), f"a readable Keras .keras model ({problem})")
+    return keras.models.load_model(filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)

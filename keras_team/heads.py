@@ -213,6 +213,79 @@ def cosine(
     return keras.Sequential(stack, name=name)
 
 
+@keras.saving.register_keras_serializable(PACKAGE)
+class Standardize(layers.Layer):
+    """Each feature centred and scaled by the training split's mean and spread, then the whole vector L2-normalised.
+
+    The statistics are weights, set by `adapt` (before that: mean 0, scale 1); a
+    probe on such features is well conditioned whatever the cut's scale
+    (normalised features as SimpleShot's, Wang et al. 2019).
+
+    Example:
+        >>> layer = Standardize()
+        >>> head = keras.Sequential([keras.Input((3,)), layer])
+        >>> adapt(head, np.array([[1.0, 0, 5], [3.0, 0, 5]]))
+        >>> np.round(head(np.array([[3.0, 0, 5]])), 3).tolist()
+        [[1.0, 0.0, 0.0]]
+    """
+
+    def build(self, input_shape):
+        self.mean = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False, name="mean")
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", trainable=False, name="scale")
+        self._seen = None  # what `adapt` records (eager calls only)
+
+    def call(self, x):
+        if self._seen is not None:
+            self._seen.append(ops.convert_to_numpy(x))
+        return ops.normalize((x - self.mean) * self.scale, axis=-1)
+
+
+def _standardizers(layer: keras.Layer):
+    if isinstance(layer, Standardize):
+        yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _standardizers(inner)
+
+
+def adapt(model: keras.Layer, x, *, batch_size: int = 1024) -> None:
+    """Set every `Standardize` layer of `model` from its inputs on `x` (the training split): mean and 1 / spread.
+
+    A feature's spread is its standard deviation plus 0.1% of the mean one, so a
+    feature that never varies in training is not blown up where it does.
+    """
+    found = list(_standardizers(model))
+    if not found:
+        return
+    for layer in found:
+        layer._seen = []
+    count = len(next(iter(x.values())) if isinstance(x, dict) else x)
+    try:
+        for start in range(0, count, batch_size):
+            part = ({k: v[start:start + batch_size] for k, v in x.items()} if isinstance(x, dict)
+                    else x[start:start + batch_size])
+            model(part, training=False)
+        for layer in found:
+            seen = np.concatenate(layer._seen).astype("float64")
+            spread = seen.std(axis=0)
+            layer.mean.assign(seen.mean(axis=0))
+            layer.scale.assign(1.0 / (spread + 1e-3 * spread.mean() + 1e-12))
+    finally:
+        for layer in found:
+            layer._seen = None
+
+
+def probe(num_classes: int, *, name: str = "head") -> keras.Sequential:
+    """The linear probe's head: flatten, `Standardize`, the logits layer (fit it with `keras_team.probe.fit_probe`).
+
+    Example:
+        >>> tuple(probe(3)(keras.ops.zeros((2, 4, 4, 16))).shape)
+        (2, 3)
+    """
+    _check(num_classes, 0.0, "relu")
+    return keras.Sequential([layers.Flatten(), Standardize(name="standardize"),
+                             layers.Dense(num_classes, name="logits", dtype="float32")], name=name)
+
+
 def class_means(features, labels, num_classes: int) -> np.ndarray:
     """The L2-normalised mean of each class's L2-normalised feature vectors, shape (num_classes, width).
 

@@ -95,11 +95,13 @@ def predict(
     if member is not None and member not in owned:
         raise KerasTeamError("member", member, f"a member of the team: {', '.join(owned)}")
     shape, dtype = tuple(team.inputs[0].shape[1:]), team.inputs[0].dtype
+    pixels = _takes_pixels(team)
     total = _count(sources, shape)
     bar = keras.utils.Progbar(total, unit_name="input", interval=0.5) if progress and total >= PROGRESS_ABOVE else None
     predictions = []
     try:
         for names, x in _batches(sources, shape, BATCH_SIZE):
+            _check_values(names, x, pixels)
             logits = team.predict_on_batch(x.astype(dtype, copy=False))  # one dtype: one traced function
             if member is None:
                 probabilities = Team.ensemble(logits, weights)
@@ -113,6 +115,48 @@ def predict(
             bar.update(len(predictions), finalize=True)  # ends the bar's line before the error is printed
         raise
     return predictions
+
+
+def _takes_pixels(model: keras.Model) -> bool:
+    """Whether `model` scales 0-255 pixels itself: a `Rescaling` by 1/100 or less inside it (every zoo model's).
+
+    Example:
+        >>> from keras_team import zoo
+        >>> _takes_pixels(zoo.seed_cnn((8, 8, 1), 2)), _takes_pixels(zoo.mlp(2))
+        (True, False)
+    """
+    found, seen = [model], set()
+    while found:
+        layer = found.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.Rescaling) and np.all(np.abs(np.asarray(layer.scale)) <= 0.01):
+            return True
+        # sublayers: a model's, and those a wrapper holds (a Team's leader inside its `LeaderTaps`)
+        found += [*getattr(layer, "layers", []), *(v for v in vars(layer).values() if isinstance(v, keras.layers.Layer))]
+    return False
+
+
+def _check_values(names: list[str], x: np.ndarray, pixels: bool) -> None:
+    """Refuse inputs the team would answer without meaning: NaN/inf, or [0, 1] floats for a team of 0-255 `pixels`.
+
+    Example:
+        >>> _check_values(["a.npz[0]"], np.full((1, 2), 0.5, np.float32), pixels=True)
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: inputs='a.npz[0]: floats from 0.5 to 0.5' is not valid: expected pixel values from 0 to 255, as the team's training data held them (it scales them itself): multiply [0, 1] values by 255
+    """
+    if x.dtype.kind != "f" or not len(x):
+        return
+    rows = x.reshape(len(x), -1)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        raise KerasTeamError("inputs", f"{names[int(np.argmin(finite))]}: NaN/inf values", "finite pixel values")
+    if pixels and 0 < rows.max() <= 1:
+        raise KerasTeamError("inputs", f"{names[0]}: floats from {rows.min():g} to {rows.max():g}",
+                             "pixel values from 0 to 255, as the team's training data held them (it scales them "
+                             "itself): multiply [0, 1] values by 255")
 
 
 def _most_probable(names: list[str], probabilities: np.ndarray, class_names: list[str], top: int) -> list[Prediction]:
@@ -133,7 +177,10 @@ def read_run(run_dir: pathlib.Path) -> tuple[Team, list[str], dict[str, float] |
     if not (run_dir / RUN_MODEL).is_file() or report is None or not isinstance(report.get("class_names"), list):
         raise KerasTeamError("run_dir", str(run_dir), f"a finished keras-team run directory holding {RUN_MODEL} "
                              f"and {RUN_REPORT}")
-    team = load_model(run_dir / RUN_MODEL, "run_dir")
+    try:
+        team = load_model(run_dir / RUN_MODEL, compile=False)  # predicting needs no optimizer (none of its warnings)
+    except KerasTeamError as error:
+        raise KerasTeamError("run_dir", str(run_dir), f"a finished run's directory: {RUN_MODEL}: {error.allowed}") from error
     if not isinstance(team, Team):
         raise KerasTeamError("run_dir", str(run_dir), f"a run whose {RUN_MODEL} holds a keras_team Team, "
                              f"not a {type(team).__name__}")

@@ -4,7 +4,8 @@ A regularised logistic regression, trained with Keras: for each L2 strength
 of a grid, the head starts from the same initial weights and is fitted with
 `model.fit` (the L2 penalty as the Dense layers' `kernel_regularizer`) and
 `keras.callbacks.EarlyStopping` on the validation log-loss, keeping its best
-epoch. The strength whose best epoch has the lowest validation log-loss
+epoch; on several workers, `keras_team.distribute.fit`, every worker
+applying the same stop and restore. The strength whose best epoch has the lowest validation log-loss
 (the mean cross-entropy, without the penalty) wins; its weights and its
 regularizer are left in the model. Nothing is chosen on test data.
 
@@ -26,8 +27,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_team import distribute
 from keras_team.errors import KerasTeamError
-from keras_team.heads import LOSS
+from keras_team.heads import LOSS, adapt
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 """The L2 strengths a probe tries by default (penalty ``l2 * sum(kernel**2)`` per batch, as `keras.regularizers.L2`)."""
@@ -106,14 +108,6 @@ def _check_grid(l2: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(s) for s in grid)
 
 
-def _log_loss(model: keras.Model, x, y, batch_size: int) -> tuple[float, float]:
-    logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype="float64")
-    logits -= logits.max(axis=-1, keepdims=True)
-    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-    y = np.asarray(y).reshape(-1)
-    return float(-np.mean(log_p[np.arange(len(y)), y])), float(np.mean(np.argmax(log_p, axis=-1) == y))
-
-
 def fit_probe(
     model: keras.Model,
     train: tuple[Any, Any],
@@ -124,6 +118,7 @@ def fit_probe(
     learning_rate: float = 0.03,
     patience: int = PATIENCE,
     batch_size: int = 32,
+    seed: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
 ) -> ProbeFit:
@@ -140,7 +135,10 @@ def fit_probe(
         epochs: the most epochs of each fit.
         learning_rate: Adam's learning rate.
         patience: epochs without a lower validation log-loss before a fit stops.
-        batch_size, callbacks, verbose: as for `model.fit` (the callbacks see every fit).
+        batch_size, callbacks, verbose: as for `model.fit` (the callbacks see every fit;
+            on several workers, the chief's only).
+        seed: of the training examples' shuffle (the workers of a cluster
+            must draw the same; None: TensorFlow's global seed).
 
     Returns:
         A `ProbeFit`; `model` holds the chosen fit's best weights and penalty.
@@ -155,8 +153,11 @@ def fit_probe(
     examples = len(np.asarray(train[1]))
     steps = max(math.ceil(examples / batch_size), STEPS_PER_EPOCH)
     # tf.data, not arrays: Keras' array adapter costs ~0.1 s per epoch, more than a probe's whole step.
-    batches = tf.data.Dataset.from_tensor_slices(train).shuffle(examples).repeat().batch(batch_size)
-    held_out = tf.data.Dataset.from_tensor_slices(validation).batch(VALIDATION_BATCH).cache()
+    batches = tf.data.Dataset.from_tensor_slices(train).shuffle(examples, seed=seed).repeat().batch(batch_size)
+    # Under a mirrored strategy every replica needs an equal share of the first batch (Keras builds on it).
+    held_out_batch = distribute.global_batch_size(VALIDATION_BATCH, len(np.asarray(validation[1])))
+    held_out = tf.data.Dataset.from_tensor_slices(validation).batch(held_out_batch).cache()
+    adapt(model, train[0])  # a Standardize layer's statistics: the training split's (keras_team.heads.probe)
     initial = model.get_weights()
     best: tuple[float, Score, list] | None = None
     scores = {}
@@ -170,13 +171,14 @@ def fit_probe(
                       # One call into TensorFlow per epoch; one step per call under a distribution strategy
                       # (Keras 3.15's multi-step loop fails there: "You must feed a value for placeholder").
                       steps_per_execution=1 if tf.distribute.has_strategy() else steps)
+        # Every worker of a cluster stops at the same epoch and restores the same best weights.
         stop = keras.callbacks.EarlyStopping("val_log_loss", patience=patience, restore_best_weights=True)
-        history = model.fit(batches, steps_per_epoch=steps, validation_data=held_out,
-                            epochs=epochs, callbacks=[stop, *callbacks], verbose=verbose, shuffle=False)  # shuffled above
-        epoch = int(np.argmin(history.history["val_log_loss"]))
-        loss, accuracy = _log_loss(model, *validation, VALIDATION_BATCH)  # the restored (best) epoch's weights
-        scores[strength] = Score(loss, accuracy, epoch + 1)
-        if best is None or loss < best[1].loss:
+        history = distribute.fit(model, batches, steps_per_epoch=steps, validation_data=held_out, epochs=epochs,
+                                 callbacks=callbacks, worker_callbacks=[stop], verbose=verbose).history
+        epoch = int(np.argmin(history["val_log_loss"]))  # the restored weights' epoch
+        scores[strength] = Score(float(history["val_log_loss"][epoch]), float(history["val_accuracy"][epoch]),
+                                 epoch + 1)
+        if best is None or scores[strength].loss < best[1].loss:
             best = (strength, scores[strength], model.get_weights())
     strength, score, weights = best
     model.set_weights(weights)

@@ -97,12 +97,19 @@ def rank_cuts(leader: keras.Model, x, y, *, cuts=None, batch_size: int = 128) ->
     """
     chosen = cut_points(leader) if cuts is None else [resolve_cut(leader, keep) for keep in cuts]
     labels = np.asarray(y).reshape(-1)
+    if not len(labels):
+        raise KerasTeamError("y", "0 labels", "labelled examples of the target to score the cuts on")
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise KerasTeamError("x", "examples with NaN/inf values", "finite examples")
     scores = []
     for cut in chosen:
         start = time.perf_counter()
         features = body(leader, cut, share=True).predict(x, batch_size=batch_size, verbose=0)
         if len(features) != len(labels):  # known once read: `x` may be a dataset
             raise KerasTeamError("y", f"{len(labels)} labels", f"one label per example of x ({len(features)})")
+        if not np.isfinite(features).all():  # e.g. a streamed NaN image, or a leader whose weights are not finite
+            raise KerasTeamError("x", f"examples whose features at {cut.name!r} are NaN/inf",
+                                 "finite examples and a leader with finite weights")
         score = leave_one_out_ncm_accuracy(features, labels)
         scores.append(CutScore(cut, score, time.perf_counter() - start))
     return sorted(scores, key=lambda s: -s.score)

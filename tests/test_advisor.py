@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_team
 from keras_team import KerasTeamError
@@ -76,6 +77,16 @@ def test_rank_cuts_scores_only_the_cuts_asked_and_names_bad_input():
         keras_team.rank_cuts(leader, x, y[:-1])
     with pytest.raises(KerasTeamError, match="y="):
         keras_team.rank_cuts(leader, x[:3], np.array([0, 1, 2]))  # no class with two examples
+    with pytest.raises(KerasTeamError, match="y='0 labels'"):
+        keras_team.rank_cuts(leader, x[:0], y[:0])
+    nan = np.array(x, np.float32)
+    nan[4] = np.nan
+    with pytest.raises(KerasTeamError, match="x='examples with NaN/inf values'"):
+        keras_team.rank_cuts(leader, nan, y)
+    broken = keras.models.clone_model(leader)
+    broken.set_weights([np.full_like(w, np.inf) for w in leader.get_weights()])
+    with pytest.raises(KerasTeamError, match="features at 'pool1' are NaN/inf"):  # a dataset is read, then checked
+        keras_team.rank_cuts(broken, tf.data.Dataset.from_tensor_slices(x).batch(8), y, cuts=["pool1"])
 
 
 @pytest.mark.large

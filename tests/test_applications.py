@@ -207,7 +207,7 @@ def test_a_follower_reads_a_layer_named_like_a_tap():
 
 # --- the recipe ----------------------------------------------------------------------------------------
 
-TINY = ["leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1", "baseline.epochs=1",
+TINY = ["leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1", "followers.1.epochs=1", "baseline.epochs=1",
         "data.source.shots=10", "data.target.shots=3", "data.batch_size=16"]
 
 
@@ -234,7 +234,7 @@ def test_run_trains_a_random_application_on_the_digits(tmp_path, capsys):
     student = keras.models.load_model(out / "stages" / "transfer.keras")
     np.testing.assert_allclose(team.predict(x_test, verbose=0)["leader"], student.predict(x_test, verbose=0), atol=1e-5)
     report = json.loads((out / "report.json").read_text())
-    assert set(report["members"]) == {"leader", "mlp"}
+    assert set(report["members"]) == {"leader", "mlp", "probe"}
 
 
 @pytest.mark.large

@@ -105,7 +105,7 @@ def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     import keras_team
 
     reference = keras_team.transfer(keras_team.zoo.residual_cnn((8, 8, 1), 5), "pool1",
-                                    keras_team.heads.dense(5, hidden=(64,), dropout=0.2))
+                                    keras_team.heads.probe(5))  # the default head: a linear probe
     line = next(line for line in plan.splitlines() if line.strip().startswith("transfer ") and "parameters" in line)
     assert f"{reference.count_params():,} parameters" in line
     assert not out.exists()
@@ -134,11 +134,13 @@ def test_cuts_lists_name_depth_shape_and_parameters_kept(tmp_path, capsys):
 
 @pytest.mark.large  # starts the command in a fresh interpreter (TensorFlow's start-up)
 def test_tensorflow_says_nothing_unless_asked():
+    import os
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "keras_team.app.cli", "cuts", "seed_cnn", "--input-shape", "8,8,1"],
-                          capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # an earlier --verbose set it here
+    done = subprocess.run([sys.executable, "-m", "keras_team_cli", "cuts", "seed_cnn", "--input-shape", "8,8,1"],
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0 and "fc1" in done.stdout
     assert done.stderr == ""
 
@@ -200,3 +202,17 @@ def test_a_reader_that_stops_early_is_not_an_error(monkeypatch):
 
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert cli.main(["schema"]) == 0  # e.g. `keras-team schema | head`
+
+
+def test_help_init_schema_and_config_errors_answer_without_keras(tmp_path):
+    """The console script's fast commands import neither Keras nor TensorFlow (each would take seconds)."""
+    import subprocess
+
+    script = ("import sys, keras_team_cli\n"
+              "codes = [keras_team_cli.main(argv) for argv in (['init', sys.argv[1]], ['schema'], "
+              "['run', '--set', 'data.batch_size=0'])]\n"
+              "print(codes, sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "my.yaml")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.splitlines()[-1] == "[0, 0, 2] []", done.stdout + done.stderr
+    assert "data.batch_size=0" in done.stderr

@@ -165,7 +165,8 @@ def test_checkpoints_are_written_by_time_not_every_epoch(tmp_path):
 
 
 # --- a real kill of `keras-team run` ---------------------------------------
-SETTINGS = ["leader.epochs=1", "transfer.epochs=5", "followers.0.epochs=3", "baseline.epochs=3",
+SETTINGS = ["leader.epochs=1", "transfer.epochs=5", "followers=[{name: mlp, epochs: 3}]", "transfer.head.kind=dense",
+            "transfer.learning_rate=0.003", "baseline.epochs=3",
             "transfer.head.hidden=[8]", "data.target.shots=3"]
 COMPARED = ("leader.keras", "stages/transfer.keras", "stages/followers.keras", "baseline.keras", "team.keras")
 

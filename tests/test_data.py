@@ -1,6 +1,7 @@
 """Tests of keras_team.data: splits, k-shot sampling, pipelines, errors, TFDS."""
 
 import pathlib
+import socket
 
 import numpy as np
 import pytest
@@ -137,8 +138,32 @@ def test_tfds_download_path_gets_as_far_as_the_network(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tfds.download.DownloadManager, "download", network)
     monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", network)
-    with pytest.raises(DownloadReached):
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])  # as if online
+    with pytest.raises(KerasTeamError, match="tfds build cifar10") as caught:  # one line, naming how to prepare it
         data.tfds_task("cifar10", data_dir=str(tmp_path), download=True)
+    assert caught.value.field == "download" and isinstance(caught.value.__cause__, DownloadReached)
+
+
+def test_tfds_not_downloaded_is_one_line_up_front_without_the_network(tmp_path, monkeypatch):
+    """Offline, a dataset missing from data_dir once ended in minutes of retries and a connection traceback."""
+    def network(self, *args, **kwargs):
+        raise AssertionError("the network was reached")
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", network)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", network)
+    for load in (data.tfds_task, data.tfds_stream, data.load_task):
+        with pytest.raises(KerasTeamError) as caught:
+            load("cifar10", data_dir=str(tmp_path))
+        assert caught.value.field == "data_dir" and str(tmp_path) in str(caught.value.value)
+        assert "not downloaded" in str(caught.value) and "tfds build cifar10 --data_dir" in str(caught.value)
+
+    def offline(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)  # no name resolves: the machine is offline
+    with pytest.raises(KerasTeamError, match="cannot be looked up") as caught:
+        data.tfds_task("cifar10", data_dir=str(tmp_path), download=True)
+    assert caught.value.field == "download" and "tfds build cifar10" in str(caught.value)
 
 
 @pytest.mark.parametrize("load", [data.tfds_task, data.tfds_stream])

@@ -346,6 +346,22 @@ def test_tflite_argument_errors(kwargs, phrase, tmp_path):
 
 
 
+@pytest.mark.large  # a LiteRT conversion
+def test_conversion_and_verification_leave_stderr_to_the_converter_and_print_no_xnnpack_line(tmp_path, capfd,
+                                                                                            monkeypatch):
+    from keras_team.export import litert
+
+    redirected = []
+    monkeypatch.setattr(os, "dup2", lambda *fds: redirected.append(fds))  # a converter crash must leave its message
+    model = _tiny(4)
+    path = export.tflite(model, tmp_path / "tiny.tflite")
+    monkeypatch.undo()
+    assert redirected == []
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    assert np.allclose(litert.predict(path, x)["tiny"], model.predict(x, verbose=0), atol=1e-4)
+    assert "XNNPACK" not in capfd.readouterr().err
+
+
 @pytest.mark.large  # LiteRT round trips
 def test_one_format_vocabulary_in_python_and_on_the_command_line(tmp_path):
     model = _tiny(4)

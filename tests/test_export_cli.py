@@ -100,7 +100,7 @@ def test_export_is_a_stage_of_a_run_with_its_reports_weights_verified_on_validat
     config = load_config(run_dir / "config.yaml", [f"output_dir={tmp_path / 'run'}", "export.name=digits",
                                                      "export.formats=[saved_model,tflite-float16]"])
     plan = make_plan(config)
-    assert list(plan.stages)[-2:] == ["export", "evaluate"]
+    assert list(plan.stages)[-2:] == ["evaluate", "export"]
     reads, exporting = [], []  # (method, split, during the export stage) of every read of the target's splits
     for method in ("images", "labels", "dataset"):
         read = getattr(Task, method)

@@ -68,17 +68,21 @@ def _failing_conversion(monkeypatch, fail_on="int8"):
 
 
 @pytest.mark.large  # an export round trip
-def test_a_failed_conversion_publishes_nothing_and_removes_the_old_report(run_dir, tmp_path, monkeypatch, capsys):
+def test_a_failed_conversion_publishes_the_others_verified_and_reports_it(run_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "export"
     argv = ["export", str(run_dir), "--output-dir", str(out), "--formats", "saved_model,tflite,tflite-int8"]
-    assert cli.main(argv[:-1] + ["saved_model,tflite"]) == 0
-    before = (out / "litert" / "team.float32.tflite").read_bytes()
+    assert cli.main(argv[:-1] + ["saved_model,tflite-float16"]) == 0
     _failing_conversion(monkeypatch)
-    assert cli.main(argv + ["--force"]) == cli.USER_ERROR
-    assert "the converter refused the model" in _error_line(capsys)
-    assert not (out / "export_report.json").exists()  # the old report described the old files
-    assert _loadable_versions(out / "serving" / "team") == ["1"]  # the old version, untouched
-    assert (out / "litert" / "team.float32.tflite").read_bytes() == before
+    assert cli.main(argv + ["--force"]) == cli.EXPORT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("keras-team: export failed: artefact tflite-int8") and err.count("\n") == 1
+    assert "the converter refused the model" in err
+    report = json.loads((out / "export_report.json").read_text())  # this export's, the failed artefact included
+    assert [(fmt, entry["passed"]) for fmt, entry in report["artefacts"].items()] == [
+        ("saved_model", True), ("tflite-float32", True), ("tflite-int8", False)]
+    assert "the converter refused the model" in report["artefacts"]["tflite-int8"]["misses"][0]
+    assert sorted(_loadable_versions(out / "serving" / "team")) == ["1", "2"]  # the earlier one and this one, verified
+    assert (out / "litert" / "team.float32.tflite").is_file() and (out / "litert" / "team.float16.tflite").is_file()
     assert not (out / "litert" / "team.int8.tflite").exists() and not _leftovers(out)
 
 

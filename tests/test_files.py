@@ -2,10 +2,13 @@
 
 import os
 
+import keras
+import numpy as np
 import pytest
 
 import keras_team
-from keras_team import files
+from keras_team.app import workspace
+from keras_team import files, transfers
 from keras_team.errors import KerasTeamError
 
 
@@ -64,11 +67,52 @@ def test_what_a_killed_writer_left_is_recognised_and_removed(tmp_path):
     (None, "no such file"),
     (b"junk", "not a .keras archive"),
 ])
-def test_load_model_names_the_field_and_what_is_wrong(tmp_path, content, says):
+def test_load_model_says_what_is_wrong_with_the_file_and_the_app_names_its_field(tmp_path, content, says):
     path = tmp_path / "leader.keras"
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(KerasTeamError, match=says) as caught:
-        keras_team.load_model(path, "leader.path")
-    assert caught.value.field == "leader.path"
+        keras_team.load_model(path)
+    assert caught.value.field == "filepath"
+    with pytest.raises(KerasTeamError, match=says) as caught:
+        workspace.load_model(path, "leader.path")
+    assert caught.value.field == "leader.path" and caught.value.__cause__ is not None
 
+
+class Doubled(keras.layers.Layer):  # registered with no one: a user's own layer
+    def call(self, x):
+        return 2 * x
+
+
+def test_load_model_takes_keras_arguments_and_keeps_keras_errors(tmp_path):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, Doubled()(inputs))
+    model.compile("adam", "mse")
+    model.save(tmp_path / "own.keras")
+    with pytest.raises(TypeError, match="Doubled"):  # Keras' own error, not hidden
+        keras_team.load_model(tmp_path / "own.keras")
+    loaded = keras_team.load_model(tmp_path / "own.keras", custom_objects={"Doubled": Doubled}, compile=False)
+    assert not loaded.compiled and float(loaded(np.ones((1, 3)))[0, 0]) == 2.0
+    with pytest.raises(KerasTeamError, match="Keras can rebuild") as caught:  # the app: a user's file, on its field
+        workspace.load_model(tmp_path / "own.keras", "leader.path")
+    assert isinstance(caught.value.__cause__, TypeError)
+
+
+def test_a_bug_in_the_package_is_not_reported_as_a_bad_file(tmp_path, monkeypatch):
+    model = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=1, head=keras_team.heads.dense(3))
+    model.save(tmp_path / "transferred.keras")
+
+    def broken(model):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(transfers, "refreeze", broken)  # called by Transferred.from_config
+    with pytest.raises(TypeError, match="could not be deserialized"):
+        workspace.load_model(tmp_path / "transferred.keras", "leader.path")
+
+
+
+def test_the_documented_names_are_exported():
+    from keras_team.transferability import CutScore
+
+    assert {"CutScore", "files", "load_model"} <= set(keras_team.__all__)
+    assert keras_team.CutScore is CutScore and keras_team.files is files

@@ -91,7 +91,7 @@ def test_a_run_with_a_cosine_head_starts_the_transfer_from_the_training_class_me
     config = load_config(overrides=[
         f"output_dir={tmp_path}", "leader.architecture=seed_cnn", "leader.epochs=1", "transfer.keep=pool2",
         "transfer.head.kind=cosine", "transfer.head.hidden=[]", "transfer.epochs=1", "transfer.learning_rate=1e-9",
-        "followers.0.epochs=1", "baseline.epochs=1"])
+        "followers.0.epochs=1", "followers.1.epochs=1", "baseline.epochs=1"])
     recipe.run(config, output=Output("quiet"))
     student = load_model(tmp_path / "stages" / "transfer.keras")
     x, y = recipe.load_tasks(config)[1].splits["train"]  # the training split only

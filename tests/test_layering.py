@@ -48,21 +48,9 @@ def test_no_two_core_modules_import_each_other():
 
 @pytest.mark.parametrize("argv", [["--help"], ["schema"], ["init", "{tmp}/my.yaml"]])
 def test_commands_that_need_no_tensorflow_never_start_it(argv, tmp_path):
-    code = ("import sys; from keras_team.app import cli\n"
-            "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys, keras_team_cli\n"
+            "try:\n    keras_team_cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('tensorflow' in sys.modules, 'keras' in sys.modules, file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code, *(a.format(tmp=tmp_path) for a in argv)],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.stderr.strip().splitlines()[-1] == "False False"
-
-
-def test_import_keras_team_is_light_and_its_names_load_on_use():
-    code = "import sys, keras_team; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert done.stdout.split() == ["False", "False"]
-    import keras
-
-    import keras_team
-
-    assert keras_team.Team.__module__ == "keras_team.team"
-    assert keras.saving.get_registered_object("keras_team>Team") is keras_team.Team  # what load_model needs

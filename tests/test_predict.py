@@ -21,7 +21,7 @@ from keras_team.app import cli
 from keras_team.errors import KerasTeamError
 
 COLOURS = {"red": (210, 40, 40), "green": (40, 190, 40), "blue": (40, 40, 220)}  # the classes, sorted: blue, green, red
-TINY = ["leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1", "baseline.epochs=1", "data.batch_size=16",
+TINY = ["leader.epochs=1", "transfer.epochs=1", "followers.0.epochs=1", "followers.1.epochs=1", "baseline.epochs=1", "data.batch_size=16",
         "data.source.classes=null", "data.target.classes=null", "data.target.shots=4"]
 
 

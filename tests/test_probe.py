@@ -184,3 +184,50 @@ def test_source_stage_options_are_checked_with_the_config():
         with pytest.raises(KerasTeamError) as error:
             load_config(overrides=[override])
         assert error.value.field == field, str(error.value)
+
+
+def _workers(what: str) -> list[dict]:
+    """Run tests/probe_worker.py as both workers of a loopback cluster; each one's RESULT."""
+    import os
+    import subprocess
+    import sys
+
+    from keras_team.tuning.distributed import free_port
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root)
+    env.pop("TF_CONFIG", None)
+    workers = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    processes = [subprocess.Popen([sys.executable, "-m", "tests.probe_worker", workers, str(i), what], cwd=root,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(2)]
+    results = []
+    for p in processes:
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, out[-3000:]
+        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+    return results
+
+
+@pytest.mark.large
+def test_keras_model_fit_still_fails_under_multi_worker_mirrored_strategy():
+    """keras-team/keras#20585, why probes fit through keras_team.distribute.fit on a cluster: once this fails,
+    Keras' own fit works there and the package's multi-worker loop can go."""
+    for result in _workers("model_fit"):
+        assert "PerReplica" in result["fit"], result
+
+
+@pytest.mark.large
+def test_a_probe_on_two_workers_stops_and_restores_alike_and_as_on_one_machine():
+    from tests.helpers import blobs
+
+    chief, other = _workers("probe")
+    assert chief == other  # the same strength, stopping epochs and (restored) weights, bit for bit
+    keras.utils.set_random_seed(0)
+    (x, y), (vx, vy) = blobs(40), blobs(40, seed=1)
+    x, vx = (a.reshape(len(a), -1).astype("float32") / 255 for a in (x, vx))
+    model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Dense(5, name="logits")])
+    fit = probe.fit_probe(model, (x, y), (vx, vy), l2=(1e-3, 1.0), epochs=30, patience=3, batch_size=20, seed=0)
+    assert (fit.l2, {str(k): s.epoch for k, s in fit.scores.items()}) == (chief["l2"], chief["epochs"])
+    assert max(fit.scores[k].epoch for k in fit.scores) < 30  # early stopping did stop (and restore) a fit
+    assert all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(model.get_weights(), chief["weights"]))

@@ -17,7 +17,7 @@ from keras_team.errors import KerasTeamError
 from tests.helpers import same_weights, weights_of
 
 TINY = [
-    "leader.epochs=2", "transfer.epochs=3", "followers.0.epochs=2", "baseline.epochs=1",
+    "leader.epochs=2", "transfer.epochs=3", "followers.0.epochs=2", "followers.1.epochs=2", "baseline.epochs=1",
     "transfer.head.hidden=[8]", "data.target.shots=3",
 ]
 # Two followers and a team stage (the stages whose files and records a crash could confuse);
@@ -122,7 +122,7 @@ def test_run_writes_models_report_plots_and_logs(finished_run):
     for name in ("leader.keras", "team.keras", "baseline.keras", "config.yaml", "report.json", "report.md",
                  "accuracy.png", "learning_curves.png", "stages/transfer.keras", "stages/followers.keras"):
         assert (out / name).is_file(), name
-    assert any((out / "logs" / "tensorboard" / "transfer").rglob("events.out.tfevents.*"))
+    assert any((out / "logs" / "tensorboard" / "leader").rglob("events.out.tfevents.*"))  # the default transfer is a probe: no fit logs
     report = json.loads((out / "report.json").read_text())
     assert set(report["members"]) == {"leader", "a", "b"}
     assert {"baseline", "ensemble", "stages"} <= set(report)

@@ -416,7 +416,7 @@ LOAD = """
 import sys, numpy as np, keras, keras_team
 x = np.load(sys.argv[1] + "/x.npy")
 for name in ("team", "transferred", "follower_graph"):
-    model = keras_team.load_model(sys.argv[1] + f"/{name}.keras")  # safe_mode on, no custom_objects
+    model = keras.models.load_model(sys.argv[1] + f"/{name}.keras")  # `import keras_team` registered the classes
     outputs = model.predict(x, verbose=0) if name != "follower_graph" else model(dict(np.load(sys.argv[1] + "/taps.npz")))
     outputs = outputs if isinstance(outputs, dict) else {"out": keras.tree.flatten(outputs)[0]}
     np.savez(sys.argv[1] + f"/{name}_loaded.npz", **{k: np.asarray(v) for k, v in outputs.items()})

@@ -22,6 +22,8 @@ from keras_team.app import tune as tune_module
 from keras_team.app.cli import main
 from keras_team.app.config import load_config
 from keras_team.errors import KerasTeamError
+from keras_team import zoo
+from keras_team.tuning import TransferHyperModel, make_tuner
 from keras_team.tuning import hypermodel as hypermodel_module
 from tests.test_tuning_cli import TINY, leader_file  # noqa: F401  (the shared trained leader)
 
@@ -192,18 +194,15 @@ def test_more_workers_than_cores_are_refused_before_any_starts(untrained_config,
 # --- kills and torn files --------------------------------------------------------
 
 
-def test_keras_tuner_state_files_are_replaced_whole(tmp_path):
-    """KerasTuner writes oracle.json, trial.json, ... with `utils.save_json`: a new file renamed into place
-    (a kill mid-write leaves the old one), never the old file rewritten in place."""
-    import keras_team.tuning.search  # noqa: F401  (a search writes KerasTuner's state whole)
-    from keras_tuner.src import utils as kt_utils
-
-    path = tmp_path / "oracle.json"
-    kt_utils.save_json(str(path), {"trials": 1})
-    inode = path.stat().st_ino
-    kt_utils.save_json(str(path), {"trials": 2})
-    assert json.loads(path.read_text()) == {"trials": 2}
-    assert path.stat().st_ino != inode and [p.name for p in tmp_path.iterdir()] == ["oracle.json"]
+def test_the_package_s_searches_replace_keras_tuner_state_files_whole(tmp_path):
+    """oracle.json and tuner0.json: a new file renamed into place (a kill mid-write leaves the old one)."""
+    hypermodel = TransferHyperModel(zoo.seed_cnn((8, 8, 1), 5), 5, cuts=["fc1"])
+    tuner = make_tuner(hypermodel, max_trials=1, directory=tmp_path, progress=False)
+    tuner.save()
+    files = [pathlib.Path(tuner.project_dir) / name for name in ("oracle.json", "tuner0.json")]
+    inodes = [path.stat().st_ino for path in files]
+    tuner.save()
+    assert all(before != path.stat().st_ino for before, path in zip(inodes, files))
 
 
 def _interrupted_search(config: pathlib.Path, monkeypatch) -> None:
@@ -275,10 +274,10 @@ def test_a_search_killed_mid_trial_continues_on_the_same_command(tmp_path, leade
 
 @pytest.mark.large
 def test_a_full_disk_stops_the_search_at_once_and_the_rerun_continues(tmp_path, leader_file, monkeypatch, capsys):  # noqa: F811
-    from keras_team.tuning import search
+    from keras_team.tuning import whole_state
 
     config = _write_config(tmp_path / "tune.yaml", tmp_path / "tune", {"path": leader_file})
-    monkeypatch.setattr(search.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(whole_state.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(OSError) as raised:  # the CLI prints it in one line
         tune_module.TuneJob(load_config(config)).run()
     assert raised.value.errno == errno.ENOSPC and "bytes needed, 1,000 free" in str(raised.value)
@@ -289,3 +288,32 @@ def test_a_full_disk_stops_the_search_at_once_and_the_rerun_continues(tmp_path, 
     monkeypatch.undo()  # space freed
     assert main(["tune", "--config", str(config)]) == 0
     assert [row["status"] for row in json.loads((out / "trials.json").read_text())["trials"]] == ["COMPLETED"] * 2
+
+
+@pytest.mark.large
+def test_a_failed_final_write_keeps_the_trials_and_the_rerun_writes_without_training(
+        tmp_path, leader_file, monkeypatch, capsys):  # noqa: F811
+    config = _write_config(tmp_path / "tune.yaml", tmp_path / "tune", {"path": leader_file})
+    real_write = tune_module.write_text
+
+    def full_disk(path, text):
+        if pathlib.Path(path).name == tune_module.BEST:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write(path, text)
+
+    monkeypatch.setattr(tune_module, "write_text", full_disk)
+    assert main(["tune", "--config", str(config)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("keras-team:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "its 2 trials are kept" in errors[0]
+    assert tune_module.BEST in errors[0]
+    trials = sorted((tmp_path / "tune" / "search").glob("trial_*"))
+    assert len(trials) == 2 and not (tmp_path / "tune" / tune_module.BEST).exists()
+    monkeypatch.setattr(tune_module, "write_text", real_write)
+
+    def no_training(self, *args, **kwargs):
+        raise AssertionError("the rerun trained again")
+
+    monkeypatch.setattr(hypermodel_module.TransferHyperModel, "fit", no_training)
+    assert main(["tune", "--config", str(config)]) == 0
+    assert (tmp_path / "tune" / tune_module.BEST).is_file()
+    assert sorted((tmp_path / "tune" / "search").glob("trial_*")) == trials

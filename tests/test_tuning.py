@@ -532,3 +532,32 @@ def test_seed_zero_gives_the_same_trials_every_time(seed_leader, tmp_path):
     first = trials(0, "a")
     assert trials(0, "b") == first
     assert trials(1, "c") != first
+
+
+class _CustomLoop(kt.HyperModel):
+    """KerasTuner's custom-training-loop guide: `fit` calls only `on_epoch_end` of the tuner's callbacks."""
+
+    def build(self, hp):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(hp.Choice("units", [2]))])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        return model
+
+    def fit(self, hp, model, x, y, callbacks=(), **kwargs):
+        for callback in callbacks:
+            callback.set_model(model)
+        for epoch in range(2):
+            loss = float(model.train_on_batch(x, y))
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs={"my_loss": loss})
+        return loss
+
+
+def test_a_plain_keras_tuner_search_with_its_own_loop_is_untouched_by_the_package(tmp_path):
+    import keras_team.tuning.search  # noqa: F401  (the package's searches, imported first)
+
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    tuner = kt.RandomSearch(_CustomLoop(), objective=kt.Objective("my_loss", "min"), max_trials=1,
+                            directory=tmp_path, project_name="own")
+    tuner.search(x, y)
+    best = tuner.get_best_models()[0]  # the checkpoint KerasTuner's SaveBestEpoch wrote at the best epoch
+    assert best.predict(x, verbose=0).shape == (4, 2)

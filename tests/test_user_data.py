@@ -150,3 +150,43 @@ def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
     assert not (out / "taps").exists()  # the streamed task's tap cache, on disk while the follower trained
     assert sorted(report["ensemble"]["test_accuracy_per_class"]) == ["cat", "dog"]
     assert "| dog " in (out / "report.md").read_text()
+
+
+def _npz(path, x, y, **arrays):
+    np.savez(path, x=x, y=y, **arrays)
+    return str(path)
+
+
+def test_an_empty_train_split_is_one_error_from_the_loaders_and_the_cli(tmp_path, capsys):
+    from keras_team.app import cli
+
+    empty = _npz(tmp_path / "empty.npz", np.zeros((0, 8, 8, 1), np.uint8), np.zeros(0, np.int64),
+                 x_test=np.zeros((10, 8, 8, 1), np.uint8), y_test=np.arange(10) % 2)
+    with pytest.raises(KerasTeamError, match="no training examples") as caught:
+        data.load_task(empty)
+    assert caught.value.field == "name" and caught.value.value == empty  # not `validation`, which the user did not set
+    with pytest.raises(KerasTeamError, match="no training examples") as caught:
+        data.Task("t", {"train": (np.zeros((0, 2)), np.zeros(0, np.int32))}, ("a", "b"))
+    assert caught.value.field == "x"
+    for command in ("run", "check"):
+        assert cli.main([command, "--output-dir", str(tmp_path / "run"), "--set", f"data.target.name={empty}",
+                         "--set", "data.target.classes=null"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "data.target.name=" in err and "no training examples" in err and "Traceback" not in err
+
+
+def test_non_finite_inputs_name_the_split_and_the_file_not_the_learning_rate(tmp_path, capsys):
+    from keras_team.app import cli
+
+    x = np.ones((20, 2), np.float32)
+    with pytest.raises(KerasTeamError, match="in the validation split") as caught:
+        data.Task("t", {"train": (x, np.arange(20) % 2), "validation": (x * np.nan, np.arange(20) % 2)}, ("a", "b"))
+    assert caught.value.field == "x"
+    images = np.ones((60, 8, 8, 1), np.float32)
+    images[3, 2, 2] = np.inf
+    bad = _npz(tmp_path / "bad.npz", images, np.arange(60) % 2)
+    assert cli.main(["check", "--output-dir", str(tmp_path / "run"), "--set", f"data.target.name={bad}",
+                     "--set", "data.target.classes=null"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data.target.name=" in err and "bad.npz" in err and "NaN or infinite" in err
+    assert "learning_rate" not in err and "Traceback" not in err

@@ -12,7 +12,7 @@ Example:
     (121, 5)
 """
 
-import importlib
+from keras_team.extras import import_module
 
 _EXPORTS = {
     "TransferHyperModel": "keras_team.tuning.hypermodel",
@@ -31,5 +31,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'keras_team.tuning' has no attribute {name!r}")

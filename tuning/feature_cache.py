@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_team.backend import is_tensorflow
 from keras_team.files import atomic_path
 
 # Inference batch of the caching pass (a frozen body's outputs do not depend on it).
@@ -149,24 +150,28 @@ class FeatureCache:
 
 
 class _Inference:
-    """`body` in inference mode on a batch, cast to `dtype` in the graph: one trace for every batch size.
+    """`body` in inference mode on a batch, cast to `dtype` (on TensorFlow one trace for every batch size).
 
-    Faster than `body.predict` for the cache: no float32 copy of the whole
-    output, and the cast to float16 runs in TensorFlow, not numpy.
+    On TensorFlow, faster than `body.predict` for the cache: no float32 copy
+    of the whole output, and the cast to float16 runs in the graph. On JAX
+    and PyTorch, Keras' own `predict_on_batch`.
     """
 
     def __init__(self, body: keras.Model, dtype: np.dtype):
         spec = body.inputs[0]
         self.input_dtype = spec.dtype
         self.output_shape = tuple(body.outputs[0].shape[1:])
-        self.call = tf.function(
-            lambda x: tf.cast(body(x, training=False), dtype.name),
-            input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)],
-        )
+        self.dtype = dtype
+        self.call = body.predict_on_batch
+        if is_tensorflow():
+            self.call = tf.function(
+                lambda x: tf.cast(body(x, training=False), dtype.name),
+                input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)],
+            )
 
     def fill(self, values: np.ndarray, x: np.ndarray, progress: keras.utils.Progbar) -> None:
         """Write the outputs on `x`, `PREDICT_BATCH` examples at a time, into `values`; `progress` counts them."""
         for start in range(0, len(x), PREDICT_BATCH):
-            batch = tf.cast(x[start:start + PREDICT_BATCH], self.input_dtype)  # as a Keras Input casts it
-            values[start:start + PREDICT_BATCH] = self.call(batch).numpy()
+            batch = np.asarray(x[start:start + PREDICT_BATCH], self.input_dtype)  # as a Keras Input casts it
+            values[start:start + PREDICT_BATCH] = keras.ops.convert_to_numpy(self.call(batch)).astype(self.dtype, copy=False)
             progress.add(len(batch))

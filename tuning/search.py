@@ -17,23 +17,20 @@ Example:
 from __future__ import annotations
 
 import csv
-import errno
 import gc
 import io
 import json
 import os
 import pathlib
-import shutil
 import time
 
 import keras_tuner as kt
 import numpy as np
-from keras_tuner.src import utils as kt_utils
-from keras_tuner.src.engine import tuner_utils
 
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, is_out_of_space, write_text
 from keras_team.tuning.hypermodel import TransferHyperModel, describe
+from keras_team.tuning.whole_state import WholeState
 
 TUNERS = {
     "random": kt.RandomSearch,
@@ -127,55 +124,6 @@ def _write_json(path: pathlib.Path, data) -> None:
     write_text(path, json.dumps(data, indent=2))
 
 
-def _save_json_whole(path: str, obj) -> str:
-    """KerasTuner's `utils.save_json`, written whole (temporary sibling, fsync, rename)."""
-    text = json.dumps(obj)
-    write_text(path, text)
-    return text
-
-
-# Room kept free beyond a checkpoint's weights (its HDF5 structure).
-CHECKPOINT_OVERHEAD = 1 << 20
-
-
-def _keep_best_weights(self) -> None:
-    """KerasTuner's `SaveBestEpoch._save_model`: the best epoch's weights, kept in memory until training ends.
-
-    A trial's checkpoint is written once (`_write_best_weights`), not at
-    every better epoch: each write cost 0.2 s of a cached trial's 8 s.
-    """
-    self.best_weights = self.model.get_weights()
-
-
-def _write_best_weights(self, logs=None) -> None:
-    """At the end of training, the best epoch's weights written whole; a disk without room for them is an
-    ENOSPC `OSError` before h5py starts (h5py can crash the process when the disk fills)."""
-    if getattr(self, "best_weights", None) is None:
-        return
-    path = pathlib.Path(self.filepath)
-    needed = CHECKPOINT_OVERHEAD + sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in self.model.weights)
-    free = shutil.disk_usage(path.parent).free
-    if free < needed:
-        raise OSError(errno.ENOSPC, f"No space left on device ({needed:,} bytes needed, {free:,} free)", str(path.parent))
-    last = self.model.get_weights()
-    self.model.set_weights(self.best_weights)
-    try:
-        with atomic_path(path) as tmp:
-            self.model.save_weights(tmp)
-    finally:
-        self.model.set_weights(last)
-        self.best_weights = None
-
-
-# KerasTuner 1.4.8 writes its state (oracle.json, tuner0.json, trial_*/trial.json, build_config.json) through
-# `utils.save_json` and a trial's checkpoint through `SaveBestEpoch._save_model`, both in place: a kill or a
-# full disk mid-write leaves a torn file (a JSON its reload cannot parse). Searches of this package write them
-# whole, and a trial's checkpoint once, when its training ends.
-kt_utils.save_json = _save_json_whole
-tuner_utils.SaveBestEpoch._save_model = _keep_best_weights
-tuner_utils.SaveBestEpoch.on_train_end = _write_best_weights
-
-
 def make_tuner(
     hypermodel: TransferHyperModel,
     *,
@@ -224,7 +172,7 @@ def make_tuner(
     # KerasTuner's oracle reads a seed of 0 as "no seed" (`seed or random.randint(...)`): shift by one.
     common = dict(objective=kt.Objective(name, direction), directory=str(directory),
                   project_name=project_name, overwrite=overwrite, seed=seed + 1, **kwargs)
-    cls = type(f"Recorded{TUNERS[tuner].__name__}", (_RecordsTrials, TUNERS[tuner]), {"progress": progress})
+    cls = type(f"Recorded{TUNERS[tuner].__name__}", (_RecordsTrials, WholeState, TUNERS[tuner]), {"progress": progress})
     if tuner == "hyperband":
         built = cls(hypermodel, max_epochs=max_epochs, **common)
         built.oracle.max_trials = max_trials

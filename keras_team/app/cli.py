@@ -1,9 +1,14 @@
 """`keras-team`: init a config, check it, run the recipe, list a leader's cuts, evaluate a run.
 
-User mistakes print one line and exit with status 2; the config is checked
-before TensorFlow starts (`--help`, `init` and `schema` never start it), and
-the whole team is built once, untrained, before anything trains. TensorFlow's
-start-up lines are hidden unless `--verbose` (or kept when the import fails).
+User mistakes print one line and exit with status 2; an export that fails
+(an artefact off its tolerance, a converter error, a full disk) prints one
+line and exits with status 3, the run before it kept whole. The config is checked
+before TensorFlow starts (`--help`, `init` and `schema` never start it: the
+console script, `keras_team_cli`, imports this module without Keras), and the
+whole team is built once, untrained, before anything trains. TensorFlow's
+start-up lines are hidden unless `--verbose` (or kept when the import fails);
+Keras' and TensorFlow's warnings and errors always reach stderr. `--quiet`
+prints only the result.
 
 Example:
     $ keras-team init my.yaml
@@ -28,20 +33,26 @@ import pathlib
 import re
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 
+# The command line runs on TensorFlow (its SavedModel/LiteRT export and tf.distribute need it): chosen
+# before Keras is imported; a user's other KERAS_BACKEND is refused in `main`.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
 from keras_team.app.config import default_config_text, json_schema_text, load_config
-from keras_team.errors import KerasTeamError
-from keras_team.files import is_out_of_space, load_model
+from keras_team.errors import ExportFailed, KerasTeamError
+from keras_team.app.workspace import load_model
+from keras_team.files import is_out_of_space
 
 USER_ERROR = 2
+EXPORT_FAILED = 3  # `run` or `export`: an artefact failed; the trained run and the artefacts verified before it are kept
 INTERRUPTED = 130
 # Zoo architecture -> the smallest height and width it takes (each 2x2 pooling halves them).
 ZOO = {"seed_cnn": 4, "residual_cnn": 2}
 # What a disk says when it refuses a write: full, over quota, read-only, not this user's.
 REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 DEFAULT_EXPORT_FORMATS = "saved_model,tflite,tflite-int8"
+CALIBRATION_EXAMPLES = 200  # keras_team.export.litert.CALIBRATION_EXAMPLES (TensorFlow is not imported to parse)
 APPLICATION_SHAPE = "224,224,3"  # `keras-team cuts` of a keras.applications name without --input-shape
 # absl's INFO lines and its notice, written before TensorFlow reads TF_CPP_MIN_LOG_LEVEL.
 START_UP_NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\))")
@@ -69,9 +80,6 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train leader, transfer, followers and baseline; write the report")
     _config_arguments(run)
     run.add_argument("--dry-run", action="store_true", help="check the config and print the plan, as `keras-team check`")
-    loudness = run.add_mutually_exclusive_group()
-    loudness.add_argument("--verbose", action="store_true", help="Keras' line per epoch and TensorFlow's logs")
-    loudness.add_argument("--quiet", action="store_true", help="print only the final table")
     run.add_argument("--strategy", help="overrides distribute.strategy: auto, default, mirrored or multi_worker")
     _cluster_arguments(run)
 
@@ -97,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     _predict_arguments(commands)
     _export_arguments(commands)
     _tune_arguments(commands)
+    for command in commands.choices.values():
+        loudness = command.add_mutually_exclusive_group()
+        loudness.add_argument("--verbose", action="store_true",
+                              help="also TensorFlow's start-up lines (and for run, Keras' line per epoch)")
+        loudness.add_argument("--quiet", action="store_true",
+                              help="print only the result (warnings and errors still reach stderr)")
     return parser
 
 
@@ -150,6 +164,9 @@ def _export_arguments(commands) -> None:
     export.add_argument("--version", type=int, help="SavedModel version (default: the next free one)")
     export.add_argument("--force", action="store_true", help="replace an existing SavedModel version")
     export.add_argument("--config", help="config naming the data (default: the run's config.yaml, else the built-in one)")
+    export.add_argument("--calibration-examples", type=int, default=CALIBRATION_EXAMPLES, metavar="N",
+                        help="tflite-int8: training examples that calibrate it (default: %(default)s; more, or "
+                             "other data via --config, when int8 misses its tolerance)")
 
 
 def _tune_arguments(commands) -> None:
@@ -167,13 +184,13 @@ def _tune_arguments(commands) -> None:
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ logs (set before TF starts) and library warnings."""
+    """Hide TensorFlow's C++ log lines (the device probe's at start-up), unless `TF_CPP_MIN_LOG_LEVEL` says otherwise."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tensorflow_datasets|absl)(\..*)?")
 
 
 def _start_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow (after the config is checked); unless verbose, hide its start-up lines and its loggers.
+    """Import TensorFlow and register the package's classes (after the config is checked); unless verbose,
+    hide TensorFlow's start-up lines.
 
     absl writes TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, CPU
     features) before `TF_CPP_MIN_LOG_LEVEL` is read, so the import's stderr
@@ -182,25 +199,25 @@ def _start_tensorflow(verbose: bool = False) -> None:
     """
     if verbose or "tensorflow" in sys.modules:
         import tensorflow  # noqa: F401
-        return
-    with tempfile.TemporaryFile() as caught:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(caught.fileno(), 2)
-        failed = True
-        try:
-            import absl.logging
-            import tensorflow as tf
+    else:
+        with tempfile.TemporaryFile() as caught:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(caught.fileno(), 2)
+            failed = True
+            try:
+                import tensorflow  # noqa: F401
 
-            failed = False
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            lines = caught.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if failed or not START_UP_NOISE.match(line)))
-    absl.logging.set_verbosity(absl.logging.ERROR)
-    tf.get_logger().setLevel("ERROR")  # e.g. retracing warnings
+                failed = False
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+                sys.stderr.write("".join(line for line in lines if failed or not START_UP_NOISE.match(line)))
+    import keras_team
+
+    keras_team.register()
 
 
 def _init(args) -> None:
@@ -215,7 +232,8 @@ def _init(args) -> None:
         write_text(path, default_config_text())
     except OSError as error:
         raise KerasTeamError("path", str(path), f"a file you may write ({error.strerror})") from None
-    print(f"wrote {path}; edit it, then: keras-team check --config {path}")
+    if not args.quiet:
+        print(f"wrote {path}; edit it, then: keras-team check --config {path}")
 
 
 def _config(args):
@@ -229,7 +247,7 @@ def _config(args):
 
 def _check(args) -> None:
     config = _config(args)
-    _start_tensorflow()
+    _start_tensorflow(args.verbose)
     from keras_team.app.recipe import leader_paths, make_plan
     from keras_team.app.workspace import Workspace
 
@@ -259,7 +277,13 @@ def _run(args) -> None:
 
     output = Output("quiet" if args.quiet else "verbose" if args.verbose else None)
     here = _join_cluster(args)
-    report = run(config, output=output)
+    failed = None
+    try:
+        report = run(config, output=output)
+    except ExportFailed as error:  # the run is finished and saved: its table first, then the export's line
+        if error.report is None:
+            raise
+        report, failed = error.report, error
     if report is None:  # a worker of a cluster other than the chief
         print(f"worker {here.index}: every stage trained; the chief ({here.workers[0]}) writes the report and "
               f"models to {config.output_dir}/")
@@ -270,6 +294,10 @@ def _run(args) -> None:
     if not args.quiet:
         print(f"({TIME_NOTE})")
         print(f"\nreport, plots and models in {config.output_dir}/")
+    if failed is not None:
+        print(f"the run in {config.output_dir}/ is finished and kept (evaluate, predict); only its export failed: "
+              "rerun with other export fields, or use keras-team export", flush=True)
+        raise failed
 
 
 def _zoo_leader(name: str, input_shape: str | None, classes: int):
@@ -305,7 +333,7 @@ def _application_leader(name: str, input_shape: str | None, classes: int):
 
 
 def _cuts(args) -> None:
-    _start_tensorflow()
+    _start_tensorflow(args.verbose)
     from keras_team import graph, zoo
     from keras_team.app.recipe import load_leader
     from keras_team.cuts import cut_points
@@ -366,7 +394,7 @@ def _evaluate(args) -> None:
         if not (run_dir / name).is_file():
             raise KerasTeamError("run_dir", str(run_dir), f"a finished keras-team run directory holding {name}")
     config = load_config(run_dir / "config.yaml")
-    _start_tensorflow()
+    _start_tensorflow(args.verbose)
     from keras_team.app.recipe import load_tasks
     from keras_team.app.report import evaluate_team, format_table, per_class_table
     from keras_team.team import Team
@@ -384,21 +412,21 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    _start_tensorflow()
+    _start_tensorflow(args.verbose)
     from keras_team.app.predict import handle
 
     handle(args)
 
 
 def _export(args) -> None:
-    _start_tensorflow()
+    _start_tensorflow(args.verbose)
     from keras_team.app.export import handle
 
     handle(args)
 
 
 def _tune(args) -> None:
-    _start_tensorflow()
+    _start_tensorflow(args.verbose)
     from keras_team.app.tune import handle
 
     handle(args)
@@ -421,15 +449,23 @@ def refused_write(error: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `keras-team` console script."""
+    """Run `keras-team` with `argv` (default: the command line); the exit status (see `keras_team_cli`)."""
     args = _parser().parse_args(argv)
-    if not getattr(args, "verbose", False):
+    backend = os.environ["KERAS_BACKEND"]
+    if backend != "tensorflow" and args.command not in ("init", "schema"):
+        print(f"keras-team: error: KERAS_BACKEND={backend!r} is not valid: expected tensorflow, the backend "
+              "the command line runs on (unset KERAS_BACKEND or set KERAS_BACKEND=tensorflow)", file=sys.stderr)
+        return USER_ERROR
+    if not args.verbose:
         quiet_tensorflow()
     commands = {"init": _init, "check": _check, "run": _run, "cuts": _cuts, "evaluate": _evaluate,
                 "schema": lambda _: print(json_schema_text(), end=""), "export": _export, "tune": _tune,
                 "predict": _predict}
     try:
         commands[args.command](args)
+    except ExportFailed as error:
+        print(f"keras-team: export failed: {error}", file=sys.stderr)
+        return EXPORT_FAILED
     except KerasTeamError as error:
         print(f"keras-team: error: {error}", file=sys.stderr)
         return USER_ERROR

@@ -37,15 +37,15 @@ import numpy as np
 
 from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks
-from keras_team.app.workspace import check_writable
+from keras_team.app.workspace import check_writable, load_model
 from keras_team.data import Task
-from keras_team.errors import KerasTeamError
+from keras_team.errors import ExportFailed, KerasTeamError
 from keras_team.export.formats import FORMATS, check_formats
-from keras_team.export.litert import labels_path, tflite_files
+from keras_team.export.litert import CALIBRATION_EXAMPLES, labels_path, tflite_files
 from keras_team.export.parity import parity_report, raise_misses
 from keras_team.export.savedmodel import version_dir, write_version
 from keras_team.export.serving import serving_config
-from keras_team.files import TEMPORARY_PREFIX, load_model, move_into_place, remove_temporaries, write_text
+from keras_team.files import TEMPORARY_PREFIX, move_into_place, remove_temporaries, write_text
 from keras_team.predictions import RUN_MODEL, RUN_REPORT, read_run
 from keras_team.team import Team
 
@@ -72,6 +72,7 @@ def export_model(
     seed: int = 0,
     class_names: Sequence[str] | None = None,
     weights: Mapping[str, float] | None = None,
+    calibration_examples: int = CALIBRATION_EXAMPLES,
 ) -> dict:
     """Write every format of `model` under `out_dir`, then verify each on held-out `examples`.
 
@@ -92,18 +93,20 @@ def export_model(
         seed: seeds the int8 calibration sample.
         class_names, weights: the classes' names and the team ensemble's
             weights (`labelled`), for the SavedModel's class outputs and the labels.
+        calibration_examples: how many of `train_examples` calibrate int8.
 
     Returns:
         The parity report (also in `out_dir/export_report.json`), with
-        ``verified_on`` and the artefact paths; raises `KerasTeamError` when
-        an artefact misses its tolerance.
+        ``verified_on`` and the artefact paths; raises `ExportFailed` when
+        an artefact misses its tolerance or cannot be made.
 
     Every artefact is written and verified in a temporary folder inside
     `out_dir` (``.tmp-*``), and only then renamed into place: an artefact
-    that misses its tolerance is never published (``"passed": false`` in the
-    report), and an export killed at any moment leaves published artefacts
-    whole and verified, no report describing other files, and a temporary
-    folder the next export into `out_dir` removes (saying so).
+    that misses its tolerance or cannot be made is never published
+    (``"passed": false`` in the report, with its figures) while the others
+    that pass are, and an export killed at any moment leaves published
+    artefacts whole and verified, no report describing other files, and a
+    temporary folder the next export into `out_dir` removes (saying so).
     """
     formats = check_formats(formats)
     expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs or ()) == 1 else None
@@ -117,6 +120,7 @@ def export_model(
     if "saved_model" in formats:
         final["saved_model"] = version_dir(out_dir / "serving", name, version, force=force)
     out_dir.mkdir(parents=True, exist_ok=True)
+    failures: dict[str, KerasTeamError] = {}
     with _locked(out_dir):
         _remove_leftovers(out_dir, name)
         (out_dir / REPORT).unlink(missing_ok=True)  # a report never describes files it did not check
@@ -129,15 +133,18 @@ def export_model(
                                   weights=weights)
                 litert_files = {staged[fmt]: FORMATS[fmt] for fmt in formats if FORMATS[fmt]}
                 if litert_files:
+                    failed: dict = {}  # a file the converter cannot make: reported, the others still checked
                     tflite_files(model, litert_files, representative_data=train_examples, input_dtype=input_dtype,
-                                 seed=seed, class_names=class_names)
+                                 seed=seed, class_names=class_names, calibration_examples=calibration_examples,
+                                 failed=failed)
+                    failures = {fmt: failed[staged[fmt]] for fmt in litert_files_formats(formats) if staged[fmt] in failed}
             except OSError as error:  # a full disk: name the output directory, not the temporary one
                 if error.filename and pathlib.Path(error.filename).is_relative_to(staging):
                     error.filename = str(out_dir)
                 raise
             report = {"verified_on": verified_on,
-                      **parity_report(model, {fmt: staged[fmt] for fmt in formats}, examples, labels,
-                                      tolerances=tolerances, weights=weights)}
+                      **parity_report(model, {fmt: staged[fmt] for fmt in formats if fmt not in failures}, examples,
+                                      labels, tolerances=tolerances, weights=weights)}
             for fmt, entry in report["artefacts"].items():
                 entry["path"] = str(final[fmt])
                 if entry["passed"]:  # only a verified artefact is published
@@ -146,9 +153,28 @@ def export_model(
                     move_into_place(staged[fmt], final[fmt], replace=force or fmt != "saved_model")
         if "saved_model" in formats and report["artefacts"]["saved_model"]["passed"]:
             serving_config(out_dir / "serving", names=[name])
+        for fmt, error in failures.items():  # the figures of every artefact, the missed and failed ones included
+            report["artefacts"][fmt] = {"path": str(final[fmt]), "size_bytes": 0, "signatures": {},
+                                        "misses": [f"not made: {error}"], "passed": False}
+        report["artefacts"] = {fmt: report["artefacts"][fmt] for fmt in formats}
+        report["passed"] = all(entry["passed"] for entry in report["artefacts"].values())
         write_text(out_dir / REPORT, json.dumps(report, indent=2) + "\n")
-    raise_misses(report)
+    for fmt in formats:  # the first failure, in the order asked
+        if fmt in failures:
+            raise ExportFailed(f"artefact {fmt} ({failures[fmt].field})", failures[fmt].value, failures[fmt].allowed)
+        if not report["artefacts"][fmt]["passed"]:
+            raise_misses({"artefacts": {fmt: report["artefacts"][fmt]}})
     return report
+
+
+def litert_files_formats(formats: Sequence[str]) -> list[str]:
+    """The LiteRT formats among `formats`, in order.
+
+    Example:
+        >>> litert_files_formats(["saved_model", "tflite-int8", "tflite"])
+        ['tflite-int8', 'tflite']
+    """
+    return [fmt for fmt in formats if FORMATS[fmt]]
 
 
 def verification_data(task: Task) -> tuple[str, np.ndarray, np.ndarray]:
@@ -244,6 +270,8 @@ def _sources(path: pathlib.Path, config: str | None) -> tuple[pathlib.Path, str 
 def handle(args: argparse.Namespace) -> None:
     """Run `keras-team export` (errors are `KerasTeamError`s, printed by the caller)."""
     formats = check_formats([fmt.strip() for fmt in args.formats.split(",") if fmt.strip()])
+    if args.calibration_examples < 1:
+        raise KerasTeamError("--calibration-examples", args.calibration_examples, "a positive number of examples")
     model_file, config_file, out_dir, name = _sources(pathlib.Path(args.path), args.config)
     out_dir = pathlib.Path(args.output_dir or out_dir)
     check_writable(out_dir, "--output-dir")
@@ -254,12 +282,13 @@ def handle(args: argparse.Namespace) -> None:
         model, class_names, weights = read_run(run_dir)  # the weights the run's report chose
         names = {"class_names": class_names, "weights": weights}
     else:
-        model = load_model(model_file, "path")
+        model = load_model(model_file, "path", compile=False)  # exporting needs no optimizer
         names = labelled(model, target)
     split, examples, labels = verification_data(target)
     report = export_model(model, out_dir, name=args.name or name, formats=formats,
                           train_examples=target.images("train"), examples=examples, labels=labels, verified_on=split,
-                          version=args.version, force=args.force, seed=config.seed, **names)
+                          version=args.version, force=args.force, seed=config.seed,
+                          calibration_examples=args.calibration_examples, **names)
     for label, entry in summary(report).items():
         print(f"{label:22s} {entry['size_bytes'] / 1024:9.1f} KiB  max|diff| {entry['max_abs_diff']:.2e}  "
               f"top-1 agreement {entry['top1_agreement']:.4f}  {entry['path']}")

@@ -37,7 +37,7 @@ def handle(args: argparse.Namespace) -> None:
     Many inputs show a progress bar on stderr, so stdout holds only the answers (e.g. `--json > answers.json`).
     """
     with contextlib.redirect_stdout(sys.stderr):
-        predictions = predict(args.run_dir, args.inputs, member=args.member, top=args.top, progress=True)
+        predictions = predict(args.run_dir, args.inputs, member=args.member, top=args.top, progress=not args.quiet)
     if args.json:
         print(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))
     else:

@@ -12,10 +12,12 @@ Stages, in order: ``leader`` (train on the source task, or load a given
 each once per leader, suffixed by its name when there are several --
 ``followers`` (each on cached taps of the frozen leaders), ``team`` (optional
 joint fine-tuning), ``baseline`` (the first leader's architecture trained
-from scratch on the target alone), ``export`` (optional, when
-``export.formats`` names any: SavedModel and LiteRT files of the team, each
-verified against it; `keras_team.export`) and ``evaluate`` (member by member
-and as an ensemble).
+from scratch on the target alone), ``evaluate`` (member by member and as an
+ensemble; then ``team.keras``, ``report.json`` and the plots are written) and
+last ``export`` (optional, when ``export.formats`` names any: SavedModel and
+LiteRT files of the team, each verified against it; `keras_team.export`). An
+export that fails (`keras_team.errors.ExportFailed`) leaves the finished run
+whole: a rerun, with the same or other ``export`` fields, redoes only the export.
 
 Each stage is seeded by its own name, reads its inputs from the files earlier
 stages saved, saves its model to a file of its own and is then recorded in
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import shutil
 import time
@@ -44,12 +47,12 @@ import tensorflow as tf
 from keras_team import caching, checkpoints, distribute, heads, probe, zoo
 from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
-from keras_team.app.workspace import Workspace, WorkerSpace
+from keras_team.app.workspace import Workspace, WorkerSpace, load_model
 from keras_team.caching import fit_follower
 from keras_team.cuts import CutPoint, cut_points, default_cut, resolve_cut
 from keras_team.data import Task, examples, load_task
-from keras_team.errors import KerasTeamError
-from keras_team.files import atomic_path, load_model
+from keras_team.errors import ExportFailed, KerasTeamError
+from keras_team.files import atomic_path, read_json_mapping, write_text
 from keras_team.followers import Distill, Follower
 from keras_team.freezing import unfreeze
 from keras_team.heads import LOSS
@@ -59,6 +62,7 @@ from keras_team.transferability import CutScore, rank_cuts
 from keras_team.transfers import transfer
 
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
+SMALLEST_IMAGES = {"seed_cnn": 4, "residual_cnn": 2}  # the least height and width each takes (2x2 poolings)
 CHECKPOINT_SECONDS = 5.0  # the least time between two checkpoints of a stage (a kill loses at most this much)
 
 
@@ -83,6 +87,12 @@ def _load_task(config: Config, task: str, **kwargs) -> Task:
         # The global batch the current strategy's replicas share: checked now, not at the first stage.
         distribute.global_batch_size(loaded.batch_size, len(loaded.labels("train")))
     except KerasTeamError as error:
+        if error.field == "test":  # the test split a source without one has held out: not a config field
+            raise KerasTeamError(f"data.{task}.name", spec.name, "data with a test split (a test/ folder, or x_test "
+                                 "and y_test in a .npz), or enough examples of every class to hold "
+                                 f"{error.value:.0%} of them out as one: {error.allowed}") from error
+        if error.field in ("x", "y"):  # the examples themselves: the data the name points to
+            raise KerasTeamError(f"data.{task}.name", spec.name, f"{error.allowed}: it holds {error.value}") from error
         raise KerasTeamError(config_field(task, error.field), error.value, error.allowed) from error
     return loaded
 
@@ -139,8 +149,8 @@ def _head(spec: TransferConfig, num_classes: int, field: str = "transfer") -> ke
         return heads.conv(num_classes, filters=head.hidden or (64,), dropout=head.dropout, activation=head.activation)
     if head.kind == "cosine":
         return heads.cosine(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
-    if head.kind == "linear_probe":  # its L2 strength is set when it is fitted (keras_team.probe)
-        return heads.dense(num_classes)
+    if head.kind == "linear_probe":  # its statistics and L2 strength are set when it is fitted (keras_team.probe)
+        return heads.probe(num_classes)
     return heads.dense(num_classes, hidden=head.hidden, dropout=head.dropout, activation=head.activation)
 
 
@@ -227,6 +237,13 @@ def new_leader(config: Config, index: int, source: Task, *, pretrained: bool = T
     """
     spec = config.team_leaders[index]
     if not spec.application:
+        height, width = source.input_shape[:2]
+        if min(height, width) < SMALLEST_IMAGES[spec.architecture]:
+            smallest = SMALLEST_IMAGES[spec.architecture]
+            raise KerasTeamError(leader_field(config, index, "architecture"), spec.architecture,
+                                 f"an architecture that takes the data's {height}x{width} images ({spec.architecture} "
+                                 f"pools them down and takes {smallest}x{smallest} or larger; "
+                                 f"{', '.join(f'{a} from {n}x{n}' for a, n in SMALLEST_IMAGES.items())})")
         return ARCHITECTURES[spec.architecture](source.input_shape, source.num_classes, name=spec.name)
     try:
         return zoo.application(spec.application, source.input_shape, source.num_classes,
@@ -272,7 +289,7 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
     for i, f in enumerate(config.followers):
         try:
             followers.append(Follower(
-                zoo.mlp(target.num_classes, name=f.name) if f.kind == "linear_probe"  # a linear layer
+                heads.probe(target.num_classes, name=f.name) if f.kind == "linear_probe"  # standardized, linear
                 else zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                 distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
@@ -357,6 +374,7 @@ class Plan:
             f"inputs {source.input_shape}{_streamed(source)}",
             f"target  {target.name}: {target.num_classes} classes, {len(target.labels('train'))} training examples "
             f"({len(target.labels('validation'))} validation, {len(target.labels('test'))} test){_streamed(target)}",
+            f"classes source {_names(source.class_names)}; target {_names(target.class_names)}",
         ]
         several = len(self.cuts) > 1
         lines += [f"input   {f'{name}: ' if several else ''}{layer.describe(source.input_shape)}, inside the model "
@@ -386,9 +404,10 @@ def make_plan(config: Config) -> Plan:
         >>> print(make_plan(load_config()).describe())
         source  digits: 5 classes, 504 training examples, inputs (8, 8, 1)
         target  digits: 5 classes, 25 training examples (121 validation, 269 test)
+        classes source 0, 1, 2, 3, 4; target 5, 6, 7, 8, 9
         cut     pool1 (depth 3, features (None, 4, 4, 16))
         ...
-          5. evaluate   members, team ensemble and baseline on the target's test split
+          5. evaluate   members, team ensemble and baseline on the target's test split; team.keras, the report
     """
     source, target = load_tasks(config)
     leaders, cuts, students, stages, rankings = {}, {}, {}, {}, {}
@@ -425,7 +444,8 @@ def make_plan(config: Config) -> Plan:
                 unfreeze(build_student(config, index, leaders[spec.name], target), top=t.unfreeze)
             except KerasTeamError as error:
                 raise KerasTeamError(leader_field(config, index, "transfer.unfreeze"), t.unfreeze, error.allowed) from error
-            stages[f"fine_tune{suffix}"] = f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} epochs)"
+            stages[f"fine_tune{suffix}"] = (f"{said}unfreeze the top {t.unfreeze} kept layers ({t.fine_tune_epochs} "
+                                            "epochs), kept if it raises the validation accuracy")
     team = build_team(config, students, target)
     stages["followers"] = (f"{len(config.followers)} follower(s) on cached taps: "
                            + ", ".join(f"{f.name} ({_taps(f.tap)}, {f.epochs} epochs)" for f in config.followers))
@@ -435,9 +455,9 @@ def make_plan(config: Config) -> Plan:
     baseline = build_baseline(config, leaders[first.name], target,
                               cuts[first.name].name if first.transfer.keep == AUTO else None)
     stages["baseline"] = f"the first leader's architecture from scratch on the target ({config.baseline.epochs} epochs)"
+    stages["evaluate"] = "members, team ensemble and baseline on the target's test split; team.keras, the report"
     if config.export.formats:
         stages["export"] = f"{', '.join(config.export.formats)} of the team, each verified against it on validation data"
-    stages["evaluate"] = "members, team ensemble and baseline on the target's test split"
     auto = {spec.name for spec in config.team_leaders if spec.transfer.keep == AUTO}
     return Plan(source, target, leaders, cuts, students, team, baseline, stages, task_warnings(config), rankings, auto)
 
@@ -490,7 +510,8 @@ class Recipe:
                 shutil.rmtree(self.ws.backup_dir(stage), ignore_errors=True)
             when = f"in epoch {bad[0] + 1}" if bad else "by the end"
             raise KerasTeamError(field, rate, f"a learning rate at which stage {stage!r} stays finite "
-                                 f"(its loss or weights became NaN/inf {when}; nothing was saved)")
+                                 f"(its loss or weights became NaN/inf {when} on finite inputs, every split "
+                                 "checked when loaded; nothing was saved)")
 
     def _compile_options(self, task: Task) -> dict:
         cfg = self.config.distribute
@@ -553,8 +574,8 @@ class Recipe:
         (x, y), (xv, yv) = (examples(target, [split]) for split in ("train", "validation"))  # features held, not images
         fit = probe.fit_probe(model.head, (probe.features_of(model.body, x), y), (probe.features_of(model.body, xv), yv),
                               l2=cfg.head.l2, epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-                              batch_size=target.batch_size, callbacks=self.out.callbacks(cfg.epochs),
-                              verbose=self.out.fit_verbose)
+                              batch_size=target.batch_size, seed=self.config.seed,
+                              callbacks=self.out.callbacks(cfg.epochs), verbose=self.out.fit_verbose)
         self._check_finite(stage, model, None, f"{field}.learning_rate", cfg.learning_rate)
         return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), **fit.figures()}
 
@@ -631,11 +652,17 @@ class Recipe:
         def fine_tune():
             model = unfreeze(self._load(f"stages/transfer{suffix}.keras"), top=cfg.unfreeze)
             fit = functools.partial(self._fit_cached, views=cfg.views) if cfg.cache else self._fit
-            return model, fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
-                              cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            figures = fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
+                          cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            # Kept only when validation says it helps: a higher accuracy than the head alone.
+            head_only = self.ws.figures(f"transfer{suffix}").get("val_accuracy", -math.inf)
+            return model, {**figures, "kept": figures.get("val_accuracy", -math.inf) > head_only}
 
         self._stage(f"fine_tune{suffix}", self.plan.stages[f"fine_tune{suffix}"], fine_tune,
                     f"stages/fine_tune{suffix}.keras")
+        if not self.ws.figures(f"fine_tune{suffix}")["kept"]:
+            self.out.say(f"{'fine_tune':<11}not kept: validation accuracy no higher than the head's alone")
+            return f"stages/transfer{suffix}.keras"
         return f"stages/fine_tune{suffix}.keras"
 
     def train_followers(self, student_files: dict[str, str]) -> str:
@@ -658,7 +685,8 @@ class Recipe:
                 if f.kind == "linear_probe":  # a fit per L2 strength, seconds each: no checkpoints
                     fit = probe.probe_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
                                                l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
-                                               batch_size=target.batch_size, callbacks=self.out.callbacks(f.epochs),
+                                               batch_size=target.batch_size, seed=self.config.seed,
+                                               callbacks=self.out.callbacks(f.epochs),
                                                verbose=self.out.fit_verbose)
                     history, figures = None, fit.figures()
                 else:
@@ -709,10 +737,12 @@ class Recipe:
 
         self._stage("baseline", self.plan.stages["baseline"], build, "baseline.keras")
 
-    def export_team(self, team_file: str, weights: dict[str, float]) -> None:
+    def export_team(self, team_file: str, weights: dict[str, float] | None) -> None:
         """The team as deployment artefacts in ``export/``, each verified on validation data (`export_model`).
 
         `weights` are the ensemble weights the run's report uses (`ensemble_choice`).
+        Any failure (a tolerance miss, a converter error, a full disk) is an
+        `ExportFailed` naming the artefact; the artefacts verified before it are kept.
         """
         from keras_team.app.export import export_model, summary, verification_data
 
@@ -723,10 +753,19 @@ class Recipe:
         self.out.stage("export", self.plan.stages["export"])
         team = self._load(team_file)
         split, examples, labels = verification_data(target)
-        report = export_model(team, self.ws.path("export"), name=cfg.name, formats=cfg.formats,
-                              train_examples=target.images("train"), examples=examples, labels=labels,
-                              verified_on=split, version=1, force=True, seed=self.config.seed,
-                              class_names=target.class_names, weights=weights)  # the run owns its version 1
+        try:
+            report = export_model(team, self.ws.path("export"), name=cfg.name, formats=cfg.formats,
+                                  train_examples=target.images("train"), examples=examples, labels=labels,
+                                  verified_on=split, version=1, force=True, seed=self.config.seed,
+                                  class_names=target.class_names, weights=weights)  # the run owns its version 1
+        except ExportFailed:
+            raise
+        except KerasTeamError as error:  # e.g. an op the converter lacks
+            raise ExportFailed(f"export.formats ({error.field})", error.value, error.allowed) from error
+        except OSError as error:  # e.g. a full disk
+            raise ExportFailed("export", str(error.filename or self.ws.path("export")),
+                               f"room to write the artefacts ({error.strerror}); free some space and run the "
+                               "same command again") from error
         figures = summary(report)
         self.ws.finish("export", figures)
         for label, entry in figures.items():
@@ -750,21 +789,39 @@ class Recipe:
         return team_file
 
     def report(self, team_file: str) -> dict:
-        """Export (if asked) and evaluate; returns the report (also written). Only the chief of a cluster runs it."""
+        """Evaluate, write the report, plots and `team.keras`, then export (if asked); returns the report.
+
+        The export comes last, so that its failure (`ExportFailed`, carrying
+        the report) leaves a finished run: a rerun redoes only the export.
+        Only the chief of a cluster runs it.
+        """
         from keras_team.app.report import ensemble_choice, evaluate_team, run_record, write_report  # matplotlib here only
 
-        team = self._load(team_file)
-        choice = ensemble_choice(team, self.plan.target)  # one prediction of validation: the export's and report's weights
+        if self.ws.done("evaluate"):  # a rerun for the export alone: the report as it was written
+            self.out.say(f"{'evaluate':<11}done earlier")
+            report = read_json_mapping(self.ws.path("report.json"), "ensemble")
+            if report is None:
+                raise KerasTeamError("output_dir", str(self.ws.root), "a run directory whose report.json is whole "
+                                     "(it is missing or damaged: rerun with --set overwrite=true)")
+        else:
+            team = self._load(team_file)
+            choice = ensemble_choice(team, self.plan.target)  # one prediction of validation: the export's and report's weights
+            self.out.stage("evaluate", self.plan.stages["evaluate"])
+            report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"), choice=choice)
+            report["stages"] = self.ws.state["stages"]
+            report.update(run_record(self.config, self.plan))
+            write_report(self.ws, report)
+            with atomic_path(self.ws.path("team.keras")) as tmp:  # the final team, written by this stage only
+                shutil.copyfile(self.ws.path(team_file), tmp)
+            self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
         if "export" in self.plan.stages:
-            self.export_team(team_file, choice.weighting.weights)
-        self.out.stage("evaluate", self.plan.stages["evaluate"])
-        report = evaluate_team(team, self.plan.target, baseline=self._load("baseline.keras"), choice=choice)
-        report["stages"] = self.ws.state["stages"]
-        report.update(run_record(self.config, self.plan))
-        write_report(self.ws, report)
-        with atomic_path(self.ws.path("team.keras")) as tmp:  # the final team, written by this stage only
-            shutil.copyfile(self.ws.path(team_file), tmp)
-        self.ws.finish("evaluate", {"ensemble_test_accuracy": report["ensemble"]["test_accuracy"]})
+            try:
+                self.export_team(team_file, report["ensemble"].get("weights"))
+            except ExportFailed as error:
+                error.report = report
+                raise
+            report["stages"] = self.ws.state["stages"]
+            write_text(self.ws.path("report.json"), json.dumps(report, indent=2, sort_keys=True))
         return report
 
 
@@ -799,7 +856,7 @@ def _from_epoch(train: tf.data.Dataset, epoch: int) -> tuple[tf.data.Dataset, in
 
 def _replicas(model: keras.Model) -> int:
     """How many replicas of the model's distribution strategy trained it."""
-    return model.distribute_strategy.num_replicas_in_sync
+    return distribute.strategy_of(model).num_replicas_in_sync
 
 
 def _last(history) -> dict:
@@ -815,6 +872,17 @@ def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
 def _in_memory(task) -> bool:
     """Whether a task's splits are arrays (a streamed task trains its transfer uncached)."""
     return isinstance(task, Task)
+
+
+def _names(class_names, shown: int = 10) -> str:
+    """The first `shown` class names, and how many there are in all when that is more.
+
+    Example:
+        >>> _names(["cat", "dog"]), _names([str(i) for i in range(100)], shown=3)
+        ('cat, dog', '0, 1, 2, ... (100 in all)')
+    """
+    names = [str(name) for name in class_names]
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _taps(tap: str | tuple[str, ...]) -> str:
@@ -856,20 +924,6 @@ def run(config: Config, *, output: Output | None = None) -> dict:
             return Recipe(config, workspace, plan, output=output).run()
 
 
-def _refuse_linear_probes(config: Config) -> None:
-    """A linear probe (`keras_team.probe`: `model.fit` with early stopping) trains on one machine only."""
-    allowed = ("mlp on several machines (a linear probe fits with Keras' model.fit, which fails under "
-               "MultiWorkerMirroredStrategy: keras-team/keras#20585)")
-    for i, follower in enumerate(config.followers):
-        if follower.kind == "linear_probe":
-            raise KerasTeamError(f"followers[{i}].kind", follower.kind, allowed)
-    for index, leader in enumerate(config.team_leaders):
-        if leader.transfer.head.kind == "linear_probe":
-            raise KerasTeamError(leader_field(config, index, "transfer.head.kind"), "linear_probe",
-                                 "dense, conv or cosine on several machines (a linear probe fits with Keras' "
-                                 "model.fit, which fails under MultiWorkerMirroredStrategy)")
-
-
 def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | None:
     """`run` as one worker of the cluster `TF_CONFIG` names; the chief returns the report, the others None.
 
@@ -884,7 +938,6 @@ def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | No
     Example (on each of two machines, with its own index; a run takes a minute):
         $ keras-team run --config my.yaml --workers 10.0.0.1:2222,10.0.0.2:2222 --worker-index 0
     """
-    _refuse_linear_probes(config)
     here = distribute.cluster()
     strategy = distribute.choose_strategy("multi_worker")  # first: it starts TensorFlow's runtime
     if config.deterministic:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import io
 import json
 import math
 import os
@@ -34,10 +35,10 @@ import tensorflow as tf
 
 from keras_team.app.config import Config, load_config
 from keras_team.app.recipe import new_leader, is_pretrained, load_leader, load_tasks
-from keras_team.app.workspace import check_writable
+from keras_team.app.workspace import check_writable, load_model
 from keras_team.data import Task, examples, memory_budget, streams
 from keras_team.errors import KerasTeamError
-from keras_team.files import atomic_path, load_model, read_json_mapping, remove_temporaries, write_text
+from keras_team.files import atomic_path, read_json_mapping, remove_temporaries, write_text
 from keras_team.heads import LOSS
 from keras_team.tuning import distributed
 from keras_team.tuning.hypermodel import TransferHyperModel, epoch_split
@@ -379,7 +380,7 @@ class TuneJob:
     def _chief_with_local_workers(self, leader: keras.Model, workers: int):
         ip = self.tune.oracle_ip
         port = self.tune.oracle_port or distributed.free_port(ip)
-        command = [sys.executable, "-m", "keras_team.app.cli", "tune", "--config", str(self.root / CONFIG)]
+        command = [sys.executable, "-m", "keras_team_cli", "tune", "--config", str(self.root / CONFIG)]
         print(f"== distributed search: chief (oracle at {ip}:{port}) and {workers} workers on this machine, the cores dealt out among them", flush=True)
         processes = []
         for i, cores in enumerate(distributed.worker_cores(workers)):  # the cores dealt out: no two workers share one
@@ -407,9 +408,14 @@ class TuneJob:
             figures = {**figures, "cut_ranking": [
                 {"cut": s.cut.name, "score": round(s.score, 4), "seconds": round(s.seconds, 3),
                  "searched": s.cut.name in searched} for s in tuner.hypermodel.cut_ranking]}
-        write_results(tuner, self.root, extra=figures)
         best = best_settings(tuner)
-        write_text(self.root / BEST, self.best_config(best).to_yaml())
+        try:
+            write_results(tuner, self.root, extra=figures)
+            write_text(self.root / BEST, self.best_config(best).to_yaml())
+        except OSError as error:  # a full disk, say: every trial is on disk, only these files are missing
+            raise KerasTeamError("tune.output_dir", str(self.root), f"room for the search's results: writing them "
+                                 f"failed ({error.strerror or error}); its {len(rows)} trials are kept, and the same "
+                                 f"command writes {BEST} without training again") from error
         self._save_state(finished=True, trials=len(rows), best=best)
         return best
 
@@ -469,7 +475,8 @@ def handle(args: argparse.Namespace) -> None:
         raise KerasTeamError("--workers", args.workers, f"an int from 0 to {most} (the CPU cores this process may use: "
                              "each worker is a TensorFlow process of its own)")
     job = TuneJob(load_config(args.config, overrides))
-    best = job.run(workers=args.workers)
+    with contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext():  # only the result
+        best = job.run(workers=args.workers)
     if best is None:  # a worker: the chief writes the results
         return
     print(f"\nbest: {best}")

@@ -8,7 +8,9 @@ one is two steps, so that nothing is touched before every check has passed:
    written: a probe file is written and removed, see `check_writable`) and decides: a *new* run, a *resume* of the same config, or a
    *replace* (only ever a directory holding a keras-team run: `overwrite=true`
    for one that finished a stage; a run that finished no stage holds nothing
-   and is replaced freely). It leaves nothing behind.
+   and is replaced freely). A config that differs only in what comes after
+   training (`AFTER_TRAINING`: export formats, the tune section) resumes the
+   run, finished or not, and redoes its export. It leaves nothing behind.
 2. `Workspace.start` takes the directory's lock (two runs never share one),
    moves a replaced run aside and creates the new one. The old run is removed
    only once the new run's first stage is saved.
@@ -39,6 +41,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import traceback
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -53,6 +56,10 @@ LOCK = ".lock"
 FINAL_STAGE = "evaluate"
 # Fields that say where or how to write, not what to compute: they may change on resume.
 NOT_COMPARED = ("output_dir", "overwrite")
+# Fields that change nothing the run trains or evaluates: a finished run rerun with only these
+# changed keeps its stages and redoes its export (`keras-team tune` alone reads `tune`).
+AFTER_TRAINING = ("export", "tune")
+AFTER_TRAINING_STAGES = ("export",)
 
 
 def _compared(config: Config) -> dict:
@@ -60,6 +67,23 @@ def _compared(config: Config) -> dict:
     for key in NOT_COMPARED:
         data.pop(key, None)
     return data
+
+
+def _trained(compared: dict) -> dict:
+    """The part of a compared config that decides what is trained and evaluated.
+
+    Example:
+        >>> from keras_team.app.config import load_config
+        >>> _trained(_compared(load_config(overrides=["export.formats=[tflite]"]))) == _trained(_compared(load_config()))
+        True
+    """
+    return {key: value for key, value in compared.items() if key not in AFTER_TRAINING}
+
+
+def _finished(state: dict, config: Config) -> bool:
+    """Whether the run in `state` did everything `config` asks: evaluated and, when it exports, exported."""
+    stages = state["stages"]
+    return FINAL_STAGE in stages and (not config.export.formats or "export" in stages)
 
 
 def _read_state(root: pathlib.Path) -> dict | None:
@@ -111,11 +135,12 @@ def _inside(path: pathlib.Path, root: pathlib.Path) -> bool:
 class Workspace:
     """The output directory of one run. Build it with `Workspace.prepare`."""
 
-    def __init__(self, root: pathlib.Path, config: Config, state: dict, *, replace: bool):
+    def __init__(self, root: pathlib.Path, config: Config, state: dict, *, replace: bool, reconfigured: bool = False):
         self.root = root
         self.config = config
         self.state = state
         self.replace = replace
+        self.reconfigured = reconfigured  # a resume whose config changed only after training (`AFTER_TRAINING`)
         self.replaced: pathlib.Path | None = None
         self._lock: int | None = None
 
@@ -147,9 +172,17 @@ class Workspace:
                 "output_dir", str(root), "a new or empty directory, or a keras-team run's directory "
                 "(this one holds other files; keras-team never replaces those, even with overwrite=true)"
             )
-        finished = FINAL_STAGE in state["stages"]
-        if state.get("config") == _compared(config) and not finished:
+        compared = _compared(config)
+        finished = _finished(state, config)
+        if state.get("config") == compared and not finished:
             return cls(root, config, state, replace=False)
+        if (isinstance(state.get("config"), dict) and state["config"] != compared
+                and _trained(state["config"]) == _trained(compared)):
+            # Only what comes after training changed: keep the trained stages, redo the export.
+            stages = {k: v for k, v in state["stages"].items() if k not in AFTER_TRAINING_STAGES}
+            parts = {k: v for k, v in state.get("parts", {}).items() if k not in AFTER_TRAINING_STAGES}
+            return cls(root, config, {**state, "config": compared, "stages": stages, "parts": parts},
+                       replace=False, reconfigured=True)
         if state["stages"] and not config.overwrite:
             why = "a finished run" if finished else "an unfinished run of another config"
             raise KerasTeamError(
@@ -181,7 +214,7 @@ class Workspace:
                   "first stage is saved", flush=True)
         self.root.mkdir(parents=True, exist_ok=True)
         with self._locked(self.root):
-            if not self.state["stages"]:
+            if not self.state["stages"] or self.reconfigured:
                 write_text(self.root / CONFIG, self.config.to_yaml())
                 self._save_state()
             yield self
@@ -312,3 +345,40 @@ class WorkerSpace(Workspace):
 
     def _save_state(self) -> None:
         pass  # the chief records the stages
+
+
+def load_model(path: str | os.PathLike, field: str, **options):
+    """`keras_team.load_model(path, **options)`, a file that is not a model, or one Keras cannot rebuild, an error on `field`.
+
+    Keras' own error is chained; one raised in the package's code is a bug
+    and passes unchanged.
+
+    Example:
+        >>> load_model("missing.keras", "leader.path")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: leader.path='missing.keras' is not valid: expected a readable Keras .keras model (no such file)
+    """
+    from keras_team import files
+
+    try:
+        return files.load_model(path, **options)
+    except KerasTeamError as error:
+        raise KerasTeamError(field, error.value, error.allowed) from error
+    except (TypeError, ValueError, KeyError) as error:  # what Keras raises for a file it cannot rebuild
+        if _raised_in_the_package(error):
+            raise
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise KerasTeamError(field, str(path), f"a .keras model Keras can rebuild ({type(error).__name__}: "
+                             f"{first})") from error
+
+
+def _raised_in_the_package(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from or during, came from a frame of the library's own code."""
+    while error is not None:
+        frames = traceback.walk_tb(error.__traceback__)
+        modules = {frame.f_globals.get("__name__", "") for frame, _ in frames}
+        if any(m.startswith("keras_team.") and m not in ("keras_team.files", __name__) for m in modules):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
