@@ -41,7 +41,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import ExportFailed, KerasTeamError
-from keras_team.app.workspace import load_model
+from keras_team.files import load_model
 from keras_team.files import is_out_of_space
 
 USER_ERROR = 2
@@ -403,11 +403,11 @@ def _evaluate(args) -> None:
     from keras_team.team import Team
 
     _, target = load_tasks(config)
-    team = load_model(run_dir / "team.keras", "run_dir")
+    team = load_model(run_dir / "team.keras", compile=False, field="run_dir")
     if not isinstance(team, Team):
         raise KerasTeamError("run_dir", str(run_dir), f"a run whose team.keras holds a keras_team Team, not a {type(team).__name__}")
     baseline_path = run_dir / "baseline.keras"
-    baseline = load_model(baseline_path, "run_dir") if baseline_path.is_file() else None
+    baseline = load_model(baseline_path, compile=False, field="run_dir") if baseline_path.is_file() else None
     report = evaluate_team(team, target, split=args.split, baseline=baseline)
     print(format_table(report))
     print()
