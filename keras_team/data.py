@@ -481,10 +481,8 @@ def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | N
         raise KerasTeamError("name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
     names = builder.info.features["label"].names
     chosen = _check_selection(classes, shots, validation, np.arange(len(names)), names)
-    if builder.is_prepared():
+    if not download or builder.is_prepared():  # not prepared, no download: as_dataset says so (_not_prepared)
         return builder, names, chosen
-    if not download:  # checked up front: as_dataset would fail later, download_and_prepare retry for minutes
-        raise _not_prepared(name, builder.data_dir)
     try:  # offline, TFDS's downloader retries every file for minutes: a name lookup tells in an instant
         socket.getaddrinfo(TFDS_HOST, 443)
     except OSError as error:
