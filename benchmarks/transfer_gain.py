@@ -235,6 +235,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--shots", default="5", help="labelled target examples per class, comma-separated "
                         "(default %(default)s; a seed's runs share its leader)")
     parser.add_argument("--keep", action="store_true", help="keep the runs' output directories")
+    parser.add_argument("--leaders", help="a folder for the seeds' leaders (<seed>.keras): kept, and loaded when "
+                        "there, so variants of the target side share them (default: a temporary folder)")
     parser.add_argument("--output", default=str(RESULTS / f"{NAME}_{{data}}_{{shots}}shot.json"),
                         help="the JSON of each shot count ({data} and {shots} filled in; default %(default)s)")
     args = parser.parse_args(argv)
@@ -244,7 +246,8 @@ def main(argv=None) -> dict:
     overrides = [*data_overrides(args.data), *args.set]
     load_config(overrides=[f"data.target.shots={shot_counts[0]}", *overrides])  # a bad --set fails now, not after a run
 
-    leaders = tempfile.mkdtemp(prefix="keras_team_gain_leaders_")
+    leaders = args.leaders or tempfile.mkdtemp(prefix="keras_team_gain_leaders_")
+    os.makedirs(leaders, exist_ok=True)
     runs = {shots: [] for shots in shot_counts}
     try:
         for step, seed in enumerate(seeds, start=1):
@@ -255,7 +258,8 @@ def main(argv=None) -> dict:
                 print(f"ensemble {last['test_accuracy']['ensemble']:.3f} baseline {last['test_accuracy']['baseline']:.3f} "
                       f"logreg {last['test_accuracy']['logreg']:.3f}", flush=True)
     finally:
-        shutil.rmtree(leaders, ignore_errors=True)
+        if not args.leaders:
+            shutil.rmtree(leaders, ignore_errors=True)
 
     data = pathlib.Path(args.data).name if args.data not in ("digits", "patches") else args.data
     results = {}
