@@ -38,7 +38,7 @@ def _refuse_tied_weights(kept: keras.Model) -> None:
 
 
 def copy_model(kept: keras.Model) -> keras.Model:
-    """A copy of `kept` with its own layers and the same weights (Keras' `clone_model`)."""
+    """A copy of `kept` with its own layers, the same weights and the same frozen layers (Keras' `clone_model`)."""
     _refuse_tied_weights(kept)
     try:
         if type(kept).__module__.startswith("keras."):  # a functional or sequential model
@@ -52,7 +52,7 @@ def copy_model(kept: keras.Model) -> keras.Model:
             "leader", kept.name, f"a model whose kept layers can be rebuilt from their configs ({error})"
         ) from error
     clone.set_weights(kept.get_weights())
-    return clone
+    return refreeze(clone)  # a frozen nested model rebuilt from its config keeps only its own flag
 
 
 def refreeze(model: keras.Layer) -> keras.Layer:
