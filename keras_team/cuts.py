@@ -258,6 +258,27 @@ def cut_points(model: keras.Model, view: str = "all") -> list[CutPoint]:
     return cuts if view == "all" else _blocks(cuts, calls)
 
 
+def same_weights(cuts: list[CutPoint]) -> list[list[CutPoint]]:
+    """`cuts` (in order) grouped into runs that keep the same weighted layers: no weighted layer between them.
+
+    A search tries one cut per group, the last (`keras-team cuts` lists it with the others' names):
+    a block's last normalization, its activation and the pooling after it train the same weights.
+
+    Example:
+        >>> import keras_team
+        >>> blocks = cut_points(keras_team.zoo.seed_cnn((8, 8, 1), 5), view="blocks")
+        >>> [[c.name for c in group] for group in same_weights(blocks)]
+        [['conv1', 'pool1'], ['conv2', 'pool2', 'flatten'], ['fc1'], ['fc2']]
+    """
+    groups = []
+    for cut in cuts:
+        if groups and groups[-1][-1].depth == cut.depth:
+            groups[-1].append(cut)
+        else:
+            groups.append([cut])
+    return groups
+
+
 def default_cut(model: keras.Model) -> CutPoint:
     """The middle block output (rounded down): a default cut for an architecture, not chosen on any data.
 

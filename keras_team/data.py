@@ -481,10 +481,8 @@ def _tfds_builder(name: str, classes: Sequence[int | str] | None, shots: int | N
         raise KerasTeamError("name", name, "a TFDS dataset name, e.g. 'cifar10'") from error
     names = builder.info.features["label"].names
     chosen = _check_selection(classes, shots, validation, np.arange(len(names)), names)
-    if builder.is_prepared():
+    if not download or builder.is_prepared():  # not prepared, no download: as_dataset says so (_not_prepared)
         return builder, names, chosen
-    if not download:  # checked up front: as_dataset would fail later, download_and_prepare retry for minutes
-        raise _not_prepared(name, builder.data_dir)
     try:  # offline, TFDS's downloader retries every file for minutes: a name lookup tells in an instant
         socket.getaddrinfo(TFDS_HOST, 443)
     except OSError as error:
@@ -591,7 +589,10 @@ def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | st
 
     The subfolder names are the class names (sorted). When the folder has
     `train/` and `test/` subfolders (each of class subfolders), they are the
-    splits; otherwise a stratified `test` fraction is held out. Images are
+    splits, and a `validation/` subfolder beside them, when present, is the
+    validation split (instead of a fraction of train/: choices made on it
+    then resemble test when train/ comes from elsewhere); otherwise a
+    stratified `test` fraction is held out. Images are
     read by `keras.utils.image_dataset_from_directory` as uint8, at the most
     common image size and colour mode of the folder (others are resized and
     converted). With `stream=True` (or "auto" and images larger than
@@ -621,20 +622,26 @@ def from_folder(path: str | os.PathLike, *, test: float = 0.3, stream: bool | st
     files = _image_files(root / "train" if two_splits else root)
     class_names = sorted(files)
     test_files = _image_files(root / "test", class_names=class_names) if two_splits else {}
-    size, mode = _common_format([*files.values(), *test_files.values()])
+    valid_files = (_image_files(root / "validation", class_names=class_names)
+                   if two_splits and (root / "validation").is_dir() else {})
+    everything = [*files.values(), *test_files.values(), *valid_files.values()]
+    size, mode = _common_format(everything)
     shape = (*size, 1 if mode == "grayscale" else 3)
-    if not streams(stream, sum(map(len, [*files.values(), *test_files.values()])) * math.prod(shape)):
+    if not streams(stream, sum(map(len, everything)) * math.prod(shape)):
         if two_splits:
             train, test_split = (_read_images(root / split, class_names, size, mode) for split in ("train", "test"))
-            return _make_task(name, train, test_split, class_names=class_names,
-                              available=np.unique(train[1]), **_split_options(kwargs))
+            valid = _read_images(root / "validation", class_names, size, mode) if valid_files else None
+            return _make_task(name, train, test_split, class_names=class_names, available=np.unique(train[1]),
+                              validation_split=valid, **_split_options(kwargs))
         x, y = _read_images(root, class_names, size, mode)
         return from_arrays(x, y, test=test, class_names=class_names, name=name, **kwargs)
     # The same selection on the file names (in the order Keras reads them), the pixels decoded as served.
     train = _listed(files, class_names)
     if two_splits:
         task = _make_task(name, train, _listed(test_files, class_names), class_names=class_names,
-                          available=np.unique(train[1]), **_split_options(kwargs))
+                          available=np.unique(train[1]),
+                          validation_split=_listed(valid_files, class_names) if valid_files else None,
+                          **_split_options(kwargs))
     else:
         task = from_arrays(*train, test=test, class_names=class_names, name=name, **kwargs)
     return FileTask(task.name, task.splits, task.class_names, shape, task.batch_size, task.augment, task.seed)
@@ -797,8 +804,9 @@ def _make_task(
     seed: int,
     batch_size: int,
     augment: Sequence[str],
+    validation_split: Split | None = None,
 ) -> Task:
-    """The one splitter: class subset, k-shot train, stratified validation."""
+    """The one splitter: class subset, k-shot train, stratified validation (or `validation_split`, its classes selected)."""
     classes = _check_selection(classes, shots, validation, available, class_names)
     _check_augment(augment)
     x, y = _select(*train, classes)
@@ -812,6 +820,9 @@ def _make_task(
         x_train, y_train = x[shot_idx], y[shot_idx]
     else:
         x_train, y_train, x_val, y_val = _split_off(x, y, validation, seed, "validation")
+    if validation_split is not None:
+        x_train, y_train = (x[shot_idx], y[shot_idx]) if shots is not None else (x, y)
+        x_val, y_val = _select(*validation_split, classes)
     return Task(
         name=name,
         splits={

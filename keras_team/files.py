@@ -22,6 +22,7 @@ import json
 import os
 import pathlib
 import shutil
+import traceback
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -262,7 +263,7 @@ def describe_keras_file(path: str | os.PathLike) -> str | None:
 
 
 def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None, compile: bool = True,
-               safe_mode: bool = True):
+               safe_mode: bool = True, *, field: str | None = None):
     """`keras.models.load_model`, with a one-line `KerasTeamError` on `filepath` for a file that is not a model.
 
     The archive is checked first (missing, not a zip, truncated, damaged);
@@ -270,17 +271,45 @@ def load_model(filepath: str | os.PathLike, custom_objects: dict | None = None, 
     package's classes are registered by `import keras_team`, so
     `keras.models.load_model` serves as well.
 
+    Args:
+        field: the config field (or command-line argument) the path came
+            from, for the command line: errors name it, and a file Keras
+            cannot rebuild is a `KerasTeamError` too (Keras' error chained;
+            one raised in the package's own code is a bug and passes).
+
     Example:
         >>> load_model("missing.keras")
         Traceback (most recent call last):
         ...
         keras_team.errors.KerasTeamError: filepath='missing.keras' is not valid: expected a readable Keras .keras model (no such file)
+        >>> load_model("missing.keras", field="leader.path")
+        Traceback (most recent call last):
+        ...
+        keras_team.errors.KerasTeamError: leader.path='missing.keras' is not valid: expected a readable Keras .keras model (no such file)
     """
     problem = describe_keras_file(filepath)
     if problem is not None:
-        raise KerasTeamError("filepath", str(filepath), f"a readable Keras .keras model ({problem})")
+        raise KerasTeamError(field or "filepath", str(filepath), f"a readable Keras .keras model ({problem})")
     import keras
 
     import keras_team.team  # noqa: F401  (registers the package's models and layers with Keras)
 
-    return keras.models.load_model(filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+    try:
+        return keras.models.load_model(filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+    except (TypeError, ValueError, KeyError) as error:  # what Keras raises for a file it cannot rebuild
+        if field is None or _raised_in_the_package(error):
+            raise
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise KerasTeamError(field, str(filepath), f"a .keras model Keras can rebuild ({type(error).__name__}: "
+                             f"{first})") from error
+
+
+def _raised_in_the_package(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from or during, came from a frame of the library's own code."""
+    while error is not None:
+        frames = traceback.walk_tb(error.__traceback__)
+        modules = {frame.f_globals.get("__name__", "") for frame, _ in frames}
+        if any(m.startswith("keras_team.") and m != __name__ for m in modules):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

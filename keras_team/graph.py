@@ -5,7 +5,8 @@ A functional model's graph is reached through private attributes
 of them lives in this module, so a Keras upgrade that moves them breaks one
 file. The rest of the package sees `Call`s: an operation (a layer, or a
 `keras.ops` function such as `keras.ops.relu`) with its input and output
-tensors.
+tensors. Importing it warns (a `RuntimeWarning`) under a Keras version whose
+internals it was not read for (`TESTED`).
 
 Example:
     >>> import keras
@@ -22,9 +23,31 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import warnings
 
 import keras
 from keras.src.backend.common import global_state
+
+TESTED = ("3.15.",)
+"""The Keras versions whose private graph internals (`_keras_history`, `_inbound_nodes`, `Node`, `global_state`) this module was read for."""
+
+
+def check_version(version: str) -> bool:
+    """Warn when `version` of Keras is not one this module was read for; True when it is.
+
+    Example:
+        >>> check_version("3.15.1")
+        True
+    """
+    if version.startswith(TESTED):
+        return True
+    warnings.warn(f"keras_team reads Keras' functional graph through private attributes, read for Keras "
+                  f"{', '.join(v + 'x' for v in TESTED)}; this is {version}: cuts may fail if they moved",
+                  RuntimeWarning, stacklevel=2)
+    return False
+
+
+check_version(keras.__version__)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -29,7 +29,7 @@ from keras_team.graph import output_layer, producer
 from keras_team.heads import LOSS
 from keras_team.layers import PACKAGE, LeaderTaps, StopGradient
 from keras_team.taps import tap_key, tap_model, tap_tensor
-from keras_team.transfers import refreeze
+from keras_team.transfers import copy_model, refreeze
 
 
 def _as_leader_dict(leaders) -> dict[str, keras.Model]:
@@ -163,10 +163,12 @@ class Team(keras.Model):
         followers: `Follower`s reading the leaders' taps.
         name: model name.
         dtype: a dtype policy for the whole team, e.g. "mixed_float16"
-            (see `keras_team.dtypes`): set on every layer of the leaders
-            and followers, in place, except the layers computing their
-            logits, which stay float32 as the team's outputs do. None
-            leaves each layer's own policy.
+            (see `keras_team.dtypes`): set on every layer of copies of the
+            leaders (the models passed are left unchanged, as `transfer`
+            leaves its leader) and of the followers' models, except the
+            layers computing their logits, which stay float32 as the
+            team's outputs do. None leaves each layer's own policy (and
+            the team uses the leaders passed, not copies).
 
     Example:
         >>> leader = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=3,
@@ -183,6 +185,8 @@ class Team(keras.Model):
         # === Layers ===
         policy = dtypes.policy(dtype)
         leaders = _as_leader_dict(leaders)
+        if policy is not None:  # the policy goes on copies: the caller's leaders stay as they are
+            leaders = {leader_name: copy_model(model) for leader_name, model in leaders.items()}
         followers = [Follower.from_config(f) if isinstance(f, dict) else f for f in followers]
         _check_members(leaders, followers)
         for leader_name, model in leaders.items():

@@ -37,10 +37,14 @@ def _refuse_tied_weights(kept: keras.Model) -> None:
         )
 
 
-def _copy(kept: keras.Model) -> keras.Model:
+def copy_model(kept: keras.Model) -> keras.Model:
+    """A copy of `kept` with its own layers, the same weights and the same frozen layers (Keras' `clone_model`)."""
     _refuse_tied_weights(kept)
     try:
-        clone = keras.models.clone_model(kept)
+        if type(kept).__module__.startswith("keras."):  # a functional or sequential model
+            clone = keras.models.clone_model(kept)
+        else:  # a model class of its own (e.g. `Transferred`), rebuilt from its config as Keras' cloning guide does
+            clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(kept))
     # Keras' two ways to fail on a layer it cannot rebuild: `get_config` refuses
     # (NotImplementedError), `from_config` does not take the config (TypeError).
     except (NotImplementedError, TypeError) as error:
@@ -48,7 +52,7 @@ def _copy(kept: keras.Model) -> keras.Model:
             "leader", kept.name, f"a model whose kept layers can be rebuilt from their configs ({error})"
         ) from error
     clone.set_weights(kept.get_weights())
-    return clone
+    return refreeze(clone)  # a frozen nested model rebuilt from its config keeps only its own flag
 
 
 def refreeze(model: keras.Layer) -> keras.Layer:
@@ -95,7 +99,7 @@ def body(leader: keras.Model, keep: int | str | CutPoint, *, share: bool = False
     cut = resolve_cut(leader, keep)
     features = graph.layer_calls(leader)[cut.position].outputs[0]
     kept = keras.Model(leader.inputs, features, name=BODY)
-    return kept if share else _copy(kept)
+    return kept if share else copy_model(kept)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

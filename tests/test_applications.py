@@ -22,6 +22,7 @@ from keras_team.app import cli
 from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks, make_plan
 from keras_team.cuts import cut_points, default_cut, is_auto_named, resolve_cut
+from keras_team.tuning.hypermodel import searchable_cuts
 from keras_team.errors import KerasTeamError
 from keras_team.layers import ApplicationPreprocessing, FitImages
 from keras_team.taps import tap_tensor
@@ -170,7 +171,19 @@ def test_every_build_has_the_same_layer_names(mobilenet):
 def test_cuts_command_lists_the_blocks_of_an_application(capsys):
     assert cli.main(["cuts", "MobileNetV3Small", "--input-shape", "32,32,3"]) == 0
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
-    assert rows == [c.name for c in cut_points(zoo.application("MobileNetV3Small", (32, 32, 3), 10), view="blocks")]
+    leader = zoo.application("MobileNetV3Small", (32, 32, 3), 10)
+    assert rows == [c.name for c in searchable_cuts(leader)]  # the cuts a search tries, each once
+
+
+def test_cuts_command_shows_cuts_that_keep_the_same_weights_once(capsys):
+    """MobileNetV2's last block, its activation and the pooling keep the same weights: one row, as the tuner
+    merges them, naming the others."""
+    assert cli.main(["cuts", "MobileNetV2", "--input-shape", "32,32,3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines[1:]]
+    assert len(names) == len(set(names)) and "Conv_1_bn" not in names and "out_relu" not in names
+    assert lines[-1].split()[0] == "global_average_pooling2d" and lines[-1].endswith("Conv_1_bn, out_relu")
+    assert names == [c.name for c in searchable_cuts(zoo.application("MobileNetV2", (32, 32, 3), 10))]
 
 
 @pytest.mark.large

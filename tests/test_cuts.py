@@ -210,3 +210,11 @@ def test_features_tap_of_a_transferred_leader_is_its_cut():
     student = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=2, head=keras_team.heads.dense(3, hidden=(4,)))
     features = tap_tensor(student, "features")
     assert features is student.features and tuple(features.shape) == student.cut.output_shape == (None, 64)
+
+
+def test_graph_adapter_warns_under_a_keras_it_was_not_read_for():
+    from keras_team import graph
+
+    with pytest.warns(RuntimeWarning, match=r"read for Keras 3\.15\.x; this is 3\.99\.0"):
+        assert not graph.check_version("3.99.0")
+    assert graph.check_version(keras.__version__)  # the installed Keras is one it was read for: no warning

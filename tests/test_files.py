@@ -1,13 +1,13 @@
 """keras_team.files: every writer's atomic file and directory, the one model loader."""
 
 import os
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 import keras_team
-from keras_team.app import workspace
 from keras_team import files, transfers
 from keras_team.errors import KerasTeamError
 
@@ -75,8 +75,8 @@ def test_load_model_says_what_is_wrong_with_the_file_and_the_app_names_its_field
         keras_team.load_model(path)
     assert caught.value.field == "filepath"
     with pytest.raises(KerasTeamError, match=says) as caught:
-        workspace.load_model(path, "leader.path")
-    assert caught.value.field == "leader.path" and caught.value.__cause__ is not None
+        keras_team.load_model(path, field="leader.path")
+    assert caught.value.field == "leader.path"
 
 
 class Doubled(keras.layers.Layer):  # registered with no one: a user's own layer
@@ -94,7 +94,7 @@ def test_load_model_takes_keras_arguments_and_keeps_keras_errors(tmp_path):
     loaded = keras_team.load_model(tmp_path / "own.keras", custom_objects={"Doubled": Doubled}, compile=False)
     assert not loaded.compiled and float(loaded(np.ones((1, 3)))[0, 0]) == 2.0
     with pytest.raises(KerasTeamError, match="Keras can rebuild") as caught:  # the app: a user's file, on its field
-        workspace.load_model(tmp_path / "own.keras", "leader.path")
+        keras_team.load_model(tmp_path / "own.keras", field="leader.path")
     assert isinstance(caught.value.__cause__, TypeError)
 
 
@@ -107,8 +107,27 @@ def test_a_bug_in_the_package_is_not_reported_as_a_bad_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(transfers, "refreeze", broken)  # called by Transferred.from_config
     with pytest.raises(TypeError, match="could not be deserialized"):
-        workspace.load_model(tmp_path / "transferred.keras", "leader.path")
+        keras_team.load_model(tmp_path / "transferred.keras", field="leader.path")
 
+
+def test_evaluate_loads_the_run_without_keras_optimizer_warning(tmp_path, capsys):
+    """A run's team compiled with an optimizer never built (its heads fitted elsewhere, as the probe does):
+    `keras-team evaluate` prints no "Skipping variable loading for optimizer". The app never resumes an
+    optimizer from a model file (a stage resumes from its backup), so its loader reads models with compile=False."""
+    from keras_team.app import cli
+
+    keras.utils.set_random_seed(0)
+    assert cli.main(["init", str(tmp_path / "config.yaml")]) == 0
+    leader = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 10), keep=3, head=keras_team.heads.dense(10))
+    team = keras_team.Team(leader)
+    team.compile()
+    team.save(tmp_path / "team.keras")
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(["evaluate", str(tmp_path)]) == 0
+    messages = [str(w.message) for w in caught] + [capsys.readouterr().err]
+    assert not any("Skipping variable loading" in m for m in messages), messages
 
 
 def test_the_documented_names_are_exported():

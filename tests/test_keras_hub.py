@@ -177,7 +177,9 @@ def test_keras_hub_classifier_as_leader_keeps_its_frozen_backbone_after_load(tmp
     classifier.backbone.trainable = False  # keras-hub's way of freezing a backbone
     assert [cut.name for cut in keras_team.cut_points(classifier)][:2] == [classifier.backbone.name, "pooler"]
     team = Team(classifier, [Follower(keras_team.zoo.mlp(3), tap="logits")], dtype="mixed_float16")
-    assert classifier.backbone.get_layer("conv1_conv").compute_dtype == "float16"
+    copy = next(iter(team.leaders.values()))  # the team computes in float16 on a copy; the caller's model is unchanged
+    assert copy is not classifier and classifier.backbone.get_layer("conv1_conv").compute_dtype == "float32"
+    assert copy.backbone.get_layer("conv1_conv").compute_dtype == "float16" and not copy.backbone.trainable
     team.compile()
     team.fit(images(), np.arange(8) % 3, epochs=1, batch_size=4, verbose=0)
     team.save(tmp_path / "team.keras")

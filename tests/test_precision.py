@@ -18,15 +18,30 @@ def test_distillation_loss_is_finite_in_float16():
     assert np.isfinite(float(layer.losses[0])) and float(layer.losses[0]) > 0
 
 
+def test_team_dtype_leaves_the_callers_leader_unchanged():
+    """`Team(dtype=...)` sets the policy on copies, as `transfer(dtype=...)` does: the caller's leader keeps
+    its policies and weights, and the team starts from the same weights."""
+    leader = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=3, head=keras_team.heads.dense(3))
+    before = [w.copy() for w in leader.get_weights()]
+    team = Team(leader, dtype="mixed_bfloat16")
+    assert {layer.dtype_policy.name for layer in keras_team.graph.sublayers(leader)} == {"float32"}
+    assert team.leaders["leader"] is not leader
+    assert team.leaders["leader"].body.get_layer("conv1").compute_dtype == "bfloat16"
+    for old, new, copied in zip(before, leader.get_weights(), team.leaders["leader"].get_weights()):
+        np.testing.assert_array_equal(old, new)
+        np.testing.assert_array_equal(old, copied)
+    assert not team.leaders["leader"].body.trainable  # the copy keeps the frozen body
+
+
 @pytest.mark.large
 def test_team_computes_in_its_dtype_and_keeps_it_after_load(tmp_path):
     keras.utils.set_random_seed(0)
     leader = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=3, head=keras_team.heads.dense(3))
     team = Team(leader, [Follower(keras_team.zoo.mlp(3), tap="probs", distill={"temperature": 2.0})],
                 dtype="mixed_float16")
-    layer = leader.body.get_layer("conv1")
+    layer = team.leaders["leader"].body.get_layer("conv1")
     assert layer.compute_dtype == "float16" and layer.variable_dtype == "float32"
-    assert leader.head.get_layer("logits").compute_dtype == "float32"
+    assert team.leaders["leader"].head.get_layer("logits").compute_dtype == "float32"
     assert team.follower_graphs["mlp"].get_layer("distill").compute_dtype == "float16"
     x, y = np.random.default_rng(0).uniform(0, 16, (16, 8, 8, 1)).astype("float32"), np.arange(16) % 3
     outputs = team(x)

@@ -42,6 +42,22 @@ def test_train_and_test_subfolders_are_the_splits(tmp_path):
     assert len(task.splits["test"][1]) == 9 and len(task.splits["train"][1]) + len(task.splits["validation"][1]) == 30
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_validation_subfolder_is_the_validation_split(tmp_path, stream):
+    """train/, validation/ and test/: shots come from train/, validation is all of validation/ (its classes selected)."""
+    write_folder(tmp_path / "set" / "train", per_class=10)
+    write_folder(tmp_path / "set" / "validation", classes=("cat", "dog", "fox"), per_class=5, size=(10, 12))
+    for name in ("cat", "dog", "fox"):  # validation images are told apart by their blue channel
+        for file in (tmp_path / "set" / "validation" / name).iterdir():
+            Image.new("RGB", (12, 10), (0, 0, 255)).save(file)
+    write_folder(tmp_path / "set" / "test", per_class=3)
+    task = data.from_folder(tmp_path / "set", shots=2, classes=["dog", "fox"], stream=stream)
+    x_val, y_val = task.splits["validation"]
+    assert np.bincount(y_val).tolist() == [5, 5] and len(task.splits["train"][1]) == 4
+    if not stream:
+        assert np.all(x_val[..., 2] == 255) and not np.any(task.splits["train"][0][..., 2] == 255)
+
+
 def test_images_of_other_sizes_and_modes_are_brought_to_the_common_one(tmp_path):
     root = write_folder(tmp_path / "pets", per_class=8)
     Image.new("L", (20, 30), 7).save(root / "cat" / "odd.png")

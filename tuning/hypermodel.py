@@ -50,7 +50,7 @@ import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import TunerCallback
 
 from keras_team import heads
-from keras_team.cuts import CutPoint, cut_points
+from keras_team.cuts import CutPoint, cut_points, same_weights
 from keras_team.errors import KerasTeamError
 from keras_team.freezing import unfreeze
 from keras_team.heads import LOSS
@@ -87,8 +87,7 @@ def searchable_cuts(leader: keras.Model, allowed: Sequence[str] | None = None) -
         )
     if allowed is None:
         blocks = [c for c in cut_points(leader, view="blocks") if c.depth >= 1]
-        # Block outputs that keep the same weighted layers (a block and the pooling after it) are one choice: the last.
-        return [c for c, after in zip(blocks, [*blocks[1:], None]) if after is None or after.depth != c.depth]
+        return [group[-1] for group in same_weights(blocks)]  # cuts keeping the same weights are one choice
     names = [c.name for c in cuts]
     if isinstance(allowed, str):
         allowed = [allowed]

@@ -41,7 +41,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_team.app.config import default_config_text, json_schema_text, load_config
 from keras_team.errors import ExportFailed, KerasTeamError
-from keras_team.app.workspace import load_model
+from keras_team.files import load_model
 from keras_team.files import is_out_of_space
 
 USER_ERROR = 2
@@ -336,7 +336,7 @@ def _cuts(args) -> None:
     _start_tensorflow(args.verbose)
     from keras_team import graph, zoo
     from keras_team.app.recipe import load_leader
-    from keras_team.cuts import cut_points
+    from keras_team.cuts import cut_points, same_weights
 
     if args.leader in ZOO:
         leader = _zoo_leader(args.leader, args.input_shape, args.classes)
@@ -353,17 +353,20 @@ def _cuts(args) -> None:
                              "has a branch around it, as a team's members or a model with several outputs have)")
     if args.rank:
         return _rank_cuts(args, leader)
-    if not args.all:  # the block outputs, unless there are none (a model of one weighted layer)
-        cuts = cut_points(leader, view="blocks") or cuts
+    # Every cut with --all; else the block outputs (unless there are none: a model of one weighted layer),
+    # those that keep the same weights shown once, as the tuner tries them: the last, naming the others.
+    groups = None if args.all else same_weights(cut_points(leader, view="blocks"))
+    groups = groups or [[cut] for cut in cuts]
     calls = graph.layer_calls(leader)
-    rows = [("keep (name)", "keep (depth)", "output shape", "parameters kept")]
-    for cut in cuts:
+    rows = [("keep (name)", "keep (depth)", "output shape", "parameters kept", "same weights as")]
+    for *others, cut in groups:
         kept = {id(call.operation): call.operation for call in calls[: cut.position + 1]}  # a layer called twice counts once
         weights = sum(math.prod(w.shape) for op in kept.values() for w in getattr(op, "weights", ()))
-        rows.append((cut.name, str(cut.depth), str(cut.output_shape), f"{weights:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        rows.append((cut.name, str(cut.depth), str(cut.output_shape), f"{weights:,}", ", ".join(c.name for c in others)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(w) if i in (0, 2) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        print("  ".join(cell.ljust(w) if i in (0, 2, 4) else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
 
 
 def _rank_cuts(args, leader) -> None:
@@ -400,11 +403,11 @@ def _evaluate(args) -> None:
     from keras_team.team import Team
 
     _, target = load_tasks(config)
-    team = load_model(run_dir / "team.keras", "run_dir")
+    team = load_model(run_dir / "team.keras", compile=False, field="run_dir")
     if not isinstance(team, Team):
         raise KerasTeamError("run_dir", str(run_dir), f"a run whose team.keras holds a keras_team Team, not a {type(team).__name__}")
     baseline_path = run_dir / "baseline.keras"
-    baseline = load_model(baseline_path, "run_dir") if baseline_path.is_file() else None
+    baseline = load_model(baseline_path, compile=False, field="run_dir") if baseline_path.is_file() else None
     report = evaluate_team(team, target, split=args.split, baseline=baseline)
     print(format_table(report))
     print()

@@ -242,7 +242,7 @@ class TaskConfig(Section):
 
     name: Text = Field("digits", description="dataset: digits (bundled, offline), a TFDS name such as cifar10, "
                        "a .npz file (arrays x, y; optional x_test, y_test, class_names) or a folder of class "
-                       "subfolders of images (train/ and test/ subfolders are the splits when present)")
+                       "subfolders of images (train/ and test/ subfolders are the splits when present; validation/ too)")
     classes: Optional[Annotated[DistinctListOf[Union[Count, Text]], Field(min_length=1)]] = Field(
         None, description="labels or class names to keep, in this order (null: all)"
     )

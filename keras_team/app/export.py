@@ -37,7 +37,8 @@ import numpy as np
 
 from keras_team.app.config import load_config
 from keras_team.app.recipe import load_tasks
-from keras_team.app.workspace import check_writable, load_model
+from keras_team.app.workspace import check_writable
+from keras_team.files import load_model
 from keras_team.data import Task
 from keras_team.errors import ExportFailed, KerasTeamError
 from keras_team.export.formats import FORMATS, check_formats
@@ -282,7 +283,7 @@ def handle(args: argparse.Namespace) -> None:
         model, class_names, weights = read_run(run_dir)  # the weights the run's report chose
         names = {"class_names": class_names, "weights": weights}
     else:
-        model = load_model(model_file, "path", compile=False)  # exporting needs no optimizer
+        model = load_model(model_file, compile=False, field="path")  # exporting needs no optimizer
         names = labelled(model, target)
     split, examples, labels = verification_data(target)
     report = export_model(model, out_dir, name=args.name or name, formats=formats,

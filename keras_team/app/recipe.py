@@ -47,7 +47,8 @@ import tensorflow as tf
 from keras_team import caching, checkpoints, distribute, heads, probe, zoo
 from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
 from keras_team.app.progress import Output
-from keras_team.app.workspace import Workspace, WorkerSpace, load_model
+from keras_team.app.workspace import Workspace, WorkerSpace
+from keras_team.files import load_model
 from keras_team.caching import fit_follower
 from keras_team.cuts import CutPoint, cut_points, default_cut, resolve_cut
 from keras_team.data import Task, examples, load_task
@@ -214,7 +215,7 @@ def load_leader(path: str, task: Task | None, field: str = "leader.path") -> ker
     Given a `task` whose images differ from the leader's input, a `FitImages`
     step in front resizes and converts them inside the model (`zoo.fit_input`).
     """
-    leader = load_model(path, field)
+    leader = load_model(path, compile=False, field=field)
     if len(leader.inputs) != 1:
         raise KerasTeamError(field, path, f"a leader with one input, got {len(leader.inputs)} inputs")
     if task is None or tuple(leader.inputs[0].shape[1:]) == tuple(task.input_shape):
@@ -589,7 +590,7 @@ class Recipe:
                 "cut_ranking": [[s.cut.name, s.score] for s in ranking]}
 
     def _load(self, name: str) -> keras.Model:
-        return load_model(self.ws.model_path(name), "output_dir")
+        return load_model(self.ws.model_path(name), compile=False, field="output_dir")
 
     def _stage(self, stage: str, description: str, build, output: str) -> None:
         """Unless `stage` is done: seed it, `build()`, save the model as `output`, record the stage."""

@@ -35,7 +35,8 @@ import tensorflow as tf
 
 from keras_team.app.config import Config, load_config
 from keras_team.app.recipe import new_leader, is_pretrained, load_leader, load_tasks
-from keras_team.app.workspace import check_writable, load_model
+from keras_team.app.workspace import check_writable
+from keras_team.files import load_model
 from keras_team.data import Task, examples, memory_budget, streams
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, read_json_mapping, remove_temporaries, write_text
@@ -201,7 +202,7 @@ class TuneJob:
             return load_leader(self.config.leader.path, source)
         saved = self.root / LEADER
         if saved.is_file():
-            return load_model(saved, "tune.output_dir")
+            return load_model(saved, compile=False, field="tune.output_dir")
         if distributed.role() == "worker":
             raise KerasTeamError("leader.path", None, f"a trained leader for a worker: set leader.path, or start "
                                  f"the chief first (it writes {saved} in the shared directory)")

@@ -41,7 +41,6 @@ import os
 import pathlib
 import shutil
 import tempfile
-import traceback
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -345,40 +344,3 @@ class WorkerSpace(Workspace):
 
     def _save_state(self) -> None:
         pass  # the chief records the stages
-
-
-def load_model(path: str | os.PathLike, field: str, **options):
-    """`keras_team.load_model(path, **options)`, a file that is not a model, or one Keras cannot rebuild, an error on `field`.
-
-    Keras' own error is chained; one raised in the package's code is a bug
-    and passes unchanged.
-
-    Example:
-        >>> load_model("missing.keras", "leader.path")
-        Traceback (most recent call last):
-        ...
-        keras_team.errors.KerasTeamError: leader.path='missing.keras' is not valid: expected a readable Keras .keras model (no such file)
-    """
-    from keras_team import files
-
-    try:
-        return files.load_model(path, **options)
-    except KerasTeamError as error:
-        raise KerasTeamError(field, error.value, error.allowed) from error
-    except (TypeError, ValueError, KeyError) as error:  # what Keras raises for a file it cannot rebuild
-        if _raised_in_the_package(error):
-            raise
-        first = str(error).splitlines()[0] if str(error) else ""
-        raise KerasTeamError(field, str(path), f"a .keras model Keras can rebuild ({type(error).__name__}: "
-                             f"{first})") from error
-
-
-def _raised_in_the_package(error: BaseException) -> bool:
-    """Whether `error`, or an error it was raised from or during, came from a frame of the library's own code."""
-    while error is not None:
-        frames = traceback.walk_tb(error.__traceback__)
-        modules = {frame.f_globals.get("__name__", "") for frame, _ in frames}
-        if any(m.startswith("keras_team.") and m not in ("keras_team.files", __name__) for m in modules):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
