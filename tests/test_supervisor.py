@@ -118,3 +118,26 @@ def test_the_status_of_a_run_passes_through_and_the_pipe_is_not_inherited(tmp_pa
                               stdout=sink, timeout=60).returncode
     assert code == 3
     assert out.read_text() == "True False\n"  # supervised; the run's own children get no pipe
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child's parent-death signal is Linux's")
+def test_a_run_does_not_outlive_its_killed_supervisor():
+    child = "import os, time\nfrom keras_team.app import supervisor\nsupervisor.adopt()\nprint(os.getpid(), flush=True)\ntime.sleep(600)"
+    parent = subprocess.Popen([sys.executable, "-c", "import sys\nfrom keras_team.app import supervisor\n"
+                               f"supervisor.supervise([sys.executable, '-c', {child!r}], 600)"],
+                              stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)

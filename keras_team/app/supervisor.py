@@ -10,9 +10,9 @@ starts to wait (`joining`, with the workers) and when the cluster formed
 
 - says once what it waits for, and stops the child after `timeout` seconds
   with one line naming the workers that did not answer;
-- on SIGINT or SIGTERM, stops the child (at once while it waits; after the
+- on SIGINT, SIGTERM or SIGHUP, stops the child (at once while it waits; after the
   cluster formed, SIGTERM, which the child turns into KeyboardInterrupt, and
-  SIGKILL after `GRACE_SECONDS`) and exits with 130 or 143 and one line;
+  SIGKILL after `GRACE_SECONDS`) and exits with 130, 143 or 129 and one line;
 - otherwise exits with the child's status.
 
 Example:
@@ -35,17 +35,23 @@ from collections.abc import Callable, Iterator, Sequence
 CHANNEL = "_KERAS_TEAM_SUPERVISOR_FD"  # the child's environment: the pipe's file descriptor
 GRACE_SECONDS = 10.0  # after SIGTERM, before SIGKILL (the child finishes its step and removes its temporary files)
 POLL_SECONDS = 0.2
-INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}  # each stops the run: 128 + its number
 
 _channel: int | None = None  # in the child: where to say `joining` and `joined`
 
 
 def adopt() -> bool:
-    """In a supervised child: take the pipe from the environment (its own children do not inherit it); whether supervised."""
+    """In a supervised child: take the pipe from the environment (its own children do not inherit it) and, on Linux,
+    end with the supervisor should it be killed; whether supervised."""
     global _channel
     fd = os.environ.pop(CHANNEL, None)
     if fd is not None:
         _channel = int(fd)
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     return _channel is not None
 
 
