@@ -496,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run" and not args.dry_run and not supervised and (
             args.workers is not None or args.worker_index is not None or os.environ.get("TF_CONFIG")):
         commands["run"] = lambda args: _supervised_run(args, argv)
+    status = None
     try:
         status = commands[args.command](args)
     except ExportFailed as error:
