@@ -39,7 +39,7 @@ from keras_team.backend import require_tensorflow
 from keras_team.errors import KerasTeamError
 from keras_team.export.formats import QUANTIZATIONS
 from keras_team.export.signatures import DEFAULT_SIGNATURE, class_names_of, input_spec, members, write_archive
-from keras_team.files import TEMPORARY_PREFIX, write_bytes, write_text
+from keras_team.files import TEMPORARY_PREFIX, is_out_of_space, write_bytes, write_text
 CALIBRATION_EXAMPLES = 200
 _UNSUPPORTED_OP = re.compile(r"'(?:tf|tfl)\.(\w+)' op is neither a custom op nor a flex op")
 
@@ -99,8 +99,9 @@ def tflite_files(
 
     The model is traced and saved once for all of them (in a temporary
     folder next to the first file). Given a `failed` dict, a file that
-    cannot be made (a converter error, unusable calibration data) is left
-    out and its `KerasTeamError` stored there by path; the others are made.
+    cannot be made (a converter error, unusable calibration data, a full
+    disk) is left out and its `KerasTeamError` stored there by path; the
+    others are made.
 
     Example:
         >>> [path.name for path in tflite_files(model, {f"{tmp}/m.tflite": "float32", f"{tmp}/m-int8.tflite": "int8"},
@@ -137,8 +138,15 @@ def tflite_files(
                     raise _conversion_error(tmp, keys, error) from error
                 failed[path] = _conversion_error(tmp, keys, error)
                 continue
-            write_bytes(path, flatbuffer)
-            write_text(labels_path(path), labels)
+            try:
+                write_bytes(path, flatbuffer)
+                write_text(labels_path(path), labels)
+            except OSError as error:
+                if failed is None or not is_out_of_space(error):
+                    raise
+                failed[path] = KerasTeamError("disk", error.strerror, f"room for {pathlib.Path(path).name} "
+                                              "(free some space, or write the export to another disk)")
+                continue
             written.append(pathlib.Path(path))
     return written
 

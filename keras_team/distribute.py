@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -46,6 +45,7 @@ import tensorflow as tf
 from keras_team.backend import is_tensorflow, require_tensorflow
 from keras_team.checkpoints import BackupAndRestore
 from keras_team.errors import KerasTeamError
+from keras_team.tf_config import cluster_config  # noqa: F401  (TensorFlow-free, for the command line)
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -522,25 +522,3 @@ class _MultiWorkerLoop:
         if self.manager is not None and not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return history
-
-
-def cluster_config(workers: Sequence[str], index: int) -> str:
-    """The `TF_CONFIG` value of worker `index` of a cluster of `workers` ("host:port").
-
-    Worker 0 is the chief: it alone writes checkpoints and outputs.
-
-    Example:
-        >>> json.loads(cluster_config(["10.0.0.1:2222", "10.0.0.2:2222"], 1))["task"]
-        {'type': 'worker', 'index': 1}
-        >>> cluster_config(["10.0.0.1"], 0)
-        Traceback (most recent call last):
-        ...
-        keras_team.errors.KerasTeamError: workers='10.0.0.1' is not valid: expected two or more distinct HOST:PORT, comma-separated, the chief first (e.g. 10.0.0.1:2222,10.0.0.2:2222)
-    """
-    addresses = [re.fullmatch(r"([\w.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})", w) for w in workers]
-    if len(set(workers)) != len(workers) or len(workers) < 2 or not all(a and 0 < int(a[2]) < 2**16 for a in addresses):
-        raise KerasTeamError("workers", ",".join(workers), "two or more distinct HOST:PORT, comma-separated, the chief "
-                             "first (e.g. 10.0.0.1:2222,10.0.0.2:2222)")
-    if not 0 <= index < len(workers):
-        raise KerasTeamError("index", index, f"a worker index in 0..{len(workers) - 1}")
-    return json.dumps({"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": index}})

@@ -37,7 +37,8 @@ def main(record: str, fault: str, argv: list[str]) -> int:
     finally:
         arrays = {f"{name}|{i}": w for name, weights in saved.items() for i, w in enumerate(weights)}
         arrays.update({f"restored|{stage}": np.array(epoch) for stage, epoch in restored.items()})
-        np.savez(record, **arrays)
+        if arrays:  # the run's process, not its supervisor (which trains nothing)
+            np.savez(record, **arrays)
 
 
 if __name__ == "__main__":

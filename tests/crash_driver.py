@@ -50,7 +50,8 @@ def main(fault: str, argv: list[str]) -> int:
         os.kill(os.getpid(), signal.SIGKILL)
 
     keras.Model.save_weights = save_weights
-    return cli.main(argv)
+    sys.argv[1:] = argv  # as the command line (a run on a cluster starts this driver again as its child)
+    return cli.main()
 
 
 if __name__ == "__main__":

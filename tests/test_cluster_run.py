@@ -4,6 +4,7 @@ each saves (a non-chief worker saves only into the temporary folder it removes).
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -22,14 +23,15 @@ SETTINGS = ["leader.architecture=seed_cnn", "leader.epochs=1", "transfer.keep=3"
             "transfer.head.kind=dense", "transfer.learning_rate=0.003", "transfer.head.dropout=0",
             "transfer.head.hidden=[8]", "followers=[{name: mlp, epochs: 1}]", "baseline.epochs=1",
             "team.epochs=1", "data.target.shots=4", "data.source.shots=20"]
+KILLED = 128 + signal.SIGKILL  # the status of `keras-team run` whose run (its child process) was SIGKILLed
 MODELS = ("leader.keras", "stages/transfer.keras", "stages/followers.keras", "stages/team.keras", "baseline.keras")
 
 
-def _start(out, record, fault="none:-:0", workers=None, index=None, tmp=None, settings=SETTINGS):
+def _start(out, record, fault="none:-:0", workers=None, index=None, tmp=None, settings=SETTINGS, flags=("--quiet",)):
     cluster = ["--workers", workers, "--worker-index", str(index)] if workers else []
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, **({"TMPDIR": str(tmp)} if tmp else {}))
     env.pop("TF_CONFIG", None)
-    argv = ["run", "--quiet", "--output-dir", str(out), *[a for s in settings for a in ("--set", s)], *cluster]
+    argv = ["run", *flags, "--output-dir", str(out), *[a for s in settings for a in ("--set", s)], *cluster]
     return subprocess.Popen([sys.executable, "-m", "tests.cluster_driver", str(record), fault, *argv], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -53,7 +55,7 @@ def _cluster(out, tmp_path, name, faults=("none:-:0", "none:-:0"), settings=SETT
     for p, temp in zip(processes, temps):
         _, err = p.communicate(timeout=10)
         results.append((p.returncode, err))
-        if p.returncode != -signal.SIGKILL:  # a process that ended left nothing in its temporary folder
+        if p.returncode != KILLED:  # a process that ended left nothing in its temporary folder
             assert not list(temp.iterdir()), (p.returncode, list(temp.iterdir()))
     return results, [_load(r) if r.exists() else None for r in records], abs(ended[0] - ended[1])  # SIGKILL: none
 
@@ -103,7 +105,7 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_a_restart_resumes(clu
     # The chief is SIGKILLed at its 2nd checkpoint of the transfer stage (epoch 2 ends; epoch 1's is committed).
     results, _, seconds = _cluster(out, tmp_path, "killed", faults=("before:transfer:2", "none:-:0"))
     (chief_code, _), (worker_code, worker_err) = results
-    assert chief_code == -signal.SIGKILL
+    assert chief_code == KILLED
     assert worker_code == 2, worker_err[-3000:]
     last = worker_err.strip().splitlines()[-1]
     assert last.startswith("keras-team: error: workers=") and "/task:0" in last and "same command" in last, last
@@ -135,6 +137,57 @@ def test_the_default_team_trains_on_two_workers(tmp_path):
     assert {stages["transfer"]["l2"], stages["followers"]["probe"]["l2"]} <= {1e-4, 1e-3, 1e-2, 1e-1}
 
 
+def _lines_until(stream, phrase, seconds):
+    """The lines read from `stream` until one holds `phrase` (or `seconds` pass, or it ends)."""
+    lines, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline and select.select([stream], [], [], deadline - time.monotonic())[0]:
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line)
+        if phrase in line:
+            break
+    return lines
+
+
+@pytest.mark.large
+def test_a_chief_whose_worker_never_starts_stops_at_the_bound_with_one_line(tmp_path):
+    chief, worker = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    p = _start(tmp_path / "run", tmp_path / "r.npz", workers=f"{chief},{worker}", index=0,
+               flags=("--worker-timeout", "10"))
+    try:
+        out, err = p.communicate(timeout=240)  # today's main: waits for ever (the test fails here)
+    finally:
+        p.kill()
+    assert p.returncode == 2, err[-3000:]
+    assert f"waiting for workers 1 ({worker}) to join the cluster (at most 10 s: --worker-timeout)" in out
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"keras-team: error: workers 1 ({worker}) did not join within 10 s") and \
+        "--worker-timeout" in last, last
+    assert time.monotonic() - started < 200  # the bound, plus TensorFlow's start (not TensorFlow's own ~55 s bound)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.large
+def test_sigterm_while_the_chief_waits_stops_it_at_once_with_one_line(tmp_path):
+    chief, worker = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    p = _start(tmp_path / "run", tmp_path / "r.npz", workers=f"{chief},{worker}", index=0, flags=())
+    try:
+        lines = _lines_until(p.stdout, "waiting for workers", 180)
+        assert lines and "waiting for workers 1" in lines[-1], lines  # it waits, inside the strategy's creation
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == "keras-team: stopped by SIGTERM; run the same command again to resume"
+    from keras_team.app.supervisor import silent
+
+    assert silent(chief)  # the run itself (the child process) is gone too: nothing listens on its port
+    assert not (tmp_path / "run").exists()
+
+
 # --- the command line (fast) ------------------------------------------------
 @pytest.mark.parametrize("argv, phrase", [
     (["--workers", "127.0.0.1:2222,127.0.0.1:2223"], "--worker-index=None is not valid: expected set together with --workers"),
@@ -143,6 +196,10 @@ def test_the_default_team_trains_on_two_workers(tmp_path):
     (["--workers", "127.0.0.1:{taken},127.0.0.1:2223", "--worker-index", "0"], "expected a port free"),
     (["--workers", "127.0.0.1:2222,127.0.0.1:{free}", "--worker-index", "1", "--strategy", "default"],
      "distribute.strategy='default' is not valid: expected auto or multi_worker"),
+    (["--workers", "127.0.0.1:2222,127.0.0.1:{free}", "--worker-index", "1", "--worker-timeout", "0"],
+     "--worker-timeout=0.0 is not valid: expected a number of seconds above 0"),
+    (["--workers", "127.0.0.1:2222,127.0.0.1:{free}", "--worker-index", "1", "--worker-timeout", "nan"],
+     "--worker-timeout=nan is not valid"),
 ])
 def test_cluster_mistakes_are_one_line_before_anything_starts(argv, phrase, tmp_path, monkeypatch, capsys):
     from keras_team.app import cli

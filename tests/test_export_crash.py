@@ -213,21 +213,27 @@ def test_a_read_only_output_dir_is_one_line_before_any_work(run_dir, monkeypatch
 
 
 @pytest.mark.large  # an export round trip
-def test_a_full_disk_mid_export_is_one_line_naming_the_directory_and_bytes(run_dir, tmp_path, monkeypatch, capsys):
+def test_a_full_disk_on_one_litert_file_keeps_the_verified_artefacts(run_dir, tmp_path, monkeypatch, capsys):
     write_bytes = pathlib.Path.write_bytes
 
-    def full_for_tflite(path, data):
-        if path.name.endswith(".tflite"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def full_for_float32(path, data):  # the disk fills up while the float32 LiteRT file is written
+        if path.name.endswith(".float32.tflite"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return write_bytes(path, data)
 
-    monkeypatch.setattr(pathlib.Path, "write_bytes", full_for_tflite)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_for_float32)
     out = tmp_path / "export"
-    assert cli.main(["export", str(run_dir), "--output-dir", str(out), "--formats", "tflite"]) == cli.USER_ERROR
-    line = _error_line(capsys)
-    assert re.search(rf"out of space in {re.escape(str(out))} \(No space left on device; "
-                     r"[\d,]+ bytes needed\)", line), line
-    assert not (out / "litert").exists()
+    argv = ["export", str(run_dir), "--output-dir", str(out), "--formats", "saved_model,tflite,tflite-float16"]
+    assert cli.main(argv) == cli.EXPORT_FAILED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keras-team: export failed: artefact tflite-float32 (disk)=")
+    assert re.search(r"No space left on device; [\d,]+ bytes needed", err) and "team.float32.tflite" in err, err
+    assert _loadable_versions(out / "serving" / "team") == ["1"]  # verified before the full disk: published
+    assert (out / "litert" / "team.float16.tflite").is_file() and (out / "litert" / "team.float16.labels.txt").is_file()
+    assert not (out / "litert" / "team.float32.tflite").exists() and not _leftovers(out)
+    report = json.loads((out / "export_report.json").read_text())["artefacts"]
+    assert report["saved_model"]["passed"] and report["tflite-float16"]["passed"]
+    assert not report["tflite-float32"]["passed"] and "No space left" in report["tflite-float32"]["misses"][0]
 
 
 def test_a_refused_write_of_another_kind_is_not_hidden(monkeypatch):

@@ -206,3 +206,14 @@ def test_non_finite_inputs_name_the_split_and_the_file_not_the_learning_rate(tmp
     err = capsys.readouterr().err.strip()
     assert "data.target.name=" in err and "bad.npz" in err and "NaN or infinite" in err
     assert "learning_rate" not in err and "Traceback" not in err
+
+
+def test_a_folder_of_many_classes_with_two_images_each_names_the_data_not_an_internal_test_fraction(tmp_path, capsys):
+    from keras_team.app import cli
+
+    folder = write_folder(tmp_path / "many", classes=[f"c{i:02d}" for i in range(30)], per_class=2, size=(8, 8))
+    assert cli.main(["check", "--output-dir", str(tmp_path / "run"), "--set", f"data.target.name={folder}",
+                     "--set", "data.target.classes=null", "--set", "data.target.shots=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"keras-team: error: data.target.name={str(folder)!r}") and err.count("\n") == 0, err
+    assert "test split" in err and "test=" not in err and "Traceback" not in err

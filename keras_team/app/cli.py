@@ -46,7 +46,8 @@ from keras_team.files import is_out_of_space
 
 USER_ERROR = 2
 EXPORT_FAILED = 3  # `run` or `export`: an artefact failed; the trained run and the artefacts verified before it are kept
-INTERRUPTED = 130
+INTERRUPTED = 130  # Ctrl-C; 143: SIGTERM to a run on a cluster
+WORKER_TIMEOUT = 300.0  # seconds `run` waits for the other workers of its cluster
 # Zoo architecture -> the smallest height and width it takes (each 2x2 pooling halves them).
 ZOO = {"seed_cnn": 4, "residual_cnn": 2}
 # What a disk says when it refuses a write: full, over quota, read-only, not this user's.
@@ -82,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="check the config and print the plan, as `keras-team check`")
     run.add_argument("--strategy", help="overrides distribute.strategy: auto, default, mirrored or multi_worker")
     _cluster_arguments(run)
+    run.add_argument("--worker-timeout", type=float, default=WORKER_TIMEOUT, metavar="SECONDS",
+                     help="on a cluster: how long to wait for the other workers to join (default: %(default)g)")
 
     cuts = commands.add_parser("cuts", help="list a leader's block outputs, or with --all every cut (for transfer.keep)")
     cuts.add_argument("leader", help=f"a .keras file, a zoo architecture ({', '.join(ZOO)}) "
@@ -129,12 +132,10 @@ def _cluster_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--worker-index", type=int, help="with --workers: this machine's place in that list (0: the chief)")
 
 
-def _join_cluster(args):
-    """Set `TF_CONFIG` from `--workers`/`--worker-index`; the cluster this process joins (None: one machine).
-
-    This worker's port must be free here (checked as `keras-team tune` checks its oracle's port).
-    """
-    from keras_team import distribute
+def _cluster_flags(args) -> None:
+    """Set `TF_CONFIG` from `--workers`/`--worker-index` (without TensorFlow); this worker's port must be free here
+    (checked as `keras-team tune` checks its oracle's port)."""
+    from keras_team.tf_config import cluster_config
     from keras_team.tuning.distributed import check_port
 
     if (args.workers is None) != (args.worker_index is None):
@@ -143,14 +144,39 @@ def _join_cluster(args):
     if args.workers is not None:
         workers = [w.strip() for w in args.workers.split(",")]
         try:
-            os.environ["TF_CONFIG"] = distribute.cluster_config(workers, args.worker_index)
+            os.environ["TF_CONFIG"] = cluster_config(workers, args.worker_index)
         except KerasTeamError as error:
             raise KerasTeamError("--worker-index" if error.field == "index" else "--workers", error.value,
                                  error.allowed) from None
+        check_port("0.0.0.0", int(workers[args.worker_index].rsplit(":", 1)[1]), "--workers")
+
+
+def _join_cluster(args):
+    """Set `TF_CONFIG` from `--workers`/`--worker-index`; the cluster this process joins (None: one machine)."""
+    from keras_team import distribute
+    from keras_team.tuning.distributed import check_port
+
+    _cluster_flags(args)
     here = distribute.cluster()
-    if here is not None:
+    if here is not None and args.workers is None:  # a TF_CONFIG of the environment
         check_port("0.0.0.0", int(here.workers[here.index].rsplit(":", 1)[1]), "--workers")
     return here
+
+
+def _supervised_run(args, argv: Sequence[str] | None) -> int:
+    """`run` on a cluster: the checks that need no TensorFlow, then the run itself as a child process whose wait for
+    the other workers is bounded by `--worker-timeout` and which SIGINT/SIGTERM stop (`keras_team.app.supervisor`)."""
+    from keras_team.app import supervisor
+
+    if not (math.isfinite(args.worker_timeout) and args.worker_timeout > 0):
+        raise KerasTeamError("--worker-timeout", args.worker_timeout, "a number of seconds above 0, e.g. 600")
+    config = _config(args)
+    _cluster_flags(args)
+    config.distribute.check_cluster()
+    # The same program again (the console script, `python -m ...`, a test driver); from Python, the CLI module.
+    command = [sys.executable, *(sys.orig_argv[1:] if argv is None else ["-m", "keras_team.app.cli", *argv])]
+    say = (lambda _: None) if args.quiet else (lambda line: print(line, flush=True))
+    return supervisor.supervise(command, args.worker_timeout, say)
 
 
 def _export_arguments(commands) -> None:
@@ -453,7 +479,10 @@ def refused_write(error: OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `keras-team` with `argv` (default: the command line); the exit status (see `keras_team_cli`)."""
+    from keras_team.app import supervisor
+
     args = _parser().parse_args(argv)
+    supervised = supervisor.adopt()  # this process is the run that a supervisor started
     backend = os.environ["KERAS_BACKEND"]
     if backend != "tensorflow" and args.command not in ("init", "schema"):
         print(f"keras-team: error: KERAS_BACKEND={backend!r} is not valid: expected tensorflow, the backend "
@@ -464,8 +493,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"init": _init, "check": _check, "run": _run, "cuts": _cuts, "evaluate": _evaluate,
                 "schema": lambda _: print(json_schema_text(), end=""), "export": _export, "tune": _tune,
                 "predict": _predict}
+    if args.command == "run" and not args.dry_run and not supervised and (
+            args.workers is not None or args.worker_index is not None or os.environ.get("TF_CONFIG")):
+        commands["run"] = lambda args: _supervised_run(args, argv)
+    status = None
     try:
-        commands[args.command](args)
+        status = commands[args.command](args)
     except ExportFailed as error:
         print(f"keras-team: export failed: {error}", file=sys.stderr)
         return EXPORT_FAILED
@@ -480,9 +513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"keras-team: error: {refused_write(error)}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
-        print("\nkeras-team: interrupted; run the same command again to resume", file=sys.stderr)
+        if not supervised:  # else the supervisor says it
+            print("\nkeras-team: interrupted; run the same command again to resume", file=sys.stderr)
         return INTERRUPTED
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -463,6 +463,19 @@ class DistributeConfig(Section):
         "auto", description="training batches run per call into TensorFlow; auto: 10 when an epoch has 50 "
         "batches or more, else 1 (keras_team.distribute.steps_per_execution, measured)")
 
+    def check_cluster(self) -> None:
+        """Refuse a strategy other than auto or multi_worker for a run that joins a cluster.
+
+        Example:
+            >>> DistributeConfig(strategy="default").check_cluster()
+            Traceback (most recent call last):
+            ...
+            keras_team.errors.KerasTeamError: distribute.strategy='default' is not valid: expected auto or multi_worker when TF_CONFIG or --workers names a cluster
+        """
+        if self.strategy not in ("auto", "multi_worker"):
+            raise KerasTeamError("distribute.strategy", self.strategy,
+                                 "auto or multi_worker when TF_CONFIG or --workers names a cluster")
+
 
 class SearchSpaceConfig(Section):
     """What ``keras-team tune`` may choose; each list is the values of one KerasTuner ``hp.Choice``."""

@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from keras_team import caching, checkpoints, distribute, heads, probe, zoo
 from keras_team.app.config import Config, DataConfig, TaskConfig, TeamLeaderConfig, TransferConfig, stage_suffix
+from keras_team.app import supervisor
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace, WorkerSpace
 from keras_team.files import load_model
@@ -911,9 +912,7 @@ def run(config: Config, *, output: Output | None = None) -> dict:
         $ python -c "from keras_team.app import config, recipe; recipe.run(config.load_config())"
     """
     if distribute.cluster() is not None:
-        if config.distribute.strategy not in ("auto", "multi_worker"):
-            raise KerasTeamError("distribute.strategy", config.distribute.strategy,
-                                 "auto or multi_worker when TF_CONFIG or --workers names a cluster")
+        config.distribute.check_cluster()
         return run_in_cluster(config, output=output)
     workspace = Workspace.prepare(config.output_dir, config, reads=leader_paths(config))
     if config.deterministic:
@@ -940,7 +939,8 @@ def run_in_cluster(config: Config, *, output: Output | None = None) -> dict | No
         $ keras-team run --config my.yaml --workers 10.0.0.1:2222,10.0.0.2:2222 --worker-index 0
     """
     here = distribute.cluster()
-    strategy = distribute.choose_strategy("multi_worker")  # first: it starts TensorFlow's runtime
+    with supervisor.joining(here.workers, here.index):  # `keras-team run` bounds this wait
+        strategy = distribute.choose_strategy("multi_worker")  # first: it starts TensorFlow's runtime
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     with distribute.worker_failures(",".join(here.workers)):
