@@ -64,6 +64,7 @@ import keras
 import numpy as np
 
 from keras_team.files import atomic_path, is_out_of_space, needing, remove_temporaries, write_text
+from keras_team.graph import start_fit_at
 
 METADATA = "training_metadata.json"
 EVERY_SECONDS = 5.0
@@ -159,7 +160,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_train_begin(self, logs=None):
         if self.initial_epoch is None:
             self.restore(self.model)
-        self.model._initial_epoch = self.initial_epoch  # where Keras' fit starts (as the parent sets it)
+        start_fit_at(self.model, self.initial_epoch)
         self._last_save = time.monotonic()
 
     def _load(self, model: keras.Model, weights: pathlib.Path, metadata: dict) -> None:
@@ -190,16 +191,16 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
     # --- save ------------------------------------------------------------
     def on_epoch_end(self, epoch, logs=None):
-        self._current_epoch = epoch + 1
-        self._last_batch_seen = 0
-        last = self.delete_checkpoint and self._current_epoch >= (self.params or {}).get("epochs", math.inf)
+        done = epoch + 1
+        last = self.delete_checkpoint and done >= (self.params or {}).get("epochs", math.inf)
         if not last and time.monotonic() - self._last_save >= self.every_seconds:  # the last is deleted at once
-            self._save_model()
+            self._write(done)
 
-    def _save_model(self):
+    def _write(self, done: int) -> None:
+        """Commit the checkpoint of the `done` epochs that ran."""
         self.directory.mkdir(parents=True, exist_ok=True)
         previous, _ = _read_metadata_quietly(self.directory)
-        name = f"epoch-{self._current_epoch}.weights.h5"
+        name = f"epoch-{done}.weights.h5"
         target = self.directory / name
         need = self._bytes_needed(previous)
         if shutil.disk_usage(self.directory).free < need:  # h5py may crash on a full disk: do not start
@@ -209,7 +210,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 self.model.save_weights(tmp)
             size = target.stat().st_size
             seeds = [np.asarray(v).tolist() for v in _seed_states(self.model)]
-            write_text(self.directory / METADATA, json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen,
+            write_text(self.directory / METADATA, json.dumps({"epoch": done, "batch": 0,
                                                               "weights": name, "bytes": size, "seeds": seeds}))
         except OSError as error:
             full = is_out_of_space(error) or shutil.disk_usage(self.directory).free < need  # h5py may drop errno

@@ -1,12 +1,14 @@
-"""The one adapter to Keras' private graph internals.
+"""The one adapter to Keras' private internals: the functional graph, and the epoch a fit starts at.
 
 A functional model's graph is reached through private attributes
 (`_keras_history`, `_inbound_nodes`) and Keras' own `Node` objects. Every use
 of them lives in this module, so a Keras upgrade that moves them breaks one
 file. The rest of the package sees `Call`s: an operation (a layer, or a
 `keras.ops` function such as `keras.ops.relu`) with its input and output
-tensors. Importing it warns (a `RuntimeWarning`) under a Keras version whose
-internals it was not read for (`TESTED`).
+tensors. A callback that resumes a fit sets where it starts with
+`start_fit_at` (what Keras' own `BackupAndRestore` does). Importing it warns
+(a `RuntimeWarning`) under a Keras version whose internals it was not read
+for (`TESTED`).
 
 Example:
     >>> import keras
@@ -29,7 +31,8 @@ import keras
 from keras.src.backend.common import global_state
 
 TESTED = ("3.15.",)
-"""The Keras versions whose private graph internals (`_keras_history`, `_inbound_nodes`, `Node`, `global_state`) this module was read for."""
+"""The Keras versions whose private internals (`_keras_history`, `_inbound_nodes`, `Node`, `global_state`,
+`Functional._run_through_graph`, `Layer._flatten_layers`, `Trainer._initial_epoch`) this module was read for."""
 
 
 def check_version(version: str) -> bool:
@@ -41,13 +44,30 @@ def check_version(version: str) -> bool:
     """
     if version.startswith(TESTED):
         return True
-    warnings.warn(f"keras_team reads Keras' functional graph through private attributes, read for Keras "
-                  f"{', '.join(v + 'x' for v in TESTED)}; this is {version}: cuts may fail if they moved",
+    warnings.warn(f"keras_team reads Keras' functional graph and sets a resumed fit's first epoch through private "
+                  f"attributes, read for Keras {', '.join(v + 'x' for v in TESTED)}; this is {version}: cuts and "
+                  "resumed fits may fail if they moved",
                   RuntimeWarning, stacklevel=2)
     return False
 
 
 check_version(keras.__version__)
+
+
+def start_fit_at(model: keras.Model, epoch: int) -> None:
+    """Make the `fit` now starting (from a callback's `on_train_begin`) start at `epoch`, as Keras' own
+    `BackupAndRestore` does: Keras offers a callback no public way. 0 leaves `fit`'s `initial_epoch`.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> class Resume(keras.callbacks.Callback):
+        ...     def on_train_begin(self, logs=None):
+        ...         start_fit_at(self.model, 2)
+        >>> model.fit(np.ones((2, 1)), np.ones((2, 1)), epochs=3, verbose=0, callbacks=[Resume()]).epoch
+        [2]
+    """
+    model._initial_epoch = epoch or None  # read once by `fit` after `on_train_begin`; None: fit's own
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -1,9 +1,8 @@
 """The core on the Keras backend that KERAS_BACKEND names, and TensorFlow-only parts refused in one line.
 
 Run by tests/test_backends.py in a subprocess (the backend is fixed when Keras
-is imported): ``KERAS_BACKEND=jax python -m tests.backend_driver [--all]``.
-By default only what once failed off TensorFlow (the tap cache's fit, the
-tuner's feature cache, the refusals); ``--all`` adds the Team's fit, save,
+is imported): ``KERAS_BACKEND=jax python -m tests.backend_driver``: the tap
+cache's fit, the tuner's feature cache, the refusals, the Team's fit, save,
 load and `keras_team.predict`, and a KerasTuner search. Prints ``ok
 <backend>`` when every check holds.
 """
@@ -11,7 +10,6 @@ load and `keras_team.predict`, and a KerasTuner search. Prints ``ok
 import json
 import os
 import pathlib
-import sys
 import tempfile
 
 import keras
@@ -37,7 +35,7 @@ def refused(call, feature: str) -> None:
         raise AssertionError(f"{feature} ran on {keras.backend.backend()}")
 
 
-def main(everything: bool) -> None:
+def main() -> None:
     assert keras.backend.backend() == os.environ["KERAS_BACKEND"]
     tmp = pathlib.Path(tempfile.mkdtemp())
     x, y = blobs(n=32)
@@ -57,27 +55,26 @@ def main(everything: bool) -> None:
     refused(lambda: keras_team.export.tflite(team, tmp / "team.tflite"), "LiteRT")
     refused(lambda: distribute.choose_strategy("mirrored"), "mirrored")
 
-    if everything:
-        kept = leader.get_weights()
-        team.compile()
-        team.fit(x, y, epochs=1, batch_size=16, verbose=0)
-        assert all(np.array_equal(a, b) for a, b in zip(kept, leader.get_weights())), "the caller's leader changed"
-        team.save(tmp / "team.keras")
-        loaded = keras.models.load_model(tmp / "team.keras")
-        expected, got = team.predict(x, verbose=0), loaded.predict(x, verbose=0)
-        assert all(np.allclose(expected[name], got[name], atol=1e-5) for name in expected)
+    kept = leader.get_weights()
+    team.compile()
+    team.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(kept, leader.get_weights())), "the caller's leader changed"
+    team.save(tmp / "team.keras")
+    loaded = keras.models.load_model(tmp / "team.keras")
+    expected, got = team.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    assert all(np.allclose(expected[name], got[name], atol=1e-5) for name in expected)
 
-        (tmp / "report.json").write_text(json.dumps({"class_names": list("abcde"), "ensemble": {}}))
-        np.savez(tmp / "new.npz", x=x[:3])
-        assert [len(p.classes) for p in keras_team.predict(tmp, tmp / "new.npz", top=2)] == [2, 2, 2]
+    (tmp / "report.json").write_text(json.dumps({"class_names": list("abcde"), "ensemble": {}}))
+    np.savez(tmp / "new.npz", x=x[:3])
+    assert [len(p.classes) for p in keras_team.predict(tmp, tmp / "new.npz", top=2)] == [2, 2, 2]
 
-        # a search whose trials train on this backend, its best model taking raw inputs
-        tuner = make_tuner(TransferHyperModel(leader, 5, cuts=["fc1"]), max_trials=1, directory=tmp / "tune",
-                           progress=False)
-        tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
-        assert tuner.get_best_models()[0].predict(x, verbose=0).shape == (32, 5)
+    # a search whose trials train on this backend, its best model taking raw inputs
+    tuner = make_tuner(TransferHyperModel(leader, 5, cuts=["fc1"]), max_trials=1, directory=tmp / "tune",
+                       progress=False)
+    tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert tuner.get_best_models()[0].predict(x, verbose=0).shape == (32, 5)
     print("ok", keras.backend.backend())
 
 
 if __name__ == "__main__":
-    main("--all" in sys.argv[1:])
+    main()

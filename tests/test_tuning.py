@@ -561,3 +561,21 @@ def test_a_plain_keras_tuner_search_with_its_own_loop_is_untouched_by_the_packag
     tuner.search(x, y)
     best = tuner.get_best_models()[0]  # the checkpoint KerasTuner's SaveBestEpoch wrote at the best epoch
     assert best.predict(x, verbose=0).shape == (4, 2)
+
+
+@pytest.mark.large
+def test_get_best_models_loads_the_best_epochs_weights_without_keras_optimizer_warning(seed_leader, digits, tmp_path):
+    """A fine-tuned trial's optimizer is built; the rebuilt best model's is not: Keras warned that it skipped
+    loading the optimizer. The best model scores the trial's best validation loss (the best epoch's weights)."""
+    _, (x, y), validation = digits
+    hypermodel = TransferHyperModel(seed_leader, 5, cuts=["fc1"], max_unfreeze=1, head_layers=[0], run_eagerly=True)
+    tuner = make_tuner(hypermodel, objective="val_loss", max_trials=1, directory=tmp_path, progress=False,
+                       hyperparameters=_fixed(unfreeze=1))
+    tuner.search(x, y, validation_data=validation, epochs=4, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        best = tuner.get_best_models()[0]
+    assert not [str(w.message) for w in caught if "Skipping variable loading" in str(w.message)]
+    trial = tuner.oracle.get_best_trials(1)[0]
+    assert best.evaluate(*validation, verbose=0, return_dict=True)["loss"] == pytest.approx(trial.score, rel=1e-5)
+    assert int(best.optimizer.iterations) == 0  # compiled as `build` makes it, ready to retrain

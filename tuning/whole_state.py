@@ -9,8 +9,15 @@ overrides on their own tuner and oracle objects: KerasTuner itself, and any
 other search in the process, are left as they are. A remote directory
 (`gs://...`) is written by KerasTuner's own `tf.io.gfile` writer.
 
+A trial's checkpoint holds its best epoch's model weights only, and
+`get_best_models()` (the public `Tuner.load_model`) loads them into the model
+`build` makes, with its fresh optimizer: KerasTuner's checkpoint also holds the
+optimizer's state of the trial's last phase, which a rebuilt model's unbuilt
+optimizer cannot take ("Skipping variable loading for optimizer").
+
 The overridden methods (`Oracle._save_trial`, `SaveBestEpoch._save_model`,
-`Tuner._build_and_fit_model`) are KerasTuner's private API, checked here
+`Tuner._build_and_fit_model`) and the names read (`Tuner._try_build`,
+`_get_checkpoint_fname`, `_get_tuner_fname`, `_is_worker`) are KerasTuner's private API, checked here
 against the versions this module was written for.
 
 Example:
@@ -28,6 +35,7 @@ import types
 import warnings
 import weakref
 
+import keras
 import keras_tuner as kt
 import numpy as np
 from keras_tuner.src import utils as kt_utils
@@ -94,7 +102,7 @@ class BestEpoch(tuner_utils.SaveBestEpoch):
         self.model.set_weights(self.best_weights)
         try:
             if _remote(self.filepath):
-                self.model.save_weights(self.filepath)
+                _weights_only(self.model).save_weights(self.filepath)
                 return
             needed = CHECKPOINT_OVERHEAD + sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in last)
             free = shutil.disk_usage(path.parent).free
@@ -102,10 +110,15 @@ class BestEpoch(tuner_utils.SaveBestEpoch):
                 raise OSError(errno.ENOSPC, f"No space left on device ({needed:,} bytes needed, {free:,} free)",
                               str(path.parent))
             with atomic_path(path) as tmp:
-                self.model.save_weights(tmp)
+                _weights_only(self.model).save_weights(tmp)
         finally:
             self.model.set_weights(last)
             self.best_weights = None
+
+
+def _weights_only(model: keras.Model) -> keras.Model:
+    """A model over `model`'s own layers without its optimizer: what it saves or loads is the weights only."""
+    return keras.Model(model.inputs, model.outputs)
 
 
 class WholeState:
@@ -132,3 +145,10 @@ class WholeState:
             self._best_epochs.setdefault(c, BestEpoch(c.objective, c.filepath))
             if type(c) is tuner_utils.SaveBestEpoch else c for c in kwargs.get("callbacks", [])]
         return super()._build_and_fit_model(trial, *args, **kwargs)
+
+    def load_model(self, trial):
+        """The trial's model as `build` makes it (compiled, a fresh optimizer) with its best epoch's weights."""
+        model = self._try_build(trial.hyperparameters)
+        with kt.engine.tuner.maybe_distribute(self.distribution_strategy):
+            _weights_only(model).load_weights(self._get_checkpoint_fname(trial.trial_id))
+        return model
