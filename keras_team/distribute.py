@@ -414,16 +414,58 @@ def fit(
         [0]
     """
     strategy = strategy_of(model)
-    if not _is_multi_worker(strategy):
-        callbacks = [*callbacks, *worker_callbacks]
-        if checkpoint_dir:
-            callbacks.append(BackupAndRestore(checkpoint_dir))
-        return model.fit(dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
-                         verbose=verbose, shuffle=False, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch)
-    return _MultiWorkerLoop(model, strategy, checkpoint_dir).fit(
-        dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
-        steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch, worker_callbacks=worker_callbacks,
-    )
+    with synchronized_batch_norm(model, strategy):
+        if not _is_multi_worker(strategy):
+            callbacks = [*callbacks, *worker_callbacks]
+            if checkpoint_dir:
+                callbacks.append(BackupAndRestore(checkpoint_dir))
+            return model.fit(dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks,
+                             verbose=verbose, shuffle=False, steps_per_epoch=steps_per_epoch,
+                             initial_epoch=initial_epoch)
+        return _MultiWorkerLoop(model, strategy, checkpoint_dir).fit(
+            dataset, epochs=epochs, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
+            steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch, worker_callbacks=worker_callbacks,
+        )
+
+
+def _batch_norms(layer: keras.Layer) -> Iterator[keras.layers.BatchNormalization]:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for inner in getattr(layer, "layers", ()):  # a model's layers, nested models included
+        yield from _batch_norms(inner)
+
+
+@contextlib.contextmanager
+def synchronized_batch_norm(model: keras.Model, strategy: tf.distribute.Strategy | None = None) -> Iterator[None]:
+    """Within the block, `model`'s batch norms take their batch statistics over the global batch, on several replicas.
+
+    Keras' `BatchNormalization` normalises each replica's share of a batch by
+    that share's own mean and variance and moves its moving statistics by
+    them, so under `MirroredStrategy` the replicas (and under
+    `MultiWorkerMirroredStrategy` the workers) end with different moving
+    statistics and gradients unlike one device's. Its own option
+    `synchronized=True` (TensorFlow) all-reduces them: every replica uses
+    the global batch's, as one device does. It is set for the block only
+    (the saved config keeps the user's setting); one replica: unchanged.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+        >>> with synchronized_batch_norm(model):
+        ...     model.layers[0].synchronized
+        False
+    """
+    strategy = strategy or strategy_of(model)
+    changed = ([bn for bn in _batch_norms(model) if not bn.synchronized]
+               if is_tensorflow() and strategy.num_replicas_in_sync > 1 else [])
+    for bn in changed:
+        bn.synchronized = True
+    if changed and getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)  # a step traced before would keep the per-replica statistics
+    try:
+        yield
+    finally:
+        for bn in changed:
+            bn.synchronized = False
 
 
 class _MultiWorkerLoop:

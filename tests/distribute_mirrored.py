@@ -29,8 +29,27 @@ def main(argv):
         history = team.fit(train, epochs=2, verbose=0, shuffle=False)
         result[name] = {"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"],
                         "weights": [w.tolist() for w in team.get_weights()]}
+    result["probe"] = {name: _probe(choose_strategy(name)) for name in ("default", "mirrored")}
     print("RESULT " + json.dumps(result), flush=True)
     return cli.main(argv) if argv else 0
+
+
+def _probe(strategy):
+    """The default team's linear probe head (`heads.probe`) fitted by `fit_probe` on fixed features under `strategy`."""
+    import keras
+
+    from keras_team import heads, probe
+    from tests.helpers import blobs
+
+    keras.utils.set_random_seed(0)
+    (x, y), (vx, vy) = blobs(40), blobs(41, seed=1)  # an odd validation split
+    x, vx = (a.reshape(len(a), -1).astype("float32") / 255 for a in (x, vx))
+    with strategy.scope():
+        head = heads.probe(5)
+        head.build((None, x.shape[1]))
+        fit = probe.fit_probe(head, (x, y), (vx, vy), epochs=30, batch_size=20, seed=0)
+    return {"l2": fit.l2, "scores": {str(k): list(v) for k, v in fit.scores.items()},
+            "weights": [w.tolist() for w in head.get_weights()]}
 
 
 if __name__ == "__main__":

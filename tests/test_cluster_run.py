@@ -127,7 +127,7 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_a_restart_resumes(clu
 def test_the_default_team_trains_on_two_workers(tmp_path):
     """The default config's members (a linear-probe head, the mlp and the linear probe follower), shorter stages."""
     settings = ["leader.epochs=1", "baseline.epochs=1", "followers.0.epochs=1", "data.source.shots=20"]
-    results, _, _ = _cluster(tmp_path / "run", tmp_path, "default", settings=settings)
+    results, (chief, worker), _ = _cluster(tmp_path / "run", tmp_path, "default", settings=settings)
     for code, err in results:
         assert code == 0, err[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -135,6 +135,12 @@ def test_the_default_team_trains_on_two_workers(tmp_path):
     stages = report["stages"]
     assert stages["transfer"]["replicas"] == stages["followers"]["probe"]["replicas"] == 2
     assert {stages["transfer"]["l2"], stages["followers"]["probe"]["l2"]} <= {1e-4, 1e-3, 1e-2, 1e-1}
+    # The residual leader's batch norms: statistics of the global batch, so both workers hold the same models
+    # (each its own batch share's made the leaders, transfer bodies and baselines differ).
+    names = [name for name in chief if name != "restored"]
+    assert {"leader.keras", "stages/transfer.keras", "stages/followers/probe.weights.h5"} <= set(names)
+    for name in names:
+        assert all(np.array_equal(a, b) for a, b in zip(chief[name], worker[name])), name
 
 
 def _lines_until(stream, phrase, seconds):
