@@ -365,6 +365,7 @@ def fit_follower(
 
 
 # --- the frozen part of a transferred model, computed once ---------------------------------------------------------
+EVAL_BATCH = 1024  # the validation batch of an in-memory feature cache: few steps per epoch
 FEATURES = "features"  # the key of the cached boundary output, and the name of the trained part's input
 
 
@@ -476,8 +477,17 @@ def cached_epochs(cache: TapCache, *, batch_size: int, seed: int | None, views: 
     order = order.batch(batch_size).repeat()
     if views > 1:
         order = order.enumerate().map(lambda j, rows: rows + (j // steps) % views * examples)
-    gather = _gatherer(cache, 1)
-    return order.skip(start * steps).map(lambda rows: _features(*gather(rows))).prefetch(tf.data.AUTOTUNE), steps
+    return order.skip(start * steps).map(_feature_gatherer(cache)).prefetch(tf.data.AUTOTUNE), steps
+
+
+def _feature_gatherer(cache: TapCache):
+    """Batch of row indices -> ``(features, labels)``: a graph gather from an in-memory cache, a read of a mapped one."""
+    features = cache.inputs[FEATURES]
+    if isinstance(features, np.memmap):  # on disk: read only the batch's rows
+        gather = _gatherer(cache, 1)
+        return lambda rows: _features(*gather(rows))
+    held, labels = tf.constant(features), tf.constant(cache.labels)  # in memory: no Python call per batch
+    return lambda rows: (tf.cast(tf.gather(held, rows), tf.float32), tf.gather(labels, rows))
 
 
 def _features(inputs: dict, labels: tuple):
@@ -567,7 +577,11 @@ def fit_transfer(
     validation_batches = None
     if validation is not None:
         held = cached(validation, "validation", 1)
-        validation_batches = cached_batches(held, outputs=1, batch_size=global_batch_size(batch_size, len(held.labels)))
+        in_memory = not isinstance(held.inputs[FEATURES], np.memmap)
+        size = min(len(held.labels), max(batch_size, EVAL_BATCH)) if in_memory else batch_size
+        validation_batches = cached_batches(held, outputs=1, batch_size=global_batch_size(size, len(held.labels)))
         validation_batches = validation_batches.map(_features)
+        if in_memory:  # few large batches, gathered once: each epoch's validation is a few steps
+            validation_batches = validation_batches.cache()
     return distributed_fit(split.top, stream, steps_per_epoch=steps, validation_data=validation_batches,
                            epochs=epochs, callbacks=callbacks, verbose=verbose, initial_epoch=start)
