@@ -279,6 +279,7 @@ def test_fine_tuning_on_the_boundary_cache_gives_the_full_forwards_trial(residua
         np.testing.assert_allclose(history[key], full_history[key], rtol=1e-4, atol=1e-5)
     again, _ = trial(cached)  # the next trial with this cut and depth reads the boundary back
     assert (cached.boundaries.hits, cached.boundaries.misses) == (2, 2)
+    assert len(cached._trainers) == 2  # the head, then the part above the boundary: each compiled once
     for a, b in zip(again.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

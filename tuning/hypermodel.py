@@ -511,13 +511,13 @@ class TransferHyperModel(kt.HyperModel):
                                            initial_epoch=initial_epoch, **common))
         if epochs > split and not session.stopped:
             unfreeze(model, top=settings["unfreeze"])
-            optimizer = keras.optimizers.Adam(settings["fine_tune_learning_rate"])
+            rate = settings["fine_tune_learning_rate"]
             frozen = split_frozen(model) if cacheable and model.inference_mode else None
             if frozen is not None:
-                histories.append(self._fine_tune_above_boundary(frozen, optimizer, x, y, validation_data,
+                histories.append(self._fine_tune_above_boundary(frozen, rate, x, y, validation_data,
                                                                 split, epochs, common))
             else:
-                model.compile(optimizer, LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
+                model.compile(keras.optimizers.Adam(rate), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
                 histories.append(plain_fit(model, x, y, validation_data=validation_data, epochs=epochs,
                                            initial_epoch=split, **common))
         session.end()
@@ -556,46 +556,44 @@ class TransferHyperModel(kt.HyperModel):
         verbose = 1 if common.get("verbose", "auto") == "auto" else common["verbose"]
         features, val_features = store.features_of(body, [x, validation_data[0]], verbose=verbose)
         self.last_cache = "hit" if store.hits == hits + 2 else "miss"
+        return self._fit_on_features(head, learning_rate, features, y, val_features, validation_data,
+                                     initial_epoch, split, common)
+
+    def _fit_on_features(self, part, learning_rate, features, y, val_features, validation_data, initial_epoch,
+                         epochs, common):
+        """Train `part` (the head, or the part above the freeze boundary) on cached `features`, in a `_HeadTrainer`."""
         common = dict(common)
         batch_size, shuffle = common.pop("batch_size"), common.pop("shuffle", True)
         weights = common.pop("sample_weight", None)
         train, steps = _batches((features, y) if weights is None else (features, y, weights), batch_size,
                                 shuffle=shuffle, seed=self.seed, repeat=True)
         validation = _validation_batches((val_features, *validation_data[1:]), batch_size)
-        trainer = self._head_trainer(head, features.shape[1:], steps)
-        trainer.start(head, learning_rate)
+        trainer = self._head_trainer(part, features.shape[1:], steps)
+        trainer.start(part, learning_rate)
         return trainer.model.fit(
             train, steps_per_epoch=steps, validation_data=validation,
-            epochs=split, initial_epoch=initial_epoch, shuffle=False,
-            **{**common, "callbacks": [_CopyWeights(trainer.head, head), *common["callbacks"]]},
+            epochs=epochs, initial_epoch=initial_epoch, shuffle=False,
+            **{**common, "callbacks": [_CopyWeights(trainer.head, part), *common["callbacks"]]},
         )
 
-    def _fine_tune_above_boundary(self, frozen: FrozenSplit, optimizer, x, y, validation_data, split, epochs,
+    def _fine_tune_above_boundary(self, frozen: FrozenSplit, learning_rate, x, y, validation_data, split, epochs,
                                   common):
         """The fine-tune phase on the frozen part's output: only the unfrozen blocks and the head run each step.
 
         The part below the freeze boundary (`keras_team.caching.split_frozen`)
         is frozen and in inference mode, so its output on the trial's data is
         computed once and kept in `self.boundaries` (in memory, shared by the
-        trials with the same cut and unfreeze depth); `frozen.top` shares the
-        trial model's layers, so fitting it fine-tunes the model.
+        trials with the same cut and unfreeze depth); `frozen.top` holds the
+        trial model's own layers, so training it fine-tunes the model.
         """
         verbose = 1 if common.get("verbose", "auto") == "auto" else common["verbose"]
         features, val_features = self.boundaries.features_of(frozen.bottom, [x, validation_data[0]],
                                                               verbose=verbose)
-        common = dict(common)
-        batch_size, shuffle = common.pop("batch_size"), common.pop("shuffle", True)
-        weights = common.pop("sample_weight", None)
-        train, steps = _batches((features, y) if weights is None else (features, y, weights), batch_size,
-                                shuffle=shuffle, seed=self.seed, repeat=True)
-        frozen.top.compile(optimizer, LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly,
-                           steps_per_execution=steps)
-        return frozen.top.fit(train, steps_per_epoch=steps,
-                              validation_data=_validation_batches((val_features, *validation_data[1:]), batch_size),
-                              epochs=epochs, initial_epoch=split, shuffle=False, **common)
+        return self._fit_on_features(frozen.top, learning_rate, features, y, val_features, validation_data,
+                                     split, epochs, common)
 
     def _head_trainer(self, head: keras.Model, shape: tuple, steps: int) -> _HeadTrainer:
-        """The compiled head-on-features model for heads like `head` on features of `shape`, made once a search."""
+        """The compiled model on features of `shape` for parts like `head` (layers, trainable flags), made once a search."""
         layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
                   for layer in head.layers]
         key = (tuple(shape), steps, repr(layers))
@@ -605,14 +603,15 @@ class TransferHyperModel(kt.HyperModel):
 
 
 class _HeadTrainer:
-    """A head trained on cached features, compiled (and traced) once for every trial whose head has its structure.
+    """A head, or the part above the freeze boundary, trained on cached features: compiled (and traced) once for
+    every trial whose part has its structure.
 
-    A trial's own head is copied in (`start`: weights, dropout seed state, a
+    A trial's own part is copied in (`start`: weights, dropout seed state, a
     fresh optimizer state at the trial's rate), so training it here is
-    training that head from where its trial built it; `_CopyWeights` copies
+    training that part from where its trial left it; `_CopyWeights` copies
     the result back after every epoch. Each fit runs a whole epoch per
-    execution (`steps_per_execution`): the head is tiny and per-step
-    dispatch was most of its time.
+    execution (`steps_per_execution`): per-step dispatch was most of a
+    head's time.
     """
 
     def __init__(self, head: keras.Model, shape: tuple, metrics: list, steps: int, run_eagerly: bool):
