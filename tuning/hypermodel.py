@@ -53,7 +53,7 @@ from keras_team import heads
 from keras_team.caching import FrozenSplit, split_frozen
 from keras_team.cuts import CutPoint, cut_points, same_weights
 from keras_team.errors import KerasTeamError
-from keras_team.freezing import unfreeze
+from keras_team.freezing import unfreeze, units
 from keras_team.heads import LOSS
 from keras_team.transferability import CutScore, rank_cuts
 from keras_team.transfers import transfer
@@ -595,7 +595,7 @@ class TransferHyperModel(kt.HyperModel):
     def _head_trainer(self, head: keras.Model, shape: tuple, steps: int) -> _HeadTrainer:
         """The compiled model on features of `shape` for parts like `head` (layers, trainable flags), made once a search."""
         layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
-                  for layer in head.layers]
+                  for layer in units(head)]  # nested models opened: their own configs name their inputs afresh
         key = (tuple(shape), steps, repr(layers))
         if key not in self._trainers:
             self._trainers[key] = _HeadTrainer(head, shape, self.metrics, steps, self.run_eagerly)
