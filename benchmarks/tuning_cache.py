@@ -29,9 +29,19 @@ images (the digits upscaled, see follower_cache.py), trained briefly on
 digits 0-4 (untimed). Target: digits 5-9, train split grown by shifted
 copies. Offline only.
 
+With `--application MobileNetV3Small --data /work/data/patches`: that
+`keras.applications` leader (weights None) on the 64x64 photo patches,
+trained briefly on 8 photographs (untimed), and the hypermodel's default
+space on the 9 others (every block cut, head, rates, `unfreeze` 0-2 with
+its fine-tune rate): trials that fine-tune train the unfrozen blocks and the
+head on the frozen part's output below them (the boundary cache) with the
+cache, the full model without it.
+
 Run from the repository root:
 
     python benchmarks/tuning_cache.py          # writes benchmarks/results/tuning_cache.json
+    python benchmarks/tuning_cache.py --application MobileNetV3Small --data /work/data/patches
+                                               # writes benchmarks/results/tuning_cache_mobilenetv3small.json
 """
 
 from __future__ import annotations
@@ -67,6 +77,11 @@ from keras_team.tuning import search as search_module  # noqa: E402
 NAME = "tuning_cache"
 TARGET_SPEEDUP = 5.0
 CUTS = ("stem_relu", "pool1", "block2_out", "block3_out")
+# The photo patches' photographs: the leader's source task and the search's target (as transfer_cache.py).
+SOURCE = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel")
+TARGET = ("hubble", "ihc", "moon", "page", "retina", "rocket", "text", "clock", "cell")
+HYPERPARAMETERS = ("cut", "head_layers", "head_units", "dropout", "learning_rate", "unfreeze",
+                   "fine_tune_learning_rate")
 # A trial's parts: the function whose wall seconds are the part's (none calls another of them).
 PARTS = {
     "clear_session": (keras.backend, "clear_session"),
@@ -98,9 +113,21 @@ def time_parts() -> None:
     search_module._RecordsTrials.run_trial = timed_trial
 
 
+def tasks(args) -> tuple:
+    """The leader's source task and the search's target: upscaled digits, or the photo patches (`--data`)."""
+    if args.application:
+        return tuple(keras_team.data.from_folder(args.data, classes=list(classes), seed=args.seed,
+                                                 batch_size=args.batch_size) for classes in (SOURCE, TARGET))
+    return (image_task(range(5), seed=args.seed, batch_size=args.batch_size),
+            image_task(range(5, 10), seed=args.seed, batch_size=args.batch_size, copies=args.copies))
+
+
 def search(leader, target, cache, directory, args) -> tuple[float, float, list[dict]]:
-    hypermodel = TransferHyperModel(leader, target.num_classes, cuts=list(CUTS), head_layers=[0], dropout=[0.0],
-                                    learning_rate=[1e-3, 3e-3], max_unfreeze=0, cache=cache, seed=args.seed)
+    if args.application:  # the default space: every block, both phases
+        hypermodel = TransferHyperModel(leader, target.num_classes, cache=cache, seed=args.seed)
+    else:
+        hypermodel = TransferHyperModel(leader, target.num_classes, cuts=list(CUTS), head_layers=[0], dropout=[0.0],
+                                        learning_rate=[1e-3, 3e-3], max_unfreeze=0, cache=cache, seed=args.seed)
     tuner = make_tuner(hypermodel, max_trials=args.trials, directory=directory, seed=args.seed)
     SPLITS.clear()
     with stopwatch() as took:
@@ -133,12 +160,12 @@ def one_search(name: str, leader_path: str, args) -> dict:
     """One timed search (`name`: "cached" or "uncached") on the saved leader; this process's only search."""
     time_parts()
     leader = keras_team.load_model(leader_path)
-    target = image_task(range(5, 10), seed=args.seed, batch_size=args.batch_size, copies=args.copies)
+    target = tasks(args)[1]
     directory = pathlib.Path(leader_path).parent
     cache = FeatureCache(directory / "features") if name == "cached" else False
     wall, cpu, rows = search(leader, target, cache, directory / name, args)
     run = {"wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "cut_ranking": cut_ranking(rows),
-           "trials": [{k: row[k] for k in ("cut", "learning_rate", "score", "seconds", "cache", "time_split")}
+           "trials": [{k: row[k] for k in (*HYPERPARAMETERS, "score", "seconds", "cache", "time_split")}
                       for row in rows]}
     run["mean_time_split"] = {cache: mean_split(run["trials"], cache) for cache in ("hit", "miss", "off")}
     return run
@@ -152,13 +179,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--filters", default="32,64,128")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--application", help="a keras.applications leader (weights None) on --data, e.g. "
+                                              "MobileNetV3Small; the default space (both phases)")
+    parser.add_argument("--data", help="with --application: the photo patches folder (train/, test/)")
+    parser.add_argument("--leader-epochs", type=int, default=1, help="the leader's (untimed) training epochs")
     parser.add_argument("--repeats", type=int, default=3, help="pairs of searches; the figures are the median pair's")
-    parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"))
+    parser.add_argument("--output", help=f"default: {RESULTS}/{NAME}.json (_<application> with --application)")
     parser.add_argument("--search", choices=["cached", "uncached"], help=argparse.SUPPRESS)  # a child process's run
     parser.add_argument("--leader", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: the pairs of searches to run, an int >= 1")
+    if bool(args.application) != bool(args.data):
+        parser.error("--application and --data go together (a keras.applications leader on the photo patches)")
+    suffix = f"_{args.application.lower()}" if args.application else ""
+    args.output = args.output or str(RESULTS / f"{NAME}{suffix}.json")
     if args.search:
         write_json(args.output, one_search(args.search, args.leader, args))
         return {}
@@ -166,11 +201,15 @@ def main(argv=None) -> dict:
     load_before = load_average()
 
     keras.utils.set_random_seed(args.seed)
-    source = image_task(range(5), seed=args.seed, batch_size=args.batch_size)
-    target = image_task(range(5, 10), seed=args.seed, batch_size=args.batch_size, copies=args.copies)
-    leader = zoo.residual_cnn(target.input_shape, source.num_classes, filters=filters, name="leader")
+    source, target = tasks(args)
+    if args.application:
+        leader = zoo.application(args.application, target.input_shape, source.num_classes, weights=None)
+        described = f"{args.application}(weights=None), {'x'.join(map(str, target.input_shape))}"
+    else:
+        leader = zoo.residual_cnn(target.input_shape, source.num_classes, filters=filters, name="leader")
+        described = f"residual_cnn{filters}, 32x32x3"
     leader.compile("adam", LOSS)
-    leader.fit(source.dataset("train", training=True), epochs=1, verbose=0, shuffle=False)
+    leader.fit(source.dataset("train", training=True), epochs=args.leader_epochs, verbose=0, shuffle=False)
     sizes = {"train": len(target.splits["train"][1]), "validation": len(target.splits["validation"][1])}
     print(f"target: {sizes['train']} train, {sizes['validation']} validation images of {target.input_shape}")
 
@@ -179,7 +218,7 @@ def main(argv=None) -> dict:
         leader_path = pathlib.Path(tmp) / "leader.keras"
         leader.save(leader_path)
         shared = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k in
-                  ("trials", "epochs", "copies", "batch_size", "seed")]
+                  ("trials", "epochs", "copies", "batch_size", "seed", "application", "data") and v is not None]
         for repeat in range(args.repeats):
             pair = {}
             for name in ("cached", "uncached"):
@@ -195,18 +234,19 @@ def main(argv=None) -> dict:
     speedups = [pair["uncached"]["wall_seconds"] / pair["cached"]["wall_seconds"] for pair in pairs]
     runs = pairs[sorted(range(len(pairs)), key=speedups.__getitem__)[len(pairs) // 2]]
     speedup = statistics.median(speedups)
-    same_trials = [(t["cut"], t["learning_rate"]) for t in runs["cached"]["trials"]] == [
-        (t["cut"], t["learning_rate"]) for t in runs["uncached"]["trials"]]
+    same_trials = [[t[k] for k in HYPERPARAMETERS] for t in runs["cached"]["trials"]] == [
+        [t[k] for k in HYPERPARAMETERS] for t in runs["uncached"]["trials"]]
     result = {
         "benchmark": NAME,
         "what": "one RandomSearch (same seed, trials, epochs) with the feature cache vs without",
-        "leader": f"residual_cnn{filters}, 32x32x3", "data": sizes, "cuts": list(CUTS),
+        "leader": described, "data": sizes, "cuts": "the block view (default space)" if args.application else list(CUTS),
         "trials": args.trials, "epochs": args.epochs,
         "speedup_wall": round(speedup, 2),
         "speedup_wall_each_pair": [round(value, 2) for value in speedups],
         "speedup_cpu": round(runs["uncached"]["cpu_seconds"] / runs["cached"]["cpu_seconds"], 2),
         "target_speedup": TARGET_SPEEDUP, "meets_target": speedup >= TARGET_SPEEDUP,
         "same_trials": same_trials,
+        "fine_tune_trials": sum(1 for t in runs["cached"]["trials"] if t["unfreeze"]),
         "same_cut_ranking": runs["cached"]["cut_ranking"] == runs["uncached"]["cut_ranking"],
         "runs": runs,
         "machine": machine(load_before),

@@ -250,6 +250,40 @@ def test_a_trials_head_does_not_depend_on_the_trials_before_it(residual_leader, 
     assert history.history["val_accuracy"] == pytest.approx(alone_history.history["val_accuracy"])
 
 
+def test_fine_tuning_on_the_boundary_cache_gives_the_full_forwards_trial(residual_leader, digits):
+    """A fine-tune trial trains the unfrozen block and the head on the frozen part's output below them, computed once:
+    the same weights and validation figures as the trial run through the full model (same seed and batches)."""
+    _, (x, y), validation = digits
+
+    def trial(hypermodel):
+        hp = _values(hypermodel, cut="block2_out", unfreeze=2)
+        model = hypermodel.build(hp)
+        history = hypermodel.fit(hp, model, x, y, validation_data=validation, epochs=3, batch_size=8, shuffle=False,
+                                 verbose=0)
+        return model, history.history
+
+    def hypermodel(cache):
+        return TransferHyperModel(residual_leader, 5, cuts=["block2_out"], max_unfreeze=2, head_layers=[1],
+                                  head_units=[16], dropout=[0.0], learning_rate=[1e-2], fine_tune_learning_rate=[1e-2],
+                                  cache=cache)
+
+    cached = hypermodel(FeatureCache(dtype="float32"))
+    model, history = trial(cached)
+    full, full_history = trial(hypermodel(False))
+    assert (cached.boundaries.hits, cached.boundaries.misses) == (0, 2)  # training and validation, computed once
+    top = model.body.get_layer("block2_conv2")  # fine-tuned: it moved, the same way in both trials
+    assert not np.allclose(top.get_weights()[0], residual_leader.get_layer("block2_conv2").get_weights()[0])
+    for a, b in zip(model.get_weights(), full.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for key in ("val_loss", "val_accuracy", "loss"):
+        np.testing.assert_allclose(history[key], full_history[key], rtol=1e-4, atol=1e-5)
+    again, _ = trial(cached)  # the next trial with this cut and depth reads the boundary back
+    assert (cached.boundaries.hits, cached.boundaries.misses) == (2, 2)
+    assert len(cached._trainers) == 2  # the head, then the part above the boundary: each compiled once
+    for a, b in zip(again.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_the_cache_switches_off_for_the_real_reason_and_says_it(seed_leader, digits, capsys):
     _, (x, y), validation = digits
     hypermodel = TransferHyperModel(seed_leader, 5, cuts=["pool2"], max_unfreeze=0, run_eagerly=True)
@@ -288,6 +322,24 @@ def test_feature_cache_hits_misses_and_invalidation(seed_leader, digits, tmp_pat
     np.testing.assert_allclose(refreshed, changed.predict(x, verbose=0), rtol=1e-3, atol=1e-3)
     cache.features(keras_team.body(seed_leader, "fc1"), x)  # another cut
     assert cache.misses == 4
+
+
+def test_an_in_memory_cache_keeps_at_most_max_bytes_dropping_the_least_recently_used(seed_leader):
+    body = keras_team.body(seed_leader, "pool2")
+    x = [np.full((4, 8, 8, 1), value, "float32") for value in range(3)]
+    size = FeatureCache(dtype="float32").features(body, x[0]).nbytes
+    cache = FeatureCache(dtype="float32", max_bytes=2 * size)
+    cache.features(body, x[0]), cache.features(body, x[1])
+    cache.features(body, x[0])  # used again: x[1] is now the least recent
+    cache.features(body, x[2])  # a third does not fit: x[1]'s are dropped
+    assert (cache.hits, cache.misses) == (1, 3)
+    cache.features(body, x[0]), cache.features(body, x[2])
+    assert (cache.hits, cache.misses) == (3, 3)
+    recomputed = cache.features(body, x[1])
+    assert cache.misses == 4
+    np.testing.assert_allclose(recomputed, body.predict(x[1], verbose=0), rtol=1e-6, atol=1e-6)
+    everything = FeatureCache(dtype="float32", max_bytes=size).features_of(body, x)  # one call: all of it returned
+    assert [len(f) for f in everything] == [4, 4, 4]
 
 
 def test_feature_cache_shows_progress_only_when_asked_and_only_while_computing(seed_leader, capsys):

@@ -6,7 +6,8 @@ the same, so the cut's features are computed once per
 (kept weights, cut, data) and stored as float16 `.npy` files on disk (under
 the tuner's project directory, so a resumed search reuses them and deleting
 the search deletes them), read back memory-mapped; without a directory they
-are kept in memory, never in a temporary directory left behind. The key hashes the kept
+are kept in memory (up to `max_bytes`, the least recently used dropped
+first), never in a temporary directory left behind. The key hashes the kept
 part's weights and the examples' bytes, so a retrained leader, a fine-tuned
 body (a Hyperband trial resumed after fine-tuning) or other data is a miss,
 never a stale hit.
@@ -63,6 +64,9 @@ class FeatureCache:
         directory: where the `.npy` files go (created on first use); None
             keeps the features in this object's memory.
         dtype: storage dtype; float16 halves memory and disk.
+        max_bytes: in memory, the most bytes kept: past it the least
+            recently used features are dropped (recomputed when asked
+            again); None keeps everything.
 
     Attributes:
         hits, misses: lookups answered from the store / computed.
@@ -77,12 +81,14 @@ class FeatureCache:
         1
     """
 
-    def __init__(self, directory: str | os.PathLike | None = None, *, dtype: str = "float16"):
+    def __init__(self, directory: str | os.PathLike | None = None, *, dtype: str = "float16",
+                 max_bytes: int | None = None):
         self.directory = pathlib.Path(directory) if directory is not None else None
         self.dtype = np.dtype(dtype)
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
-        self._memory: dict[str, np.ndarray] = {}
+        self._memory: dict[str, np.ndarray] = {}  # in use order, the least recent first
 
     def key(self, body: keras.Model, x: np.ndarray) -> str:
         """The store key of `body`'s features on `x`: its weights, output layer and the data."""
@@ -123,7 +129,19 @@ class FeatureCache:
             progress = keras.utils.Progbar(sum(len(x) for _, x in missing), verbose=verbose, unit_name="example")
             for key, x in missing:
                 self._store(key, infer, x, progress)
-        return [self._load(key) for key in keys]
+        loaded = [self._load(key) for key in keys]
+        self._drop_beyond_budget(keep=set(keys))
+        return loaded
+
+    def _drop_beyond_budget(self, keep: set[str]) -> None:
+        """Drop the least recently used in-memory features (not those in `keep`) while over `max_bytes`."""
+        if self.max_bytes is None:
+            return
+        held = sum(values.nbytes for values in self._memory.values())
+        for key in [key for key in self._memory if key not in keep]:
+            if held <= self.max_bytes:
+                return
+            held -= self._memory.pop(key).nbytes
 
     def _stored(self, key: str) -> bool:
         return key in self._memory if self.directory is None else (self.directory / f"{key}.npy").is_file()
@@ -145,6 +163,7 @@ class FeatureCache:
 
     def _load(self, key: str) -> np.ndarray:
         if self.directory is None:
+            self._memory[key] = self._memory.pop(key)  # the most recently used last
             return self._memory[key]
         return np.load(self.directory / f"{key}.npy", mmap_mode="r")
 

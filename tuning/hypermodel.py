@@ -50,9 +50,10 @@ import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import TunerCallback
 
 from keras_team import heads
+from keras_team.caching import FrozenSplit, split_frozen
 from keras_team.cuts import CutPoint, cut_points, same_weights
 from keras_team.errors import KerasTeamError
-from keras_team.freezing import unfreeze
+from keras_team.freezing import unfreeze, units
 from keras_team.heads import LOSS
 from keras_team.transferability import CutScore, rank_cuts
 from keras_team.transfers import transfer
@@ -60,6 +61,9 @@ from keras_team.tuning.feature_cache import FeatureCache
 
 CACHE_DIRECTORY = "feature_cache"
 """The feature cache's folder inside a tuner's project directory."""
+
+BOUNDARY_CACHE_BYTES = 2**30
+"""Most bytes of fine-tune boundary features a hypermodel keeps in memory (least recently used dropped first)."""
 
 VALIDATION_BATCH_BYTES = 64 * 2**20
 """Largest batch of float32 validation features a head-on-features fit evaluates at once."""
@@ -335,6 +339,9 @@ class TransferHyperModel(kt.HyperModel):
         self.fine_tune_fraction = fine_tune_fraction
         self.metrics = list(metrics)
         self.cache = FeatureCache() if cache is True else (cache or None)
+        # The fine-tune phase's frozen part below the unfrozen blocks, by its weights, boundary and data.
+        self.boundaries = None if self.cache is None else FeatureCache(dtype=self.cache.dtype,
+                                                                       max_bytes=BOUNDARY_CACHE_BYTES)
         self._stores: dict[pathlib.Path, FeatureCache] = {}  # a search's cache, by tuner project directory
         self.seed = seed
         self.run_eagerly = run_eagerly
@@ -493,8 +500,9 @@ class TransferHyperModel(kt.HyperModel):
         histories = []
         self.last_cache = "off"
         model.stop_training = False
+        cacheable = self._cacheable(x, y, validation_data)
         if split > initial_epoch:
-            if self._cacheable(x, y, validation_data):
+            if cacheable:
                 histories.append(self._fit_head_on_features(
                     self._store(tuner), model, settings["learning_rate"], x, y, validation_data,
                     initial_epoch, split, common))
@@ -503,10 +511,15 @@ class TransferHyperModel(kt.HyperModel):
                                            initial_epoch=initial_epoch, **common))
         if epochs > split and not session.stopped:
             unfreeze(model, top=settings["unfreeze"])
-            model.compile(keras.optimizers.Adam(settings["fine_tune_learning_rate"]), LOSS, metrics=self.metrics,
-                          run_eagerly=self.run_eagerly)
-            histories.append(plain_fit(model, x, y, validation_data=validation_data, epochs=epochs,
-                                       initial_epoch=split, **common))
+            rate = settings["fine_tune_learning_rate"]
+            frozen = split_frozen(model) if cacheable and model.inference_mode else None
+            if frozen is not None:
+                histories.append(self._fine_tune_above_boundary(frozen, rate, x, y, validation_data,
+                                                                split, epochs, common))
+            else:
+                model.compile(keras.optimizers.Adam(rate), LOSS, metrics=self.metrics, run_eagerly=self.run_eagerly)
+                histories.append(plain_fit(model, x, y, validation_data=validation_data, epochs=epochs,
+                                           initial_epoch=split, **common))
         session.end()
         return _joined(histories)
 
@@ -543,24 +556,46 @@ class TransferHyperModel(kt.HyperModel):
         verbose = 1 if common.get("verbose", "auto") == "auto" else common["verbose"]
         features, val_features = store.features_of(body, [x, validation_data[0]], verbose=verbose)
         self.last_cache = "hit" if store.hits == hits + 2 else "miss"
+        return self._fit_on_features(head, learning_rate, features, y, val_features, validation_data,
+                                     initial_epoch, split, common)
+
+    def _fit_on_features(self, part, learning_rate, features, y, val_features, validation_data, initial_epoch,
+                         epochs, common):
+        """Train `part` (the head, or the part above the freeze boundary) on cached `features`, in a `_HeadTrainer`."""
         common = dict(common)
         batch_size, shuffle = common.pop("batch_size"), common.pop("shuffle", True)
         weights = common.pop("sample_weight", None)
         train, steps = _batches((features, y) if weights is None else (features, y, weights), batch_size,
                                 shuffle=shuffle, seed=self.seed, repeat=True)
         validation = _validation_batches((val_features, *validation_data[1:]), batch_size)
-        trainer = self._head_trainer(head, features.shape[1:], steps)
-        trainer.start(head, learning_rate)
+        trainer = self._head_trainer(part, features.shape[1:], steps)
+        trainer.start(part, learning_rate)
         return trainer.model.fit(
             train, steps_per_epoch=steps, validation_data=validation,
-            epochs=split, initial_epoch=initial_epoch, shuffle=False,
-            **{**common, "callbacks": [_CopyWeights(trainer.head, head), *common["callbacks"]]},
+            epochs=epochs, initial_epoch=initial_epoch, shuffle=False,
+            **{**common, "callbacks": [_CopyWeights(trainer.head, part), *common["callbacks"]]},
         )
 
+    def _fine_tune_above_boundary(self, frozen: FrozenSplit, learning_rate, x, y, validation_data, split, epochs,
+                                  common):
+        """The fine-tune phase on the frozen part's output: only the unfrozen blocks and the head run each step.
+
+        The part below the freeze boundary (`keras_team.caching.split_frozen`)
+        is frozen and in inference mode, so its output on the trial's data is
+        computed once and kept in `self.boundaries` (in memory, shared by the
+        trials with the same cut and unfreeze depth); `frozen.top` holds the
+        trial model's own layers, so training it fine-tunes the model.
+        """
+        verbose = 1 if common.get("verbose", "auto") == "auto" else common["verbose"]
+        features, val_features = self.boundaries.features_of(frozen.bottom, [x, validation_data[0]],
+                                                              verbose=verbose)
+        return self._fit_on_features(frozen.top, learning_rate, features, y, val_features, validation_data,
+                                     split, epochs, common)
+
     def _head_trainer(self, head: keras.Model, shape: tuple, steps: int) -> _HeadTrainer:
-        """The compiled head-on-features model for heads like `head` on features of `shape`, made once a search."""
+        """The compiled model on features of `shape` for parts like `head` (layers, trainable flags), made once a search."""
         layers = [(type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
-                  for layer in head.layers]
+                  for layer in units(head)]  # nested models opened: their own configs name their inputs afresh
         key = (tuple(shape), steps, repr(layers))
         if key not in self._trainers:
             self._trainers[key] = _HeadTrainer(head, shape, self.metrics, steps, self.run_eagerly)
@@ -568,14 +603,15 @@ class TransferHyperModel(kt.HyperModel):
 
 
 class _HeadTrainer:
-    """A head trained on cached features, compiled (and traced) once for every trial whose head has its structure.
+    """A head, or the part above the freeze boundary, trained on cached features: compiled (and traced) once for
+    every trial whose part has its structure.
 
-    A trial's own head is copied in (`start`: weights, dropout seed state, a
+    A trial's own part is copied in (`start`: weights, dropout seed state, a
     fresh optimizer state at the trial's rate), so training it here is
-    training that head from where its trial built it; `_CopyWeights` copies
+    training that part from where its trial left it; `_CopyWeights` copies
     the result back after every epoch. Each fit runs a whole epoch per
-    execution (`steps_per_execution`): the head is tiny and per-step
-    dispatch was most of its time.
+    execution (`steps_per_execution`): per-step dispatch was most of a
+    head's time.
     """
 
     def __init__(self, head: keras.Model, shape: tuple, metrics: list, steps: int, run_eagerly: bool):
