@@ -233,14 +233,14 @@ def cache_taps(
 
 
 def _cache_passes(compute, keys: list[str], dataset: tf.data.Dataset, *, views: int, directory, dtype: str,
-                  verbose: int, what: str, chunk: int = CHUNK_EXAMPLES) -> TapCache:
-    """`views` passes of `compute` (a batch of inputs -> a dict of arrays keyed by `keys`) over `dataset` in batches of `chunk`, stored by `_Store`."""
+                  verbose: int, what: str, chunk: int | None = None) -> TapCache:
+    """`views` passes of `compute` (a batch of inputs -> a dict of arrays keyed by `keys`) over `dataset` in batches of `chunk` (default `CHUNK_EXAMPLES`), stored by `_Store`."""
     store = _Store(keys, directory and os.fspath(directory), dtype, "dtype")
     progress = keras.utils.Progbar(None, verbose=verbose, unit_name="example")
     seen = 0
     try:
         for _ in range(views):
-            for x, y in dataset.unbatch().batch(chunk):
+            for x, y in dataset.unbatch().batch(chunk or CHUNK_EXAMPLES):
                 store.add(compute(x), np.asarray(y))
                 seen += len(y)
                 progress.update(seen)
