@@ -227,20 +227,21 @@ def cache_taps(
     leaders = list(follower.leaders or team.leaders)
     keys = sorted({tap_key(tap) for tap in follower.taps_needed()})
     reader = _tap_reader(team, leaders, keys)
-    return _cache_passes(reader, [f"{leader}_{key}" for leader in leaders for key in keys], dataset, views=views,
+    return _cache_passes(lambda x: reader.predict(x, batch_size=CACHE_BATCH, verbose=0),
+                         [f"{leader}_{key}" for leader in leaders for key in keys], dataset, views=views,
                          directory=directory, dtype=dtype, verbose=verbose, what=f"follower {name!r}")
 
 
-def _cache_passes(reader: keras.Model, keys: list[str], dataset: tf.data.Dataset, *, views: int, directory,
-                  dtype: str, verbose: int, what: str) -> TapCache:
-    """`views` passes of `reader` (a model whose outputs are a dict keyed by `keys`) over `dataset`, stored by `_Store`."""
+def _cache_passes(compute, keys: list[str], dataset: tf.data.Dataset, *, views: int, directory, dtype: str,
+                  verbose: int, what: str, chunk: int | None = None) -> TapCache:
+    """`views` passes of `compute` (a batch of inputs -> a dict of arrays keyed by `keys`) over `dataset` in batches of `chunk` (default `CHUNK_EXAMPLES`), stored by `_Store`."""
     store = _Store(keys, directory and os.fspath(directory), dtype, "dtype")
     progress = keras.utils.Progbar(None, verbose=verbose, unit_name="example")
     seen = 0
     try:
         for _ in range(views):
-            for x, y in dataset.unbatch().batch(CHUNK_EXAMPLES):
-                store.add(reader.predict(x, batch_size=CACHE_BATCH, verbose=0), np.asarray(y))
+            for x, y in dataset.unbatch().batch(chunk or CHUNK_EXAMPLES):
+                store.add(compute(x), np.asarray(y))
                 seen += len(y)
                 progress.update(seen)
         if not seen:
@@ -448,9 +449,12 @@ def cache_features(bottom: keras.Model, dataset: tf.data.Dataset, *, views: int 
         raise KerasTeamError("views", views, "an int >= 1")
     if dtype not in DTYPES:
         raise KerasTeamError("dtype", dtype, f"one of {', '.join(DTYPES)}")
-    reader = keras.Model(bottom.inputs, {FEATURES: bottom.outputs[0]}, name="feature_reader")
-    return _cache_passes(reader, [FEATURES], dataset, views=views, directory=directory, dtype=dtype,
-                         verbose=verbose, what="the frozen part")
+    # Called directly, batch by batch, in inference mode: no graph to trace (`predict` traced one per
+    # call, more than the frozen part's forward costs on a few-shot split); the batches are large enough
+    # for eager dispatch to cost little beside the convolutions.
+    return _cache_passes(lambda x: {FEATURES: keras.ops.convert_to_numpy(bottom(x, training=False))}, [FEATURES],
+                         dataset, views=views, directory=directory, dtype=dtype, verbose=verbose,
+                         what="the frozen part", chunk=CACHE_BATCH)
 
 
 def cached_epochs(cache: TapCache, *, batch_size: int, seed: int | None, views: int = 1,
@@ -511,7 +515,7 @@ def fit_transfer(
     dtype: str = "auto",
     callbacks: list | None = None,
     verbose: int | str = "auto",
-    steps_per_execution: int = 1,
+    steps_per_execution: int | str = "auto",
     jit_compile: bool | str = "auto",
 ) -> keras.callbacks.History:
     """Fit a transferred model's trainable part on its frozen part's output, computed once.
@@ -537,8 +541,10 @@ def fit_transfer(
             or partly unfrozen.
         train: batched `(x, y)` of raw inputs, read in order (`views` passes).
         validation: optional batched `(x, y)`.
-        epochs, optimizer, loss, metrics, callbacks, verbose,
-            steps_per_execution, jit_compile: as for `compile` and `fit`.
+        epochs, optimizer, loss, metrics, callbacks, verbose, jit_compile: as for `compile` and `fit`.
+        steps_per_execution: as for `compile`; "auto" trains a whole epoch of
+            the cache per call into TensorFlow (1 under a `tf.distribute`
+            strategy, and for a model with nothing to cache).
         batch_size: the global batch of the cached training stream.
         seed: seeds the reshuffle of every epoch (None: no shuffle).
         views: passes over `train` cached; epoch e reads pass e mod `views`.
@@ -557,14 +563,9 @@ def fit_transfer(
     options = {"loss": loss, "metrics": list(metrics), "steps_per_execution": steps_per_execution,
                "jit_compile": jit_compile}
     if split is None:  # nothing to cache
-        model.compile(optimizer, **options)
+        model.compile(optimizer, **{**options, "steps_per_execution": 1 if steps_per_execution == "auto" else steps_per_execution})
         return distributed_fit(model, train, validation_data=validation, epochs=epochs, callbacks=callbacks,
                                verbose=verbose)
-    split.top.compile(optimizer, **options)
-    start = 0
-    for callback in callbacks:  # positions the stream where a resumed fit starts
-        if isinstance(callback, BackupAndRestore):
-            start = max(start, restore(callback, split.top) if callback.initial_epoch is None else callback.initial_epoch)
     progress = verbose if verbose in (0, 2) else 1
 
     def cached(data, part, passes):
@@ -572,8 +573,15 @@ def fit_transfer(
         return cache_features(split.bottom, data, views=passes, directory=where, dtype=dtype, verbose=progress)
 
     features = cached(train, "train", views)
-    stream, steps = cached_epochs(features, batch_size=global_batch_size(batch_size, len(features.labels) // views),
-                                  seed=seed, views=views, start=start)
+    global_batch = global_batch_size(batch_size, len(features.labels) // views)
+    if steps_per_execution == "auto":  # a whole epoch per call (Keras 3.15's multi-step loop fails under a strategy)
+        steps_per_execution = 1 if tf.distribute.has_strategy() else math.ceil(len(features.labels) // views / global_batch)
+    split.top.compile(optimizer, **{**options, "steps_per_execution": steps_per_execution})
+    start = 0
+    for callback in callbacks:  # positions the stream where a resumed fit starts
+        if isinstance(callback, BackupAndRestore):
+            start = max(start, restore(callback, split.top) if callback.initial_epoch is None else callback.initial_epoch)
+    stream, steps = cached_epochs(features, batch_size=global_batch, seed=seed, views=views, start=start)
     validation_batches = None
     if validation is not None:
         held = cached(validation, "validation", 1)

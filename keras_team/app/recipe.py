@@ -552,6 +552,8 @@ class Recipe:
         views = min(views, epochs) if task.augment else 1
         train = task.dataset("train", training=True) if task.augment else task.dataset("train")
         options = self._compile_options(task)
+        if self.config.distribute.steps_per_execution == "auto":  # fit_transfer's: an epoch of the cache per call
+            options["steps_per_execution"] = "auto"
         checkpoint = self._checkpoint(stage)
         start = time.perf_counter()
         history = caching.fit_transfer(model, train, task.dataset("validation"), epochs=epochs,
