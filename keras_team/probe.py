@@ -186,7 +186,8 @@ def fit_probe(
     return ProbeFit(strength, score, scores)
 
 
-def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.Dataset, **kwargs: Any) -> ProbeFit:
+def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.Dataset, *,
+                   views: tf.data.Dataset | None = None, passes: int = 0, **kwargs: Any) -> ProbeFit:
     """`fit_probe` for follower `name` of `team` on its taps, each leader run once over each split.
 
     The follower's model should be linear (e.g. `keras_team.heads.dense(n)`,
@@ -197,6 +198,11 @@ def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.
         team: a `keras_team.Team`.
         name: the follower's name.
         train, validation: batched `(x, y)` of raw inputs.
+        views: an augmenting dataset of the training split (e.g. a task's
+            `dataset("train", training=True)` with `augment`): its taps over
+            `passes` passes join the training examples' (cached once; the
+            validation split is never augmented).
+        passes: how many augmented copies of the training split to add.
         **kwargs: as for `fit_probe` (`l2`, `epochs`, `learning_rate`, ...).
 
     Example (it trains once per strength; `tests/test_probe.py` runs it):
@@ -205,6 +211,12 @@ def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.
     """
     from keras_team.caching import cache_taps  # caching imports the team; the probe stands without it
 
-    train_taps = cache_taps(team, name, train, verbose=0)
+    if not isinstance(passes, int) or passes < 0 or (passes and views is None):
+        raise KerasTeamError("passes", passes, "an int >= 0, and views (an augmenting dataset) when it is > 0")
+    train_inputs, train_labels = cache_taps(team, name, train, verbose=0)
+    if passes:
+        extra_inputs, extra_labels = cache_taps(team, name, views, views=passes, verbose=0)
+        train_inputs = {key: np.concatenate([value, extra_inputs[key]]) for key, value in train_inputs.items()}
+        train_labels = np.concatenate([train_labels, extra_labels])
     validation_taps = cache_taps(team, name, validation, verbose=0)
-    return fit_probe(team.follower_graphs[name], tuple(train_taps), tuple(validation_taps), **kwargs)
+    return fit_probe(team.follower_graphs[name], (train_inputs, train_labels), tuple(validation_taps), **kwargs)
