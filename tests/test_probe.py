@@ -121,11 +121,13 @@ def test_probe_config_mistakes_are_one_line_errors_naming_the_field(capsys):
         "followers.0.l2": ["followers.0.l2=[]"],
         "transfer.head.l2": ["transfer.head.l2=[0.1, -1]"],
         "followers.0.kind": ["followers.0.kind=probe"],
+        "followers.0.augment": ["followers.0.augment=[shift]"],  # the mlp's: only a linear_probe takes copies
+        "followers.1.augment": ["followers.1.augment=[rotate]"],
     }
     for field, overrides in cases.items():
         with pytest.raises(KerasTeamError) as error:
             load_config(overrides=overrides)
-        path = field.replace(".0.", "[0].")
+        path = field.replace(".0.", "[0].").replace(".1.", "[1].")
         assert str(error.value).startswith(path), (field, str(error.value))
         assert cli.main(["check", *[a for o in overrides for a in ("--set", o)]]) == 2
         err = capsys.readouterr().err.strip().splitlines()
