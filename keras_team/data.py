@@ -43,7 +43,7 @@ from keras_team.distribute import global_batch_size, shard_by_data
 from keras_team.errors import KerasTeamError
 from keras_team.extras import import_module
 
-AUGMENTATIONS = ("flip", "crop")
+AUGMENTATIONS = ("flip", "crop", "shift")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what keras.utils.image_dataset_from_directory reads
 NPZ_MEMORY_FRACTION = 0.5  # a .npz file whose arrays declare more than this share of the memory is refused unread
 STREAM_MEMORY_FRACTION = 0.1  # stream="auto" streams images whose decoded size exceeds this share of the memory
@@ -79,7 +79,7 @@ class Task(_Classes):
             `0..num_classes-1`.
         class_names: the name of each label, in label order.
         batch_size: examples per batch.
-        augment: training-only augmentation, any of `"flip"`, `"crop"`.
+        augment: training-only augmentation, any of `"flip"`, `"crop"`, `"shift"` (`keras_team.data.AUGMENTATIONS`).
         seed: seeds shuffling and augmentation.
 
     Example:
@@ -163,7 +163,11 @@ def _serve(ds: tf.data.Dataset, task, size: int, training: bool, decode=None) ->
 
 
 def _augmenter(augment: Sequence[str], input_shape: tuple[int, ...], seed: int):
-    """One example -> a randomly flipped and/or padded-and-cropped copy."""
+    """One example -> a randomly flipped and/or padded-and-cropped and/or shifted copy.
+
+    `crop` pads by `CROP_PADDING` zeros and crops (torchvision's RandomCrop(size, padding=4)); `shift` moves the
+    image by up to 1/8 of each side (at least one pixel), the borders mirrored: suits any image size.
+    """
     height, width = input_shape[:2]
     layers = []
     if "flip" in augment:
@@ -173,6 +177,9 @@ def _augmenter(augment: Sequence[str], input_shape: tuple[int, ...], seed: int):
             keras.layers.ZeroPadding2D(CROP_PADDING),
             keras.layers.RandomCrop(height, width, seed=seed),
         ]
+    if "shift" in augment:
+        pad = [[0, 0], [max(1, height // 8)] * 2, [max(1, width // 8)] * 2, [0, 0]]
+        layers += [lambda x, training: tf.pad(x, pad, mode="REFLECT"), keras.layers.RandomCrop(height, width, seed=seed + 1)]
 
     def apply(image: tf.Tensor) -> tf.Tensor:
         out = image[tf.newaxis]

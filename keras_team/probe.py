@@ -10,7 +10,8 @@ applying the same stop and restore. The strength whose best epoch has the lowest
 regularizer are left in the model. Nothing is chosen on test data.
 
 Features that are frozen are computed once (`features_of`, or a follower's
-cached taps in `probe_follower`): a probe costs no passes of the leader.
+cached taps in `probe_follower`, augmented copies of the training split
+included): fitting a probe costs no passes of the leader.
 
 Example (a linear probe on a leader's cut at `fc1`; `keras_team.heads.dense(n)` is Flatten + the logits layer):
     $ python -c "import keras_team as kt; from keras_team.probe import *; body = kt.body(leader, 'fc1', share=True);
@@ -186,7 +187,8 @@ def fit_probe(
     return ProbeFit(strength, score, scores)
 
 
-def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.Dataset, **kwargs: Any) -> ProbeFit:
+def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.Dataset, *,
+                   augmented: tf.data.Dataset | None = None, copies: int = 0, **kwargs: Any) -> ProbeFit:
     """`fit_probe` for follower `name` of `team` on its taps, each leader run once over each split.
 
     The follower's model should be linear (e.g. `keras_team.heads.dense(n)`,
@@ -197,6 +199,11 @@ def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.
         team: a `keras_team.Team`.
         name: the follower's name.
         train, validation: batched `(x, y)` of raw inputs.
+        augmented: an augmenting dataset of the training split (e.g. a
+            task's `dataset("train", training=True)` with `augment`): the
+            taps of `copies` passes over it join the training examples'
+            (cached once; the validation split is never augmented).
+        copies: how many augmented copies of the training split to add.
         **kwargs: as for `fit_probe` (`l2`, `epochs`, `learning_rate`, ...).
 
     Example (it trains once per strength; `tests/test_probe.py` runs it):
@@ -205,6 +212,12 @@ def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.
     """
     from keras_team.caching import cache_taps  # caching imports the team; the probe stands without it
 
-    train_taps = cache_taps(team, name, train, verbose=0)
+    if not isinstance(copies, int) or copies < 0 or (copies and augmented is None):
+        raise KerasTeamError("copies", copies, "an int >= 0, and augmented (an augmenting dataset) when it is > 0")
+    train_inputs, train_labels = cache_taps(team, name, train, verbose=0)
+    if copies:
+        extra_inputs, extra_labels = cache_taps(team, name, augmented, views=copies, verbose=0)
+        train_inputs = {key: np.concatenate([value, extra_inputs[key]]) for key, value in train_inputs.items()}
+        train_labels = np.concatenate([train_labels, extra_labels])
     validation_taps = cache_taps(team, name, validation, verbose=0)
-    return fit_probe(team.follower_graphs[name], tuple(train_taps), tuple(validation_taps), **kwargs)
+    return fit_probe(team.follower_graphs[name], (train_inputs, train_labels), tuple(validation_taps), **kwargs)

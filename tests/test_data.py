@@ -92,6 +92,21 @@ def test_crop_pads_and_crops_back_to_size():
     assert (images.numpy() == 0).any()
 
 
+def test_shift_moves_each_image_by_at_most_an_eighth_of_a_side_with_mirrored_borders():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (16, 16, 24, 3)).astype(np.uint8)
+    task = data.Task("noise", {"train": (x, np.arange(16, dtype=np.int32))}, ("a",), augment=("shift",), batch_size=16)
+    (images, labels), = task.dataset("train", training=True)
+    padded = np.pad(x, ((0, 0), (2, 2), (3, 3), (0, 0)), mode="reflect")  # 16 // 8, 24 // 8; numpy's reference
+    shifts = set()
+    for image, label in zip(images.numpy(), labels.numpy()):
+        found = [(dy, dx) for dy in range(5) for dx in range(7)
+                 if np.array_equal(image, padded[label, dy:dy + 16, dx:dx + 24])]
+        assert found, "every view is a shifted copy of its own image"
+        shifts.add(found[0])
+    assert len(shifts) > 1  # random shifts, not one
+
+
 def test_from_dataset_and_load_task_match_from_arrays():
     x = np.arange(40 * 4, dtype=np.float32).reshape(40, 4)
     y = np.arange(40) % 4
@@ -112,7 +127,7 @@ def test_from_dataset_and_load_task_match_from_arrays():
         (lambda: data.digits(shots=0), "shots", ">= 1"),
         (lambda: data.digits(validation=0.0), "validation", "between 0 and 1"),
         (lambda: data.digits(test=1.5), "test", "between 0 and 1"),
-        (lambda: data.digits(augment=("rotate",)), "augment", "'flip', 'crop'"),
+        (lambda: data.digits(augment=("rotate",)), "augment", "'flip', 'crop', 'shift'"),
         (lambda: data.digits().dataset("dev"), "split", "'test', 'train'"),
         (lambda: data.digits().dataset("test", training=True), "split", "'train'"),
         (lambda: data.from_arrays(np.zeros((10, 2)), np.zeros(9, int)), "y", "one per"),

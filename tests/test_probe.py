@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_team
 from keras_team import probe
@@ -57,6 +58,24 @@ def test_a_probe_grid_must_be_a_list_of_strengths_and_the_model_have_one_output(
         probe.fit_probe(two, data, data)
 
 
+def test_a_probe_follower_trains_on_its_examples_and_the_augmented_copies_given():
+    keras.utils.set_random_seed(0)
+    leader = keras_team.zoo.seed_cnn((8, 8, 1), 3)
+    team = keras_team.Team(leader, [keras_team.Follower(keras_team.heads.probe(3), name="probe")])
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (9, 8, 8, 1)).astype("float32"), np.arange(9) % 3
+    batches = lambda images: tf.data.Dataset.from_tensor_slices((images, y)).batch(4)
+    flipped = batches(x).map(lambda images, labels: (images[:, :, ::-1], labels))  # a view: the mirror image
+    probe.probe_follower(team, "probe", batches(x), batches(x), augmented=flipped, copies=2, l2=(0.0,), epochs=1)
+    # The probe's training statistics are those of the leader's features of x, then twice of its mirror (numpy's)
+    features = keras.Model(leader.inputs, leader.get_layer("fc2").output).predict(
+        np.concatenate([x, x[:, :, ::-1], x[:, :, ::-1]]), verbose=0)
+    standardize = team.follower_graphs["probe"].get_layer("head").get_layer("standardize")
+    np.testing.assert_allclose(np.asarray(standardize.mean), features.mean(axis=0), rtol=1e-4, atol=1e-4)
+    with pytest.raises(KerasTeamError, match="copies"):
+        probe.probe_follower(team, "probe", batches(x), batches(x), copies=2)
+
+
 def _cut(name, width):
     return CutPoint(name, 1, (None, width), 0)
 
@@ -102,11 +121,13 @@ def test_probe_config_mistakes_are_one_line_errors_naming_the_field(capsys):
         "followers.0.l2": ["followers.0.l2=[]"],
         "transfer.head.l2": ["transfer.head.l2=[0.1, -1]"],
         "followers.0.kind": ["followers.0.kind=probe"],
+        "followers.0.augment": ["followers.0.augment=[shift]"],  # the mlp's: only a linear_probe takes copies
+        "followers.1.augment": ["followers.1.augment=[rotate]"],
     }
     for field, overrides in cases.items():
         with pytest.raises(KerasTeamError) as error:
             load_config(overrides=overrides)
-        path = field.replace(".0.", "[0].")
+        path = field.replace(".0.", "[0].").replace(".1.", "[1].")
         assert str(error.value).startswith(path), (field, str(error.value))
         assert cli.main(["check", *[a for o in overrides for a in ("--set", o)]]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -263,7 +263,7 @@ class DataConfig(Section):
         0.2, gt=0, lt=1, description="fraction of the training examples held out for validation"
     )
     batch_size: Positive = Field(32, description="examples per batch")
-    augment: DistinctListOf[Literal["flip", "crop"]] = Field((), description="training-only augmentation")
+    augment: DistinctListOf[Literal["flip", "crop", "shift"]] = Field((), description="training-only augmentation")
     data_dir: Optional[Text] = Field(None, description="TFDS data directory (null: the TFDS default)")
     download: bool = Field(False, description="true: let TFDS download missing datasets")
     stream: Union[Literal["auto"], bool] = Field(
@@ -385,6 +385,12 @@ class FollowerConfig(Section):
         "validation log-loss, the strength best there kept (keras_team.probe; a learning_rate of 0.03 suits it)"
     )
     l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
+    augment: DistinctListOf[Literal["flip", "crop", "shift"]] = Field(
+        (), description="linear_probe: training-only augmentation of the target's training split; the taps of views "
+        "augmented copies join the examples' own, computed once (shift: by up to 1/8 of each side, mirrored borders)"
+    )
+    views: Positive = Field(7, description="linear_probe with augment: the augmented copies of the training split "
+                            "(each one more pass of the leaders over it, its taps held in memory)")
     tap: Union[Text, Annotated[DistinctListOf[Text], Field(min_length=1)]] = Field(
         "features", description="what it reads: features (the cut), logits, probs, a layer name, or a cut inside "
         "the kept body (e.g. pool1); a list of them (multi-scale) reads each, spatial ones average-pooled, joined"
@@ -410,6 +416,8 @@ class FollowerConfig(Section):
     def _probe_has_one_output(self) -> FollowerConfig:
         if self.kind == "linear_probe" and self.combine == "each":
             raise KerasTeamError("combine", self.combine, "concat for a linear_probe (one linear layer, one output)")
+        if self.kind != "linear_probe" and self.augment:
+            raise KerasTeamError("augment", list(self.augment), "[] for an mlp (a linear_probe's option)")
         if self.kind == "linear_probe" and self.distill is not None:
             raise KerasTeamError("distill", self.distill.model_dump(), "null for a linear_probe (it fits the labels alone)")
         return self
@@ -557,7 +565,7 @@ class Config(Section):
     )
     followers: ListOf[FollowerConfig] = Field(
         default_factory=lambda: (FollowerConfig(),
-                                 FollowerConfig(name="probe", kind="linear_probe", learning_rate=0.03)),
+                                 FollowerConfig(name="probe", kind="linear_probe", learning_rate=0.03, augment=("shift",))),
         description="models fed by the leader's outputs: a list ([] for none) of mappings like the ones below; "
         "a follower you list takes the fields it omits from the first (the mlp)",
     )
