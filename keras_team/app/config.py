@@ -390,7 +390,7 @@ class FollowerConfig(Section):
         "augmented copies join the examples' own, computed once (shift: by up to 1/8 of each side, mirrored borders)"
     )
     views: Positive = Field(7, description="linear_probe with augment: the augmented copies of the training split "
-                            "(each one more pass of the leaders over it, its taps held in memory)")
+                            "(each one more pass of the leaders over it, its taps held in memory; none for a streamed target)")
     tap: Union[Text, Annotated[DistinctListOf[Text], Field(min_length=1)]] = Field(
         "features", description="what it reads: features (the cut), logits, probs, a layer name, or a cut inside "
         "the kept body (e.g. pool1); a list of them (multi-scale) reads each, spatial ones average-pooled, joined"

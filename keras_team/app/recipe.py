@@ -687,11 +687,13 @@ class Recipe:
                 self.out.stage(f"  {f.name}", f"follower on {read}'s {_taps(f.tap)} (taps cached)")
                 start = time.perf_counter()
                 if f.kind == "linear_probe":  # a fit per L2 strength, seconds each: no checkpoints
-                    # Augmented copies of the training split (f.augment), their taps cached once beside the examples'.
+                    # Augmented copies of the training split (f.augment), their taps cached once beside the
+                    # examples'; a streamed target (larger than memory) gets none: its taps would not fit 1 + views times.
+                    copies = f.views if f.augment and _in_memory(target) else 0
                     augmented = (dataclasses.replace(target, augment=f.augment).dataset("train", training=True)
-                                 if f.augment else None)
+                                 if copies else None)
                     fit = probe.probe_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
-                                               augmented=augmented, copies=f.views if f.augment else 0,
+                                               augmented=augmented, copies=copies,
                                                l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
                                                batch_size=target.batch_size, seed=self.config.seed,
                                                callbacks=self.out.callbacks(f.epochs),
