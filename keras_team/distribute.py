@@ -611,7 +611,7 @@ def _batches(dataset: tf.data.Dataset) -> int:
     """The batches of one pass over `dataset` (counted once when TensorFlow cannot tell)."""
     count = int(dataset.cardinality())
     if count == tf.data.INFINITE_CARDINALITY:
-        raise KerasTeamError("dataset", "endless", "a dataset that ends, or steps_per_epoch")
+        raise KerasTeamError("steps_per_epoch", None, "a number of batches per epoch for an endless dataset")
     if count == tf.data.UNKNOWN_CARDINALITY:
         count = int(dataset.reduce(0, lambda n, _: n + 1))
     return count
