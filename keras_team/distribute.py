@@ -507,6 +507,7 @@ class _MultiWorkerLoop:
         """A `tf.function(iterator, steps)` running `step_fn` on `steps` batches; with `mean`, its figures averaged over the workers."""
         strategy = self.strategy
 
+        @tf.function  # traced once, called twice below: the step's graph is built once
         def one(iterator):
             logs = strategy.run(step_fn, args=(next(iterator),))
             # Metric results are this worker's own (Keras' metric variables are synchronized on read): take one.
@@ -537,14 +538,18 @@ class _MultiWorkerLoop:
         return iter(self.strategy.distribute_datasets_from_function(lambda _: whole)), batches
 
     def _vote(self):
-        """A `tf.function(flags)`: the flags summed over the workers (one all-reduce)."""
+        """A `tf.function(flags)`: the flags summed over the workers (one all-reduce); one per strategy, traced once."""
         strategy = self.strategy
+        known = _VOTES.get(id(strategy))
+        if known is not None and known[0] is strategy:
+            return known[1]
 
         @tf.function
         def vote(flags):
             total = strategy.run(_sum, args=(flags,))
             return strategy.experimental_local_results(total)[0]
 
+        _VOTES[id(strategy)] = (strategy, vote)
         return vote
 
     def _start_epoch(self, callbacks: Sequence[keras.callbacks.Callback], initial_epoch: int) -> int:
@@ -600,6 +605,9 @@ class _MultiWorkerLoop:
         if self.manager is not None and not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return history
+
+
+_VOTES: dict[int, tuple[tf.distribute.Strategy, tf.types.experimental.PolymorphicFunction]] = {}
 
 
 def _sum(value: tf.Tensor) -> tf.Tensor:
