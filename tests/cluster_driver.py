@@ -16,7 +16,7 @@ from tests import crash_driver
 
 
 def main(record: str, fault: str, argv: list[str]) -> int:
-    from keras_team import distribute
+    from keras_team import caching, distribute
     from keras_team.app import workspace
 
     saved, restored = {}, {}
@@ -31,7 +31,7 @@ def main(record: str, fault: str, argv: list[str]) -> int:
         return epoch
 
     workspace.Workspace.save_model = recording_save
-    distribute.restore = recording_restore
+    distribute.restore = caching.restore = recording_restore  # caching (fit_transfer) holds its own name for it
     try:
         return crash_driver.main(fault, argv)
     finally:
