@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -43,7 +44,7 @@ import keras
 import tensorflow as tf
 
 from keras_team.backend import is_tensorflow, require_tensorflow
-from keras_team.checkpoints import BackupAndRestore
+from keras_team.checkpoints import EVERY_SECONDS, BackupAndRestore
 from keras_team.errors import KerasTeamError
 from keras_team.tf_config import cluster_config  # noqa: F401  (TensorFlow-free, for the command line)
 
@@ -387,8 +388,12 @@ def fit(
     `keras_team.checkpoints.BackupAndRestore` among the callbacks (the chief
     writes it; every worker restores it, the chief first), or
     `checkpoint_dir`: a `tf.train.CheckpointManager` checkpoint of the model,
-    the optimizer and the epoch after every epoch (the chief into
-    `checkpoint_dir`, the others into a temporary folder they delete).
+    the optimizer and the epoch at the end of an epoch at most every 5 s, by
+    the chief's clock, and after the last (the chief into `checkpoint_dir`,
+    the others into a temporary folder they delete). An epoch is one call
+    into TensorFlow for its train steps and one for its validation, and one
+    all-reduce beside the gradients' (batch callbacks see one batch per
+    epoch, as with Keras' `steps_per_execution`).
 
     Args:
         model: compiled inside the strategy's scope.
@@ -469,12 +474,23 @@ def synchronized_batch_norm(model: keras.Model, strategy: tf.distribute.Strategy
 
 
 class _MultiWorkerLoop:
-    """`strategy.run` around the model's train/test steps; what `fit` does under several workers."""
+    """What `fit` does under several workers: the model's train/test steps through `strategy.run`, compiled per epoch.
 
-    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, checkpoint_dir: str | None):
+    An epoch costs two calls into TensorFlow and one small all-reduce beside
+    the gradients' own: one call runs all of the epoch's train steps (a
+    `tf.range` loop) and averages the training figures over the workers; one
+    runs the validation steps, which need no collective (each worker scores
+    the whole validation set); one all-reduce carries the stop a callback
+    asked for and the chief's decision to checkpoint (at most every
+    `every_seconds` by the chief's clock, and always after the last epoch).
+    """
+
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, checkpoint_dir: str | None,
+                 every_seconds: float = EVERY_SECONDS):
         self.model = model
         self.strategy = strategy
         self.chief = is_chief(strategy)
+        self.every_seconds = every_seconds
         with strategy.scope():
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             model.optimizer.build(model.trainable_variables)
@@ -487,34 +503,54 @@ class _MultiWorkerLoop:
             self._write_dir = checkpoint_dir if self.chief else tempfile.mkdtemp(prefix="keras_team_worker_")
             self.manager = tf.train.CheckpointManager(checkpoint, self._write_dir, max_to_keep=1)
 
-    def _step(self, step_fn):
+    def _steps(self, step_fn, *, mean: bool):
+        """A `tf.function(iterator, steps)` running `step_fn` on `steps` batches; with `mean`, its figures averaged over the workers."""
         strategy = self.strategy
 
-        @tf.function
-        def run(batch):
-            logs = strategy.run(step_fn, args=(batch,))
-            # Metric results are already aggregated over all replicas: take one.
+        @tf.function  # traced once, called twice below: the step's graph is built once
+        def one(iterator):
+            logs = strategy.run(step_fn, args=(next(iterator),))
+            # Metric results are this worker's own (Keras' metric variables are synchronized on read): take one.
             return {key: strategy.experimental_local_results(value)[0] for key, value in logs.items()}
+
+        def over_workers(logs):
+            keys = sorted(logs)
+            values = tf.stack([tf.cast(logs[key], tf.float32) for key in keys])
+            total = strategy.run(_sum, args=(values,))
+            total = strategy.experimental_local_results(total)[0] / strategy.num_replicas_in_sync
+            return {key: total[i] for i, key in enumerate(keys)}
+
+        @tf.function
+        def run(iterator, steps):
+            logs = one(iterator)
+            for _ in tf.range(steps - 1):
+                logs = one(iterator)
+            return over_workers(logs) if mean else logs
 
         return run
 
-    def _evaluate(self, dataset: tf.data.Dataset, step) -> dict:
-        """Every worker scores the whole validation set (not sharded): exact figures, the same on every worker."""
-        self.model.reset_metrics()
+    def _validation(self, dataset: tf.data.Dataset) -> tuple[Iterator, int]:
+        """An endless iterator over the whole of `dataset` on every worker (not sharded, not rebatched), and its batches per pass."""
+        batches = _batches(dataset)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        logs = {}
-        for batch in self.strategy.experimental_distribute_dataset(dataset.with_options(options)):
-            logs = step(batch)
-        return {f"val_{key}": float(value) for key, value in logs.items()}
+        whole = dataset.with_options(options).repeat()
+        return iter(self.strategy.distribute_datasets_from_function(lambda _: whole)), batches
 
-    def _mean_over_workers(self, logs: dict) -> dict:
-        """Each training figure averaged over the workers (each measured its own share of every batch)."""
-        keys = sorted(logs)
-        values = tf.constant([float(logs[k]) for k in keys], tf.float32)
-        total = self.strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("SUM", values))
-        total = self.strategy.experimental_local_results(total)[0].numpy()  # every replica gave its worker's figures
-        return {k: float(v) / self.strategy.num_replicas_in_sync for k, v in zip(keys, total)}
+    def _vote(self):
+        """A `tf.function(flags)`: the flags summed over the workers (one all-reduce); one per strategy, traced once."""
+        strategy = self.strategy
+        known = _VOTES.get(id(strategy))
+        if known is not None and known[0] is strategy:
+            return known[1]
+
+        @tf.function
+        def vote(flags):
+            total = strategy.run(_sum, args=(flags,))
+            return strategy.experimental_local_results(total)[0]
+
+        _VOTES[id(strategy)] = (strategy, vote)
+        return vote
 
     def _start_epoch(self, callbacks: Sequence[keras.callbacks.Callback], initial_epoch: int) -> int:
         """The first epoch to train: after what `checkpoint_dir` or a `BackupAndRestore` callback restored."""
@@ -534,33 +570,56 @@ class _MultiWorkerLoop:
         )
         history.set_model(model)
         history.on_train_begin()
-        train_step, test_step = self._step(model.train_step), self._step(model.test_step)
+        train, test, vote = self._steps(model.train_step, mean=True), self._steps(model.test_step, mean=False), self._vote()
         distributed = self.strategy.experimental_distribute_dataset(shard_by_data(dataset))
+        steps = steps_per_epoch or _batches(dataset)  # a worker takes its share of every global batch
         stream = iter(distributed) if steps_per_epoch else None
+        validation = self._validation(validation_data) if validation_data is not None else None
         model.stop_training = False
+        last_save = time.monotonic()
         with _OutsideStrategy() as outside:  # the chief's callbacks (the others have none)
             outside.call(callbacks.on_train_begin)
             for epoch in range(start, epochs):
                 model.reset_metrics()
                 outside.call(callbacks.on_epoch_begin, epoch)
-                logs = {}
-                batches = enumerate(distributed) if stream is None else ((s, next(stream)) for s in range(steps_per_epoch))
-                for step, batch in batches:
-                    outside.call(callbacks.on_train_batch_begin, step)
-                    logs = train_step(batch)
-                    outside.call(callbacks.on_train_batch_end, step, logs)
-                logs = self._mean_over_workers({key: float(value) for key, value in logs.items()})
-                if validation_data is not None:
-                    logs.update(self._evaluate(validation_data, test_step))
+                outside.call(callbacks.on_train_batch_begin, 0)
+                logs = {key: float(value) for key, value in train(iter(distributed) if stream is None else stream, steps).items()}
+                outside.call(callbacks.on_train_batch_end, steps - 1, logs)  # one call per epoch, as Keras' steps_per_execution
+                if validation is not None:
+                    model.reset_metrics()
+                    logs.update({f"val_{key}": float(value) for key, value in test(*validation).items()})
                 self.epoch.assign(epoch + 1)
-                if self.manager is not None:
-                    self.manager.save()
                 outside.call(callbacks.on_epoch_end, epoch, logs)
                 history.on_epoch_end(epoch, logs)
-                if not agree(not model.stop_training, self.strategy):  # a callback on the chief stops every worker
+                # One all-reduce: a stop asked on any worker (a callback on the chief), and the chief's clock saying
+                # that a checkpoint is due (the last epoch's always is).
+                due = self.chief and (time.monotonic() - last_save >= self.every_seconds or epoch + 1 == epochs)
+                stop, save = (float(v) > 0 for v in vote(tf.constant([float(model.stop_training), float(due)])).numpy())
+                if self.manager is not None and (save or stop):
+                    self.manager.save()
+                    last_save = time.monotonic()
+                if stop:  # a callback on the chief stops every worker
                     model.stop_training = True
                     break
             outside.call(callbacks.on_train_end)
         if self.manager is not None and not self.chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return history
+
+
+_VOTES: dict[int, tuple[tf.distribute.Strategy, tf.types.experimental.PolymorphicFunction]] = {}
+
+
+def _sum(value: tf.Tensor) -> tf.Tensor:
+    """`value` summed over every replica (in a replica context; the copy places it on this replica's device)."""
+    return tf.distribute.get_replica_context().all_reduce("SUM", tf.identity(value))
+
+
+def _batches(dataset: tf.data.Dataset) -> int:
+    """The batches of one pass over `dataset` (counted once when TensorFlow cannot tell)."""
+    count = int(dataset.cardinality())
+    if count == tf.data.INFINITE_CARDINALITY:
+        raise KerasTeamError("steps_per_epoch", None, "a number of batches per epoch for an endless dataset")
+    if count == tf.data.UNKNOWN_CARDINALITY:
+        count = int(dataset.reduce(0, lambda n, _: n + 1))
+    return count

@@ -184,3 +184,11 @@ def test_steps_per_execution_auto_is_one_under_a_strategy_where_more_is_refused(
         assert distribute.steps_per_execution("auto", 625) == 1
         with pytest.raises(KerasTeamError, match="steps_per_execution=10 is not valid: expected 1 or auto"):
             distribute.steps_per_execution(10, 625)
+
+
+def test_the_multi_worker_loop_counts_an_epoch_of_a_dataset_of_unknown_length_and_refuses_an_endless_one():
+    # The loop runs an epoch's steps in one call, so it needs their number: TensorFlow's count, else one pass.
+    assert distribute._batches(tf.data.Dataset.range(10).batch(4)) == 3
+    assert distribute._batches(tf.data.Dataset.range(10).filter(lambda x: x % 2 == 0).batch(2)) == 3
+    with pytest.raises(KerasTeamError, match="steps_per_epoch=None is not valid: expected a number of batches per epoch for an endless"):
+        distribute._batches(tf.data.Dataset.range(10).repeat().batch(2))
