@@ -539,6 +539,10 @@ class Recipe:
                               epochs=epochs, callbacks=self._callbacks(stage, epochs, checkpoint),
                               verbose=self.out.fit_verbose)  # the training dataset shuffles itself, seeded
 
+    def _fitter(self, cfg: TransferConfig):
+        """How a transfer or fine-tune stage of `cfg` fits: on its frozen part's output (`transfer.cache`) or whole."""
+        return functools.partial(self._fit_cached, views=cfg.views) if cfg.cache else self._fit
+
     def _fit_cached(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float,
                     field: str, views: int = 1) -> dict:
         """`_fit` of a transferred model on its frozen part's output, computed once (`keras_team.caching.fit_transfer`).
@@ -643,9 +647,8 @@ class Recipe:
                 heads.imprint(model, *examples(target, ["train"]))  # a streamed split read, not held
             if cfg.head.kind == "linear_probe":
                 return model, {**chosen, **self._probe(f"transfer{suffix}", model, cfg, field)}
-            fit = functools.partial(self._fit_cached, views=cfg.views) if cfg.cache else self._fit
-            return model, {**chosen, **fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
-                                           f"{field}.learning_rate")}
+            return model, {**chosen, **self._fitter(cfg)(f"transfer{suffix}", model, target, cfg.epochs,
+                                                         cfg.learning_rate, f"{field}.learning_rate")}
 
         self._stage(f"transfer{suffix}", self.plan.stages[f"transfer{suffix}"], build, f"stages/transfer{suffix}.keras")
         if cfg.keep == AUTO:  # a resumed run: the cut its transfer stage chose
@@ -655,9 +658,8 @@ class Recipe:
 
         def fine_tune():
             model = unfreeze(self._load(f"stages/transfer{suffix}.keras"), top=cfg.unfreeze)
-            fit = functools.partial(self._fit_cached, views=cfg.views) if cfg.cache else self._fit
-            figures = fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
-                          cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            figures = self._fitter(cfg)(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
+                                        cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
             # Kept only when validation says it helps: a higher accuracy than the head alone.
             head_only = self.ws.figures(f"transfer{suffix}").get("val_accuracy", -math.inf)
             return model, {**figures, "kept": figures.get("val_accuracy", -math.inf) > head_only}
@@ -880,7 +882,7 @@ def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
 
 
 def _in_memory(task) -> bool:
-    """Whether a task's splits are arrays (a streamed task trains its transfer uncached)."""
+    """Whether a task's splits are arrays (a streamed task trains its transfer uncached and its probe without copies)."""
     return isinstance(task, Task)
 
 
