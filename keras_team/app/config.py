@@ -94,6 +94,8 @@ L2Grid = Annotated[DistinctListOf[Penalty], Field(min_length=1)]
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # keras_team.probe.L2_GRID, without importing Keras here
 Dropout = Annotated[float, Field(ge=0, lt=1)]
 """A fraction in [0, 1)."""
+Augmentations = DistinctListOf[Literal["flip", "crop", "shift"]]
+"""Training-only augmentations, as `keras_team.data.AUGMENTATIONS` names them."""
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
 """A non-empty string."""
 Identifier = Annotated[
@@ -263,7 +265,7 @@ class DataConfig(Section):
         0.2, gt=0, lt=1, description="fraction of the training examples held out for validation"
     )
     batch_size: Positive = Field(32, description="examples per batch")
-    augment: DistinctListOf[Literal["flip", "crop", "shift"]] = Field((), description="training-only augmentation")
+    augment: Augmentations = Field((), description="training-only augmentation")
     data_dir: Optional[Text] = Field(None, description="TFDS data directory (null: the TFDS default)")
     download: bool = Field(False, description="true: let TFDS download missing datasets")
     stream: Union[Literal["auto"], bool] = Field(
@@ -385,7 +387,7 @@ class FollowerConfig(Section):
         "validation log-loss, the strength best there kept (keras_team.probe; a learning_rate of 0.03 suits it)"
     )
     l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
-    augment: DistinctListOf[Literal["flip", "crop", "shift"]] = Field(
+    augment: Augmentations = Field(
         (), description="linear_probe: training-only augmentation of the target's training split; the taps of views "
         "augmented copies join the examples' own, computed once (shift: by up to 1/8 of each side, mirrored borders)"
     )
