@@ -22,7 +22,10 @@ the kept layers, the new head, compiling), the cache lookups (hashing, and on
 a miss the features' pass through the frozen layers), Keras `fit` (the head
 on the features, or the full model without the cache), the trial's
 checkpoint write, and the rest: KerasTuner's bookkeeping and state files),
-measured by wrapping the functions that do them.
+measured by wrapping the functions that do them. `fit_first_epochs`, a part
+of `fit`, is the first epoch of each of the trial's fits (its train and
+validation steps traced and their graphs optimised, then one epoch): what a
+fit costs beyond its later epochs.
 
 Leader: `keras_team.zoo.residual_cnn` (filters 32, 64, 128) on 32x32x3
 images (the digits upscaled, see follower_cache.py), trained briefly on
@@ -93,11 +96,33 @@ PARTS = {
 }
 SECONDS: dict = collections.defaultdict(float)
 SPLITS: list = []  # one {part: seconds} per trial, in the order they ran
+FIRST_EPOCHS = "fit_first_epochs"
+
+
+class _FirstEpoch(keras.callbacks.Callback):
+    """Adds the seconds of a fit's first epoch (validation included) to `SECONDS[FIRST_EPOCHS]`."""
+
+    done = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.done:
+            self.done = True
+            SECONDS[FIRST_EPOCHS] += time.perf_counter() - self.start
 
 
 def time_parts() -> None:
     """Wrap each part's function (its seconds add up in `SECONDS`) and each trial (its split goes to `SPLITS`)."""
     time_calls(PARTS, SECONDS)
+    fit = TensorFlowTrainer.fit
+
+    def fit_timing_first_epoch(self, *args, **kwargs):
+        kwargs["callbacks"] = [_FirstEpoch(), *(kwargs.get("callbacks") or [])]
+        return fit(self, *args, **kwargs)
+
+    TensorFlowTrainer.fit = fit_timing_first_epoch
     run_trial = search_module._RecordsTrials.run_trial
 
     def timed_trial(self, *args, **kwargs):
@@ -107,7 +132,8 @@ def time_parts() -> None:
             return run_trial(self, *args, **kwargs)
         finally:
             split = {part: round(SECONDS[part], 3) for part in PARTS}
-            split["other"] = round(time.perf_counter() - start - sum(SECONDS.values()), 3)
+            split["other"] = round(time.perf_counter() - start - sum(SECONDS[part] for part in PARTS), 3)
+            split[FIRST_EPOCHS] = round(SECONDS[FIRST_EPOCHS], 3)
             SPLITS.append(split)
 
     search_module._RecordsTrials.run_trial = timed_trial
