@@ -137,9 +137,8 @@ def fit_probe(
         learning_rate: Adam's learning rate.
         patience: epochs without a lower validation log-loss before a fit stops.
         batch_size, callbacks, verbose: as for `model.fit` (the callbacks see every fit;
-            on several workers, the chief's only).
-        seed: of the training examples' shuffle (the workers of a cluster
-            must draw the same; None: TensorFlow's global seed).
+            on several workers, the chief's only: the chief alone fits, see `_fit_on_chief`).
+        seed: of the training examples' shuffle (None: TensorFlow's global seed).
 
     Returns:
         A `ProbeFit`; `model` holds the chosen fit's best weights and penalty.
