@@ -41,6 +41,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_team.backend import is_tensorflow, require_tensorflow
@@ -336,6 +337,18 @@ class _OutsideStrategy:
         return self._thread.submit(fn, *args).result()
 
 
+def outside_strategy(fn, /, *args):
+    """`fn(*args)` in a thread out of every `tf.distribute` strategy scope: its models and variables are local to this process.
+
+    Example:
+        >>> with choose_strategy("mirrored", devices=["/cpu:0"]).scope():
+        ...     outside_strategy(tf.distribute.has_strategy)
+        False
+    """
+    with _OutsideStrategy() as outside:
+        return outside.call(fn, *args)
+
+
 CLUSTER_FAILURES = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
 
 
@@ -537,21 +550,6 @@ class _MultiWorkerLoop:
         whole = dataset.with_options(options).repeat()
         return iter(self.strategy.distribute_datasets_from_function(lambda _: whole)), batches
 
-    def _vote(self):
-        """A `tf.function(flags)`: the flags summed over the workers (one all-reduce); one per strategy, traced once."""
-        strategy = self.strategy
-        known = _VOTES.get(id(strategy))
-        if known is not None and known[0] is strategy:
-            return known[1]
-
-        @tf.function
-        def vote(flags):
-            total = strategy.run(_sum, args=(flags,))
-            return strategy.experimental_local_results(total)[0]
-
-        _VOTES[id(strategy)] = (strategy, vote)
-        return vote
-
     def _start_epoch(self, callbacks: Sequence[keras.callbacks.Callback], initial_epoch: int) -> int:
         """The first epoch to train: after what `checkpoint_dir` or a `BackupAndRestore` callback restored."""
         restored = [restore(c, self.model) if c.initial_epoch is None else c.initial_epoch
@@ -570,7 +568,7 @@ class _MultiWorkerLoop:
         )
         history.set_model(model)
         history.on_train_begin()
-        train, test, vote = self._steps(model.train_step, mean=True), self._steps(model.test_step, mean=False), self._vote()
+        train, test, vote = self._steps(model.train_step, mean=True), self._steps(model.test_step, mean=False), _summer(self.strategy)
         distributed = self.strategy.experimental_distribute_dataset(shard_by_data(dataset))
         steps = steps_per_epoch or _batches(dataset)  # a worker takes its share of every global batch
         stream = iter(distributed) if steps_per_epoch else None
@@ -607,7 +605,48 @@ class _MultiWorkerLoop:
         return history
 
 
-_VOTES: dict[int, tuple[tf.distribute.Strategy, tf.types.experimental.PolymorphicFunction]] = {}
+_SUMMERS: dict[int, tuple[tf.distribute.Strategy, tf.types.experimental.PolymorphicFunction]] = {}
+
+
+def _summer(strategy: tf.distribute.Strategy) -> tf.types.experimental.PolymorphicFunction:
+    """A `tf.function(values)`: `values` summed over the workers (one all-reduce); one per strategy, traced once per shape."""
+    known = _SUMMERS.get(id(strategy))
+    if known is not None and known[0] is strategy:
+        return known[1]
+
+    @tf.function
+    def total(values):
+        return strategy.experimental_local_results(strategy.run(_sum, args=(values,)))[0]
+
+    _SUMMERS[id(strategy)] = (strategy, total)
+    return total
+
+
+def broadcast(values: Sequence, strategy: tf.distribute.Strategy | None = None) -> list[np.ndarray]:
+    """The chief's `values` (arrays of any shapes, numbers) on every worker, through one all-reduce; unchanged on one machine.
+
+    The others contribute zeros (whatever they pass, of the same shapes),
+    so every worker receives the chief's numbers bit for bit (float64 holds
+    float32 and integers below 2**53 exactly). For what is cheaper computed
+    by the chief alone than in step on every worker, e.g. a linear probe.
+
+    Example:
+        >>> broadcast([np.ones((2, 2), "float32"), 3])
+        [array([[1., 1.],
+               [1., 1.]], dtype=float32), array(3)]
+    """
+    arrays = [np.asarray(v) for v in values]
+    strategy = strategy or tf.distribute.get_strategy()
+    if not _is_multi_worker(strategy):
+        return arrays
+    flat = np.concatenate([a.astype("float64").ravel() for a in arrays]) if arrays else np.zeros(0)
+    if not is_chief(strategy):
+        flat = np.zeros_like(flat)
+    total, out, at = _summer(strategy)(tf.constant(flat)).numpy(), [], 0
+    for a in arrays:
+        out.append(total[at:at + a.size].reshape(a.shape).astype(a.dtype))
+        at += a.size
+    return out
 
 
 def _sum(value: tf.Tensor) -> tf.Tensor:
