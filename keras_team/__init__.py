@@ -36,6 +36,7 @@ _NAMES = {
     "transfer": "keras_team.transfers",
     "freeze": "keras_team.freezing",
     "unfreeze": "keras_team.freezing",
+    "to_unfreeze": "keras_team.freezing",
     "load_model": "keras_team.files",
     "predict": "keras_team.predictions",
     "Prediction": "keras_team.predictions",

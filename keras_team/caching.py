@@ -32,6 +32,7 @@ import contextlib
 import math
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import keras
@@ -388,7 +389,7 @@ class FrozenSplit(NamedTuple):
     boundary: str
 
 
-def split_frozen(model: Transferred) -> FrozenSplit | None:
+def split_frozen(model: Transferred, *, below: Sequence[keras.Layer] = ()) -> FrozenSplit | None:
     """Cut a transferred model at its freeze boundary: the highest cut of its body with nothing trainable below.
 
     With the whole body frozen (the transfer's first phase) the boundary is
@@ -398,8 +399,15 @@ def split_frozen(model: Transferred) -> FrozenSplit | None:
     graph: partly unfrozen, the boundary falls below it. None when nothing
     below the first trainable layer can be cut off (nothing to cache).
 
+    Layers in `below` (frozen ones a later fine-tuning will train, as
+    `keras_team.to_unfreeze` lists them) count as trainable for the
+    choice of the boundary only: it falls under them too, and they stay
+    frozen in the top, so the fine-tuning can reuse the same cache.
+
     Example:
         >>> model = keras_team.transfer(keras_team.zoo.seed_cnn((8, 8, 1), 5), keep=3, head=keras_team.heads.dense(3))
+        >>> split_frozen(model, below=keras_team.to_unfreeze(model, top=1)).boundary
+        'flatten'
         >>> split_frozen(model).boundary, split_frozen(keras_team.unfreeze(model, top=1)).boundary
         ('fc1', 'flatten')
     """
@@ -407,7 +415,7 @@ def split_frozen(model: Transferred) -> FrozenSplit | None:
         raise KerasTeamError("model", getattr(model, "name", model),
                              "a keras_team.Transferred model whose body runs in inference mode (keras_team.transfer)")
     body = model.body
-    trainable = {id(w) for w in model.trainable_weights}
+    trainable = {id(w) for w in model.trainable_weights} | {id(w) for layer in below for w in layer.weights}
     calls = graph.layer_calls(body)
     trained, below = False, []  # below[p]: whether any call up to position p trains
     for call in calls:
@@ -517,6 +525,8 @@ def fit_transfer(
     verbose: int | str = "auto",
     steps_per_execution: int | str = "auto",
     jit_compile: bool | str = "auto",
+    below: Sequence[keras.Layer] = (),
+    reuse: dict | None = None,
 ) -> keras.callbacks.History:
     """Fit a transferred model's trainable part on its frozen part's output, computed once.
 
@@ -550,6 +560,15 @@ def fit_transfer(
         views: passes over `train` cached; epoch e reads pass e mod `views`.
         directory: cache on disk there (``train/``, ``validation/``), memory-mapped.
         dtype: storage of the cache, as for `cache_taps`.
+        below: frozen layers a later fine-tuning will train
+            (`keras_team.to_unfreeze`): the frozen part runs up to under
+            them (`split_frozen(model, below=below)`, the fine-tuning's
+            cache, put in `reuse`), then the frozen layers between run once
+            over that cache for this fit's.
+        reuse: a dict the caller keeps across fits of one model on the same
+            `train`, `validation` and `views` (its transfer with `below`, then
+            its fine-tuning): caches are kept there by boundary, and one
+            found there is read instead of running the frozen part again.
 
     Example:
         >>> task = keras_team.data.digits(classes=[0, 1, 2], shots=10)
@@ -568,9 +587,22 @@ def fit_transfer(
                                verbose=verbose)
     progress = verbose if verbose in (0, 2) else 1
 
+    under = split_frozen(model, below=below) if below else None  # where the fine-tuning will cut
+
     def cached(data, part, passes):
+        if reuse is not None and (split.boundary, part, passes) in reuse:
+            return reuse[split.boundary, part, passes]
         where = None if directory is None else os.path.join(directory, part)
-        return cache_features(split.bottom, data, views=passes, directory=where, dtype=dtype, verbose=progress)
+        if under is None or under.boundary == split.boundary:
+            return cache_features(split.bottom, data, views=passes, directory=where, dtype=dtype, verbose=progress)
+        # The fine-tuning's cache first (kept for it), then the frozen layers between, once over it.
+        low = cache_features(under.bottom, data, views=passes, dtype=dtype, verbose=progress,
+                             directory=where and os.path.join(where, "under"))
+        if reuse is not None:
+            reuse[under.boundary, part, passes] = low
+        between = keras.Model(under.bottom.outputs, split.bottom.outputs, name="between")
+        rows = cached_batches(low, outputs=1, batch_size=CACHE_BATCH).map(_features)
+        return cache_features(between, rows, directory=where, dtype=dtype, verbose=0)
 
     features = cached(train, "train", views)
     global_batch = global_batch_size(batch_size, len(features.labels) // views)

@@ -163,6 +163,31 @@ def unfreeze(
         >>> [layer.name for layer in model.layers if is_trained(layer, model)]
         ['block2_conv1', 'block2_conv2', 'block2_project', 'logits']
     """
+    layers = units(model)
+    trained = {id(layer) for layer in layers if is_trained(layer, model)}
+    keep_trained = trained | {id(layer) for layer in to_unfreeze(model, top, unit=unit, train_norms=train_norms)}
+    for container in _containers(model):
+        container.trainable = True
+    for layer in layers:
+        layer.trainable = id(layer) in keep_trained
+    return model
+
+
+def to_unfreeze(
+    model: keras.Model,
+    top: int | None = None,
+    *,
+    unit: str = "layers",
+    train_norms: Iterable[str] = TRAINED_NORMS,
+) -> list[keras.layers.Layer]:
+    """The frozen layers `unfreeze(model, top, ...)` would make trainable, in order; `model` is left as it is.
+
+    Example:
+        >>> import keras_team
+        >>> model = freeze(keras_team.zoo.seed_cnn((8, 8, 1), 5))
+        >>> [layer.name for layer in to_unfreeze(model, top=1)], model.trainable_weights
+        (['fc3'], [])
+    """
     if unit not in UNITS:
         raise KerasTeamError("unit", unit, f"one of {', '.join(UNITS)}")
     train_norms = (train_norms,) if isinstance(train_norms, str) else tuple(train_norms)
@@ -189,10 +214,6 @@ def unfreeze(
     chosen_groups = frozen[len(frozen) - int(top):]
     chosen = [layer for group in chosen_groups for layer in group if counted(layer)]
     lowest = min((layers.index(layer) for group in chosen_groups for layer in group), default=len(layers))
-    span = {id(layer) for layer in layers[lowest:] if normalization_kind(layer) in train_norms}
-    keep_trained = trained | {id(layer) for layer in chosen} | span
-    for container in _containers(model):
-        container.trainable = True
-    for layer in layers:
-        layer.trainable = id(layer) in keep_trained
-    return model
+    chosen_ids = {id(layer) for layer in chosen}
+    return [layer for position, layer in enumerate(layers) if id(layer) not in trained and (
+        id(layer) in chosen_ids or (position >= lowest and normalization_kind(layer) in train_norms))]

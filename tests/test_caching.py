@@ -191,3 +191,42 @@ def test_fit_transfer_on_cached_features_gives_the_full_forward_weights(unfrozen
     for a, b in zip(full.get_weights(), cached.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(history.history["val_loss"], reference.history["val_loss"], rtol=1e-5)
+
+
+@pytest.mark.large
+def test_transfer_cached_under_the_fine_tuned_layers_lets_fine_tuning_reuse_its_cache(monkeypatch):
+    """The head trained on a cache taken under the layers fine-tuning unfreezes learns the same weights, and
+    the fine-tuning then reads that cache: the frozen part runs once for both stages."""
+    task = keras_team.data.digits(classes=[0, 1, 2], shots=10, batch_size=8)
+    leader = keras_team.zoo.residual_cnn((8, 8, 1), 3)
+    keras.utils.set_random_seed(1)
+    plain = keras_team.transfer(leader, keep="block2_out", head=keras_team.heads.dense(3, hidden=(16,)))
+    shared = keras_team.transfer(leader, keep="block2_out", head=keras_team.heads.dense(3, hidden=(16,)))
+    shared.set_weights(plain.get_weights())
+    passes = []
+    cache_features = caching.cache_features
+    monkeypatch.setattr(caching, "cache_features", lambda bottom, *a, **k: passes.append(bottom.name) or
+                        cache_features(bottom, *a, **k))
+    options = dict(epochs=3, batch_size=8, seed=task.seed, verbose=0)
+    data = (task.dataset("train"), task.dataset("validation"))
+
+    reuse = {}
+    caching.fit_transfer(plain, *data, optimizer=keras.optimizers.Adam(0.01), **options)
+    below = keras_team.to_unfreeze(shared, top=1)
+    caching.fit_transfer(shared, *data, optimizer=keras.optimizers.Adam(0.01), below=below, reuse=reuse, **options)
+    assert [layer.trainable for layer in below] == [False]  # frozen while the head trains
+    for a, b in zip(plain.get_weights(), shared.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    head_boundary = caching.split_frozen(plain).boundary
+    fine_tune_boundary = caching.split_frozen(keras_team.unfreeze(shared, top=1)).boundary
+    assert {boundary for boundary, _, _ in reuse} == {fine_tune_boundary} != {head_boundary}
+    passes.clear()
+    keras_team.unfreeze(plain, top=1)
+    caching.fit_transfer(plain, *data, optimizer=keras.optimizers.Adam(0.001), **options)
+    assert len(passes) == 2  # train and validation
+    passes.clear()
+    caching.fit_transfer(shared, *data, optimizer=keras.optimizers.Adam(0.001), reuse=reuse, **options)
+    assert passes == []
+    for a, b in zip(plain.get_weights(), shared.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

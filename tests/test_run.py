@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_team
 from keras_team.app import cli, recipe, workspace
 from keras_team.app.config import load_config
 from keras_team.errors import KerasTeamError
@@ -307,6 +308,25 @@ def test_given_leader_fine_tuning_distillation_and_team_stage(finished_run, tmp_
     stages = json.loads((tmp_path / "second" / "state.json").read_text())["stages"]
     assert list(stages) == ["leader", "transfer", "fine_tune", "followers", "team", "baseline", "evaluate"]
     assert stages["leader"]["loaded_from"].endswith("leader.keras")
+
+
+@pytest.mark.large
+def test_cached_transfer_and_fine_tune_stages_give_the_full_forward_weights(finished_run, tmp_path):
+    """`transfer.cache` (the frozen part run once, for the head and the fine-tuning) changes no weight."""
+    out, _, _ = finished_run
+    saved = {}
+    for cache in ("true", "false"):
+        run = tmp_path / cache
+        assert cli.main(_args(run, f"leader.path={out / 'leader.keras'}", "transfer.head.kind=dense",
+                              "transfer.learning_rate=0.003", "transfer.unfreeze=1", "transfer.fine_tune_epochs=2",
+                              f"transfer.cache={cache}", "followers=[]", "baseline.epochs=1")) == 0
+        stages = json.loads((run / "state.json").read_text())["stages"]
+        assert stages["fine_tune"].get("cached", False) == (cache == "true")
+        saved[cache] = [weights_of(keras_team.load_model(run / "stages" / f"{stage}.keras"))
+                        for stage in ("transfer", "fine_tune")]
+    for cached, full in zip(saved["true"], saved["false"]):
+        for a, b in zip(cached, full):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 # --- the workspace on its own (no training) ------------------------------------------

@@ -56,7 +56,7 @@ from keras_team.data import Task, examples, load_task
 from keras_team.errors import ExportFailed, KerasTeamError
 from keras_team.files import atomic_path, read_json_mapping, write_text
 from keras_team.followers import Distill, Follower
-from keras_team.freezing import unfreeze
+from keras_team.freezing import to_unfreeze, unfreeze
 from keras_team.heads import LOSS
 from keras_team.layers import FitImages
 from keras_team.team import Team
@@ -485,6 +485,7 @@ class Recipe:
         self.ws = workspace
         self.plan = plan
         self.out = output or Output()
+        self._frozen_outputs: dict[str, dict] = {}  # by leader suffix: its transfer's feature caches, for its fine-tuning
 
     # --- helpers ---------------------------------------------------------
     def _checkpoint(self, stage: str) -> checkpoints.BackupAndRestore:
@@ -539,17 +540,19 @@ class Recipe:
                               epochs=epochs, callbacks=self._callbacks(stage, epochs, checkpoint),
                               verbose=self.out.fit_verbose)  # the training dataset shuffles itself, seeded
 
-    def _fitter(self, cfg: TransferConfig):
+    def _fitter(self, cfg: TransferConfig, *, unfreeze: int = 0, reuse: dict | None = None):
         """How a transfer or fine-tune stage of `cfg` fits: on its frozen part's output (`transfer.cache`) or whole."""
-        return functools.partial(self._fit_cached, views=cfg.views) if cfg.cache else self._fit
+        return functools.partial(self._fit_cached, views=cfg.views, unfreeze=unfreeze, reuse=reuse) if cfg.cache else self._fit
 
     def _fit_cached(self, stage: str, model: keras.Model, task: Task, epochs: int, learning_rate: float,
-                    field: str, views: int = 1) -> dict:
+                    field: str, views: int = 1, unfreeze: int = 0, reuse: dict | None = None) -> dict:
         """`_fit` of a transferred model on its frozen part's output, computed once (`keras_team.caching.fit_transfer`).
 
         Same weights as `_fit` to float tolerance when the target does not
         augment (the same seeded shuffles); an augmenting target is cached as
         `transfer.views` augmented passes. Same checkpoints and resume.
+        `unfreeze`: the layers the next stage fine-tunes, cached under (in
+        `reuse`, for that stage to read: one pass of the frozen part for both).
         """
         if not _in_memory(task) or caching.split_frozen(model) is None:
             return self._fit(stage, model, task, epochs, learning_rate, field)
@@ -564,7 +567,8 @@ class Recipe:
                                        optimizer=keras.optimizers.Adam(learning_rate), batch_size=task.batch_size,
                                        seed=task.seed, views=views, callbacks=self._callbacks(stage, epochs, checkpoint),
                                        verbose=self.out.fit_verbose, steps_per_execution=options["steps_per_execution"],
-                                       jit_compile=options["jit_compile"])
+                                       jit_compile=options["jit_compile"],
+                                       below=to_unfreeze(model, top=unfreeze) if unfreeze else (), reuse=reuse)
         self._check_finite(stage, model, history, field, learning_rate)
         return {"seconds": time.perf_counter() - start, "replicas": _replicas(model), "cached": True, **_last(history)}
 
@@ -647,8 +651,11 @@ class Recipe:
                 heads.imprint(model, *examples(target, ["train"]))  # a streamed split read, not held
             if cfg.head.kind == "linear_probe":
                 return model, {**chosen, **self._probe(f"transfer{suffix}", model, cfg, field)}
-            return model, {**chosen, **self._fitter(cfg)(f"transfer{suffix}", model, target, cfg.epochs,
-                                                         cfg.learning_rate, f"{field}.learning_rate")}
+            fine_tunes = f"fine_tune{suffix}" in self.plan.stages  # then cached under the layers it trains, kept for it
+            fit = self._fitter(cfg, unfreeze=cfg.unfreeze if fine_tunes else 0,
+                               reuse=self._frozen_outputs.setdefault(suffix, {}) if fine_tunes else None)
+            return model, {**chosen, **fit(f"transfer{suffix}", model, target, cfg.epochs, cfg.learning_rate,
+                                           f"{field}.learning_rate")}
 
         self._stage(f"transfer{suffix}", self.plan.stages[f"transfer{suffix}"], build, f"stages/transfer{suffix}.keras")
         if cfg.keep == AUTO:  # a resumed run: the cut its transfer stage chose
@@ -658,8 +665,10 @@ class Recipe:
 
         def fine_tune():
             model = unfreeze(self._load(f"stages/transfer{suffix}.keras"), top=cfg.unfreeze)
-            figures = self._fitter(cfg)(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs,
-                                        cfg.fine_tune_learning_rate, f"{field}.fine_tune_learning_rate")
+            # The transfer stage's caches when it ran in this process (the same frozen part, unchanged)
+            fit = self._fitter(cfg, reuse=self._frozen_outputs.pop(suffix, None))
+            figures = fit(f"fine_tune{suffix}", model, target, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate,
+                          f"{field}.fine_tune_learning_rate")
             # Kept only when validation says it helps: a higher accuracy than the head alone.
             head_only = self.ws.figures(f"transfer{suffix}").get("val_accuracy", -math.inf)
             return model, {**figures, "kept": figures.get("val_accuracy", -math.inf) > head_only}
