@@ -42,7 +42,7 @@ import tensorflow as tf
 from keras_team import graph
 from keras_team.checkpoints import BackupAndRestore
 from keras_team.cuts import cut_points
-from keras_team.distribute import fit as distributed_fit, global_batch_size, restore
+from keras_team.distribute import fit as distributed_fit, fit_on_chief, global_batch_size, restore
 from keras_team.errors import KerasTeamError
 from keras_team.files import atomic_path, is_out_of_space, needing, remove_temporaries
 from keras_team.heads import LOSS
@@ -327,7 +327,9 @@ def fit_follower(
         views: passes over `train` to cache (augmented views, see the module).
         directory: cache on disk there (``train/``, ``validation/``).
         dtype: storage of the cache, as for `cache_taps`.
-        epochs, optimizer, batch_size, callbacks, verbose: as for `model.fit`.
+        epochs, optimizer, batch_size, callbacks, verbose: as for `model.fit`
+            (on several workers the chief alone fits, with its callbacks, as
+            one process would: `keras_team.distribute.fit_on_chief`).
 
     Example:
         >>> team = keras_team.Team(keras_team.zoo.seed_cnn((8, 8, 1), 3),
@@ -347,23 +349,43 @@ def fit_follower(
         where = None if directory is None else os.path.join(directory, split)
         return cache_taps(team, name, data, directory=where, dtype=dtype, verbose=progress, **kwargs)
 
-    graph.compile(
-        optimizer=optimizer,
-        loss=[LOSS] * outputs,
-        loss_weights=[defaults[out] for out in follower.output_names(list(follower.leaders or team.leaders))],
-        # A metric object holds state: one per output, or every output reports the pooled figure.
-        metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for _ in range(outputs)],
-    )
-    def batches(cache, **kwargs):  # a batch size every replica of the strategy can share
+    def batches(cache, **kwargs):  # a batch size every replica of the fitting strategy can share
         return cached_batches(cache, outputs=outputs, batch_size=global_batch_size(batch_size, len(cache.labels)), **kwargs)
 
-    train_batches = batches(cached(train, "train", views=views), seed=seed)
-    validation_batches = None
-    if validation is not None:
-        validation_batches = batches(cached(validation, "validation"))
-    # model.fit, or on several workers keras_team.distribute's loop; the batches reshuffle themselves, seeded
-    return distributed_fit(graph, train_batches, validation_data=validation_batches, epochs=epochs,
-                           callbacks=callbacks or (), verbose=verbose)
+    train_cache = cached(train, "train", views=views)
+    validation_cache = None if validation is None else cached(validation, "validation")
+
+    def fit(model: keras.Model) -> dict:
+        train_batches = batches(train_cache, seed=seed)
+        validation_batches = None if validation_cache is None else batches(validation_cache)
+        model.compile(
+            # A copy fitted out of the strategy takes an optimizer of its own (Keras keeps the strategy it was made under).
+            optimizer=optimizer if model is graph else _fresh(optimizer),
+            loss=[LOSS] * outputs,
+            loss_weights=[defaults[out] for out in follower.output_names(list(follower.leaders or team.leaders))],
+            # A metric object holds state: one per output, or every output reports the pooled figure.
+            metrics=[[keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for _ in range(outputs)],
+        )
+        # The batches reshuffle themselves, seeded.
+        history = distributed_fit(model, train_batches, validation_data=validation_batches, epochs=epochs,
+                                  callbacks=callbacks or (), verbose=verbose)
+        return {"epoch": history.epoch, "history": history.history}
+
+    # On several workers the chief alone fits (a small model: each step's collective would cost more than the step).
+    return _history(graph, fit_on_chief(graph, fit))
+
+
+def _fresh(optimizer: keras.optimizers.Optimizer | str) -> keras.optimizers.Optimizer | str:
+    """A new optimizer configured as `optimizer` (a name stays a name)."""
+    return optimizer if isinstance(optimizer, str) else type(optimizer).from_config(optimizer.get_config())
+
+
+def _history(model: keras.Model, fitted: dict) -> keras.callbacks.History:
+    """The `History` of a fit, from its epochs and figures."""
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.epoch, history.history = fitted["epoch"], fitted["history"]
+    return history
 
 
 # --- the frozen part of a transferred model, computed once ---------------------------------------------------------

@@ -15,6 +15,8 @@ Everything here uses TensorFlow's own engines (`tf.distribute`,
   (keras-team/keras#20585), a loop that runs the model's own `train_step`
   through `strategy.run`, with Keras callbacks, and `tf.train` checkpoints
   written by the chief.
+* `fit_on_chief(model, fit)`: for small models, the chief alone fits a
+  local copy and every worker receives its weights and result.
 * `cluster()`, `agree(ok)`, `restore(checkpoint, model)`, `worker_failures()`:
   what `keras-team run` on several machines needs around that (the
   cluster `TF_CONFIG` names, a barrier, chief-first checkpoint restores, a
@@ -32,13 +34,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -647,6 +650,67 @@ def broadcast(values: Sequence, strategy: tf.distribute.Strategy | None = None) 
         out.append(total[at:at + a.size].reshape(a.shape).astype(a.dtype))
         at += a.size
     return out
+
+
+def fit_on_chief(model: keras.Model, fit: Callable[[keras.Model], Any],
+                 strategy: tf.distribute.Strategy | None = None) -> Any:
+    """`fit(model)`; on several workers, the chief alone runs it on a local copy and every worker gets the outcome.
+
+    For small models (a probe, a follower on cached taps), where data
+    parallelism gains nothing and every step's collective round trip costs
+    more than the step. Under `MultiWorkerMirroredStrategy` every worker
+    copies `model` outside the strategy (its variables, random seed
+    states included, so dropout draws what one process draws); the chief
+    calls `fit` on its copy, as one process would on `model` (with its
+    callbacks and checkpoints: a `keras_team.checkpoints.BackupAndRestore`
+    among them resumes a restarted chief); then two all-reduces to which the
+    others add zeros (`broadcast`) give every worker the copy's variables,
+    bit for bit, and `fit`'s result. One worker: `fit(model)` itself.
+
+    Args:
+        model: the model to train (its variables are set to the fitted ones).
+        fit: trains the model it is given (compiling it: a copy is not
+            compiled) and returns what every worker needs to know, JSON-able
+            (e.g. `history.history`).
+        strategy: the strategy `model` was built under (default: its own).
+
+    Returns:
+        What `fit` returned on the chief (decoded from JSON on the others).
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        >>> def fit(m):
+        ...     m.compile("sgd", "mse")
+        ...     return m.fit(np.ones((4, 3)), np.ones(4), epochs=2, verbose=0).history["loss"]
+        >>> len(fit_on_chief(model, fit))
+        2
+    """
+    strategy = strategy or strategy_of(model)
+    if not _is_multi_worker(strategy):
+        return fit(model)
+    chief = is_chief(strategy)
+    with _OutsideStrategy() as outside:
+        local = outside.call(_local_copy, model)  # on every worker: they draw the same Python random numbers
+        result = outside.call(fit, local) if chief else None
+    sent = np.frombuffer(json.dumps(result).encode(), np.uint8) if chief else None
+    (size,) = broadcast([0 if sent is None else sent.size], strategy)  # the others learn the result's length
+    if sent is None:
+        sent = np.zeros(int(size), np.uint8)
+    *values, received = broadcast([*(np.asarray(v) for v in local.variables), sent], strategy)
+    for variable, value in zip(model.variables, values):
+        variable.assign(value)
+    return json.loads(received.tobytes())
+
+
+def _local_copy(model: keras.Model) -> keras.Model:
+    """A clone of `model` (made in this thread, so out of the strategy if called outside it) holding its variables' values."""
+    local = keras.models.clone_model(model)
+    if [v.shape for v in local.variables] != [v.shape for v in model.variables]:
+        raise KerasTeamError("model", model.name, "a model that keras.models.clone_model copies with the same "
+                             "variables, to be fitted on the chief")
+    for copy, variable in zip(local.variables, model.variables):
+        copy.assign(np.asarray(variable))
+    return local
 
 
 def _sum(value: tf.Tensor) -> tf.Tensor:

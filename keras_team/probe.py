@@ -5,7 +5,7 @@ of a grid, the head starts from the same initial weights and is fitted with
 `model.fit` (the L2 penalty as the Dense layers' `kernel_regularizer`) and
 `keras.callbacks.EarlyStopping` on the validation log-loss, keeping its best
 epoch; on several workers, the chief alone fits and every worker receives
-its weights and figures (`keras_team.distribute.broadcast`). The strength whose best epoch has the lowest validation log-loss
+its weights and figures (`keras_team.distribute.fit_on_chief`). The strength whose best epoch has the lowest validation log-loss
 (the mean cross-entropy, without the penalty) wins; its weights and its
 regularizer are left in the model. Nothing is chosen on test data.
 
@@ -137,7 +137,8 @@ def fit_probe(
         learning_rate: Adam's learning rate.
         patience: epochs without a lower validation log-loss before a fit stops.
         batch_size, callbacks, verbose: as for `model.fit` (the callbacks see every fit;
-            on several workers, the chief's only: the chief alone fits, see `_fit_on_chief`).
+            on several workers, the chief's only: the chief alone fits, see
+            `keras_team.distribute.fit_on_chief`).
         seed: of the training examples' shuffle (None: TensorFlow's global seed).
 
     Returns:
@@ -152,9 +153,12 @@ def fit_probe(
         raise KerasTeamError("model", model.name, f"a model with one output of logits (it has {len(model.outputs)})")
     options = dict(epochs=epochs, learning_rate=learning_rate, patience=patience, batch_size=batch_size, seed=seed,
                    callbacks=callbacks, verbose=verbose)
-    strategy = distribute.strategy_of(model)
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return _fit_on_chief(model, strategy, train, validation, grid, options)
+    if isinstance(distribute.strategy_of(model), tf.distribute.MultiWorkerMirroredStrategy):
+        # A probe's step is a small matrix product: a collective round trip per step cost 8x one process's fit.
+        fit = _from_json(distribute.fit_on_chief(
+            model, lambda local: _to_json(fit_probe(local, train, validation, l2=grid, **options))))
+        set_l2(model, fit.l2)
+        return fit
     examples = len(np.asarray(train[1]))
     steps = max(math.ceil(examples / batch_size), STEPS_PER_EPOCH)
     # tf.data, not arrays: Keras' array adapter costs ~0.1 s per epoch, more than a probe's whole step.
@@ -191,33 +195,13 @@ def fit_probe(
     return ProbeFit(strength, score, scores)
 
 
-def _fit_on_chief(model, strategy, train, validation, grid, options) -> ProbeFit:
-    """`fit_probe` on several workers: the chief alone fits a local copy of `model`, every worker gets its result.
+def _to_json(fit: ProbeFit) -> dict:
+    return {"l2": fit.l2, "scores": [[strength, *score] for strength, score in fit.scores.items()]}
 
-    A probe's step is a small matrix product: data parallelism gains nothing
-    and a collective round trip per step cost 8x one process's fit. The
-    chief fits a copy made outside the strategy (as on one machine); then
-    one all-reduce, to which the others add zeros, gives every worker the
-    chief's weights and figures bit for bit.
-    """
-    def fit_copy():
-        local = keras.models.clone_model(model)
-        local.set_weights(model.get_weights())
-        fit = fit_probe(local, train, validation, l2=grid, **options)
-        return local.get_weights(), fit
 
-    if distribute.is_chief(strategy):
-        weights, fit = distribute.outside_strategy(fit_copy)
-        figures = [fit.l2, *[x for s in grid for x in fit.scores[s]]]
-    else:  # what the chief sends: zeros of the same shapes
-        weights, figures = model.get_weights(), [0.0] * (1 + 3 * len(grid))
-    *weights, figures = distribute.broadcast([*weights, np.asarray(figures, "float64")], strategy)
-    model.set_weights(weights)
-    strength = float(figures[0])
-    scores = {s: Score(float(figures[1 + 3 * i]), float(figures[2 + 3 * i]), int(figures[3 + 3 * i]))
-              for i, s in enumerate(grid)}
-    set_l2(model, strength)
-    return ProbeFit(strength, scores[strength], scores)
+def _from_json(sent: dict) -> ProbeFit:
+    scores = {strength: Score(loss, accuracy, epoch) for strength, loss, accuracy, epoch in sent["scores"]}
+    return ProbeFit(sent["l2"], scores[sent["l2"]], scores)
 
 
 def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.Dataset, *,

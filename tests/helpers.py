@@ -43,3 +43,27 @@ def weights_of(model):
 
 def same_weights(a, b):
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def two_workers(what: str, **env: str) -> list[dict]:
+    """Run tests/chief_fit_worker.py as both workers of a loopback cluster (`env` added to theirs); each one's RESULT."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from keras_team.tuning.distributed import free_port
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root, **env)
+    env.pop("TF_CONFIG", None)
+    workers = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    processes = [subprocess.Popen([sys.executable, "-m", "tests.chief_fit_worker", workers, str(i), what], cwd=root,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for i in range(2)]
+    results = []
+    for p in processes:
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, out[-3000:]
+        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+    return results

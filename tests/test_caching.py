@@ -230,3 +230,18 @@ def test_transfer_cached_under_the_fine_tuned_layers_lets_fine_tuning_reuse_its_
     assert passes == []
     for a, b in zip(plain.get_weights(), shared.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.large
+def test_a_follower_on_two_workers_is_fitted_by_the_chief_as_one_process_fits_it_and_resumes(tmp_path):
+    from tests.chief_fit_worker import follower_fits
+    from tests.helpers import two_workers
+
+    chief, other = two_workers("follower", CHECKPOINT_DIR=str(tmp_path / "cluster"))
+    assert chief == other  # the non-chief holds the chief's weights and history, bit for bit
+    assert (chief["first"]["epoch"], chief["resumed"]["epoch"]) == ([0, 1], [2, 3])  # resumed from the chief's checkpoint
+    alone = follower_fits(str(tmp_path / "alone"))  # one process: the same fits, dropout masks included
+    for part in ("first", "resumed"):
+        assert alone[part]["epoch"] == chief[part]["epoch"]
+        assert np.allclose(alone[part]["loss"], chief[part]["loss"], rtol=1e-5)
+        assert all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(alone[part]["weights"], chief[part]["weights"]))

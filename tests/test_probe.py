@@ -14,7 +14,7 @@ from keras_team.app.config import load_config
 from keras_team.cuts import CutPoint
 from keras_team.errors import KerasTeamError
 from keras_team.transferability import CutScore
-from tests.helpers import trained_leader
+from tests.helpers import trained_leader, two_workers
 
 
 def features_task(noise: float, seed: int = 0, n: int = 60, classes: int = 4, width: int = 30):
@@ -207,34 +207,11 @@ def test_source_stage_options_are_checked_with_the_config():
         assert error.value.field == field, str(error.value)
 
 
-def _workers(what: str) -> list[dict]:
-    """Run tests/probe_worker.py as both workers of a loopback cluster; each one's RESULT."""
-    import os
-    import subprocess
-    import sys
-
-    from keras_team.tuning.distributed import free_port
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=root)
-    env.pop("TF_CONFIG", None)
-    workers = f"127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    processes = [subprocess.Popen([sys.executable, "-m", "tests.probe_worker", workers, str(i), what], cwd=root,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for i in range(2)]
-    results = []
-    for p in processes:
-        out, _ = p.communicate(timeout=240)
-        assert p.returncode == 0, out[-3000:]
-        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
-    return results
-
-
 @pytest.mark.large
 def test_keras_model_fit_still_fails_under_multi_worker_mirrored_strategy():
     """keras-team/keras#20585, why probes fit through keras_team.distribute.fit on a cluster: once this fails,
     Keras' own fit works there and the package's multi-worker loop can go."""
-    for result in _workers("model_fit"):
+    for result in two_workers("model_fit"):
         assert "PerReplica" in result["fit"], result
 
 
@@ -242,7 +219,7 @@ def test_keras_model_fit_still_fails_under_multi_worker_mirrored_strategy():
 def test_a_probe_on_two_workers_stops_and_restores_alike_and_as_on_one_machine():
     from tests.helpers import blobs
 
-    chief, other = _workers("probe")
+    chief, other = two_workers("probe")
     assert chief == other  # the same strength, stopping epochs and (restored) weights, bit for bit
     keras.utils.set_random_seed(0)
     (x, y), (vx, vy) = blobs(40), blobs(40, seed=1)
