@@ -1,8 +1,8 @@
 """Train a follower on cached taps: the frozen leaders run once, not every batch.
 
 The write-up recomputes the frozen leader for every batch of every epoch.
-Here the leaders' taps are computed by `model.predict` (inference mode, as
-inside the `Team`) in one pass over the data, and the follower's own
+Here the leaders' taps are computed by calling them in inference mode (as
+inside the `Team`), batch by batch, in one pass over the data, and the follower's own
 sub-model (`Team.follower_graphs[name]`, the same weights the team uses) is
 fitted on them with `model.fit`.
 
@@ -51,11 +51,9 @@ from keras_team.taps import tap_key
 from keras_team.team import Team
 from keras_team.transfers import Transferred
 
-# Inference batch of the caching pass: batch size does not change a frozen
-# leader's outputs, and larger batches cost fewer calls.
+# Inference batch of the caching pass (a direct call of the frozen model in inference mode): batch size does
+# not change a frozen leader's outputs, and larger batches cost fewer calls.
 CACHE_BATCH = 256
-# Examples per `model.predict` call: bounds the float32 copy predict holds.
-CHUNK_EXAMPLES = 4096
 # In-memory caches whose float32 size would exceed this are kept as float16.
 FLOAT16_ABOVE_BYTES = 1 << 30
 DTYPES = ("auto", "float32", "float16")
@@ -228,20 +226,22 @@ def cache_taps(
     leaders = list(follower.leaders or team.leaders)
     keys = sorted({tap_key(tap) for tap in follower.taps_needed()})
     reader = _tap_reader(team, leaders, keys)
-    return _cache_passes(lambda x: reader.predict(x, batch_size=CACHE_BATCH, verbose=0),
+    # Called directly in inference mode, as `cache_features` calls the frozen part: `predict` traced a graph per
+    # call (a split, a view, a last partial batch), which cost more than the taps and warned of retracing.
+    return _cache_passes(lambda x: keras.tree.map_structure(keras.ops.convert_to_numpy, reader(x, training=False)),
                          [f"{leader}_{key}" for leader in leaders for key in keys], dataset, views=views,
                          directory=directory, dtype=dtype, verbose=verbose, what=f"follower {name!r}")
 
 
 def _cache_passes(compute, keys: list[str], dataset: tf.data.Dataset, *, views: int, directory, dtype: str,
-                  verbose: int, what: str, chunk: int | None = None) -> TapCache:
-    """`views` passes of `compute` (a batch of inputs -> a dict of arrays keyed by `keys`) over `dataset` in batches of `chunk` (default `CHUNK_EXAMPLES`), stored by `_Store`."""
+                  verbose: int, what: str) -> TapCache:
+    """`views` passes of `compute` (a batch of inputs -> a dict of arrays keyed by `keys`) over `dataset` in batches of `CACHE_BATCH`, stored by `_Store`."""
     store = _Store(keys, directory and os.fspath(directory), dtype, "dtype")
     progress = keras.utils.Progbar(None, verbose=verbose, unit_name="example")
     seen = 0
     try:
         for _ in range(views):
-            for x, y in dataset.unbatch().batch(chunk or CHUNK_EXAMPLES):
+            for x, y in dataset.unbatch().batch(CACHE_BATCH):
                 store.add(compute(x), np.asarray(y))
                 seen += len(y)
                 progress.update(seen)
@@ -484,7 +484,7 @@ def cache_features(bottom: keras.Model, dataset: tf.data.Dataset, *, views: int 
     # for eager dispatch to cost little beside the convolutions.
     return _cache_passes(lambda x: {FEATURES: keras.ops.convert_to_numpy(bottom(x, training=False))}, [FEATURES],
                          dataset, views=views, directory=directory, dtype=dtype, verbose=verbose,
-                         what="the frozen part", chunk=CACHE_BATCH)
+                         what="the frozen part")
 
 
 def cached_epochs(cache: TapCache, *, batch_size: int, seed: int | None, views: int = 1,

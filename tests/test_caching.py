@@ -66,6 +66,28 @@ def test_taps_are_the_leaders_inference_outputs_in_order():
     np.testing.assert_allclose(inputs["leader_logits"], leader.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
+def test_caching_many_splits_and_probe_features_traces_no_graph_per_call():
+    """A run caches taps and probe features for every split, view and follower: TensorFlow must not warn of retracing."""
+    import logging
+
+    from keras_team.probe import features_of
+
+    warnings = []
+    catcher = logging.Handler()
+    catcher.emit = lambda record: warnings.append(record.getMessage())
+    tf.get_logger().addHandler(catcher)
+    try:
+        for n in (5, 9, 13, 17, 21, 25, 29):  # a new follower and split size each time, as in a run
+            x, y = blobs(n=n, seed=n)
+            leader = leader_with_dropout_head()
+            cache_taps(Team(leader, [FOLLOWERS["features"]()]), "mlp", dataset(x, y, batch_size=4), views=2, verbose=0)
+            features = features_of(leader.body, x, batch_size=8)
+        np.testing.assert_allclose(features, leader.body.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    finally:
+        tf.get_logger().removeHandler(catcher)
+    assert not [w for w in warnings if "retracing" in w], warnings
+
+
 def test_cache_on_disk_is_memory_mapped_and_equal_to_the_one_in_memory(tmp_path):
     x, y = blobs(n=40, seed=5)
     team = Team(leader_with_dropout_head(), [FOLLOWERS["features"]()])

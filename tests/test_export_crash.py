@@ -152,7 +152,7 @@ def _whole(directory: pathlib.Path) -> bool:
 def test_a_cache_write_that_fails_midway_leaves_no_half_file(tmp_path, monkeypatch):
     team, data = _cache_team(), _dataset()
     expected = caching.cache_taps(team, "mlp", data, verbose=0).inputs["leader_features"]
-    monkeypatch.setattr(caching, "CHUNK_EXAMPLES", 4)
+    monkeypatch.setattr(caching, "CACHE_BATCH", 4)
     original, calls = caching._Store.add, []
 
     def add_then_fail(store, outputs, labels):
@@ -181,7 +181,7 @@ from test_export_crash import _cache_team, _dataset
 
 team = _cache_team()
 caching.cache_taps(team, "mlp", _dataset(8), directory=sys.argv[1], verbose=0)  # a whole cache of 8 rows
-caching.CHUNK_EXAMPLES = 4
+caching.CACHE_BATCH = 4
 original, calls = caching._Store.add, []
 def add_then_die(store, outputs, labels):
     original(store, outputs, labels)
