@@ -6,9 +6,10 @@ line and exits with status 3, the run before it kept whole. The config is checke
 before TensorFlow starts (`--help`, `init` and `schema` never start it: the
 console script, `keras_team_cli`, imports this module without Keras), and the
 whole team is built once, untrained, before anything trains. TensorFlow's
-start-up lines are hidden unless `--verbose` (or kept when the import fails);
-Keras' and TensorFlow's warnings and errors always reach stderr. `--quiet`
-prints only the result.
+C++ INFO lines are hidden unless `--verbose` (``TF_CPP_MIN_LOG_LEVEL=1``, its
+own setting, unless already set; the lines it writes at import, before it
+reads that setting, are its own and pass); Keras' and TensorFlow's warnings
+and errors always reach stderr. `--quiet` prints only the result.
 
 Example:
     $ keras-team init my.yaml
@@ -30,9 +31,7 @@ import errno
 import math
 import os
 import pathlib
-import re
 import sys
-import tempfile
 from collections.abc import Sequence
 
 # The command line runs on TensorFlow (its SavedModel/LiteRT export and tf.distribute need it): chosen
@@ -55,8 +54,6 @@ REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 DEFAULT_EXPORT_FORMATS = "saved_model,tflite,tflite-int8"
 CALIBRATION_EXAMPLES = 200  # keras_team.export.litert.CALIBRATION_EXAMPLES (TensorFlow is not imported to parse)
 APPLICATION_SHAPE = "224,224,3"  # `keras-team cuts` of a keras.applications name without --input-shape
-# absl's INFO lines and its notice, written before TensorFlow reads TF_CPP_MIN_LOG_LEVEL.
-START_UP_NOISE = re.compile(r"^(I\d{4} |WARNING: All log messages before absl::InitializeLog\(\))")
 
 
 def _config_arguments(command: argparse.ArgumentParser) -> None:
@@ -111,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():
         loudness = command.add_mutually_exclusive_group()
         loudness.add_argument("--verbose", action="store_true",
-                              help="also TensorFlow's start-up lines (and for run, Keras' line per epoch)")
+                              help="also TensorFlow's C++ INFO lines (and for run, Keras' line per epoch)")
         loudness.add_argument("--quiet", action="store_true",
                               help="print only the result (warnings and errors still reach stderr)")
     return parser
@@ -210,37 +207,14 @@ def _tune_arguments(commands) -> None:
 
 
 def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ log lines (the device probe's at start-up), unless `TF_CPP_MIN_LOG_LEVEL` says otherwise."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """Hide TensorFlow's C++ INFO lines (its warnings and errors still show), unless `TF_CPP_MIN_LOG_LEVEL` is set."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
-def _start_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow and register the package's classes (after the config is checked); unless verbose,
-    hide TensorFlow's start-up lines.
+def _start_tensorflow() -> None:
+    """Import TensorFlow and register the package's classes (after the config is checked)."""
+    import tensorflow  # noqa: F401
 
-    absl writes TensorFlow's C++ start-up lines (oneDNN, CUDA stubs, CPU
-    features) before `TF_CPP_MIN_LOG_LEVEL` is read, so the import's stderr
-    is caught in a file: its INFO lines are dropped, every other line is
-    passed on, and all of it when the import fails.
-    """
-    if verbose or "tensorflow" in sys.modules:
-        import tensorflow  # noqa: F401
-    else:
-        with tempfile.TemporaryFile() as caught:
-            sys.stderr.flush()
-            saved = os.dup(2)
-            os.dup2(caught.fileno(), 2)
-            failed = True
-            try:
-                import tensorflow  # noqa: F401
-
-                failed = False
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                caught.seek(0)
-                lines = caught.read().decode(errors="replace").splitlines(keepends=True)
-                sys.stderr.write("".join(line for line in lines if failed or not START_UP_NOISE.match(line)))
     import keras_team
 
     keras_team.register()
@@ -273,7 +247,7 @@ def _config(args):
 
 def _check(args) -> None:
     config = _config(args)
-    _start_tensorflow(args.verbose)
+    _start_tensorflow()
     from keras_team.app.recipe import leader_paths, make_plan
     from keras_team.app.workspace import Workspace
 
@@ -296,7 +270,7 @@ def _run(args) -> None:
     if args.dry_run:
         return _check(args)
     config = _config(args)
-    _start_tensorflow(args.verbose)
+    _start_tensorflow()
     from keras_team.app.progress import Output
     from keras_team.app.recipe import run
     from keras_team.app.report import TIME_NOTE, format_table
@@ -359,7 +333,7 @@ def _application_leader(name: str, input_shape: str | None, classes: int):
 
 
 def _cuts(args) -> None:
-    _start_tensorflow(args.verbose)
+    _start_tensorflow()
     from keras_team import graph, zoo
     from keras_team.app.recipe import load_leader
     from keras_team.cuts import cut_points, same_weights
@@ -423,7 +397,7 @@ def _evaluate(args) -> None:
         if not (run_dir / name).is_file():
             raise KerasTeamError("run_dir", str(run_dir), f"a finished keras-team run directory holding {name}")
     config = load_config(run_dir / "config.yaml")
-    _start_tensorflow(args.verbose)
+    _start_tensorflow()
     from keras_team.app.recipe import load_tasks
     from keras_team.app.report import evaluate_team, format_table, per_class_table
     from keras_team.team import Team
@@ -441,21 +415,21 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    _start_tensorflow(args.verbose)
+    _start_tensorflow()
     from keras_team.app.predict import handle
 
     handle(args)
 
 
 def _export(args) -> None:
-    _start_tensorflow(args.verbose)
+    _start_tensorflow()
     from keras_team.app.export import handle
 
     handle(args)
 
 
 def _tune(args) -> None:
-    _start_tensorflow(args.verbose)
+    _start_tensorflow()
     from keras_team.app.tune import handle
 
     handle(args)
