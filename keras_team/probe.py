@@ -93,17 +93,20 @@ def _dense_layers(layer: keras.Layer):
 
 
 def features_of(body: keras.Model, x, *, batch_size: int = 256) -> np.ndarray:
-    """The frozen `body`'s outputs on `x` (an array, or a dict of arrays keyed by its inputs), once, in inference mode.
+    """The frozen `body`'s outputs on `x`, once, in inference mode.
 
-    `body` is called batch by batch, as `keras_team.caching.cache_features`
-    calls a frozen part: `predict` would trace a graph for each new body
-    and example count, more than a few-shot split's forward costs.
+    `x`: an array, a dict of arrays keyed by the body's inputs, or a
+    `tf.data.Dataset` of input batches (a streamed task's,
+    `keras_team.data.examples`). `body` is called batch by batch, as
+    `keras_team.caching.cache_features` calls a frozen part: `predict`
+    would trace a graph for each new body and example count, more than a
+    few-shot split's forward costs.
 
     Example:
         >>> features_of(keras.Sequential([keras.Input((3, 3)), keras.layers.Flatten()]), np.ones((2, 3, 3))).shape
         (2, 9)
     """
-    batches = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+    batches = x if isinstance(x, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
     return np.concatenate([keras.ops.convert_to_numpy(body(batch, training=False)) for batch in batches])
 
 

@@ -83,6 +83,8 @@ def test_caching_many_splits_and_probe_features_traces_no_graph_per_call():
             cache_taps(Team(leader, [FOLLOWERS["features"]()]), "mlp", dataset(x, y, batch_size=4), views=2, verbose=0)
             features = features_of(leader.body, x, batch_size=8)
         np.testing.assert_allclose(features, leader.body.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+        streamed = tf.data.Dataset.from_tensor_slices(x).batch(6)  # a streamed task's examples: batches
+        np.testing.assert_allclose(features_of(leader.body, streamed), features, rtol=1e-5, atol=1e-6)
     finally:
         tf.get_logger().removeHandler(catcher)
     assert not [w for w in warnings if "retracing" in w], warnings
