@@ -286,10 +286,8 @@ def agree(ok: bool = True, strategy: tf.distribute.Strategy | None = None) -> bo
     if not _is_multi_worker(strategy):
         return ok
 
-    def vote():
-        return tf.distribute.get_replica_context().all_reduce("SUM", tf.constant(0.0 if ok else 1.0))
-
-    return float(strategy.experimental_local_results(strategy.run(vote))[0]) == 0.0
+    # In the traced summer: `strategy.run` called eagerly costs more and TensorFlow warns of it.
+    return float(_summer(strategy)(tf.constant([0.0 if ok else 1.0], tf.float64))[0]) == 0.0
 
 
 def restore(checkpoint: BackupAndRestore, model: keras.Model) -> int:
@@ -546,12 +544,14 @@ class _MultiWorkerLoop:
         return run
 
     def _validation(self, dataset: tf.data.Dataset) -> tuple[Iterator, int]:
-        """An endless iterator over the whole of `dataset` on every worker (not sharded, not rebatched), and its batches per pass."""
-        batches = _batches(dataset)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        whole = dataset.with_options(options).repeat()
-        return iter(self.strategy.distribute_datasets_from_function(lambda _: whole)), batches
+        """An endless iterator over the whole of `dataset` on every worker, and its batches per pass.
+
+        `distribute_datasets_from_function` neither shards nor rebatches (its
+        datasets' auto-shard policy is not applied), so every worker scores
+        the whole validation split.
+        """
+        whole = dataset.repeat()
+        return iter(self.strategy.distribute_datasets_from_function(lambda _: whole)), _batches(dataset)
 
     def _start_epoch(self, callbacks: Sequence[keras.callbacks.Callback], initial_epoch: int) -> int:
         """The first epoch to train: after what `checkpoint_dir` or a `BackupAndRestore` callback restored."""
@@ -595,7 +595,7 @@ class _MultiWorkerLoop:
                 # One all-reduce: a stop asked on any worker (a callback on the chief), and the chief's clock saying
                 # that a checkpoint is due (the last epoch's always is).
                 due = self.chief and (time.monotonic() - last_save >= self.every_seconds or epoch + 1 == epochs)
-                stop, save = (float(v) > 0 for v in vote(tf.constant([float(model.stop_training), float(due)])).numpy())
+                stop, save = (float(v) > 0 for v in vote(tf.constant([float(model.stop_training), float(due)], tf.float64)).numpy())
                 if self.manager is not None and (save or stop):
                     self.manager.save()
                     last_save = time.monotonic()
@@ -612,12 +612,16 @@ _SUMMERS: dict[int, tuple[tf.distribute.Strategy, tf.types.experimental.Polymorp
 
 
 def _summer(strategy: tf.distribute.Strategy) -> tf.types.experimental.PolymorphicFunction:
-    """A `tf.function(values)`: `values` summed over the workers (one all-reduce); one per strategy, traced once per shape."""
+    """A `tf.function(values)`: a float64 vector summed over the workers (one all-reduce); one per strategy, traced once.
+
+    Every length shares one trace (TensorFlow warned of retracing when each
+    broadcast of another model's variables traced its own).
+    """
     known = _SUMMERS.get(id(strategy))
     if known is not None and known[0] is strategy:
         return known[1]
 
-    @tf.function
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
     def total(values):
         return strategy.experimental_local_results(strategy.run(_sum, args=(values,)))[0]
 

@@ -166,10 +166,12 @@ def test_two_workers_train_identically_chief_writes_and_a_restart_resumes(tmp_pa
     assert _close(resumed[0]["weights"], resumed[1]["weights"], rtol=0, atol=0)
 
     # Independent reference: one process, plain model.fit on the global batches, 3 epochs.
-    train, _ = team_data()
+    train, validation = team_data()
     reference = make_team()
-    reference.fit(train, epochs=3, verbose=0, shuffle=False)
+    scored = reference.fit(train, validation_data=validation, epochs=3, verbose=0, shuffle=False).history
     assert _close(resumed[0]["weights"], reference.get_weights(), rtol=1e-4, atol=1e-5)
+    for worker in resumed:  # each worker scored the whole validation split, not a share of it
+        assert np.isclose(worker["logs"]["val_loss"][-1], scored["val_loss"][-1], rtol=1e-4), (worker["logs"], scored)
 
 
 def test_steps_per_execution_is_at_most_the_steps_of_an_epoch():
