@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_team import distribute
+from keras_team.backend import is_tensorflow
 from keras_team.errors import KerasTeamError
 from keras_team.heads import LOSS, adapt
 
@@ -83,6 +84,16 @@ def set_l2(model: keras.Layer, l2: float) -> None:
         layer.kernel_regularizer = regularizer  # what its config (and a saved model) says
         if layer.built:
             layer.kernel.regularizer = regularizer  # what training adds to the loss
+
+
+class _Penalty(keras.regularizers.Regularizer):
+    """`keras.regularizers.L2`'s ``l2 * sum(x**2)`` with ``l2`` a variable: a step traced once serves every strength."""
+
+    def __init__(self, strength: keras.Variable):
+        self.strength = strength
+
+    def __call__(self, x):
+        return keras.ops.cast(self.strength, x.dtype) * keras.ops.sum(keras.ops.square(x))
 
 
 def _dense_layers(layer: keras.Layer):
@@ -170,24 +181,38 @@ def fit_probe(
     examples = len(np.asarray(train[1]))
     steps = max(math.ceil(examples / batch_size), STEPS_PER_EPOCH)
     # tf.data, not arrays: Keras' array adapter costs ~0.1 s per epoch, more than a probe's whole step.
-    batches = tf.data.Dataset.from_tensor_slices(train).shuffle(examples, seed=seed).repeat().batch(batch_size)
     # Under a mirrored strategy every replica needs an equal share of the first batch (Keras builds on it).
     held_out_batch = distribute.global_batch_size(VALIDATION_BATCH, len(np.asarray(validation[1])))
     held_out = tf.data.Dataset.from_tensor_slices(validation).batch(held_out_batch).cache()
     adapt(model, train[0])  # a Standardize layer's statistics: the training split's (keras_team.heads.probe)
     initial = model.get_weights()
+    with distribute.strategy_of(model).scope():
+        penalty = _Penalty(keras.Variable(0.0, trainable=False, name="l2"))
+    for layer in _dense_layers(model):
+        layer.kernel.regularizer = penalty
+    optimizer_start = None
     best: tuple[float, Score, list] | None = None
     scores = {}
     for strength in grid:
         model.set_weights(initial)
-        set_l2(model, strength)
-        # The validation log-loss without the penalty: comparable across strengths.
-        model.compile(keras.optimizers.Adam(learning_rate), LOSS,
-                      metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="log_loss"),
-                               keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                      # One call into TensorFlow per epoch; one step per call under a distribution strategy
-                      # (Keras 3.15's multi-step loop fails there: "You must feed a value for placeholder").
-                      steps_per_execution=1 if tf.distribute.has_strategy() else steps)
+        penalty.strength.assign(strength)
+        if optimizer_start is not None and is_tensorflow():
+            # One traced train and test step serve every strength: tracing costs more than a probe's epochs.
+            for variable, value in zip(model.optimizer.variables, optimizer_start):
+                variable.assign(value)
+        else:  # other backends read the strength when they trace: a new trace per strength
+            # The validation log-loss without the penalty: comparable across strengths.
+            model.compile(keras.optimizers.Adam(learning_rate), LOSS,
+                          metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="log_loss"),
+                                   keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                          # One call into TensorFlow per epoch; one step per call under a distribution strategy
+                          # (Keras 3.15's multi-step loop fails there: "You must feed a value for placeholder").
+                          steps_per_execution=1 if tf.distribute.has_strategy() else steps)
+            with distribute.strategy_of(model).scope():
+                model.optimizer.build(model.trainable_variables)  # as Keras' compile_from_config does
+            optimizer_start = [keras.ops.convert_to_numpy(variable) for variable in model.optimizer.variables]
+        # A new dataset per strength: each strength sees the same batches (a dataset's iterators shuffle anew).
+        batches = tf.data.Dataset.from_tensor_slices(train).shuffle(examples, seed=seed).repeat().batch(batch_size)
         # Every worker of a cluster stops at the same epoch and restores the same best weights.
         stop = keras.callbacks.EarlyStopping("val_log_loss", patience=patience, restore_best_weights=True)
         history = distribute.fit(model, batches, steps_per_epoch=steps, validation_data=held_out, epochs=epochs,
@@ -199,6 +224,7 @@ def fit_probe(
             best = (strength, scores[strength], model.get_weights())
     strength, score, weights = best
     model.set_weights(weights)
+    penalty.strength.assign(strength)  # what the traced step adds if the model is fitted again uncompiled
     set_l2(model, strength)
     return ProbeFit(strength, score, scores)
 

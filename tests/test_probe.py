@@ -44,6 +44,25 @@ def test_a_probe_on_noisy_labels_chooses_a_stronger_l2_than_on_clean_ones():
     assert chosen[0.6] > chosen[0.0], chosen
 
 
+def test_each_strength_of_a_probe_scores_as_its_own_fit_from_one_traced_step():
+    """Strengths share one traced step: each still starts from the same weights, optimizer state and batches."""
+    grid = (1e-4, 1e-2, 1.0)
+    train, validation = features_task(0.2)
+    fits, traces = {}, {}
+    for strengths in (grid, *((strength,) for strength in grid)):
+        keras.utils.set_random_seed(0)  # the same initial weights for the grid's fit and each strength alone
+        head = keras_team.heads.dense(4)
+        head.build((None, 30))
+        step, traces[strengths] = head.train_step, []
+        head.train_step = lambda data, step=step, seen=traces[strengths]: seen.append(1) or step(data)  # per trace
+        fits[strengths] = probe.fit_probe(head, train, validation, l2=strengths, epochs=8, patience=3, seed=0)
+    assert len(traces[grid]) == len(traces[grid[:1]])  # the grid traced its step as often as one strength's fit
+    for strength in grid:
+        alone, in_grid = fits[(strength,)].score, fits[grid].scores[strength]
+        assert alone.epoch == in_grid.epoch, strength
+        assert alone.loss == pytest.approx(in_grid.loss, rel=1e-5), strength
+
+
 def test_a_probe_grid_must_be_a_list_of_strengths_and_the_model_have_one_output():
     head = keras_team.heads.dense(2)
     head.build((None, 3))
