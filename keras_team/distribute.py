@@ -286,8 +286,7 @@ def agree(ok: bool = True, strategy: tf.distribute.Strategy | None = None) -> bo
     if not _is_multi_worker(strategy):
         return ok
 
-    # In the traced summer: `strategy.run` called eagerly costs more and TensorFlow warns of it.
-    return float(_summer(strategy)(tf.constant([0.0 if ok else 1.0], tf.float64))[0]) == 0.0
+    return bool(_sum_over_workers([0.0 if ok else 1.0], strategy)[0] == 0.0)
 
 
 def restore(checkpoint: BackupAndRestore, model: keras.Model) -> int:
@@ -571,7 +570,7 @@ class _MultiWorkerLoop:
         )
         history.set_model(model)
         history.on_train_begin()
-        train, test, vote = self._steps(model.train_step, mean=True), self._steps(model.test_step, mean=False), _summer(self.strategy)
+        train, test = self._steps(model.train_step, mean=True), self._steps(model.test_step, mean=False)
         distributed = self.strategy.experimental_distribute_dataset(shard_by_data(dataset))
         steps = steps_per_epoch or _batches(dataset)  # a worker takes its share of every global batch
         stream = iter(distributed) if steps_per_epoch else None
@@ -595,7 +594,7 @@ class _MultiWorkerLoop:
                 # One all-reduce: a stop asked on any worker (a callback on the chief), and the chief's clock saying
                 # that a checkpoint is due (the last epoch's always is).
                 due = self.chief and (time.monotonic() - last_save >= self.every_seconds or epoch + 1 == epochs)
-                stop, save = (float(v) > 0 for v in vote(tf.constant([float(model.stop_training), float(due)], tf.float64)).numpy())
+                stop, save = _sum_over_workers([model.stop_training, due], self.strategy) > 0
                 if self.manager is not None and (save or stop):
                     self.manager.save()
                     last_save = time.monotonic()
@@ -611,12 +610,19 @@ class _MultiWorkerLoop:
 _SUMMERS: dict[int, tuple[tf.distribute.Strategy, tf.types.experimental.PolymorphicFunction]] = {}
 
 
-def _summer(strategy: tf.distribute.Strategy) -> tf.types.experimental.PolymorphicFunction:
-    """A `tf.function(values)`: a float64 vector summed over the workers (one all-reduce); one per strategy, traced once.
+def _sum_over_workers(values, strategy: tf.distribute.Strategy) -> np.ndarray:
+    """`values` (numbers, bools or an array) as a float64 vector summed over the workers: one all-reduce.
 
-    Every length shares one trace (TensorFlow warned of retracing when each
-    broadcast of another model's variables traced its own).
+    Traced once per strategy, for every length (TensorFlow warned of
+    retracing when each broadcast of another model's variables traced its
+    own); `strategy.run` called eagerly would cost more, and TensorFlow warns
+    of that too.
     """
+    return _summer(strategy)(tf.constant(np.asarray(values, "float64").ravel())).numpy()
+
+
+def _summer(strategy: tf.distribute.Strategy) -> tf.types.experimental.PolymorphicFunction:
+    """`_sum_over_workers`' traced function, one per strategy."""
     known = _SUMMERS.get(id(strategy))
     if known is not None and known[0] is strategy:
         return known[1]
@@ -649,7 +655,7 @@ def broadcast(values: Sequence, strategy: tf.distribute.Strategy | None = None) 
     flat = np.concatenate([a.astype("float64").ravel() for a in arrays]) if arrays else np.zeros(0)
     if not is_chief(strategy):
         flat = np.zeros_like(flat)
-    total, out, at = _summer(strategy)(tf.constant(flat)).numpy(), [], 0
+    total, out, at = _sum_over_workers(flat, strategy), [], 0
     for a in arrays:
         out.append(total[at:at + a.size].reshape(a.shape).astype(a.dtype))
         at += a.size
