@@ -517,7 +517,8 @@ class _MultiWorkerLoop:
             self.manager = tf.train.CheckpointManager(checkpoint, self._write_dir, max_to_keep=1)
 
     def _steps(self, step_fn, *, mean: bool):
-        """A `tf.function(iterator, steps)` running `step_fn` on `steps` batches; with `mean`, its figures averaged over the workers."""
+        """A `tf.function(iterator, steps)`: the model's metrics reset, `step_fn` on `steps` batches; with `mean`, its
+        figures averaged over the workers."""
         strategy = self.strategy
 
         @tf.function  # traced once, called twice below: the step's graph is built once
@@ -535,6 +536,9 @@ class _MultiWorkerLoop:
 
         @tf.function
         def run(iterator, steps):
+            # Each worker zeroes its own metric variables (replica context): Keras' reset outside one reads every
+            # synchronized-on-read variable over the workers first, an all-reduce per variable and epoch.
+            strategy.run(self.model.reset_metrics)
             logs = one(iterator)
             for _ in tf.range(steps - 1):
                 logs = one(iterator)
@@ -580,13 +584,11 @@ class _MultiWorkerLoop:
         with _OutsideStrategy() as outside:  # the chief's callbacks (the others have none)
             outside.call(callbacks.on_train_begin)
             for epoch in range(start, epochs):
-                model.reset_metrics()
                 outside.call(callbacks.on_epoch_begin, epoch)
                 outside.call(callbacks.on_train_batch_begin, 0)
                 logs = {key: float(value) for key, value in train(iter(distributed) if stream is None else stream, steps).items()}
                 outside.call(callbacks.on_train_batch_end, steps - 1, logs)  # one call per epoch, as Keras' steps_per_execution
                 if validation is not None:
-                    model.reset_metrics()
                     logs.update({f"val_{key}": float(value) for key, value in test(*validation).items()})
                 self.epoch.assign(epoch + 1)
                 outside.call(callbacks.on_epoch_end, epoch, logs)

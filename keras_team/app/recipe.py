@@ -886,8 +886,10 @@ def _last(history) -> dict:
 
 
 def _accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
-    predicted = np.argmax(model.predict(task.dataset(split), verbose=0), axis=-1)
-    return float(np.mean(predicted == task.labels(split)))
+    """`model`'s accuracy on `split`, the model called batch by batch: `predict` under several workers gathers each
+    batch's outputs over them (a collective per batch, the slowest worker's pace) for a figure each computes alone."""
+    inputs, labels = examples(task, [split])
+    return float(np.mean(np.argmax(probe.features_of(model, inputs), axis=-1) == labels))
 
 
 def _in_memory(task) -> bool:
