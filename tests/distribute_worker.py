@@ -3,7 +3,9 @@
 Usage: python -m tests.distribute_worker WORKERS INDEX OUT_DIR EPOCHS
 Trains the tests' tiny team with `keras_team.distribute.fit`; the chief
 writes a CSV log and checkpoints under OUT_DIR. Prints one JSON line: the
-epochs this run trained, its logs and the final weights.
+epochs this run trained, its logs, the final weights and how many eager
+reductions over the workers (`strategy.reduce`, e.g. reading a metric
+variable outside a replica) the fit made.
 """
 
 import json
@@ -24,12 +26,15 @@ def main(workers, index, out_dir, epochs):
     train, validation = team_data()
     with strategy.scope():
         team = make_team()
+    reductions, reduce = [], strategy.reduce  # this strategy object's calls only
+    strategy.reduce = lambda *args, **kwargs: reductions.append(1) or reduce(*args, **kwargs)
     history = distribute.fit(
         team, train, epochs=epochs, validation_data=validation, checkpoint_dir=os.path.join(out_dir, "checkpoints"),
         callbacks=[keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True)], verbose=0,
     )
     weights = [w.tolist() for w in team.get_weights()]
-    print("RESULT " + json.dumps({"epochs": history.epoch, "logs": history.history, "weights": weights}), flush=True)
+    print("RESULT " + json.dumps({"epochs": history.epoch, "logs": history.history, "weights": weights,
+                                        "eager_reductions": len(reductions)}), flush=True)
 
 
 if __name__ == "__main__":
