@@ -1,9 +1,12 @@
 """Tiny learnable data and leaders shared by the core tests."""
 
+import contextlib
 import functools
+import logging
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import keras_team
 
@@ -18,6 +21,19 @@ def blobs(n=96, classes=5, shape=(8, 8, 1), seed=0):
         col = 4 * (label // 4)
         x[i, row : row + 2, col : col + 4] = 255
     return x.astype("uint8"), y.astype("int32")
+
+
+@contextlib.contextmanager
+def tensorflow_messages():
+    """The messages TensorFlow's Python logger emits within the block (e.g. its frequent-retracing warning)."""
+    messages = []
+    catcher = logging.Handler()
+    catcher.emit = lambda record: messages.append(record.getMessage())
+    tf.get_logger().addHandler(catcher)
+    try:
+        yield messages
+    finally:
+        tf.get_logger().removeHandler(catcher)
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras_team
 from keras_team import Distill, Follower, KerasTeamError, Team, caching
 from keras_team.caching import cache_taps, cached_batches, fit_follower
-from tests.helpers import blobs, weights_of
+from tests.helpers import blobs, tensorflow_messages, weights_of
 
 
 @pytest.fixture(autouse=True)
@@ -68,15 +68,9 @@ def test_taps_are_the_leaders_inference_outputs_in_order():
 
 def test_caching_many_splits_and_probe_features_traces_no_graph_per_call():
     """A run caches taps and probe features for every split, view and follower: TensorFlow must not warn of retracing."""
-    import logging
-
     from keras_team.probe import features_of
 
-    warnings = []
-    catcher = logging.Handler()
-    catcher.emit = lambda record: warnings.append(record.getMessage())
-    tf.get_logger().addHandler(catcher)
-    try:
+    with tensorflow_messages() as messages:
         for n in (5, 9, 13, 17, 21, 25, 29):  # a new follower and split size each time, as in a run
             x, y = blobs(n=n, seed=n)
             leader = leader_with_dropout_head()
@@ -85,9 +79,7 @@ def test_caching_many_splits_and_probe_features_traces_no_graph_per_call():
         np.testing.assert_allclose(features, leader.body.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
         streamed = tf.data.Dataset.from_tensor_slices(x).batch(6)  # a streamed task's examples: batches
         np.testing.assert_allclose(features_of(leader.body, streamed), features, rtol=1e-5, atol=1e-6)
-    finally:
-        tf.get_logger().removeHandler(catcher)
-    assert not [w for w in warnings if "retracing" in w], warnings
+    assert not [m for m in messages if "retracing" in m], messages
 
 
 def test_cache_on_disk_is_memory_mapped_and_equal_to_the_one_in_memory(tmp_path):

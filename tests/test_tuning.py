@@ -17,6 +17,7 @@ from keras_team.freezing import is_trained, units
 from keras_team.tuning import FeatureCache, TransferHyperModel, cap_per_class, make_tuner, trial_table, write_results
 from keras_team.tuning import hypermodel as hypermodel_module
 from keras_team.tuning.hypermodel import epoch_split, searchable_cuts
+from tests.helpers import tensorflow_messages
 
 
 @pytest.fixture(scope="module")
@@ -322,6 +323,21 @@ def test_feature_cache_hits_misses_and_invalidation(seed_leader, digits, tmp_pat
     np.testing.assert_allclose(refreshed, changed.predict(x, verbose=0), rtol=1e-3, atol=1e-3)
     cache.features(keras_team.body(seed_leader, "fc1"), x)  # another cut
     assert cache.misses == 4
+
+
+def test_caching_the_features_of_every_cut_traces_no_graph_per_body(seed_leader, digits):
+    """A search caches features at each cut and boundary it meets: TensorFlow must not warn of retracing."""
+    _, (x, _), (x_val, _) = digits
+    cache, cached = FeatureCache(dtype="float32"), []
+    with tensorflow_messages() as messages:
+        for cut in keras_team.cut_points(seed_leader):
+            for data in (x, x_val):
+                body = keras_team.body(seed_leader, cut.name)
+                cached.append((body, data, cache.features(body, data)))
+    assert not [m for m in messages if "retracing" in m], messages
+    assert cache.misses == len(cached) >= 8
+    for body, data, features in cached:
+        np.testing.assert_allclose(features, body.predict(data, verbose=0), rtol=1e-5, atol=1e-5)
 
 
 def test_an_in_memory_cache_keeps_at_most_max_bytes_dropping_the_least_recently_used(seed_leader):

@@ -29,9 +29,7 @@ import pathlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from keras_team.backend import is_tensorflow
 from keras_team.files import atomic_path
 
 # Inference batch of the caching pass (a frozen body's outputs do not depend on it).
@@ -169,28 +167,25 @@ class FeatureCache:
 
 
 class _Inference:
-    """`body` in inference mode on a batch, cast to `dtype` (on TensorFlow one trace for every batch size).
+    """`body` called in inference mode batch by batch, its outputs cast to `dtype`.
 
-    On TensorFlow, faster than `body.predict` for the cache: no float32 copy
-    of the whole output, and the cast to float16 runs in the graph. On JAX
-    and PyTorch, Keras' own `predict_on_batch`.
+    Called directly, as `keras_team.caching.cache_features` calls a frozen
+    part: a `tf.function` (or `predict`) per body traced a graph for each cut
+    and boundary, and TensorFlow warned of retracing once a search had made a
+    few (it counts traces per function code, not per body).
     """
 
     def __init__(self, body: keras.Model, dtype: np.dtype):
-        spec = body.inputs[0]
-        self.input_dtype = spec.dtype
+        self.body = body
+        self.input_dtype = body.inputs[0].dtype
         self.output_shape = tuple(body.outputs[0].shape[1:])
         self.dtype = dtype
-        self.call = body.predict_on_batch
-        if is_tensorflow():
-            self.call = tf.function(
-                lambda x: tf.cast(body(x, training=False), dtype.name),
-                input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)],
-            )
 
     def fill(self, values: np.ndarray, x: np.ndarray, progress: keras.utils.Progbar) -> None:
         """Write the outputs on `x`, `PREDICT_BATCH` examples at a time, into `values`; `progress` counts them."""
         for start in range(0, len(x), PREDICT_BATCH):
             batch = np.asarray(x[start:start + PREDICT_BATCH], self.input_dtype)  # as a Keras Input casts it
-            values[start:start + PREDICT_BATCH] = keras.ops.convert_to_numpy(self.call(batch)).astype(self.dtype, copy=False)
+            # A tensor, not an array: a functional model takes it for its one input (an array it warns of)
+            outputs = keras.ops.convert_to_numpy(self.body(keras.ops.convert_to_tensor(batch), training=False))
+            values[start:start + PREDICT_BATCH] = outputs.astype(self.dtype, copy=False)
             progress.add(len(batch))
