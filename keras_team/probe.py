@@ -1,8 +1,9 @@
 """Linear probes: a linear head on frozen features, its L2 strength and its epochs chosen on validation.
 
 A regularised logistic regression, trained with Keras: for each L2 strength
-of a grid, the head starts from the same initial weights and is fitted with
-`model.fit` (the L2 penalty as the Dense layers' `kernel_regularizer`) and
+of a grid, the head starts from the same initial weights and batches and is
+fitted with `model.fit` (the L2 penalty on the Dense kernels, its strength a
+variable, so one compiled model serves the whole grid) and
 `keras.callbacks.EarlyStopping` on the validation log-loss, keeping its best
 epoch; on several workers, the chief alone fits and every worker receives
 its weights and figures (`keras_team.distribute.fit_on_chief`). The strength whose best epoch has the lowest validation log-loss
@@ -180,7 +181,6 @@ def fit_probe(
         return fit
     examples = len(np.asarray(train[1]))
     steps = max(math.ceil(examples / batch_size), STEPS_PER_EPOCH)
-    # tf.data, not arrays: Keras' array adapter costs ~0.1 s per epoch, more than a probe's whole step.
     # Under a mirrored strategy every replica needs an equal share of the first batch (Keras builds on it).
     held_out_batch = distribute.global_batch_size(VALIDATION_BATCH, len(np.asarray(validation[1])))
     held_out = tf.data.Dataset.from_tensor_slices(validation).batch(held_out_batch).cache()
@@ -211,7 +211,8 @@ def fit_probe(
             with distribute.strategy_of(model).scope():
                 model.optimizer.build(model.trainable_variables)  # as Keras' compile_from_config does
             optimizer_start = [keras.ops.convert_to_numpy(variable) for variable in model.optimizer.variables]
-        # A new dataset per strength: each strength sees the same batches (a dataset's iterators shuffle anew).
+        # A new dataset per strength: each strength sees the same batches (a dataset's iterators shuffle anew);
+        # tf.data, not arrays: Keras' array adapter costs ~0.1 s per epoch, more than a probe's whole step.
         batches = tf.data.Dataset.from_tensor_slices(train).shuffle(examples, seed=seed).repeat().batch(batch_size)
         # Every worker of a cluster stops at the same epoch and restores the same best weights.
         stop = keras.callbacks.EarlyStopping("val_log_loss", patience=patience, restore_best_weights=True)
