@@ -624,7 +624,7 @@ def _release(objects: list) -> None:
     threading.Thread(target=objects.clear, name="keras_team_release_iterators", daemon=True).start()
 
 
-_SUMMERS: dict[int, tuple[tf.distribute.Strategy, tf.types.experimental.PolymorphicFunction]] = {}
+_SUMMERS: dict[tf.distribute.Strategy, tf.types.experimental.PolymorphicFunction] = {}  # one traced sum per strategy
 
 
 def _sum_over_workers(values, strategy: tf.distribute.Strategy) -> np.ndarray:
@@ -635,21 +635,13 @@ def _sum_over_workers(values, strategy: tf.distribute.Strategy) -> np.ndarray:
     own); `strategy.run` called eagerly would cost more, and TensorFlow warns
     of that too.
     """
-    return _summer(strategy)(tf.constant(np.asarray(values, "float64").ravel())).numpy()
+    if strategy not in _SUMMERS:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
+        def total(vector):
+            return strategy.experimental_local_results(strategy.run(_sum, args=(vector,)))[0]
 
-
-def _summer(strategy: tf.distribute.Strategy) -> tf.types.experimental.PolymorphicFunction:
-    """`_sum_over_workers`' traced function, one per strategy."""
-    known = _SUMMERS.get(id(strategy))
-    if known is not None and known[0] is strategy:
-        return known[1]
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
-    def total(values):
-        return strategy.experimental_local_results(strategy.run(_sum, args=(values,)))[0]
-
-    _SUMMERS[id(strategy)] = (strategy, total)
-    return total
+        _SUMMERS[strategy] = total
+    return _SUMMERS[strategy](tf.constant(np.asarray(values, "float64").ravel())).numpy()
 
 
 def broadcast(values: Sequence, strategy: tf.distribute.Strategy | None = None) -> list[np.ndarray]:
