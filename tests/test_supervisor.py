@@ -107,6 +107,15 @@ def test_a_run_killed_by_a_signal_is_one_line_and_128_plus_the_signal(workers, c
     assert capsys.readouterr().err == "keras-team: the run was killed by SIGKILL; run the same command again to resume\n"
 
 
+def test_a_run_aborted_in_native_code_prints_where_before_its_one_line(workers, capfd):
+    after = "def deep_in_the_run():\n    os.abort()\ndeep_in_the_run()"  # as TensorFlow's C++ would end it
+    assert supervisor.supervise(_child(workers, after=after), 600, lambda _: None) == 128 + signal.SIGABRT
+    err = capfd.readouterr().err
+    assert "Fatal Python error: Aborted" in err and "in deep_in_the_run" in err  # faulthandler's stack of the run
+    assert err.strip().splitlines()[-1] == ("keras-team: the run was killed by SIGABRT; run the same command again "
+                                            "to resume")
+
+
 def test_the_status_of_a_run_passes_through_and_the_pipe_is_not_inherited(tmp_path):
     script = ("import os, sys\nfrom keras_team.app import supervisor\nprint(supervisor.adopt(), "
               f"supervisor.CHANNEL in os.environ)\nsys.exit(3)")

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import select
@@ -41,12 +42,14 @@ _channel: int | None = None  # in the child: where to say `joining` and `joined`
 
 
 def adopt() -> bool:
-    """In a supervised child: take the pipe from the environment (its own children do not inherit it) and, on Linux,
+    """In a supervised child: take the pipe from the environment (its own children do not inherit it), print every
+    thread's Python stack should TensorFlow's C++ end the process (SIGABRT, SIGSEGV: `faulthandler`) and, on Linux,
     end with the supervisor should it be killed; whether supervised."""
     global _channel
     fd = os.environ.pop(CHANNEL, None)
     if fd is not None:
         _channel = int(fd)
+        faulthandler.enable()  # before the supervisor's one line: where the run was
         if sys.platform.startswith("linux"):
             import ctypes
 
