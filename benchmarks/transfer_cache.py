@@ -12,7 +12,7 @@ run's own work, so machine state cancels out; the baseline trains for
 ``transfer.epochs`` too).
 
     python benchmarks/transfer_cache.py /work/data/patches            # transfer_cache.json
-    python benchmarks/transfer_cache.py /work/data/patches --shots 150  # transfer_cache_150shot.json
+    python benchmarks/transfer_cache.py /work/data/patches --shots 120  # transfer_cache_120shot.json (of 150 per class)
 """
 
 from __future__ import annotations

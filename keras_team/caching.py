@@ -559,9 +559,12 @@ def fit_transfer(
     model; `model.fit` then trains the part above on the cache. The model's
     weights are updated in place. With ``views=1`` and a `train` that does
     not augment, the result equals `model.fit` on ``train.unbatch()
-    .shuffle(n, seed, reshuffle_each_iteration=True).batch(batch_size)``
-    (the order a `keras_team.data.Task` seeded `seed` serves) to float
-    tolerance, for the frozen body's outputs do not depend on the epoch.
+    .shuffle(n, seed, reshuffle_each_iteration=True).batch(batch_size)
+    .repeat()`` with ``steps_per_epoch`` (one stream of epochs, as a
+    `keras_team.data.Task` seeded `seed` serves it to `keras-team run`) to
+    float tolerance, for the frozen body's outputs do not depend on the
+    epoch. (A `fit` that starts a new iterator every epoch draws other
+    shuffles from the second epoch on.)
 
     A `keras_team.checkpoints.BackupAndRestore` among `callbacks` is
     restored first, and the fit resumes after its epoch with the shuffles an
