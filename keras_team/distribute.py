@@ -621,7 +621,8 @@ def _release(objects: list) -> None:
     loopback, the default run's stages); left to a thread of their own while
     the run goes on, they are deleted in about 15 ms. Not a daemon thread: the
     interpreter waits for it before it shuts down (a daemon thread still inside
-    TensorFlow at exit aborted a worker with SIGABRT, "exception not rethrown").
+    TensorFlow at exit is the likeliest cause of a worker's SIGABRT in CI,
+    "exception not rethrown": Python ends such a thread with a forced unwind).
     """
     threading.Thread(target=objects.clear, name="keras_team_release_iterators").start()
 
