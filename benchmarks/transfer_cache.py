@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("data", help="the photo patches folder (train/, test/)")
     parser.add_argument("--leader-epochs", type=int, default=3)
     parser.add_argument("--shots", type=int, default=20, help="target training examples per class")
+    parser.add_argument("--output", help="the JSON file (default: results/transfer_cache.json, or "
+                        "transfer_cache_<shots>shot.json for other shots)")
     args = parser.parse_args()
     load = load_average()
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +65,8 @@ def main() -> None:
               "fine_tune_speedup": full["fine_tune_seconds"] / cached["fine_tune_seconds"],
               "machine": machine(load)}
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str))
-    write_json(RESULTS / ("transfer_cache.json" if args.shots == 20 else f"transfer_cache_{args.shots}shot.json"), result)
+    output = args.output or RESULTS / ("transfer_cache.json" if args.shots == 20 else f"transfer_cache_{args.shots}shot.json")
+    print(f"wrote {write_json(output, result)}")
 
 
 if __name__ == "__main__":
