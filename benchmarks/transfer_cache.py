@@ -13,6 +13,7 @@ run's own work, so machine state cancels out; the baseline trains for
 
     python benchmarks/transfer_cache.py /work/data/patches            # transfer_cache.json
     python benchmarks/transfer_cache.py /work/data/patches --shots 120  # transfer_cache_120shot.json (of 150 per class)
+    python benchmarks/transfer_cache.py /work/data/patches --repeats 3  # three pairs, the ratios' medians
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,16 +57,23 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=20, help="target training examples per class")
     parser.add_argument("--output", help="the JSON file (default: results/transfer_cache.json, or "
                         "transfer_cache_<shots>shot.json for other shots)")
+    parser.add_argument("--repeats", type=int, default=1, help="pairs of runs (ratios: their medians)")
     args = parser.parse_args()
     load = load_average()
+    pairs = []
     with tempfile.TemporaryDirectory() as tmp:
-        cached = run(args.data, pathlib.Path(tmp) / "cached", True, args.leader_epochs, args.shots)
-        full = run(args.data, pathlib.Path(tmp) / "full", False, args.leader_epochs, args.shots)
-    result = {"shots": args.shots, "cached": cached, "full_forward": full,
-              "transfer_speedup": full["transfer_seconds"] / cached["transfer_seconds"],
-              "fine_tune_speedup": full["fine_tune_seconds"] / cached["fine_tune_seconds"],
+        for i in range(args.repeats):
+            cached = run(args.data, pathlib.Path(tmp) / f"cached{i}", True, args.leader_epochs, args.shots)
+            full = run(args.data, pathlib.Path(tmp) / f"full{i}", False, args.leader_epochs, args.shots)
+            pairs.append({"cached": cached, "full_forward": full,
+                          "transfer_speedup": full["transfer_seconds"] / cached["transfer_seconds"],
+                          "fine_tune_speedup": full["fine_tune_seconds"] / cached["fine_tune_seconds"]})
+    result = {"shots": args.shots, "pairs": pairs,
+              **{ratio: statistics.median(pair[ratio] for pair in pairs)
+                 for ratio in ("transfer_speedup", "fine_tune_speedup")},
+              "transfer_over_baseline": statistics.median(pair["cached"]["transfer_over_baseline"] for pair in pairs),
               "machine": machine(load)}
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "pairs")}, indent=1, default=str))
     output = args.output or RESULTS / ("transfer_cache.json" if args.shots == 20 else f"transfer_cache_{args.shots}shot.json")
     print(f"wrote {write_json(output, result)}")
 
