@@ -121,10 +121,9 @@ def main() -> None:
     task = data.from_folder(args.data, classes=TARGET, shots=args.shots, seed=0)
     result = {"shots": args.shots, "train_examples": len(task.labels("train")),
               "validation_examples": len(task.labels("validation")),
-              "transfer": phase(task, unfreeze=0, epochs=100, learning_rate=0.003,
-                                repeats=args.repeats),  # the run's defaults
-              "fine_tune": phase(task, unfreeze=1, epochs=10, learning_rate=0.0001,
-                                 repeats=args.repeats),
+              # the run's epochs for each phase; the rates of transfer_cache.py's config (a dense head)
+              "transfer": phase(task, unfreeze=0, epochs=100, learning_rate=0.003, repeats=args.repeats),
+              "fine_tune": phase(task, unfreeze=1, epochs=10, learning_rate=0.0001, repeats=args.repeats),
               "machine": machine(load)}
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
     print(f"wrote {write_json(args.output, result)}")
