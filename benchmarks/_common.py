@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from importlib.metadata import PackageNotFoundError, version
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+PATCHES_SOURCE = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel")
+PATCHES_TARGET = ("hubble", "ihc", "moon", "page", "retina", "rocket", "text", "clock", "cell")
+"""The photo patches' classes (one per scikit-image photograph): the leader learns the source's, the team the target's."""
 
 
 def load_average() -> float:

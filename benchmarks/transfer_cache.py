@@ -26,15 +26,13 @@ import subprocess
 import sys
 import tempfile
 
-from _common import RESULTS, load_average, machine, write_json
-
-SOURCE = "[astronaut,brick,camera,chelsea,coffee,coins,grass,gravel]"
-TARGET = "[hubble,ihc,moon,page,retina,rocket,text,clock,cell]"
+from _common import PATCHES_SOURCE, PATCHES_TARGET, RESULTS, load_average, machine, write_json
 
 
 def run(data: str, out: pathlib.Path, cache: bool, leader_epochs: int, shots: int) -> dict:
-    sets = [f"data.source.name={data}", f"data.target.name={data}", f"data.source.classes={SOURCE}",
-            f"data.target.classes={TARGET}", f"data.target.shots={shots}", "leader.application=MobileNetV3Small",
+    sets = [f"data.source.name={data}", f"data.target.name={data}",
+            f"data.source.classes=[{','.join(PATCHES_SOURCE)}]", f"data.target.classes=[{','.join(PATCHES_TARGET)}]",
+            f"data.target.shots={shots}", "leader.application=MobileNetV3Small",
             "leader.weights=null", f"leader.epochs={leader_epochs}", "transfer.unfreeze=1",
             "transfer.head.kind=dense", "transfer.learning_rate=0.003",  # a trained head: the probe fits once anyway
             f"transfer.cache={str(cache).lower()}", f"output_dir={out}"]

@@ -40,10 +40,7 @@ import tensorflow as tf
 
 import keras_team
 from keras_team import caching, cuts, data, heads, zoo
-from _common import RESULTS, load_average, machine, write_json
-
-TARGET = ["hubble", "ihc", "moon", "page", "retina", "rocket", "text", "clock", "cell"]
-
+from _common import PATCHES_TARGET, RESULTS, load_average, machine, write_json
 
 def transferred(task: data.Task, unfreeze: int) -> keras_team.Transferred:
     """The same seeded model every call (Keras' state of earlier ones cleared); `unfreeze` top weighted layers trainable."""
@@ -118,7 +115,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(RESULTS / "transfer_fit_floor.json"))
     args = parser.parse_args()
     load = load_average()
-    task = data.from_folder(args.data, classes=TARGET, shots=args.shots, seed=0)
+    task = data.from_folder(args.data, classes=list(PATCHES_TARGET), shots=args.shots, seed=0)
     result = {"shots": args.shots, "train_examples": len(task.labels("train")),
               "validation_examples": len(task.labels("validation")),
               # the run's epochs for each phase; the rates of transfer_cache.py's config (a dense head)

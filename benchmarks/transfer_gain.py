@@ -48,7 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import RESULTS, load_average, machine, write_json  # noqa: E402
+from _common import PATCHES_SOURCE, PATCHES_TARGET, RESULTS, load_average, machine, write_json  # noqa: E402
 from keras_team.app.config import load_config  # noqa: E402
 from keras_team.errors import KerasTeamError  # noqa: E402
 from keras_team.app.progress import Output  # noqa: E402
@@ -61,8 +61,6 @@ PHOTO_PATCHES = next((folder / "shared" / "data" / "photo_patches.py" for folder
                       if (folder / "shared" / "data" / "photo_patches.py").is_file()), None)
 PATCHES_REGIONS = {"train": (0, 0.5, 0, 1), "validation": (0.5, 1, 0, 0.5), "test": (0.5, 1, 0.5, 1)}  # x0, x1, y0, y1
 PATCHES_COUNTS = {"train": 150, "validation": 60, "test": 100}
-PATCHES_SOURCE = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel")
-PATCHES_TARGET = ("hubble", "ihc", "moon", "page", "retina", "rocket", "text", "clock", "cell")
 LOGREG_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 TARGET_GAIN_POINTS = {1: 8.0, 5: 3.0}  # by shots; 5.0 at other shot counts
 BEST_MEMBER_SLACK_POINTS = 1.0

@@ -69,7 +69,8 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer  # noqa: E402
 from keras_tuner.src.engine import tuner as kt_tuner  # noqa: E402
 from keras_team.tuning.whole_state import BestEpoch  # noqa: E402
 
-from _common import RESULTS, load_average, machine, stopwatch, time_calls, write_json  # noqa: E402
+from _common import (PATCHES_SOURCE, PATCHES_TARGET, RESULTS, load_average, machine, stopwatch,  # noqa: E402
+                     time_calls, write_json)
 from follower_cache import image_task  # noqa: E402
 import keras_team  # noqa: E402
 from keras_team import zoo  # noqa: E402
@@ -81,8 +82,6 @@ NAME = "tuning_cache"
 TARGET_SPEEDUP = 5.0
 CUTS = ("stem_relu", "pool1", "block2_out", "block3_out")
 # The photo patches' photographs: the leader's source task and the search's target (as transfer_cache.py).
-SOURCE = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel")
-TARGET = ("hubble", "ihc", "moon", "page", "retina", "rocket", "text", "clock", "cell")
 HYPERPARAMETERS = ("cut", "head_layers", "head_units", "dropout", "learning_rate", "unfreeze",
                    "fine_tune_learning_rate")
 # A trial's parts: the function whose wall seconds are the part's (none calls another of them).
@@ -143,7 +142,7 @@ def tasks(args) -> tuple:
     """The leader's source task and the search's target: upscaled digits, or the photo patches (`--data`)."""
     if args.application:
         return tuple(keras_team.data.from_folder(args.data, classes=list(classes), seed=args.seed,
-                                                 batch_size=args.batch_size) for classes in (SOURCE, TARGET))
+                                                 batch_size=args.batch_size) for classes in (PATCHES_SOURCE, PATCHES_TARGET))
     return (image_task(range(5), seed=args.seed, batch_size=args.batch_size),
             image_task(range(5, 10), seed=args.seed, batch_size=args.batch_size, copies=args.copies))
 
