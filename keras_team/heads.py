@@ -274,15 +274,69 @@ def adapt(model: keras.Layer, x, *, batch_size: int = 1024) -> None:
             layer._seen = None
 
 
-def probe(num_classes: int, *, name: str = "head") -> keras.Sequential:
-    """The linear probe's head: flatten, `Standardize`, the logits layer (fit it with `keras_team.probe.fit_probe`).
+POOLS = ("flatten", "mean", "mean_std")
+"""How `probe` turns a feature map into a vector: every value, or each channel's mean (and spread) over positions."""
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class SpatialPool(layers.Layer):
+    """Each channel's mean over the spatial axes, and with ``"mean_std"`` its standard deviation too.
+
+    A vector (rank 2) passes unchanged. Pooled features do not depend on
+    where in the image a pattern lies, and the spread adds each channel's
+    texture statistics (as style features do); a flattened map keeps the
+    layout, which suits centred images such as digits.
+
+    Example:
+        >>> x = np.array([[[[1.0], [3.0]]]])  # one 1x2 map, one channel
+        >>> SpatialPool("mean_std")(x).numpy().tolist()
+        [[2.0, 1.0]]
+    """
+
+    def __init__(self, mode: str = "mean", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in POOLS[1:]:
+            raise KerasTeamError("pool", mode, f"one of {', '.join(POOLS[1:])}")
+        self.mode = mode
+
+    def call(self, x):
+        if len(x.shape) == 2:
+            return x
+        axes = tuple(range(1, len(x.shape) - 1))
+        mean = ops.mean(x, axis=axes)
+        if self.mode == "mean":
+            return mean
+        return ops.concatenate([mean, ops.sqrt(ops.maximum(ops.var(x, axis=axes), 0.0) + 1e-12)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) == 2:
+            return tuple(input_shape)
+        return (input_shape[0], input_shape[-1] * (1 if self.mode == "mean" else 2))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mode": self.mode}
+
+
+def probe(num_classes: int, *, pool: str = "flatten", name: str = "head") -> keras.Sequential:
+    """The linear probe's head: the features as a vector, `Standardize`, the logits layer (fit it with `keras_team.probe.fit_probe`).
+
+    Args:
+        num_classes: the logits' width.
+        pool: how a feature map becomes a vector: ``"flatten"`` (every value, where it lies),
+            ``"mean"`` or ``"mean_std"`` (`SpatialPool`: each channel's statistics over positions).
+        name: the head's name.
 
     Example:
         >>> tuple(probe(3)(keras.ops.zeros((2, 4, 4, 16))).shape)
         (2, 3)
+        >>> tuple(probe(3, pool="mean_std").layers[0](keras.ops.zeros((2, 4, 4, 16))).shape)
+        (2, 32)
     """
     _check(num_classes, 0.0, "relu")
-    return keras.Sequential([layers.Flatten(), Standardize(name="standardize"),
+    if pool not in POOLS:
+        raise KerasTeamError("pool", pool, f"one of {', '.join(POOLS)}")
+    vector = layers.Flatten() if pool == "flatten" else SpatialPool(pool, name="pool")
+    return keras.Sequential([vector, Standardize(name="standardize"),
                              layers.Dense(num_classes, name="logits", dtype="float32")], name=name)
 
 

@@ -247,7 +247,7 @@ def test_run_trains_a_random_application_on_the_digits(tmp_path, capsys):
     student = keras.models.load_model(out / "stages" / "transfer.keras")
     np.testing.assert_allclose(team.predict(x_test, verbose=0)["leader"], student.predict(x_test, verbose=0), atol=1e-5)
     report = json.loads((out / "report.json").read_text())
-    assert set(report["members"]) == {"leader", "mlp", "probe"}
+    assert set(report["members"]) == {"leader", "mlp", "probe", "pooled"}
 
 
 @pytest.mark.large

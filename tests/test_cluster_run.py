@@ -125,16 +125,17 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_a_restart_resumes(clu
 
 @pytest.mark.large
 def test_the_default_team_trains_on_two_workers(tmp_path):
-    """The default config's members (a linear-probe head, the mlp and the linear probe follower), shorter stages."""
+    """The default config's members (a linear-probe head, the mlp and the two linear probe followers), shorter stages."""
     settings = ["leader.epochs=1", "baseline.epochs=1", "followers.0.epochs=1", "data.source.shots=20"]
     results, (chief, worker), _ = _cluster(tmp_path / "run", tmp_path, "default", settings=settings)
     for code, err in results:
         assert code == 0, err[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert set(report["members"]) == {"leader", "mlp", "probe"}
+    assert set(report["members"]) == {"leader", "mlp", "probe", "pooled"}
     stages = report["stages"]
-    assert stages["transfer"]["replicas"] == stages["followers"]["probe"]["replicas"] == 2
-    assert {stages["transfer"]["l2"], stages["followers"]["probe"]["l2"]} <= {1e-4, 1e-3, 1e-2, 1e-1}
+    probes = [stages["transfer"], stages["followers"]["probe"], stages["followers"]["pooled"]]
+    assert {figures["replicas"] for figures in probes} == {2}
+    assert {figures["l2"] for figures in probes} <= {1e-4, 1e-3, 1e-2, 1e-1}
     # The residual leader's batch norms: statistics of the global batch, so both workers hold the same models
     # (each its own batch share's made the leaders, transfer bodies and baselines differ).
     names = [name for name in chief if name != "restored"]

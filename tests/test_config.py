@@ -47,15 +47,16 @@ def assert_error(error: KerasTeamError, field: str, *in_message: str):
 
 def test_defaults_are_the_run_the_readme_describes():
     """`keras-team run` with no config: a ResNet leader on digits 0-4 cut after pool1, a linear-probe head, an
-    MLP and a linear-probe follower on the cut's features learn 5-9 from 5 images per class, next to a scratch
-    baseline."""
+    MLP and two linear-probe followers on the cut's features (its map flattened, and pooled) learn 5-9 from 5
+    images per class, next to a scratch baseline."""
     config = load_config()
     assert (config.data.source.classes, config.data.source.shots) == ((0, 1, 2, 3, 4), None)
     assert (config.data.target.classes, config.data.target.shots) == ((5, 6, 7, 8, 9), 5)
     assert (config.leader.path, config.leader.architecture, config.transfer.keep) == (None, "residual_cnn", None)
     assert config.transfer.head.kind == "linear_probe"
-    assert [(f.name, f.kind, f.tap, f.distill) for f in config.followers] == [
-        ("mlp", "mlp", "features", None), ("probe", "linear_probe", "features", None)]
+    assert [(f.name, f.kind, f.tap, f.pool, f.distill) for f in config.followers] == [
+        ("mlp", "mlp", "features", "flatten", None), ("probe", "linear_probe", "features", "flatten", None),
+        ("pooled", "linear_probe", "features", "mean_std", None)]
     assert config.baseline.epochs > 0 and config.team.epochs == 0  # the baseline is trained; joint fine-tuning is off
     assert config.output_dir == "runs/digits" and config.overwrite is False
 
@@ -438,7 +439,7 @@ def test_override_path_below_a_value():
 
 
 def test_override_list_index_out_of_range():
-    assert_error(error_of(overrides=["followers.3.epochs=5"]), "followers[3]", "an index 0..1")
+    assert_error(error_of(overrides=["followers.3.epochs=5"]), "followers[3]", "an index 0..2")
 
 
 def test_override_value_bad_yaml():

@@ -72,7 +72,7 @@ def test_auto_is_the_default_strategy_without_several_gpus():
 
 @pytest.mark.large
 def test_mirrored_on_two_logical_cpus_matches_one_device_and_runs_every_recipe_stage(tmp_path):
-    # The default team (residual leader with batch norms, linear-probe head, mlp and probe followers), short stages;
+    # The default team (residual leader with batch norms, linear-probe head, mlp, probe and pooled followers), short stages;
     # 15 target examples, an odd number: every replica must still get a share of each batch.
     short = ["leader.epochs=1", "baseline.epochs=1", "followers.0.epochs=1", "team.epochs=1",
              "data.source.shots=20", "data.target.shots=3"]
@@ -91,7 +91,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device_and_runs_every_recipe_s
 
     stages = runs["mirrored"]
     replicas = {stage: stages[stage]["replicas"] for stage in ["leader", "transfer", "team", "baseline"]}
-    replicas.update({f"follower {f}": stages["followers"][f]["replicas"] for f in ("mlp", "probe")})
+    replicas.update({f"follower {f}": stages["followers"][f]["replicas"] for f in ("mlp", "probe", "pooled")})
     assert set(replicas.values()) == {2}, replicas
     assert (tmp_path / "mirrored" / "team.keras").is_file()
     # The linear probe on the same features: the same chosen strength and, per strength, nearly the same best
@@ -107,7 +107,8 @@ def test_mirrored_on_two_logical_cpus_matches_one_device_and_runs_every_recipe_s
     # features may stop one epoch apart on that (measured: epoch 7 vs 6, log-loss 0.682 vs 0.660).
     one = runs["default"]
     assert np.isclose(stages["leader"]["val_loss"], one["leader"]["val_loss"], rtol=1e-3)
-    for a, b in [(stages["transfer"], one["transfer"]), (stages["followers"]["probe"], one["followers"]["probe"])]:
+    pairs = [(stages["transfer"], one["transfer"])] + [(stages["followers"][f], one["followers"][f]) for f in ("probe", "pooled")]
+    for a, b in pairs:
         assert a["l2"] == b["l2"] and np.isclose(a["val_loss"], b["val_loss"], rtol=0.1), (a, b)
 
 

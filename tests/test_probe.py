@@ -10,6 +10,7 @@ import tensorflow as tf
 import keras_team
 from keras_team import probe
 from keras_team.app import cli, recipe
+from keras_team.app import config as config_module
 from keras_team.app.config import load_config
 from keras_team.cuts import CutPoint
 from keras_team.errors import KerasTeamError
@@ -95,6 +96,32 @@ def test_a_probe_follower_trains_on_its_examples_and_the_augmented_copies_given(
         probe.probe_follower(team, "probe", batches(x), batches(x), copies=2)
 
 
+def test_a_pooled_probe_reads_each_channels_mean_and_spread_and_survives_save(tmp_path):
+    keras.utils.set_random_seed(0)
+    leader = keras_team.zoo.residual_cnn((8, 8, 1), 3)
+    student = keras_team.transfer(leader, keep="pool1", head=keras_team.heads.probe(3))
+    follower = keras_team.Follower(keras_team.heads.probe(3, pool="mean_std"), name="pooled")
+    team = keras_team.Team({"leader": student}, [follower])
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (12, 8, 8, 1)).astype("float32"), np.arange(12) % 3
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    probe.probe_follower(team, "pooled", batches, batches, l2=(0.01,), epochs=2)
+    maps = student.body.predict(x, verbose=0)  # (12, 4, 4, 16): the cut's feature maps
+    reference = np.concatenate([maps.mean(axis=(1, 2)), maps.std(axis=(1, 2))], axis=1)  # numpy's, per channel
+    standardize = team.follower_graphs["pooled"].get_layer("head").get_layer("standardize")
+    np.testing.assert_allclose(np.asarray(standardize.mean), reference.mean(axis=0), rtol=1e-4, atol=1e-5)
+    path = tmp_path / "team.keras"
+    team.save(path)
+    loaded = keras_team.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["pooled"], team.predict(x, verbose=0)["pooled"], atol=1e-5)
+    with pytest.raises(KerasTeamError, match="pool"):
+        keras_team.heads.probe(3, pool="max")
+
+
+def test_the_configs_probe_poolings_are_the_heads():
+    assert config_module.POOLS == keras_team.heads.POOLS
+
+
 def _cut(name, width):
     return CutPoint(name, 1, (None, width), 0)
 
@@ -141,6 +168,8 @@ def test_probe_config_mistakes_are_one_line_errors_naming_the_field(capsys):
         "transfer.head.l2": ["transfer.head.l2=[0.1, -1]"],
         "followers.0.kind": ["followers.0.kind=probe"],
         "followers.0.augment": ["followers.0.augment=[shift]"],  # the mlp's: only a linear_probe takes copies
+        "followers.0.pool": ["followers.0.pool=mean"],  # likewise its pooling
+        "followers.1.pool": ["followers.1.pool=max"],
         "followers.1.augment": ["followers.1.augment=[rotate]"],
     }
     for field, overrides in cases.items():

@@ -92,6 +92,7 @@ Penalty = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 L2Grid = Annotated[DistinctListOf[Penalty], Field(min_length=1)]
 """The L2 strengths a linear probe tries: the one with the lowest validation log-loss is kept."""
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # keras_team.probe.L2_GRID, without importing Keras here
+POOLS = ("flatten", "mean", "mean_std")  # keras_team.heads.POOLS, likewise
 Dropout = Annotated[float, Field(ge=0, lt=1)]
 """A fraction in [0, 1)."""
 Augmentations = DistinctListOf[Literal["flip", "crop", "shift"]]
@@ -387,6 +388,11 @@ class FollowerConfig(Section):
         "validation log-loss, the strength best there kept (keras_team.probe; a learning_rate of 0.03 suits it)"
     )
     l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
+    pool: Literal[tuple(POOLS)] = Field(
+        "flatten", description="linear_probe: how a spatial tap becomes its vector: flatten (every value, where it "
+        "lies), mean or mean_std (each channel's mean, and standard deviation, over positions: "
+        "keras_team.heads.SpatialPool)"
+    )
     augment: Augmentations = Field(
         (), description="linear_probe: training-only augmentation of the target's training split; the taps of views "
         "augmented copies join the examples' own, computed once (shift: by up to 1/8 of each side, mirrored borders)"
@@ -418,6 +424,8 @@ class FollowerConfig(Section):
     def _probe_has_one_output(self) -> FollowerConfig:
         if self.kind == "linear_probe" and self.combine == "each":
             raise KerasTeamError("combine", self.combine, "concat for a linear_probe (one linear layer, one output)")
+        if self.kind != "linear_probe" and self.pool != "flatten":
+            raise KerasTeamError("pool", self.pool, "flatten for an mlp (a linear_probe's option)")
         if self.kind != "linear_probe" and self.augment:
             raise KerasTeamError("augment", list(self.augment), "[] for an mlp (a linear_probe's option)")
         if self.kind == "linear_probe" and self.distill is not None:
@@ -567,7 +575,8 @@ class Config(Section):
     )
     followers: ListOf[FollowerConfig] = Field(
         default_factory=lambda: (FollowerConfig(),
-                                 FollowerConfig(name="probe", kind="linear_probe", learning_rate=0.03, augment=("shift",))),
+                                 FollowerConfig(name="probe", kind="linear_probe", learning_rate=0.03, augment=("shift",)),
+                                 FollowerConfig(name="pooled", kind="linear_probe", learning_rate=0.03, pool="mean_std")),
         description="models fed by the leader's outputs: a list ([] for none) of mappings like the ones below; "
         "a follower you list takes the fields it omits from the first (the mlp)",
     )

@@ -291,7 +291,7 @@ def build_team(config: Config, students: dict[str, keras.Model], target: Task) -
     for i, f in enumerate(config.followers):
         try:
             followers.append(Follower(
-                heads.probe(target.num_classes, name=f.name) if f.kind == "linear_probe"  # standardized, linear
+                heads.probe(target.num_classes, pool=f.pool, name=f.name) if f.kind == "linear_probe"  # standardized, linear
                 else zoo.mlp(target.num_classes, hidden=f.hidden, dropout=f.dropout, name=f.name),
                 tap=f.tap, temperature=f.temperature, leaders=f.leaders, combine=f.combine,
                 distill=Distill(f.distill.temperature, f.distill.student_loss_weight) if f.distill else None))
