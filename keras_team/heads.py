@@ -289,7 +289,7 @@ class SpatialPool(layers.Layer):
 
     Example:
         >>> x = np.array([[[[1.0], [3.0]]]])  # one 1x2 map, one channel
-        >>> SpatialPool("mean_std")(x).numpy().tolist()
+        >>> keras.ops.convert_to_numpy(SpatialPool("mean_std")(x)).tolist()
         [[2.0, 1.0]]
     """
 
@@ -318,7 +318,7 @@ class SpatialPool(layers.Layer):
 
 
 def probe(num_classes: int, *, pool: str = "flatten", name: str = "head") -> keras.Sequential:
-    """The linear probe's head: the features as a vector, `Standardize`, the logits layer (fit it with `keras_team.probe.fit_probe`).
+    """The linear probe's head: the features as a vector, `Standardize`, the logits (fit it with `probe.fit_probe`).
 
     Args:
         num_classes: the logits' width.
