@@ -306,12 +306,7 @@ class SpatialPool(layers.Layer):
         mean = ops.mean(x, axis=axes)
         if self.mode == "mean":
             return mean
-        return ops.concatenate([mean, ops.sqrt(ops.maximum(ops.var(x, axis=axes), 0.0) + 1e-12)], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        if len(input_shape) == 2:
-            return tuple(input_shape)
-        return (input_shape[0], input_shape[-1] * (1 if self.mode == "mean" else 2))
+        return ops.concatenate([mean, ops.sqrt(ops.var(x, axis=axes) + 1e-12)], axis=-1)  # a finite gradient at 0
 
     def get_config(self) -> dict:
         return {**super().get_config(), "mode": self.mode}
