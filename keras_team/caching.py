@@ -69,12 +69,29 @@ class TapCache(NamedTuple):
     inputs: dict[str, np.ndarray]
     labels: np.ndarray
 
+    def select(self, keys: Sequence[str], *, what: str = "the cache") -> TapCache:
+        """The same rows, only the inputs named by `keys` (a cache of several followers -> one follower's)."""
+        missing = [key for key in keys if key not in self.inputs]
+        if missing:
+            raise KerasTeamError("cache", ", ".join(missing), f"inputs {what} reads, among {', '.join(self.inputs)}")
+        return TapCache({key: self.inputs[key] for key in keys}, self.labels)
+
 
 def _follower(team: Team, name: str):
     for follower in team.followers:
         if follower.name == name:
             return follower
     raise KerasTeamError("follower", name, f"one of the team's followers: {', '.join(f.name for f in team.followers)}")
+
+
+def follower_keys(team: Team, name: str) -> list[str]:
+    """The names of follower `name`'s inputs in a `TapCache`: ``<leader>_<tap>`` for each leader and tap it reads."""
+    follower = _follower(team, name)
+    return [f"{leader}_{key}" for leader in follower.leaders or team.leaders for key in _keys(follower)]
+
+
+def _keys(follower) -> list[str]:
+    return sorted({tap_key(tap) for tap in follower.taps_needed()})
 
 
 def _tap_reader(team: Team, leaders: list[str], keys: list[str]) -> keras.Model:
@@ -184,7 +201,7 @@ def _join(chunks: list[np.ndarray]) -> np.ndarray:
 
 def cache_taps(
     team: Team,
-    name: str,
+    name: str | Sequence[str],
     dataset: tf.data.Dataset,
     *,
     views: int = 1,
@@ -196,7 +213,10 @@ def cache_taps(
 
     Args:
         team: a built `Team`.
-        name: the follower whose inputs to compute.
+        name: the follower whose inputs to compute, or several followers: one
+            pass computes all their inputs (`TapCache.select` with
+            `follower_keys` gives each its own), so followers reading the
+            same taps run the leaders once, not once each.
         dataset: batched `(x, y)`; its order is kept.
         views: passes over `dataset` (each pass of an augmenting dataset is
             a new augmented view); the cache holds ``views * len`` examples.
@@ -218,19 +238,31 @@ def cache_taps(
         >>> inputs["leader_features"].shape, labels.shape  # the input of the leader's last layer
         ((20, 84), (20,))
     """
-    follower = _follower(team, name)
+    names = [name] if isinstance(name, str) else list(name)
+    followers = [_follower(team, each) for each in names]
+    if not followers:
+        raise KerasTeamError("name", "[]", "a follower's name, or a list of at least one")
     if not isinstance(views, int) or views < 1:
         raise KerasTeamError("views", views, "an int >= 1")
     if dtype not in DTYPES:
         raise KerasTeamError("dtype", dtype, f"one of {', '.join(DTYPES)}")
-    leaders = list(follower.leaders or team.leaders)
-    keys = sorted({tap_key(tap) for tap in follower.taps_needed()})
+    leaders = [leader for leader in team.leaders if any(leader in (f.leaders or team.leaders) for f in followers)]
+    keys = sorted({key for f in followers for key in _keys(f)})
     reader = _tap_reader(team, leaders, keys)
     # Called directly in inference mode, as `cache_features` calls the frozen part: `predict` traced a graph per
     # call (a split, a view, a last partial batch), which cost more than the taps and warned of retracing.
     return _cache_passes(lambda x: keras.tree.map_structure(keras.ops.convert_to_numpy, reader(x, training=False)),
                          [f"{leader}_{key}" for leader in leaders for key in keys], dataset, views=views,
-                         directory=directory, dtype=dtype, verbose=verbose, what=f"follower {name!r}")
+                         directory=directory, dtype=dtype, verbose=verbose,
+                         what=f"follower {names[0]!r}" if len(names) == 1 else f"followers {', '.join(names)}")
+
+
+def follower_taps(team: Team, name: str, data: tf.data.Dataset | TapCache, **kwargs) -> TapCache:
+    """Follower `name`'s `TapCache` of `data`: cached by `cache_taps` (with `kwargs`), or, when `data` is already
+    a `TapCache` (of this follower or of several), its inputs selected (`follower_keys`)."""
+    if isinstance(data, TapCache):
+        return data.select(follower_keys(team, name), what=f"follower {name!r}")
+    return cache_taps(team, name, data, **kwargs)
 
 
 def _cache_passes(compute, keys: list[str], dataset: tf.data.Dataset, *, views: int, directory, dtype: str,
@@ -300,8 +332,8 @@ def _gatherer(cache: TapCache, outputs: int):
 def fit_follower(
     team: Team,
     name: str,
-    train: tf.data.Dataset,
-    validation: tf.data.Dataset | None = None,
+    train: tf.data.Dataset | TapCache,
+    validation: tf.data.Dataset | TapCache | None = None,
     *,
     epochs: int = 10,
     optimizer: keras.optimizers.Optimizer | str = "adam",
@@ -321,9 +353,11 @@ def fit_follower(
     Args:
         team: the team the follower belongs to (its weights are updated).
         name: follower name.
-        train: batched `(x, y)` of raw inputs (the cache is shuffled every
-            epoch, seeded by `seed`).
-        validation: optional batched `(x, y)` for `validation_data`.
+        train: batched `(x, y)` of raw inputs, or their taps already cached
+            (a `TapCache` holding the follower's inputs, e.g. one
+            `cache_taps` of several followers); shuffled every epoch,
+            seeded by `seed`.
+        validation: optional batched `(x, y)` (or `TapCache`) for `validation_data`.
         views: passes over `train` to cache (augmented views, see the module).
         directory: cache on disk there (``train/``, ``validation/``).
         dtype: storage of the cache, as for `cache_taps`.
@@ -347,11 +381,13 @@ def fit_follower(
 
     def cached(data, split, **kwargs):
         where = None if directory is None else os.path.join(directory, split)
-        return cache_taps(team, name, data, directory=where, dtype=dtype, verbose=progress, **kwargs)
+        return follower_taps(team, name, data, directory=where, dtype=dtype, verbose=progress, **kwargs)
 
     def batches(cache, **kwargs):  # a batch size every replica of the fitting strategy can share
         return cached_batches(cache, outputs=outputs, batch_size=global_batch_size(batch_size, len(cache.labels)), **kwargs)
 
+    if isinstance(train, TapCache) and views != 1:
+        raise KerasTeamError("views", views, "1 when train is a TapCache (its passes are cached already)")
     train_cache = cached(train, "train", views=views)
     validation_cache = None if validation is None else cached(validation, "validation")
 

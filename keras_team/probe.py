@@ -239,7 +239,7 @@ def _from_json(sent: dict) -> ProbeFit:
     return ProbeFit(sent["l2"], scores[sent["l2"]], scores)
 
 
-def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.Dataset, *,
+def probe_follower(team, name: str, train, validation, *,
                    augmented: tf.data.Dataset | None = None, copies: int = 0, **kwargs: Any) -> ProbeFit:
     """`fit_probe` for follower `name` of `team` on its taps, each leader run once over each split.
 
@@ -250,7 +250,9 @@ def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.
     Args:
         team: a `keras_team.Team`.
         name: the follower's name.
-        train, validation: batched `(x, y)` of raw inputs.
+        train, validation: batched `(x, y)` of raw inputs, or their taps
+            already cached (`keras_team.caching.TapCache`, e.g. one
+            `cache_taps` of several followers).
         augmented: an augmenting dataset of the training split (e.g. a
             task's `dataset("train", training=True)` with `augment`): the
             taps of `copies` passes over it join the training examples'
@@ -262,14 +264,14 @@ def probe_follower(team, name: str, train: tf.data.Dataset, validation: tf.data.
         $ python -c "from keras_team import Follower, Team, heads, probe; team = Team(leader, [Follower(heads.dense(5), name='probe')]);
                      print(probe.probe_follower(team, 'probe', task.dataset('train'), task.dataset('validation')).l2)"
     """
-    from keras_team.caching import cache_taps  # caching imports the team; the probe stands without it
+    from keras_team.caching import cache_taps, follower_taps  # caching imports the team; the probe stands without it
 
     if not isinstance(copies, int) or copies < 0 or (copies and augmented is None):
         raise KerasTeamError("copies", copies, "an int >= 0, and augmented (an augmenting dataset) when it is > 0")
-    train_inputs, train_labels = cache_taps(team, name, train, verbose=0)
+    train_inputs, train_labels = follower_taps(team, name, train, verbose=0)
     if copies:
         extra_inputs, extra_labels = cache_taps(team, name, augmented, views=copies, verbose=0)
         train_inputs = {key: np.concatenate([value, extra_inputs[key]]) for key, value in train_inputs.items()}
         train_labels = np.concatenate([train_labels, extra_labels])
-    validation_taps = cache_taps(team, name, validation, verbose=0)
+    validation_taps = follower_taps(team, name, validation, verbose=0)
     return fit_probe(team.follower_graphs[name], (train_inputs, train_labels), tuple(validation_taps), **kwargs)

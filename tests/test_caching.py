@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras_team
 from keras_team import Distill, Follower, KerasTeamError, Team, caching
 from keras_team.caching import cache_taps, cached_batches, fit_follower
-from tests.helpers import blobs, tensorflow_messages, weights_of
+from tests.helpers import blobs, same_weights, tensorflow_messages, weights_of
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +64,41 @@ def test_taps_are_the_leaders_inference_outputs_in_order():
     assert sorted(inputs) == ["leader_logits"]
     np.testing.assert_array_equal(labels, y)
     np.testing.assert_allclose(inputs["leader_logits"], leader.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_one_pass_for_several_followers_gives_each_the_taps_of_its_own_pass():
+    """Followers reading the same leaders share one cache: each one's part is what caching it alone gives."""
+    x, y = blobs(n=40, seed=4)
+    team = Team(leader_with_dropout_head(), [Follower(keras_team.zoo.mlp(5), name=name, tap=tap)
+                                             for name, tap in (("f", "features"), ("g", "logits"), ("h", "features"))])
+    shared = cache_taps(team, ["f", "g", "h"], dataset(x, y, batch_size=7), verbose=0)
+    assert sorted(shared.inputs) == ["leader_features", "leader_logits"]  # the union, each tap once
+    for name in ("f", "g", "h"):
+        alone = cache_taps(team, name, dataset(x, y, batch_size=7), verbose=0)
+        mine = shared.select(caching.follower_keys(team, name))
+        assert list(mine.inputs) == list(alone.inputs)
+        for key in alone.inputs:
+            np.testing.assert_array_equal(mine.inputs[key], alone.inputs[key])
+        np.testing.assert_array_equal(mine.labels, alone.labels)
+
+
+def test_a_follower_fitted_on_a_shared_cache_learns_what_it_learns_from_the_data():
+    x, y = blobs(n=48, seed=5)
+    team = Team(leader_with_dropout_head(), [FOLLOWERS["features"](), Follower(keras_team.zoo.mlp(5), name="g", tap="logits")])
+    start = weights_of(team.follower_graphs["mlp"])
+    fit_follower(team, "mlp", dataset(x, y), dataset(x, y), epochs=2, batch_size=8, seed=3, verbose=0)
+    from_data = weights_of(team.follower_graphs["mlp"])
+    team.follower_graphs["mlp"].set_weights(start)
+    train, validation = (cache_taps(team, ["mlp", "g"], dataset(x, y), verbose=0) for _ in range(2))
+    history = fit_follower(team, "mlp", train, validation, epochs=2, batch_size=8, seed=3, verbose=0)
+    assert same_weights(weights_of(team.follower_graphs["mlp"]), from_data)
+    assert sorted(history.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    with pytest.raises(KerasTeamError) as error:  # its passes are cached already: views has nothing to add
+        fit_follower(team, "mlp", train, epochs=1, views=2, verbose=0)
+    assert error.value.field == "views"
+    with pytest.raises(KerasTeamError) as error:  # a cache of another follower's taps lacks this one's
+        fit_follower(team, "mlp", cache_taps(team, "g", dataset(x, y), verbose=0), epochs=1, verbose=0)
+    assert error.value.field == "cache" and "leader_features" in str(error.value)
 
 
 def test_caching_many_splits_and_probe_features_traces_no_graph_per_call():
@@ -159,6 +194,8 @@ def test_views_cache_several_augmented_passes():
     (lambda team, data: cache_taps(team, "mlp", data, views=0, verbose=0), "views"),
     (lambda team, data: cache_taps(team, "mlp", data, dtype="int8", verbose=0), "dtype"),
     (lambda team, data: cache_taps(team, "nope", data, verbose=0), "follower"),
+    (lambda team, data: cache_taps(team, ["mlp", "nope"], data, verbose=0), "follower"),
+    (lambda team, data: cache_taps(team, [], data, verbose=0), "name"),
 ])
 def test_cache_errors_name_the_field(call, field):
     x, y = blobs(n=8)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_team
-from keras_team import probe
+from keras_team import caching, probe
 from keras_team.app import cli, recipe
 from keras_team.app import config as config_module
 from keras_team.app.config import load_config
@@ -94,6 +94,23 @@ def test_a_probe_follower_trains_on_its_examples_and_the_augmented_copies_given(
     np.testing.assert_allclose(np.asarray(standardize.mean), features.mean(axis=0), rtol=1e-4, atol=1e-4)
     with pytest.raises(KerasTeamError, match="copies"):
         probe.probe_follower(team, "probe", batches(x), batches(x), copies=2)
+
+
+def test_a_probe_follower_on_taps_cached_for_several_followers_fits_as_on_the_data():
+    leader = keras_team.zoo.seed_cnn((8, 8, 1), 3)
+    team = keras_team.Team(leader, [keras_team.Follower(keras_team.heads.probe(3), name=name) for name in ("a", "b")])
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (12, 8, 8, 1)).astype("float32"), np.arange(12) % 3
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    start, fits = team.follower_graphs["a"].get_weights(), []
+    for train, validation in ((batches, batches), (caching.cache_taps(team, ["a", "b"], batches, verbose=0),) * 2):
+        keras.utils.set_random_seed(0)
+        team.follower_graphs["a"].set_weights(start)
+        fits.append(probe.probe_follower(team, "a", train, validation, l2=(0.0, 0.01), epochs=2))
+        fits[-1] = (fits[-1].figures(), [np.asarray(w) for w in team.follower_graphs["a"].get_weights()])
+    assert fits[0][0] == fits[1][0]
+    for data_weight, cache_weight in zip(fits[0][1], fits[1][1]):
+        np.testing.assert_array_equal(data_weight, cache_weight)
 
 
 def test_a_pooled_probe_reads_each_channels_mean_and_spread_and_survives_save(tmp_path):

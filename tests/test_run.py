@@ -216,6 +216,24 @@ def test_resuming_the_followers_stage_keeps_finished_followers(resumed):
 
 
 @pytest.mark.large
+def test_followers_reading_the_same_taps_run_the_leader_once_over_each_split(tmp_path, monkeypatch):
+    """The default team (mlp, probe on shifted copies, pooled probe, all on `features`): one pass over the training
+    split and one over validation for all three, plus the probe's shifted copies."""
+    passes = []
+    cache_passes = keras_team.caching._cache_passes
+
+    def counted(compute, keys, dataset, **kwargs):
+        if kwargs["what"].startswith("follower"):  # not the transfer stage's cache of its frozen part
+            passes.append((kwargs["what"], kwargs["views"]))
+        return cache_passes(compute, keys, dataset, **kwargs)
+
+    monkeypatch.setattr(keras_team.caching, "_cache_passes", counted)
+    assert cli.main(_args(tmp_path / "run", "followers.2.epochs=2")) == 0
+    shared = "followers mlp, probe, pooled"
+    assert passes == [(shared, 1), (shared, 1), ("follower 'probe'", 7)], passes
+
+
+@pytest.mark.large
 def test_finished_run_is_not_overwritten_unless_asked(finished_run, capsys):
     out, _, _ = finished_run
     before = (out / "report.json").read_text()

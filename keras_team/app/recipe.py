@@ -50,7 +50,7 @@ from keras_team.app import supervisor
 from keras_team.app.progress import Output
 from keras_team.app.workspace import Workspace, WorkerSpace
 from keras_team.files import load_model
-from keras_team.caching import fit_follower
+from keras_team.caching import cache_taps, fit_follower
 from keras_team.cuts import CutPoint, cut_points, default_cut, resolve_cut
 from keras_team.data import Task, examples, load_task
 from keras_team.errors import ExportFailed, KerasTeamError
@@ -686,6 +686,7 @@ class Recipe:
 
         def build():
             team = build_team(self.config, {name: self._load(file) for name, file in student_files.items()}, target)
+            train, validation = self._shared_taps(team)
             for i, f in enumerate(self.config.followers):
                 graph = team.follower_graphs[f.name]
                 weights = f"stages/followers/{f.name}.weights.h5"
@@ -703,7 +704,7 @@ class Recipe:
                     copies = f.views if f.augment and _in_memory(target) else 0
                     augmented = (dataclasses.replace(target, augment=f.augment).dataset("train", training=True)
                                  if copies else None)
-                    fit = probe.probe_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                    fit = probe.probe_follower(team, f.name, train, validation,
                                                augmented=augmented, copies=copies,
                                                l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
                                                batch_size=target.batch_size, seed=self.config.seed,
@@ -713,7 +714,7 @@ class Recipe:
                 else:
                     # A streamed task's taps may not fit in memory either: cached on disk (memory-mapped), then removed.
                     cache = self.ws.path("taps") / f.name if _streamed(target) else None
-                    history = fit_follower(team, f.name, target.dataset("train"), target.dataset("validation"),
+                    history = fit_follower(team, f.name, train, validation,
                                            epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
                                            batch_size=target.batch_size, seed=self.config.seed, directory=cache,
                                            callbacks=self._callbacks(stage, f.epochs, self._checkpoint(stage)),
@@ -729,6 +730,18 @@ class Recipe:
 
         self._stage("followers", self.plan.stages["followers"], build, "stages/followers.keras")
         return "stages/followers.keras"
+
+    def _shared_taps(self, team):
+        """The target's train and validation splits for the followers still to train: their taps cached once for
+        all of them (`cache_taps` of several followers) when the task is in memory and two or more remain; else
+        the datasets (a streamed task's taps may not fit in memory: each follower caches its own on disk)."""
+        target = self.plan.target
+        train, validation = target.dataset("train"), target.dataset("validation")
+        pending = [f.name for f in self.config.followers if not self.ws.done("followers", f.name)]
+        if len(pending) < 2 or not _in_memory(target):
+            return train, validation
+        verbose = 1 if self.out.level == "bar" else 0
+        return (cache_taps(team, pending, train, verbose=verbose), cache_taps(team, pending, validation, verbose=verbose))
 
     def train_team(self, team_file: str) -> str:
         cfg, target = self.config.team, self.plan.target
