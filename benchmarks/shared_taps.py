@@ -1,0 +1,114 @@
+"""The followers stage with one tap cache shared by the followers vs one cache per follower.
+
+The default team's three followers (the mlp, the probe on shifted copies, the
+pooled probe) all read the leader's ``features`` tap. The slower way, the
+recipe's before this benchmark, cached the taps once per follower, so the
+frozen leader ran over the training and validation splits three times; the
+shared way (`keras_team.caching.cache_taps` of several followers, what the
+recipe does now) runs it once over each split for all of them. The probe's
+shifted copies are its own in both ways.
+
+Both ways fit the same followers from the same initial weights with the same
+seeds and the library defaults (`load_config()`'s followers, epochs, learning
+rates, views), in the same process; the followers' final weights are compared
+(bit-equal expected: the taps are the same numbers). Timings are wall seconds
+of the whole followers stage, caching and fits.
+
+Leader: a `keras.applications` network with random weights (the speed of its
+forward pass does not depend on them; nothing is downloaded), cut at its
+default (middle) block as the recipe cuts it, on the photo patches (64x64
+RGB; `transfer_gain.py --data patches` generates them), target at `--shots`
+shots per class with the 60 validation patches per class.
+
+Run from the repository root:
+
+    python benchmarks/shared_taps.py          # writes benchmarks/results/shared_taps.json
+    python benchmarks/shared_taps.py --application EfficientNetV2B0 --shots 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from _common import RESULTS, load_average, machine, write_json  # noqa: E402
+from keras_team import probe  # noqa: E402
+from keras_team.app import recipe  # noqa: E402
+from keras_team.app.config import load_config  # noqa: E402
+from keras_team.caching import cache_taps, fit_follower  # noqa: E402
+from transfer_gain import data_overrides  # noqa: E402
+
+NAME = "shared_taps"
+
+
+def followers_stage(config, team, target, *, shared: bool) -> float:
+    """Train every follower of `team` as the recipe's followers stage does; its wall seconds."""
+    start = time.perf_counter()
+    train, validation = target.dataset("train"), target.dataset("validation")
+    if shared:
+        names = [f.name for f in config.followers]
+        train, validation = cache_taps(team, names, train, verbose=0), cache_taps(team, names, validation, verbose=0)
+    for f in config.followers:
+        keras.utils.set_random_seed(config.seed)
+        if f.kind == "linear_probe":
+            augmented = dataclasses.replace(target, augment=f.augment).dataset("train", training=True) if f.augment else None
+            probe.probe_follower(team, f.name, train, validation, augmented=augmented, copies=f.views if f.augment else 0,
+                                 l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
+                                 batch_size=target.batch_size, seed=config.seed)
+        else:
+            fit_follower(team, f.name, train, validation, epochs=f.epochs,
+                         optimizer=keras.optimizers.Adam(f.learning_rate), batch_size=target.batch_size,
+                         seed=config.seed, verbose=0)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--application", default="MobileNetV3Small", help="the keras.applications leader (default %(default)s)")
+    parser.add_argument("--shots", type=int, default=20, help="training patches per target class (default %(default)s)")
+    parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"), help="the JSON written (default %(default)s)")
+    args = parser.parse_args(argv)
+    load_before = load_average()
+    config = load_config(overrides=[*data_overrides("patches"), f"leader.application={args.application}",
+                                    "leader.weights=null", f"data.target.shots={args.shots}"])
+    source, target = recipe.load_tasks(config)
+    keras.utils.set_random_seed(config.seed)
+    leader = recipe.new_leader(config, 0, source)
+    student = recipe.build_student(config, 0, leader, target)
+    team = recipe.build_team(config, {"leader": student}, target)
+    graphs = [team.follower_graphs[f.name] for f in config.followers]
+    initial = [graph.get_weights() for graph in graphs]
+
+    seconds, weights = {}, {}
+    for way, shared in (("per_follower", False), ("shared", True)):
+        for graph, start in zip(graphs, initial):
+            graph.set_weights(start)
+        seconds[way] = round(followers_stage(config, team, target, shared=shared), 2)
+        weights[way] = [w for graph in graphs for w in graph.get_weights()]
+        print(f"{way}: {seconds[way]:.1f} s", flush=True)
+    result = {
+        "benchmark": NAME,
+        "what": "the default followers stage, wall seconds: taps cached once per follower vs once for all",
+        "leader": f"{args.application} (random weights), cut at {student.cut.name}",
+        "followers": [f.name for f in config.followers],
+        "train_examples": len(target.labels("train")),
+        "validation_examples": len(target.labels("validation")),
+        "seconds": seconds,
+        "speedup": round(seconds["per_follower"] / seconds["shared"], 2),
+        "same_weights": all(np.array_equal(a, b) for a, b in zip(weights["per_follower"], weights["shared"])),
+        "machine": machine(load_before),
+    }
+    print(f"speedup {result['speedup']:.2f}x, same weights: {result['same_weights']}; wrote {write_json(args.output, result)}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
