@@ -23,7 +23,7 @@ shots per class with the 60 validation patches per class.
 Run from the repository root:
 
     python benchmarks/shared_taps.py          # writes benchmarks/results/shared_taps.json
-    python benchmarks/shared_taps.py --application EfficientNetV2B0 --shots 5
+    python benchmarks/shared_taps.py --applications EfficientNetV2B0 --shots 5
 """
 
 from __future__ import annotations
@@ -70,15 +70,10 @@ def followers_stage(config, team, target, *, shared: bool) -> float:
     return time.perf_counter() - start
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--application", default="MobileNetV3Small", help="the keras.applications leader (default %(default)s)")
-    parser.add_argument("--shots", type=int, default=20, help="training patches per target class (default %(default)s)")
-    parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"), help="the JSON written (default %(default)s)")
-    args = parser.parse_args(argv)
-    load_before = load_average()
-    config = load_config(overrides=[*data_overrides("patches"), f"leader.application={args.application}",
-                                    "leader.weights=null", f"data.target.shots={args.shots}"])
+def one_leader(application: str, shots: int) -> dict:
+    """Both ways on `application` (random weights) at `shots` shots: seconds, speedup, whether the weights agree."""
+    config = load_config(overrides=[*data_overrides("patches"), f"leader.application={application}",
+                                    "leader.weights=null", f"data.target.shots={shots}"])
     source, target = recipe.load_tasks(config)
     keras.utils.set_random_seed(config.seed)
     leader = recipe.new_leader(config, 0, source)
@@ -86,27 +81,42 @@ def main(argv=None) -> dict:
     team = recipe.build_team(config, {"leader": student}, target)
     graphs = [team.follower_graphs[f.name] for f in config.followers]
     initial = [graph.get_weights() for graph in graphs]
-
     seconds, weights = {}, {}
     for way, shared in (("per_follower", False), ("shared", True)):
         for graph, start in zip(graphs, initial):
             graph.set_weights(start)
         seconds[way] = round(followers_stage(config, team, target, shared=shared), 2)
         weights[way] = [w for graph in graphs for w in graph.get_weights()]
-        print(f"{way}: {seconds[way]:.1f} s", flush=True)
     result = {
-        "benchmark": NAME,
-        "what": "the default followers stage, wall seconds: taps cached once per follower vs once for all",
-        "leader": f"{args.application} (random weights), cut at {student.cut.name}",
+        "leader": f"{application} (random weights), cut at {student.cut.name}",
         "followers": [f.name for f in config.followers],
         "train_examples": len(target.labels("train")),
         "validation_examples": len(target.labels("validation")),
         "seconds": seconds,
         "speedup": round(seconds["per_follower"] / seconds["shared"], 2),
         "same_weights": all(np.array_equal(a, b) for a, b in zip(weights["per_follower"], weights["shared"])),
+    }
+    print(f"{application}: per follower {seconds['per_follower']:.1f} s, shared {seconds['shared']:.1f} s, "
+          f"{result['speedup']:.2f}x, same weights: {result['same_weights']}", flush=True)
+    return result
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--applications", default="MobileNetV3Small,ResNet50V2",
+                        help="keras.applications leaders, comma-separated (default %(default)s)")
+    parser.add_argument("--shots", type=int, default=20, help="training patches per target class (default %(default)s)")
+    parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"), help="the JSON written (default %(default)s)")
+    args = parser.parse_args(argv)
+    load_before = load_average()
+    result = {
+        "benchmark": NAME,
+        "what": "the default followers stage, wall seconds: taps cached once per follower vs once for all",
+        "shots": args.shots,
+        "runs": [one_leader(application, args.shots) for application in args.applications.split(",")],
         "machine": machine(load_before),
     }
-    print(f"speedup {result['speedup']:.2f}x, same weights: {result['same_weights']}; wrote {write_json(args.output, result)}")
+    print(f"wrote {write_json(args.output, result)}")
     return result
 
 
