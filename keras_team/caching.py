@@ -94,12 +94,12 @@ def _keys(follower) -> list[str]:
     return sorted({tap_key(tap) for tap in follower.taps_needed()})
 
 
-def _tap_reader(team: Team, leaders: list[str], keys: list[str]) -> keras.Model:
-    """One model computing every leader's taps the follower reads (sharing the leaders' layers)."""
+def _tap_reader(team: Team, wanted: dict[str, list[str]]) -> keras.Model:
+    """One model computing the taps `wanted` (leader -> tap keys) as ``<leader>_<key>`` (sharing the leaders' layers)."""
     spec = team.inputs[0]
     inputs = keras.Input(shape=spec.shape[1:], dtype=spec.dtype)
     outputs = {}
-    for leader in leaders:
+    for leader, keys in wanted.items():
         tapped = team.tap_models[leader](inputs)
         outputs.update({f"{leader}_{key}": tapped[key] for key in keys})
     return keras.Model(inputs, outputs, name="tap_reader")
@@ -246,13 +246,14 @@ def cache_taps(
         raise KerasTeamError("views", views, "an int >= 1")
     if dtype not in DTYPES:
         raise KerasTeamError("dtype", dtype, f"one of {', '.join(DTYPES)}")
-    leaders = [leader for leader in team.leaders if any(leader in (f.leaders or team.leaders) for f in followers)]
-    keys = sorted({key for f in followers for key in _keys(f)})
-    reader = _tap_reader(team, leaders, keys)
+    wanted = {leader: sorted({key for f in followers if leader in (f.leaders or team.leaders) for key in _keys(f)})
+              for leader in team.leaders}  # each leader's taps that some follower reads
+    wanted = {leader: keys for leader, keys in wanted.items() if keys}
+    reader = _tap_reader(team, wanted)
     # Called directly in inference mode, as `cache_features` calls the frozen part: `predict` traced a graph per
     # call (a split, a view, a last partial batch), which cost more than the taps and warned of retracing.
     return _cache_passes(lambda x: keras.tree.map_structure(keras.ops.convert_to_numpy, reader(x, training=False)),
-                         [f"{leader}_{key}" for leader in leaders for key in keys], dataset, views=views,
+                         [f"{leader}_{key}" for leader, keys in wanted.items() for key in keys], dataset, views=views,
                          directory=directory, dtype=dtype, verbose=verbose,
                          what=f"follower {names[0]!r}" if len(names) == 1 else f"followers {', '.join(names)}")
 

@@ -82,6 +82,19 @@ def test_one_pass_for_several_followers_gives_each_the_taps_of_its_own_pass():
         np.testing.assert_array_equal(mine.labels, alone.labels)
 
 
+def test_a_shared_cache_holds_only_the_taps_its_followers_read_of_each_leader():
+    x, y = blobs(n=12, seed=6)
+    leaders = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        keras.utils.set_random_seed(seed)
+        leaders[name] = leader_with_dropout_head()
+    team = Team(leaders, [Follower(keras_team.zoo.mlp(5), name="f", tap="features", leaders=["a"]),
+                          Follower(keras_team.zoo.mlp(5), name="g", tap="logits", leaders=["b"])])
+    shared = cache_taps(team, ["f", "g"], dataset(x, y), verbose=0)
+    assert sorted(shared.inputs) == ["a_features", "b_logits"]
+    np.testing.assert_allclose(shared.inputs["b_logits"], leaders["b"].predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
 def test_a_follower_fitted_on_a_shared_cache_learns_what_it_learns_from_the_data():
     x, y = blobs(n=48, seed=5)
     team = Team(leader_with_dropout_head(), [FOLLOWERS["features"](), Follower(keras_team.zoo.mlp(5), name="g", tap="logits")])
