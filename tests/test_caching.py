@@ -26,6 +26,15 @@ def leader_with_dropout_head():
     return keras_team.transfer(source, keep=3, head=keras_team.heads.dense(5, hidden=(32,), dropout=0.5))
 
 
+def two_leaders() -> dict:
+    """Leaders `a` and `b`: the same architecture, different weights."""
+    leaders = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        keras.utils.set_random_seed(seed)
+        leaders[name] = leader_with_dropout_head()
+    return leaders
+
+
 FOLLOWERS = {
     "features": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="features"),
     "logits": lambda: Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits"),
@@ -84,10 +93,7 @@ def test_one_pass_for_several_followers_gives_each_the_taps_of_its_own_pass():
 
 def test_a_shared_cache_holds_only_the_taps_its_followers_read_of_each_leader():
     x, y = blobs(n=12, seed=6)
-    leaders = {}
-    for name, seed in (("a", 1), ("b", 2)):
-        keras.utils.set_random_seed(seed)
-        leaders[name] = leader_with_dropout_head()
+    leaders = two_leaders()
     team = Team(leaders, [Follower(keras_team.zoo.mlp(5), name="f", tap="features", leaders=["a"]),
                           Follower(keras_team.zoo.mlp(5), name="g", tap="logits", leaders=["b"])])
     shared = cache_taps(team, ["f", "g"], dataset(x, y), verbose=0)
@@ -220,10 +226,7 @@ def test_cache_errors_name_the_field(call, field):
 
 def test_each_output_of_a_follower_reports_its_own_accuracy():
     x, y = blobs(n=48, seed=8)
-    leaders = {}
-    for name, seed in (("a", 1), ("b", 2)):
-        keras.utils.set_random_seed(seed)
-        leaders[name] = leader_with_dropout_head()
+    leaders = two_leaders()
     team = Team(leaders, [Follower(keras_team.zoo.mlp(5, hidden=(16,)), tap="logits", combine="each")])
     history = fit_follower(team, "mlp", dataset(x, y), dataset(x, y), epochs=1, verbose=0).history
     predicted = team.predict(x, verbose=0)
