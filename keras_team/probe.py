@@ -151,9 +151,7 @@ def fit_probe(
         train: `(features, labels)` (features an array, or a dict of arrays
             keyed by the model's inputs).
         validation: the same for the validation split; it chooses the
-            strength and each fit's stopping epoch, and its features (not
-            its labels) join the training split's in the statistics of the
-            model's `Standardize` layers (`keras_team.heads.adapt`).
+            strength and each fit's stopping epoch.
         l2: the strengths to try.
         epochs: the most epochs of each fit.
         learning_rate: Adam's learning rate.
@@ -186,10 +184,7 @@ def fit_probe(
     # Under a mirrored strategy every replica needs an equal share of the first batch (Keras builds on it).
     held_out_batch = distribute.global_batch_size(VALIDATION_BATCH, len(np.asarray(validation[1])))
     held_out = tf.data.Dataset.from_tensor_slices(validation).batch(held_out_batch).cache()
-    # A Standardize layer's statistics (keras_team.heads.probe): of the training and the validation inputs, no
-    # labels. At one shot the training split's nine or so examples give noisy spreads; the validation inputs
-    # raised validation accuracy on digits and the photo patches (benchmarks/README.md, issue 23).
-    adapt(model, train[0], validation[0])
+    adapt(model, train[0])  # a Standardize layer's statistics: the training split's (keras_team.heads.probe)
     initial = model.get_weights()
     with distribute.strategy_of(model).scope():
         penalty = _Penalty(keras.Variable(0.0, trainable=False, name="l2"))
