@@ -686,7 +686,7 @@ class Recipe:
 
         def build():
             team = build_team(self.config, {name: self._load(file) for name, file in student_files.items()}, target)
-            train, validation = self._shared_taps(team)
+            train, validation, share = self._shared_taps(team)
             for i, f in enumerate(self.config.followers):
                 graph = team.follower_graphs[f.name]
                 weights = f"stages/followers/{f.name}.weights.h5"
@@ -724,24 +724,29 @@ class Recipe:
                     figures = _last(history)
                 self._check_finite(stage, graph, history, f"followers[{i}].learning_rate", f.learning_rate)
                 self.ws.save_model(graph, weights)
-                self.ws.finish("followers", {"seconds": time.perf_counter() - start, "replicas": _replicas(graph),
+                self.ws.finish("followers", {"seconds": time.perf_counter() - start + share, "replicas": _replicas(graph),
                                              **figures}, part=f.name)
             return team, {f.name: self.ws.figures("followers", f.name) for f in self.config.followers}
 
         self._stage("followers", self.plan.stages["followers"], build, "stages/followers.keras")
         return "stages/followers.keras"
 
-    def _shared_taps(self, team):
-        """The target's train and validation splits for the followers still to train: their taps cached once for
-        all of them (`cache_taps` of several followers) when the task is in memory and two or more remain; else
-        the datasets (a streamed task's taps may not fit in memory: each follower caches its own on disk)."""
-        target = self.plan.target
+    def _shared_taps(self, team) -> tuple:
+        """The target's train and validation splits for the followers still to train, and each one's share of the
+        seconds spent on them: their taps cached once for all of them (`cache_taps` of several followers) when the
+        task is in memory and two or more remain; else the datasets, and 0 (a streamed task's taps may not fit in
+        memory: each follower caches its own on disk)."""
+        target, start = self.plan.target, time.perf_counter()
         train, validation = target.dataset("train"), target.dataset("validation")
         pending = [f.name for f in self.config.followers if not self.ws.done("followers", f.name)]
         if len(pending) < 2 or not _in_memory(target):
-            return train, validation
+            return train, validation, 0.0
+        leaders = "the leaders run" if len(team.leaders) > 1 else "the leader runs"
+        self.out.stage("  taps", f"{leaders} once over each split for {', '.join(pending)}")
         verbose = 1 if self.out.level == "bar" else 0
-        return (cache_taps(team, pending, train, verbose=verbose), cache_taps(team, pending, validation, verbose=verbose))
+        train, validation = (cache_taps(team, pending, train, verbose=verbose),
+                             cache_taps(team, pending, validation, verbose=verbose))
+        return train, validation, (time.perf_counter() - start) / len(pending)
 
     def train_team(self, team_file: str) -> str:
         cfg, target = self.config.team, self.plan.target
