@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import keras
 import numpy as np
@@ -33,6 +33,9 @@ from keras_team import distribute
 from keras_team.backend import is_tensorflow
 from keras_team.errors import KerasTeamError
 from keras_team.heads import LOSS, adapt
+
+if TYPE_CHECKING:  # caching imports the team; the probe stands without it
+    from keras_team.caching import TapCache
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 """The L2 strengths a probe tries by default (penalty ``l2 * sum(kernel**2)`` per batch, as `keras.regularizers.L2`)."""
@@ -239,7 +242,7 @@ def _from_json(sent: dict) -> ProbeFit:
     return ProbeFit(sent["l2"], scores[sent["l2"]], scores)
 
 
-def probe_follower(team, name: str, train, validation, *,
+def probe_follower(team, name: str, train: tf.data.Dataset | TapCache, validation: tf.data.Dataset | TapCache, *,
                    augmented: tf.data.Dataset | None = None, copies: int = 0, **kwargs: Any) -> ProbeFit:
     """`fit_probe` for follower `name` of `team` on its taps, each leader run once over each split.
 

@@ -102,14 +102,18 @@ def test_a_probe_follower_on_taps_cached_for_several_followers_fits_as_on_the_da
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 255, (12, 8, 8, 1)).astype("float32"), np.arange(12) % 3
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    start, fits = team.follower_graphs["a"].get_weights(), []
-    for train, validation in ((batches, batches), (caching.cache_taps(team, ["a", "b"], batches, verbose=0),) * 2):
+    start = team.follower_graphs["a"].get_weights()
+
+    def fitted(train, validation):
         keras.utils.set_random_seed(0)
         team.follower_graphs["a"].set_weights(start)
-        fits.append(probe.probe_follower(team, "a", train, validation, l2=(0.0, 0.01), epochs=2))
-        fits[-1] = (fits[-1].figures(), [np.asarray(w) for w in team.follower_graphs["a"].get_weights()])
-    assert fits[0][0] == fits[1][0]
-    for data_weight, cache_weight in zip(fits[0][1], fits[1][1]):
+        fit = probe.probe_follower(team, "a", train, validation, l2=(0.0, 0.01), epochs=2)
+        return fit.figures(), team.follower_graphs["a"].get_weights()
+
+    shared = caching.cache_taps(team, ["a", "b"], batches, verbose=0)
+    (on_data, data_weights), (on_cache, cache_weights) = fitted(batches, batches), fitted(shared, shared)
+    assert on_data == on_cache
+    for data_weight, cache_weight in zip(data_weights, cache_weights):
         np.testing.assert_array_equal(data_weight, cache_weight)
 
 
