@@ -85,7 +85,14 @@ def _follower(team: Team, name: str):
 
 
 def follower_keys(team: Team, name: str) -> list[str]:
-    """The names of follower `name`'s inputs in a `TapCache`: ``<leader>_<tap>`` for each leader and tap it reads."""
+    """The names of follower `name`'s inputs in a `TapCache`: ``<leader>_<tap>`` for each leader and tap it reads.
+
+    Example:
+        >>> team = keras_team.Team(keras_team.zoo.seed_cnn((8, 8, 1), 3),
+        ...                        [keras_team.Follower(keras_team.zoo.mlp(3), tap="probs")])
+        >>> follower_keys(team, "mlp")  # probs are read from the logits
+        ['leader_logits']
+    """
     follower = _follower(team, name)
     return [f"{leader}_{key}" for leader in follower.leaders or team.leaders for key in _keys(follower)]
 
@@ -260,7 +267,17 @@ def cache_taps(
 
 def follower_taps(team: Team, name: str, data: tf.data.Dataset | TapCache, **kwargs) -> TapCache:
     """Follower `name`'s `TapCache` of `data`: cached by `cache_taps` (with `kwargs`), or, when `data` is already
-    a `TapCache` (of this follower or of several), its inputs selected (`follower_keys`)."""
+    a `TapCache` (of this follower or of several), its inputs selected (`follower_keys`).
+
+    Example:
+        >>> team = keras_team.Team(keras_team.zoo.seed_cnn((8, 8, 1), 3),
+        ...                        [keras_team.Follower(keras_team.zoo.mlp(3), name=name, tap=tap)
+        ...                         for name, tap in (("a", "features"), ("b", "logits"))])
+        >>> data = tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 1)), np.zeros(4))).batch(2)
+        >>> shared = cache_taps(team, ["a", "b"], data, verbose=0)  # the leader runs once for both
+        >>> sorted(shared.inputs), list(follower_taps(team, "b", shared).inputs)
+        (['leader_features', 'leader_logits'], ['leader_logits'])
+    """
     if isinstance(data, TapCache):
         return data.select(follower_keys(team, name), what=f"follower {name!r}")
     return cache_taps(team, name, data, **kwargs)
