@@ -69,11 +69,12 @@ class TapCache(NamedTuple):
     inputs: dict[str, np.ndarray]
     labels: np.ndarray
 
-    def select(self, keys: Sequence[str], *, what: str = "the cache") -> TapCache:
+    def select(self, keys: Sequence[str]) -> TapCache:
         """The same rows, only the inputs named by `keys` (a cache of several followers -> one follower's)."""
         missing = [key for key in keys if key not in self.inputs]
         if missing:
-            raise KerasTeamError("cache", ", ".join(missing), f"inputs {what} reads, among {', '.join(self.inputs)}")
+            raise KerasTeamError("cache", ", ".join(missing),
+                                 f"a cache holding these inputs (it holds {', '.join(self.inputs)})")
         return TapCache({key: self.inputs[key] for key in keys}, self.labels)
 
 
@@ -279,7 +280,7 @@ def follower_taps(team: Team, name: str, data: tf.data.Dataset | TapCache, **kwa
         (['leader_features', 'leader_logits'], ['leader_logits'])
     """
     if isinstance(data, TapCache):
-        return data.select(follower_keys(team, name), what=f"follower {name!r}")
+        return data.select(follower_keys(team, name))
     return cache_taps(team, name, data, **kwargs)
 
 
