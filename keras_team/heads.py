@@ -215,7 +215,7 @@ def cosine(
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class Standardize(layers.Layer):
-    """Each feature centred and scaled by the training split's mean and spread, then the whole vector L2-normalised.
+    """Each feature centred and scaled by the task's mean and spread (`adapt`), then the whole vector L2-normalised.
 
     The statistics are weights, set by `adapt` (before that: mean 0, scale 1); a
     probe on such features is well conditioned whatever the cut's scale
@@ -247,23 +247,27 @@ def _standardizers(layer: keras.Layer):
         yield from _standardizers(inner)
 
 
-def adapt(model: keras.Layer, x, *, batch_size: int = 1024) -> None:
-    """Set every `Standardize` layer of `model` from its inputs on `x` (the training split): mean and 1 / spread.
+def adapt(model: keras.Layer, *xs, batch_size: int = 1024) -> None:
+    """Set every `Standardize` layer of `model` from its inputs on the examples of `xs`: mean and 1 / spread.
 
-    A feature's spread is its standard deviation plus 0.1% of the mean one, so a
-    feature that never varies in training is not blown up where it does.
+    Each of `xs` is an array, or a dict of arrays keyed like the model's
+    inputs: the training split, and any further unlabelled examples of the
+    task (`probe.fit_probe` adds the validation split's at one shot). A feature's spread is
+    its standard deviation plus 0.1% of the mean one, so a feature that never
+    varies in these examples is not blown up where it does.
     """
     found = list(_standardizers(model))
     if not found:
         return
     for layer in found:
         layer._seen = []
-    count = len(next(iter(x.values())) if isinstance(x, dict) else x)
     try:
-        for start in range(0, count, batch_size):
-            part = ({k: v[start:start + batch_size] for k, v in x.items()} if isinstance(x, dict)
-                    else x[start:start + batch_size])
-            model(part, training=False)
+        for x in xs:
+            count = len(next(iter(x.values())) if isinstance(x, dict) else x)
+            for start in range(0, count, batch_size):
+                part = ({k: v[start:start + batch_size] for k, v in x.items()} if isinstance(x, dict)
+                        else x[start:start + batch_size])
+                model(part, training=False)
         for layer in found:
             seen = np.concatenate(layer._seen).astype("float64")
             spread = seen.std(axis=0)

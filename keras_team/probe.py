@@ -44,6 +44,26 @@ PATIENCE = 10
 STEPS_PER_EPOCH = 10
 """The fewest batches of a probe's epoch: a few-shot training split is one batch, too few steps to converge in `epochs`."""
 VALIDATION_BATCH = 1024
+STATISTICS = ("auto", "train", "train+validation")
+"""Whose features set a probe's `keras_team.heads.Standardize` layers (inputs only, never labels); see `statistics_for`."""
+
+
+def statistics_for(labels) -> str:
+    """The features a probe's standardization should see, from its training labels: ``"auto"``'s choice.
+
+    ``"train+validation"`` when the training split has fewer than two examples
+    per class (one shot: its spread is the classes' differences alone, with
+    no variation within a class to scale by), else ``"train"``. Chosen on
+    validation: at one shot the validation inputs raised the default team's
+    validation accuracy on digits and photo patches; at 5 and 20 shots they
+    lowered it (benchmarks/README.md, issue 23).
+
+    Example:
+        >>> statistics_for([0, 1, 2]), statistics_for([0, 0, 1, 1, 2, 2])
+        ('train+validation', 'train')
+    """
+    labels = np.asarray(labels).reshape(-1)
+    return "train+validation" if len(labels) < 2 * len(np.unique(labels)) else "train"
 
 
 class Score(NamedTuple):
@@ -55,22 +75,24 @@ class Score(NamedTuple):
 
 
 class ProbeFit(NamedTuple):
-    """The chosen L2 strength, its `Score`, and every strength's `Score` (keyed by strength, in grid order)."""
+    """The chosen L2 strength, its `Score`, every strength's `Score` (keyed by strength, in grid order), the statistics' source."""
 
     l2: float
     score: Score
     scores: dict[float, Score]
+    statistics: str = "train"
 
     def figures(self) -> dict[str, Any]:
         """What a report records, flat: the chosen fit's validation figures, strength and epoch, every strength's log-loss.
 
         Example:
             >>> ProbeFit(0.01, Score(0.5, 0.9, 7), {0.01: Score(0.5, 0.9, 7)}).figures()
-            {'val_accuracy': 0.9, 'val_loss': 0.5, 'l2': 0.01, 'best_epoch': 7, 'l2_val_loss': [[0.01, 0.5]]}
+            {'val_accuracy': 0.9, 'val_loss': 0.5, 'l2': 0.01, 'best_epoch': 7, 'l2_val_loss': [[0.01, 0.5]], 'statistics': 'train'}
         """
         return {"val_accuracy": self.score.accuracy, "val_loss": self.score.loss, "l2": self.l2,
                 "best_epoch": self.score.epoch,
-                "l2_val_loss": [[strength, score.loss] for strength, score in self.scores.items()]}
+                "l2_val_loss": [[strength, score.loss] for strength, score in self.scores.items()],
+                "statistics": self.statistics}
 
 
 def set_l2(model: keras.Layer, l2: float) -> None:
@@ -145,6 +167,7 @@ def fit_probe(
     seed: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
+    statistics: str = "auto",
 ) -> ProbeFit:
     """Fit `model` once per L2 strength from the same start; keep the strength best on validation.
 
@@ -163,6 +186,11 @@ def fit_probe(
             on several workers, the chief's only: the chief alone fits, see
             `keras_team.distribute.fit_on_chief`).
         seed: of the training examples' shuffle (None: TensorFlow's global seed).
+        statistics: whose features set the model's `Standardize` layers
+            (`keras_team.heads.adapt`): ``"train"``, ``"train+validation"``
+            (the validation inputs join, never their labels), or ``"auto"``
+            (`statistics_for` the training labels: the validation inputs
+            join at one shot).
 
     Returns:
         A `ProbeFit`; `model` holds the chosen fit's best weights and penalty.
@@ -172,10 +200,14 @@ def fit_probe(
                      fit = probe.fit_probe(head, (features, y), (validation_features, yv)); print(fit.l2)"
     """
     grid = _check_grid(l2)
+    if statistics not in STATISTICS:
+        raise KerasTeamError("statistics", statistics, f"one of {', '.join(STATISTICS)}")
+    if statistics == "auto":
+        statistics = statistics_for(train[1])
     if len(model.outputs) != 1:
         raise KerasTeamError("model", model.name, f"a model with one output of logits (it has {len(model.outputs)})")
     options = dict(epochs=epochs, learning_rate=learning_rate, patience=patience, batch_size=batch_size, seed=seed,
-                   callbacks=callbacks, verbose=verbose)
+                   callbacks=callbacks, verbose=verbose, statistics=statistics)
     if isinstance(distribute.strategy_of(model), tf.distribute.MultiWorkerMirroredStrategy):
         # A probe's step is a small matrix product: a collective round trip per step cost 8x one process's fit.
         fit = _from_json(distribute.fit_on_chief(
@@ -187,7 +219,7 @@ def fit_probe(
     # Under a mirrored strategy every replica needs an equal share of the first batch (Keras builds on it).
     held_out_batch = distribute.global_batch_size(VALIDATION_BATCH, len(np.asarray(validation[1])))
     held_out = tf.data.Dataset.from_tensor_slices(validation).batch(held_out_batch).cache()
-    adapt(model, train[0])  # a Standardize layer's statistics: the training split's (keras_team.heads.probe)
+    adapt(model, train[0], *([validation[0]] if statistics == "train+validation" else []))  # keras_team.heads.probe
     initial = model.get_weights()
     with distribute.strategy_of(model).scope():
         penalty = _Penalty(keras.Variable(0.0, trainable=False, name="l2"))
@@ -230,16 +262,17 @@ def fit_probe(
     model.set_weights(weights)
     penalty.strength.assign(strength)  # what the traced step adds if the model is fitted again uncompiled
     set_l2(model, strength)
-    return ProbeFit(strength, score, scores)
+    return ProbeFit(strength, score, scores, statistics)
 
 
 def _to_json(fit: ProbeFit) -> dict:
-    return {"l2": fit.l2, "scores": [[strength, *score] for strength, score in fit.scores.items()]}
+    return {"l2": fit.l2, "scores": [[strength, *score] for strength, score in fit.scores.items()],
+            "statistics": fit.statistics}
 
 
 def _from_json(sent: dict) -> ProbeFit:
     scores = {strength: Score(loss, accuracy, epoch) for strength, loss, accuracy, epoch in sent["scores"]}
-    return ProbeFit(sent["l2"], scores[sent["l2"]], scores)
+    return ProbeFit(sent["l2"], scores[sent["l2"]], scores, sent["statistics"])
 
 
 def probe_follower(team, name: str, train: tf.data.Dataset | TapCache, validation: tf.data.Dataset | TapCache, *,
@@ -261,7 +294,9 @@ def probe_follower(team, name: str, train: tf.data.Dataset | TapCache, validatio
             taps of `copies` passes over it join the training examples'
             (cached once; the validation split is never augmented).
         copies: how many augmented copies of the training split to add.
-        **kwargs: as for `fit_probe` (`l2`, `epochs`, `learning_rate`, ...).
+        **kwargs: as for `fit_probe` (`l2`, `epochs`, `learning_rate`, ...);
+            ``statistics="auto"`` counts the training split's examples
+            without the augmented copies.
 
     Example (it trains once per strength; `tests/test_probe.py` runs it):
         $ python -c "from keras_team import Follower, Team, heads, probe; team = Team(leader, [Follower(heads.dense(5), name='probe')]);
@@ -272,6 +307,8 @@ def probe_follower(team, name: str, train: tf.data.Dataset | TapCache, validatio
     if not isinstance(copies, int) or copies < 0 or (copies and augmented is None):
         raise KerasTeamError("copies", copies, "an int >= 0, and augmented (an augmenting dataset) when it is > 0")
     train_inputs, train_labels = follower_taps(team, name, train, verbose=0)
+    if kwargs.get("statistics", "auto") == "auto":  # shifted copies of one shot are still one shot
+        kwargs["statistics"] = statistics_for(train_labels)
     if copies:
         extra_inputs, extra_labels = cache_taps(team, name, augmented, views=copies, verbose=0)
         train_inputs = {key: np.concatenate([value, extra_inputs[key]]) for key, value in train_inputs.items()}

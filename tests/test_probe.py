@@ -78,6 +78,30 @@ def test_a_probe_grid_must_be_a_list_of_strengths_and_the_model_have_one_output(
         probe.fit_probe(two, data, data)
 
 
+def _standardized_mean(statistics, shots):
+    (x, y), (xv, yv) = features_task(0.0, n=40)
+    x, y = np.concatenate([x[y == c][:shots] for c in range(4)]), np.repeat(np.arange(4), shots)
+    head = keras_team.heads.probe(4)
+    head.build((None, 30))
+    fit = probe.fit_probe(head, (x, y), (xv, yv), l2=(0.0,), epochs=1, statistics=statistics)
+    return fit.statistics, np.asarray(head.get_layer("standardize").mean), x, xv
+
+
+def test_at_one_shot_a_probe_standardizes_with_the_validation_inputs_too():
+    # One example per class: the training spread is the classes' differences alone; the validation inputs join.
+    source, mean, x, xv = _standardized_mean("auto", shots=1)
+    assert source == "train+validation"
+    np.testing.assert_allclose(mean, np.concatenate([x, xv]).mean(axis=0), rtol=1e-5, atol=1e-6)
+    source, mean, x, _ = _standardized_mean("auto", shots=2)
+    assert source == "train"
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-5, atol=1e-6)
+    source, mean, x, _ = _standardized_mean("train", shots=1)  # asked for: kept whatever the shots
+    assert source == "train"
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(KerasTeamError, match="statistics.*auto, train, train\\+validation"):
+        _standardized_mean("validation", shots=1)
+
+
 def test_a_probe_follower_trains_on_its_examples_and_the_augmented_copies_given():
     keras.utils.set_random_seed(0)
     leader = keras_team.zoo.seed_cnn((8, 8, 1), 3)
@@ -94,6 +118,14 @@ def test_a_probe_follower_trains_on_its_examples_and_the_augmented_copies_given(
     np.testing.assert_allclose(np.asarray(standardize.mean), features.mean(axis=0), rtol=1e-4, atol=1e-4)
     with pytest.raises(KerasTeamError, match="copies"):
         probe.probe_follower(team, "probe", batches(x), batches(x), copies=2)
+    # One shot with copies is still one shot: the validation inputs join the statistics (the shots, copies, then x)
+    shots = tf.data.Dataset.from_tensor_slices((x[:3], y[:3])).batch(4)
+    fit = probe.probe_follower(team, "probe", shots, batches(x), augmented=shots.map(
+        lambda images, labels: (images[:, :, ::-1], labels)), copies=2, l2=(0.0,), epochs=1)
+    assert fit.statistics == "train+validation"
+    features = keras.Model(leader.inputs, leader.get_layer("fc2").output).predict(
+        np.concatenate([x[:3], x[:3, :, ::-1], x[:3, :, ::-1], x]), verbose=0)
+    np.testing.assert_allclose(np.asarray(standardize.mean), features.mean(axis=0), rtol=1e-4, atol=1e-4)
 
 
 def test_a_probe_follower_on_taps_cached_for_several_followers_fits_as_on_the_data():
