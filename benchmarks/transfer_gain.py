@@ -16,7 +16,8 @@ each member and over `logreg`; test figures are reported, never chosen on.
 `--data digits` is the default config; `--data patches` the photo patches
 (64x64 RGB, photographs bundled with scikit-image, cut by the functions of
 `../shared/data/photo_patches.py`; or give a folder's path): source 8
-photographs, target 9 others. Validation resembles test without touching it:
+photographs, target 9 others; `--data grey28` the same patches as 28x28 grey
+images. Validation resembles test without touching it:
 the folder (`write_patches`, generated if missing at
 benchmarks/data/patches_validated) holds train/ = patches of each photograph's
 left half, validation/ = its right-top quarter, test/ = its right-bottom
@@ -57,6 +58,8 @@ from keras_team.app.recipe import run  # noqa: E402
 NAME = "transfer_gain"
 PATCHES = pathlib.Path(__file__).resolve().parent / "data" / "patches_validated"
 """Where `--data patches` writes (once) and reads the photo patches; git ignores it."""
+GREY28 = PATCHES.parent / "patches_grey28"
+"""Where `--data grey28` writes (once) the same patches as 28x28 grey images (the held-out set's shape)."""
 PHOTO_PATCHES = next((folder / "shared" / "data" / "photo_patches.py" for folder in pathlib.Path(__file__).resolve().parents
                       if (folder / "shared" / "data" / "photo_patches.py").is_file()), None)
 PATCHES_REGIONS = {"train": (0, 0.5, 0, 1), "validation": (0.5, 1, 0, 0.5), "test": (0.5, 1, 0.5, 1)}  # x0, x1, y0, y1
@@ -124,18 +127,35 @@ def write_patches(folder: pathlib.Path, size: int = 64, seed: int = 0) -> None:
                 crop.save(folder / split / name / f"{i:04d}.png")
 
 
+def write_grey(source: pathlib.Path, folder: pathlib.Path, size: int = 28) -> None:
+    """Every image of the `source` folder as a `size` x `size` grey PNG at the same place in `folder` (bilinear)."""
+    from PIL import Image
+
+    for path in sorted(source.rglob("*.png")):
+        target = folder / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("L").resize((size, size), Image.BILINEAR).save(target)
+
+
 def data_overrides(data: str) -> list[str]:
     """The config overrides for `--data`: digits (the default config), or photo patches (a folder; generated if missing).
 
     `patches` is the folder `write_patches` writes (64x64 RGB, 17 photographs; source: 8 of them, target:
-    the other 9), at ``benchmarks/data/patches_validated`` or generated there; any other value is the path of a
+    the other 9), at ``benchmarks/data/patches_validated`` or generated there; `grey28` the same patches as
+    28x28 grey images (`write_grey`, at ``benchmarks/data/patches_grey28``); any other value is the path of a
     folder of the same classes (with train/ and test/, and validation/ if any).
     """
     if data == "digits":
         return []
-    folder = PATCHES if data == "patches" else pathlib.Path(data)
-    if data == "patches" and not (folder / "test").is_dir():
-        write_patches(folder)
+    folder = {"patches": PATCHES, "grey28": GREY28}.get(data, pathlib.Path(data))
+    if data in ("patches", "grey28") and not (PATCHES / "test").is_dir():
+        write_patches(PATCHES)
+    if data == "grey28" and not (folder / "test").is_dir():
+        # Written beside, then renamed: a folder cut short by a kill is never read as whole.
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_grey(PATCHES, partial)
+        partial.rename(folder)
     return [f"data.source.name={folder}/", f"data.target.name={folder}/",
             f"data.source.classes=[{','.join(PATCHES_SOURCE)}]", f"data.target.classes=[{','.join(PATCHES_TARGET)}]"]
 
@@ -231,7 +251,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="config override passed to load_config, as for `keras-team run --set` (repeatable)")
     parser.add_argument("--data", default="digits", help="digits (default config), patches (photo patches, "
-                        "generated if missing) or the path of a photo-patches folder")
+                        "generated if missing), grey28 (the same as 28x28 grey images) or the path of a "
+                        "photo-patches folder")
     parser.add_argument("--shots", default="5", help="labelled target examples per class, comma-separated "
                         "(default %(default)s; a seed's runs share its leader)")
     parser.add_argument("--keep", action="store_true", help="keep the runs' output directories")
@@ -261,7 +282,7 @@ def main(argv=None) -> dict:
         if not args.leaders:
             shutil.rmtree(leaders, ignore_errors=True)
 
-    data = pathlib.Path(args.data).name if args.data not in ("digits", "patches") else args.data
+    data = pathlib.Path(args.data).name if args.data not in ("digits", "patches", "grey28") else args.data
     results = {}
     for shots in shot_counts:
         result = results[shots] = summarise(runs[shots], shots, args.data, overrides, load_before)

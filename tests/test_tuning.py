@@ -251,6 +251,7 @@ def test_a_trials_head_does_not_depend_on_the_trials_before_it(residual_leader, 
     assert history.history["val_accuracy"] == pytest.approx(alone_history.history["val_accuracy"])
 
 
+@pytest.mark.large  # whole trials / a whole search: seconds each
 def test_fine_tuning_on_the_boundary_cache_gives_the_full_forwards_trial(residual_leader, digits):
     """A fine-tune trial trains the unfrozen block and the head on the frozen part's output below them, computed once:
     the same weights and validation figures as the trial run through the full model (same seed and batches)."""
@@ -622,6 +623,7 @@ class _CustomLoop(kt.HyperModel):
         return loss
 
 
+@pytest.mark.large  # whole trials / a whole search: seconds each
 def test_a_plain_keras_tuner_search_with_its_own_loop_is_untouched_by_the_package(tmp_path):
     import keras_team.tuning.search  # noqa: F401  (the package's searches, imported first)
 
