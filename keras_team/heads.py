@@ -252,9 +252,9 @@ def adapt(model: keras.Layer, *xs, batch_size: int = 1024) -> None:
 
     Each of `xs` is an array, or a dict of arrays keyed like the model's
     inputs: the training split, and any further unlabelled examples of the
-    task (`probe.fit_probe` adds the validation split's at one shot). A feature's spread is
-    its standard deviation plus 0.1% of the mean one, so a feature that never
-    varies in these examples is not blown up where it does.
+    task (`probe.fit_probe` adds the validation split's at one shot). A
+    feature's spread is its standard deviation plus 0.1% of the mean one, so
+    a feature that never varies in these examples is not blown up where it does.
     """
     found = list(_standardizers(model))
     if not found:

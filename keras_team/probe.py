@@ -55,8 +55,9 @@ def statistics_for(labels) -> str:
     per class (one shot: its spread is the classes' differences alone, with
     no variation within a class to scale by), else ``"train"``. Chosen on
     validation: at one shot the validation inputs raised the default team's
-    validation accuracy on digits and photo patches; at 5 and 20 shots they
-    lowered it (benchmarks/README.md, issue 23).
+    validation accuracy on digits and photo patches (not on those patches as
+    28x28 grey images); at 5 and 20 shots they lowered it on the patches
+    (benchmarks/README.md, issue 23).
 
     Example:
         >>> statistics_for([0, 1, 2]), statistics_for([0, 0, 1, 1, 2, 2])
@@ -75,7 +76,7 @@ class Score(NamedTuple):
 
 
 class ProbeFit(NamedTuple):
-    """The chosen L2 strength, its `Score`, every strength's `Score` (keyed by strength, in grid order), the statistics' source."""
+    """The chosen L2 strength, its `Score`, every strength's `Score` (keyed by strength, in grid order), `statistics`."""
 
     l2: float
     score: Score
@@ -86,8 +87,9 @@ class ProbeFit(NamedTuple):
         """What a report records, flat: the chosen fit's validation figures, strength and epoch, every strength's log-loss.
 
         Example:
-            >>> ProbeFit(0.01, Score(0.5, 0.9, 7), {0.01: Score(0.5, 0.9, 7)}).figures()
-            {'val_accuracy': 0.9, 'val_loss': 0.5, 'l2': 0.01, 'best_epoch': 7, 'l2_val_loss': [[0.01, 0.5]], 'statistics': 'train'}
+            >>> ProbeFit(0.01, Score(0.5, 0.9, 7), {0.01: Score(0.5, 0.9, 7)}, "train").figures()
+            {'val_accuracy': 0.9, 'val_loss': 0.5, 'l2': 0.01, 'best_epoch': 7, 'l2_val_loss': [[0.01, 0.5]],
+             'statistics': 'train'}
         """
         return {"val_accuracy": self.score.accuracy, "val_loss": self.score.loss, "l2": self.l2,
                 "best_epoch": self.score.epoch,

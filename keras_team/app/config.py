@@ -323,8 +323,8 @@ class HeadConfig(Section):
         "linear_probe", description="layer type of the head; cosine: a cosine classifier with a learned scale after the "
         "hidden layers, imprinted with the class means of the training split's features before training; "
         "linear_probe: one linear layer on the features standardized by the training split's statistics (at one "
-        "shot, of the training and validation inputs: keras_team.probe.statistics_for), then L2-normalised (keras_team.heads.probe; hidden, dropout and activation do not apply), fitted once per strength "
-        "of l2, each stopped early on the validation log-loss, the strength best there kept (keras_team.probe; "
+        "shot, of the training and validation inputs: keras_team.probe.statistics_for), then L2-normalised "
+        "(keras_team.heads.probe; hidden, dropout and activation do not apply), fitted once per strength of l2, each stopped early on the validation log-loss, the strength best there kept (keras_team.probe; "
         "the default: it beat the dense head on validation, digits and photo patches, benchmarks/README.md)"
     )
     hidden: ListOf[Positive] = Field((64,), description="units of each hidden layer ([]: a linear head)")
@@ -384,8 +384,8 @@ class FollowerConfig(Section):
     kind: Literal["mlp", "linear_probe"] = Field(
         "mlp", description="mlp: hidden layers then the logits; linear_probe: one linear layer on the taps "
         "standardized by the training split's statistics (at one shot, of the training and validation inputs: "
-        "keras_team.probe.statistics_for), then L2-normalised (keras_team.heads.probe; hidden and "
-        "dropout do not apply), fitted once per strength of l2 on the cached taps, each stopped early on the "
+        "keras_team.probe.statistics_for), then L2-normalised (keras_team.heads.probe; hidden and dropout do not "
+        "apply), fitted once per strength of l2 on the cached taps, each stopped early on the "
         "validation log-loss, the strength best there kept (keras_team.probe; a learning_rate of 0.03 suits it)"
     )
     l2: L2Grid = Field(L2_GRID, description="linear_probe: the L2 strengths tried, chosen on validation")
