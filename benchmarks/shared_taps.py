@@ -20,9 +20,15 @@ default (middle) block as the recipe cuts it, on the photo patches (64x64
 RGB; `transfer_gain.py --data patches` generates them), target at `--shots`
 shots per class with the 60 validation patches per class.
 
+`--streamed` times the stage as the recipe runs it for a streamed task
+(`data.stream`): every cache on disk, memory-mapped (the shared one, or the
+mlp's own; the probes' own caches stay in memory, as `probe_follower` keeps
+them) and the probe without shifted copies.
+
 Run from the repository root:
 
     python benchmarks/shared_taps.py          # writes benchmarks/results/shared_taps.json
+    python benchmarks/shared_taps.py --streamed   # writes benchmarks/results/shared_taps_streamed.json
     python benchmarks/shared_taps.py --applications EfficientNetV2B0 --shots 5
 """
 
@@ -32,6 +38,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,28 +56,34 @@ from transfer_gain import data_overrides  # noqa: E402
 NAME = "shared_taps"
 
 
-def followers_stage(config, team, target, *, shared: bool) -> float:
-    """Train every follower of `team` as the recipe's followers stage does; its wall seconds."""
+def followers_stage(config, team, target, *, shared: bool, disk: str | None = None) -> float:
+    """Train every follower of `team` as the recipe's followers stage does; its wall seconds.
+
+    `disk`: a folder for the caches, as for a streamed task (the probes then take no shifted copies).
+    """
     start = time.perf_counter()
     train, validation = target.dataset("train"), target.dataset("validation")
     if shared:
         names = [f.name for f in config.followers]
-        train, validation = cache_taps(team, names, train, verbose=0), cache_taps(team, names, validation, verbose=0)
+        train, validation = (cache_taps(team, names, data, directory=disk and os.path.join(disk, "shared", split),
+                                        verbose=0) for split, data in (("train", train), ("validation", validation)))
     for f in config.followers:
         keras.utils.set_random_seed(config.seed)
         if f.kind == "linear_probe":
-            augmented = dataclasses.replace(target, augment=f.augment).dataset("train", training=True) if f.augment else None
-            probe.probe_follower(team, f.name, train, validation, augmented=augmented, copies=f.views if f.augment else 0,
+            copies = f.views if f.augment and disk is None else 0
+            augmented = dataclasses.replace(target, augment=f.augment).dataset("train", training=True) if copies else None
+            probe.probe_follower(team, f.name, train, validation, augmented=augmented, copies=copies,
                                  l2=f.l2, epochs=f.epochs, learning_rate=f.learning_rate,
                                  batch_size=target.batch_size, seed=config.seed)
         else:
             fit_follower(team, f.name, train, validation, epochs=f.epochs,
                          optimizer=keras.optimizers.Adam(f.learning_rate), batch_size=target.batch_size,
-                         seed=config.seed, verbose=0)
+                         seed=config.seed, verbose=0,
+                         directory=os.path.join(disk, f.name) if disk and not shared else None)
     return time.perf_counter() - start
 
 
-def one_leader(application: str, shots: int) -> dict:
+def one_leader(application: str, shots: int, streamed: bool = False) -> dict:
     """Both ways on `application` (random weights) at `shots` shots: seconds, speedup, whether the weights agree."""
     config = load_config(overrides=[*data_overrides("patches"), f"leader.application={application}",
                                     "leader.weights=null", f"data.target.shots={shots}"])
@@ -85,7 +98,9 @@ def one_leader(application: str, shots: int) -> dict:
     for way, shared in (("per_follower", False), ("shared", True)):
         for graph, start in zip(graphs, initial):
             graph.set_weights(start)
-        seconds[way] = round(followers_stage(config, team, target, shared=shared), 2)
+        with tempfile.TemporaryDirectory() as folder:
+            disk = folder if streamed else None
+            seconds[way] = round(followers_stage(config, team, target, shared=shared, disk=disk), 2)
         weights[way] = [w for graph in graphs for w in graph.get_weights()]
     result = {
         "leader": f"{application} (random weights), cut at {student.cut.name}",
@@ -106,17 +121,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--applications", default="MobileNetV3Small,ResNet50V2",
                         help="keras.applications leaders, comma-separated (default %(default)s)")
     parser.add_argument("--shots", type=int, default=20, help="training patches per target class (default %(default)s)")
-    parser.add_argument("--output", default=str(RESULTS / f"{NAME}.json"), help="the JSON written (default %(default)s)")
+    parser.add_argument("--streamed", action="store_true", help="the caches on disk, as for a streamed task")
+    parser.add_argument("--output", help=f"the JSON written (default {RESULTS}/{NAME}[_streamed].json)")
     args = parser.parse_args(argv)
+    output = args.output or str(RESULTS / f"{NAME}{'_streamed' if args.streamed else ''}.json")
     load_before = load_average()
     result = {
         "benchmark": NAME,
-        "what": "the default followers stage, wall seconds: taps cached once per follower vs once for all",
+        "what": "the default followers stage, wall seconds: taps cached once per follower vs once for all"
+                + (" (on disk, as for a streamed task; the probe without shifted copies)" if args.streamed else ""),
         "shots": args.shots,
-        "runs": [one_leader(application, args.shots) for application in args.applications.split(",")],
+        "streamed": args.streamed,
+        "runs": [one_leader(application, args.shots, args.streamed) for application in args.applications.split(",")],
         "machine": machine(load_before),
     }
-    print(f"wrote {write_json(args.output, result)}")
+    print(f"wrote {write_json(output, result)}")
     return result
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import keras_team
 from keras_team import data
 from keras_team.errors import KerasTeamError
 
@@ -146,9 +147,17 @@ def test_the_report_scores_each_class_by_its_name(tmp_path):
 
 
 @pytest.mark.large
-def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
+def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys, monkeypatch):
     from keras_team.app import cli
 
+    passes, cache_passes = [], keras_team.caching._cache_passes
+
+    def counted(compute, keys, dataset, **kwargs):
+        if kwargs["what"].startswith("follower"):  # not the transfer stage's cache of its frozen part
+            passes.append((kwargs["what"], kwargs["views"], kwargs["directory"] is not None))
+        return cache_passes(compute, keys, dataset, **kwargs)
+
+    monkeypatch.setattr(keras_team.caching, "_cache_passes", counted)
     root = write_folder(tmp_path / "pets", classes=("ant", "bee", "cat", "dog"), per_class=14)
     out = tmp_path / "run"
     code = cli.main(["run", "--quiet", "--output-dir", str(out), "--set", f"data.source.name={root}",
@@ -164,6 +173,11 @@ def test_keras_team_run_on_a_folder_reports_its_class_names(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["class_names"] == ["dog", "cat"] and (out / "confusion.png").is_file()
     assert not (out / "taps").exists()  # the streamed task's tap cache, on disk while the follower trained
+    # The three followers' taps (mlp's two cuts, the probes' features): one pass over each split for all of them,
+    # on disk (memory-mapped) as the task is streamed, removed when the followers are done
+    shared = "followers mlp, probe, pooled"
+    assert passes == [(shared, 1, True), (shared, 1, True)], passes
+    assert not (out / "shared_taps").exists()
     assert sorted(report["ensemble"]["test_accuracy_per_class"]) == ["cat", "dog"]
     assert "| dog " in (out / "report.md").read_text()
 

@@ -66,6 +66,7 @@ from keras_team.transfers import transfer
 ARCHITECTURES = {"seed_cnn": zoo.seed_cnn, "residual_cnn": zoo.residual_cnn}
 SMALLEST_IMAGES = {"seed_cnn": 4, "residual_cnn": 2}  # the least height and width each takes (2x2 poolings)
 CHECKPOINT_SECONDS = 5.0  # the least time between two checkpoints of a stage (a kill loses at most this much)
+SHARED_TAPS = "shared_taps"  # in the run directory: a streamed task's taps, cached once for the followers
 
 
 def config_field(task: str, field: str) -> str:
@@ -712,8 +713,10 @@ class Recipe:
                                                verbose=self.out.fit_verbose)
                     history, figures = None, fit.figures()
                 else:
-                    # A streamed task's taps may not fit in memory either: cached on disk (memory-mapped), then removed.
-                    cache = self.ws.path("taps") / f.name if _streamed(target) else None
+                    # A streamed task's taps may not fit in memory either: cached on disk (memory-mapped), then removed
+                    # (unless shared: `_shared_taps`).
+                    own = _streamed(target) and not isinstance(train, caching.TapCache)
+                    cache = self.ws.path("taps") / f.name if own else None
                     history = fit_follower(team, f.name, train, validation,
                                            epochs=f.epochs, optimizer=keras.optimizers.Adam(f.learning_rate),
                                            batch_size=target.batch_size, seed=self.config.seed, directory=cache,
@@ -726,6 +729,7 @@ class Recipe:
                 self.ws.save_model(graph, weights)
                 self.ws.finish("followers", {"seconds": time.perf_counter() - start + share, "replicas": _replicas(graph),
                                              **figures}, part=f.name)
+            shutil.rmtree(self.ws.path(SHARED_TAPS), ignore_errors=True)  # a streamed task's shared cache
             return team, {f.name: self.ws.figures("followers", f.name) for f in self.config.followers}
 
         self._stage("followers", self.plan.stages["followers"], build, "stages/followers.keras")
@@ -733,19 +737,21 @@ class Recipe:
 
     def _shared_taps(self, team) -> tuple:
         """The target's train and validation splits for the followers still to train, and each one's share of the
-        seconds spent on them: their taps cached once for all of them (`cache_taps` of several followers) when the
-        task is in memory and two or more remain; else the datasets, and 0 (a streamed task's taps may not fit in
-        memory: each follower caches its own on disk)."""
+        seconds spent on them: their taps cached once for all of them (`cache_taps` of several followers) when two
+        or more remain, in memory, or for a streamed task (whose taps may not fit in memory) on disk under
+        `SHARED_TAPS`, memory-mapped, removed when the stage ends; else the datasets, and 0."""
         target, start = self.plan.target, time.perf_counter()
         train, validation = target.dataset("train"), target.dataset("validation")
         pending = [f.name for f in self.config.followers if not self.ws.done("followers", f.name)]
-        if len(pending) < 2 or not _in_memory(target):
+        if len(pending) < 2:
             return train, validation, 0.0
         leaders = "the leaders run" if len(team.leaders) > 1 else "the leader runs"
-        self.out.stage("  taps", f"{leaders} once over each split for {', '.join(pending)}")
+        folder = None if _in_memory(target) else self.ws.path(SHARED_TAPS)
+        where = "" if folder is None else " (on disk: the task is streamed)"
+        self.out.stage("  taps", f"{leaders} once over each split for {', '.join(pending)}{where}")
         verbose = 1 if self.out.level == "bar" else 0
-        train, validation = (cache_taps(team, pending, train, verbose=verbose),
-                             cache_taps(team, pending, validation, verbose=verbose))
+        train, validation = (cache_taps(team, pending, data, directory=folder and folder / split, verbose=verbose)
+                             for split, data in (("train", train), ("validation", validation)))
         return train, validation, (time.perf_counter() - start) / len(pending)
 
     def train_team(self, team_file: str) -> str:
