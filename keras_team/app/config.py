@@ -324,7 +324,8 @@ class HeadConfig(Section):
         "hidden layers, imprinted with the class means of the training split's features before training; "
         "linear_probe: one linear layer on the features standardized by the training split's statistics (at one "
         "shot, of the training and validation inputs: keras_team.probe.statistics_for), then L2-normalised "
-        "(keras_team.heads.probe; hidden, dropout and activation do not apply), fitted once per strength of l2, each stopped early on the validation log-loss, the strength best there kept (keras_team.probe; "
+        "(keras_team.heads.probe; hidden, dropout and activation do not apply), fitted once per strength of l2, "
+        "each stopped early on the validation log-loss, the strength best there kept (keras_team.probe; "
         "the default: it beat the dense head on validation, digits and photo patches, benchmarks/README.md)"
     )
     hidden: ListOf[Positive] = Field((64,), description="units of each hidden layer ([]: a linear head)")
