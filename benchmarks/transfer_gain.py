@@ -59,7 +59,7 @@ from _common import PATCHES_SOURCE, PATCHES_TARGET, RESULTS, load_average, machi
 from keras_team.app.config import load_config  # noqa: E402
 from keras_team.errors import KerasTeamError  # noqa: E402
 from keras_team.app.progress import Output  # noqa: E402
-from keras_team.app.recipe import run  # noqa: E402
+from keras_team.app.recipe import load_tasks, run  # noqa: E402
 
 NAME = "transfer_gain"
 PATCHES = pathlib.Path(__file__).resolve().parent / "data" / "patches_validated"
@@ -87,15 +87,13 @@ def summary(values: list[float]) -> dict:
     return {"mean": round(float(array.mean()), 4), "std": round(std, 4)}
 
 
-def logistic_regression(run_dir: str, config) -> dict:
+def logistic_regression(run_dir: str, target) -> dict:
     """scikit-learn's logistic regression on the run's frozen cut features; C chosen on validation accuracy, then log-loss."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
-    from keras_team.app.recipe import load_tasks
     from keras_team.files import load_model
 
-    _, target = load_tasks(config)
     body = load_model(os.path.join(run_dir, "stages", "transfer.keras")).body
     splits = {name: (body.predict(x, verbose=0).reshape(len(x), -1), y)
               for name, (x, y) in ((n, target.splits[n]) for n in ("train", "validation", "test"))}
@@ -108,7 +106,7 @@ def logistic_regression(run_dir: str, config) -> dict:
     return {"C": c, "validation_accuracy": round(fits[c][0], 4), "test_accuracy": fits[c][2].score(*splits["test"])}
 
 
-def hindsight(run_dir: str, config) -> dict:
+def hindsight(run_dir: str, target) -> dict:
     """Bounds on what any ensemble rule could reach: the best test accuracy of a weighting chosen on test.
 
     The team's outputs' probabilities are averaged with every weighting on a
@@ -120,10 +118,8 @@ def hindsight(run_dir: str, config) -> dict:
     """
     from itertools import combinations
 
-    from keras_team.app.recipe import load_tasks
     from keras_team.files import load_model
 
-    _, target = load_tasks(config)
     x, y = target.splits["test"]
     logits = np.stack([np.asarray(p, "float64") for p in load_model(os.path.join(run_dir, "team.keras")).predict(
         x, verbose=0).values()])
@@ -218,7 +214,8 @@ def one_seed(seed: int, shots: int, overrides: list[str], keep: bool, leader: st
         start = time.perf_counter()
         report = run(config, output=Output("quiet"))
         seconds = time.perf_counter() - start
-        logreg, bound = logistic_regression(output_dir, config), hindsight(output_dir, config)
+        _, target = load_tasks(config)  # the target's splits, read once for both
+        logreg, bound = logistic_regression(output_dir, target), hindsight(output_dir, target)
         if leader is not None and not reuse:
             shutil.copyfile(os.path.join(output_dir, "leader.keras"), leader)
     finally:
